@@ -1,0 +1,84 @@
+/*
+ * tttrack.h: the C ABI of libtttrack.so.
+ *
+ * A TT-Metal process reports its device memory events through these calls. Each
+ * producing thread writes fixed-size records into its own lane of a per-process
+ * shared-memory segment (in $TTTRACK_DIR, default /dev/shm/tttrack); tt-aggregator
+ * drains them. The per-event path makes no system call, takes no lock and allocates
+ * nothing. Every function is safe to call from any thread, returns at once when
+ * tracking is off (TT_ALLOC_TRACKING_ENABLED is not "1" at the first call), and never
+ * lets a failure of tracking stop the application.
+ *
+ * Link with -ltttrack, or load the library with LD_PRELOAD.
+ */
+#ifndef TTTRACK_H
+#define TTTRACK_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* TT-Metal BufferType values. */
+enum {
+    TTTRACK_BUFFER_DRAM = 0,
+    TTTRACK_BUFFER_L1 = 1,
+    TTTRACK_BUFFER_SYSTEM_MEMORY = 2,
+    TTTRACK_BUFFER_L1_SMALL = 3,
+    TTTRACK_BUFFER_TRACE = 4
+};
+
+/* Kernel types. */
+enum {
+    TTTRACK_KERNEL_APPLICATION = 0,
+    TTTRACK_KERNEL_FABRIC = 1,
+    TTTRACK_KERNEL_DISPATCH = 2
+};
+
+/* Architectures (same values as the original protocol's arch_type). */
+enum {
+    TTTRACK_ARCH_UNKNOWN = 0,
+    TTTRACK_ARCH_GRAYSKULL = 1,
+    TTTRACK_ARCH_WORMHOLE_B0 = 2,
+    TTTRACK_ARCH_BLACKHOLE = 3,
+    TTTRACK_ARCH_QUASAR = 4
+};
+
+/* What a TT-Metal process knows about one device. 64 bytes. */
+typedef struct tttrack_device_info {
+    uint32_t arch;                  /* TTTRACK_ARCH_* */
+    uint32_t is_remote;             /* non-zero: reached over Ethernet, no PCIe function */
+    uint32_t num_tensix_cores;
+    uint32_t num_dram_channels;
+    uint64_t l1_size_per_core;      /* bytes */
+    uint64_t dram_size_per_channel; /* bytes */
+    uint64_t total_dram_bytes;
+    uint64_t total_l1_bytes;
+    uint64_t l1_small_size;         /* bytes of the L1_SMALL region */
+    uint64_t trace_region_size;     /* bytes of the TRACE region */
+} tttrack_device_info_t;
+
+/* 1 if tracking is on in this process, else 0. */
+int tttrack_enabled(void);
+/* A buffer of `size` bytes at address `buffer_id` was allocated on a device. */
+void tttrack_alloc(int32_t device_id, uint64_t size, uint8_t buffer_type, uint64_t buffer_id);
+/* The buffer at `buffer_id` was freed (its size is remembered by the aggregator). */
+void tttrack_free(int32_t device_id, uint64_t buffer_id);
+void tttrack_cb_alloc(int32_t device_id, uint64_t size, uint64_t cb_id);
+void tttrack_cb_free(int32_t device_id, uint64_t size, uint64_t cb_id);
+/* `size` is the binary size times the number of cores it is loaded on. */
+void tttrack_kernel_load(int32_t device_id, uint64_t size, uint64_t kernel_id, uint8_t kernel_type);
+void tttrack_kernel_unload(int32_t device_id, uint64_t size, uint64_t kernel_id);
+/* Describes a device (0 <= device_id < 64); exact figures override the built-in table. */
+void tttrack_device_info(int32_t device_id, const tttrack_device_info_t *info);
+/* Events this process could not deliver (full lanes with no aggregator, no lane, no segment). */
+uint64_t tttrack_dropped_events(void);
+/* Optional: give the calling thread's lane back now rather than at thread exit. */
+void tttrack_thread_detach(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TTTRACK_H */

@@ -1,0 +1,87 @@
+//! The C ABI exported by `libtttrack.so` (declared in `cabi/tttrack.h`).
+//!
+//! Every entry point returns at once when tracking is off, is safe from any thread, and
+//! catches any panic so that none unwinds into the application.
+
+use crate::producer;
+use crate::shm_layout::{DeviceInfo, EventKind};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+#[inline(always)]
+fn guarded<R>(default: R, f: impl FnOnce() -> R) -> R {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or(default)
+}
+
+/// 1 when `TT_ALLOC_TRACKING_ENABLED=1` was set at the first call, else 0.
+#[no_mangle]
+pub extern "C" fn tttrack_enabled() -> i32 {
+    guarded(0, || producer::enabled() as i32)
+}
+
+#[no_mangle]
+pub extern "C" fn tttrack_alloc(device_id: i32, size: u64, buffer_type: u8, buffer_id: u64) {
+    guarded((), || {
+        producer::record(EventKind::Alloc, buffer_type, device_id, size, buffer_id)
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn tttrack_free(device_id: i32, buffer_id: u64) {
+    guarded((), || {
+        producer::record(EventKind::Free, 0, device_id, 0, buffer_id)
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn tttrack_cb_alloc(device_id: i32, size: u64, cb_id: u64) {
+    guarded((), || {
+        producer::record(EventKind::CbAlloc, 0, device_id, size, cb_id)
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn tttrack_cb_free(device_id: i32, size: u64, cb_id: u64) {
+    guarded((), || {
+        producer::record(EventKind::CbFree, 0, device_id, size, cb_id)
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn tttrack_kernel_load(device_id: i32, size: u64, kernel_id: u64, kernel_type: u8) {
+    guarded((), || {
+        producer::record(EventKind::KernelLoad, kernel_type, device_id, size, kernel_id)
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn tttrack_kernel_unload(device_id: i32, size: u64, kernel_id: u64) {
+    guarded((), || {
+        producer::record(EventKind::KernelUnload, 0, device_id, size, kernel_id)
+    })
+}
+
+/// # Safety
+/// `info` must be null or point to a readable `tttrack_device_info_t`.
+#[no_mangle]
+pub unsafe extern "C" fn tttrack_device_info(device_id: i32, info: *const DeviceInfo) {
+    if info.is_null() {
+        return;
+    }
+    // SAFETY: the caller passes a readable tttrack_device_info_t (checked non-null);
+    // read_unaligned tolerates any alignment.
+    let info = unsafe { core::ptr::read_unaligned(info) };
+    guarded((), || producer::record_device_info(device_id, &info))
+}
+
+/// Events this process could not deliver so far.
+#[no_mangle]
+pub extern "C" fn tttrack_dropped_events() -> u64 {
+    guarded(0, producer::dropped_events)
+}
+
+/// Gives the calling thread's lane back before the thread exits (optional: it happens
+/// at thread exit anyway).
+#[no_mangle]
+pub extern "C" fn tttrack_thread_detach() {
+    guarded((), producer::release_thread_lane)
+}

@@ -1,0 +1,17 @@
+//! tttrack: live memory tracking for Tenstorrent accelerators.
+//!
+//! A tracked process writes fixed-size events into per-thread single-producer rings
+//! ("lanes") in a shared-memory segment of its own, with no system call, no lock and no
+//! allocation per event ([`producer`]). `tt-aggregator` drains every lane into exact
+//! accounting and publishes it in one counters page; `tt-smi` shows it.
+//!
+//! Shared layouts live in [`shm_layout`]; the C ABI in [`ffi`] and `cabi/tttrack.h`.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod ffi;
+pub mod producer;
+pub mod segment;
+pub mod segment_reader;
+pub mod shm_layout;
+pub mod sys;

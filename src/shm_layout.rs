@@ -1,0 +1,414 @@
+//! Every structure that crosses a process boundary, defined once.
+//!
+//! Two kinds of file live in the tracking directory: one **segment** per tracked
+//! process (written by that process's producer threads, drained by the aggregator) and
+//! the aggregator's **counters page** (see [`crate::counters_page`]). All fields that
+//! another process may touch are atomics, so no read or write of shared memory is ever a
+//! data race in Rust's model, whatever the other side does. Nothing here is a pointer:
+//! positions are `u64` counters that only grow, masked to find a slot.
+//!
+//! `cabi/tttrack_shm.h` describes the same layout for C; `tests/c_abi.rs` compiles it and
+//! compares every size and offset with the ones asserted here.
+
+use core::mem::{offset_of, size_of};
+use core::sync::atomic::{AtomicU32, AtomicU64};
+
+/// `b"TTTRSEG1"` read as a little-endian u64: the first 8 bytes of every segment file.
+pub const SEGMENT_MAGIC: u64 = u64::from_le_bytes(*b"TTTRSEG1");
+/// Bumped whenever anything in a segment's layout changes meaning or place.
+pub const SEGMENT_LAYOUT_VERSION: u32 = 1;
+
+/// Lanes per segment: the number of threads of one process that can report at once.
+pub const NUM_LANES: usize = 64;
+/// Event slots per lane (a power of two).
+pub const LANE_CAPACITY: usize = 1 << 15;
+/// Devices a process can describe with `tttrack_device_info`.
+pub const MAX_DEVICES: usize = 64;
+
+/// Size of the segment header region (the header itself, then padding).
+pub const SEGMENT_HEADER_REGION: usize = 512;
+/// Offset of the device-information slots.
+pub const DEVICE_SLOTS_OFFSET: usize = SEGMENT_HEADER_REGION;
+/// Offset of lane 0; later lanes follow every [`LANE_STRIDE`] bytes.
+pub const LANES_OFFSET: usize = 12288;
+/// Bytes from one lane to the next: its header, then its ring of events.
+pub const LANE_STRIDE: usize = size_of::<LaneHeader>() + LANE_CAPACITY * size_of::<Event>();
+/// Total size of a segment file (sparse: only pages that are written use memory).
+pub const SEGMENT_SIZE: usize = LANES_OFFSET + NUM_LANES * LANE_STRIDE;
+
+/// What an event reports. Values are part of the layout.
+#[repr(u8)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    Alloc = 1,
+    Free = 2,
+    CbAlloc = 3,
+    CbFree = 4,
+    KernelLoad = 5,
+    KernelUnload = 6,
+    /// The process wrote device `device`'s slot in the segment's device table.
+    DeviceInfo = 7,
+}
+
+impl EventKind {
+    pub fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            1 => Self::Alloc,
+            2 => Self::Free,
+            3 => Self::CbAlloc,
+            4 => Self::CbFree,
+            5 => Self::KernelLoad,
+            6 => Self::KernelUnload,
+            7 => Self::DeviceInfo,
+            _ => return None,
+        })
+    }
+}
+
+/// TT-Metal's `BufferType` values.
+#[repr(u8)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum BufferType {
+    Dram = 0,
+    L1 = 1,
+    SystemMemory = 2,
+    L1Small = 3,
+    Trace = 4,
+}
+
+impl BufferType {
+    pub const ALL: [BufferType; 5] = [
+        Self::Dram,
+        Self::L1,
+        Self::SystemMemory,
+        Self::L1Small,
+        Self::Trace,
+    ];
+    pub fn from_u8(v: u8) -> Option<Self> {
+        Self::ALL.get(v as usize).copied()
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Dram => "DRAM",
+            Self::L1 => "L1",
+            Self::SystemMemory => "SYSTEM_MEMORY",
+            Self::L1Small => "L1_SMALL",
+            Self::Trace => "TRACE",
+        }
+    }
+}
+
+/// Kernel types as TT-Metal reports them.
+#[repr(u8)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KernelType {
+    Application = 0,
+    Fabric = 1,
+    Dispatch = 2,
+}
+
+impl KernelType {
+    pub fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            0 => Self::Application,
+            1 => Self::Fabric,
+            2 => Self::Dispatch,
+            _ => return None,
+        })
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Application => "Application",
+            Self::Fabric => "Fabric",
+            Self::Dispatch => "Dispatch",
+        }
+    }
+}
+
+/// One event record: 32 bytes, four u64 words in a lane slot.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct Event {
+    /// Per-process sequence number: the order in which events happened across threads.
+    pub seq: u64,
+    /// An [`EventKind`] value.
+    pub kind: u8,
+    /// [`BufferType`] for buffers, [`KernelType`] for kernels, 0 otherwise.
+    pub subtype: u8,
+    pub _reserved: u16,
+    pub device: i32,
+    /// Bytes (0 for FREE and DEVICE_INFO).
+    pub size: u64,
+    /// Buffer address, CB id or kernel id.
+    pub id: u64,
+}
+
+impl Event {
+    pub fn to_words(self) -> [u64; 4] {
+        bytemuck::cast(self)
+    }
+    pub fn from_words(w: [u64; 4]) -> Self {
+        bytemuck::cast(w)
+    }
+}
+
+/// A lane slot as it sits in shared memory.
+#[repr(C)]
+pub struct Slot {
+    pub words: [AtomicU64; 4],
+}
+
+/// What a TT-Metal process knows about one device (`tttrack_device_info_t` in C).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct DeviceInfo {
+    /// 0 unknown, 1 Grayskull, 2 Wormhole B0, 3 Blackhole, 4 Quasar.
+    pub arch: u32,
+    /// Non-zero for a chip reached over Ethernet (no PCIe function of its own).
+    pub is_remote: u32,
+    pub num_tensix_cores: u32,
+    pub num_dram_channels: u32,
+    pub l1_size_per_core: u64,
+    pub dram_size_per_channel: u64,
+    pub total_dram_bytes: u64,
+    pub total_l1_bytes: u64,
+    pub l1_small_size: u64,
+    pub trace_region_size: u64,
+}
+
+/// A device-information slot in a segment: a sequence lock over the
+/// [`DeviceInfo`] words. `seq` is 0 when never written, odd while being written.
+#[repr(C)]
+pub struct DeviceInfoSlot {
+    pub seq: AtomicU32,
+    pub _pad: AtomicU32,
+    pub words: [AtomicU64; 8],
+    pub _pad2: [AtomicU64; 7],
+}
+
+/// The header at offset 0 of every segment file.
+///
+/// Line 0 and 1: identity, written once before the file gets its final name.
+/// Line 2: the per-process sequence counter (written on every event).
+/// Line 3: counters the producer writes rarely.
+/// Line 4: written by the aggregator (read by producers only when a lane is full).
+#[repr(C)]
+pub struct SegmentHeader {
+    pub magic: AtomicU64,
+    pub version: AtomicU32,
+    pub header_size: AtomicU32,
+    pub segment_size: AtomicU64,
+    pub pid: AtomicU32,
+    pub uid: AtomicU32,
+    /// Process start time in clock ticks since boot (`/proc/PID/stat` field 22).
+    pub start_time: AtomicU64,
+    pub num_lanes: AtomicU32,
+    pub lane_capacity: AtomicU32,
+    pub lanes_offset: AtomicU64,
+    pub lane_stride: AtomicU64,
+    /// Process name (`comm`), NUL-padded.
+    pub comm: [AtomicU64; 2],
+    pub created_unix_ns: AtomicU64,
+    pub _pad1: [AtomicU64; 5],
+    /// Next per-process sequence number.
+    pub seq: AtomicU64,
+    pub _pad2: [AtomicU64; 7],
+    /// Events dropped because every lane was taken.
+    pub no_lane_dropped: AtomicU64,
+    pub _pad3: [AtomicU64; 7],
+    /// PID of the aggregator draining this segment (0: none yet).
+    pub consumer_pid: AtomicU32,
+    pub _pad4: AtomicU32,
+    /// CLOCK_MONOTONIC nanoseconds of the aggregator's last drain pass.
+    pub consumer_heartbeat_ns: AtomicU64,
+    pub _pad5: [AtomicU64; 6],
+}
+
+/// The header of one lane; its ring of [`LANE_CAPACITY`] slots follows.
+#[repr(C)]
+pub struct LaneHeader {
+    /// Producer's position: slots below it are published.
+    pub head: AtomicU64,
+    /// Events this lane's threads could not deliver.
+    pub dropped: AtomicU64,
+    /// [`LANE_FREE`] or [`LANE_CLAIMED`].
+    pub state: AtomicU32,
+    /// Kernel thread id of the current owner.
+    pub owner_tid: AtomicU32,
+    pub claims: AtomicU64,
+    pub _pad1: [AtomicU64; 4],
+    /// Consumer's position: slots below it may be overwritten.
+    pub tail: AtomicU64,
+    pub _pad2: [AtomicU64; 7],
+}
+
+pub const LANE_FREE: u32 = 0;
+pub const LANE_CLAIMED: u32 = 1;
+
+/// `b"TTTRCNT1"`: the first 8 bytes of the aggregator's counters page.
+pub const COUNTERS_MAGIC: u64 = u64::from_le_bytes(*b"TTTRCNT1");
+/// File name of the counters page in the tracking directory.
+pub const COUNTERS_FILE_NAME: &str = "counters";
+
+/// The first 64 bytes of the counters page: who publishes it and whether it is alive.
+/// Producers read it (with `pread`, never a mapping) when a lane is full, to learn
+/// whether an aggregator is running before it has attached to their segment.
+#[repr(C)]
+pub struct PagePresence {
+    pub magic: AtomicU64,
+    pub version: AtomicU32,
+    pub aggregator_pid: AtomicU32,
+    /// CLOCK_MONOTONIC nanoseconds, refreshed by the aggregator at least every 100 ms.
+    pub heartbeat_ns: AtomicU64,
+    pub started_unix_ns: AtomicU64,
+    pub page_size: AtomicU64,
+    pub _pad: [AtomicU64; 3],
+}
+
+/// Name of a segment file for a process.
+pub fn segment_file_name(pid: u32, start_time: u64) -> String {
+    format!("seg.{pid}.{start_time}")
+}
+
+/// Parses a segment file name back into (pid, start time).
+pub fn parse_segment_file_name(name: &str) -> Option<(u32, u64)> {
+    let rest = name.strip_prefix("seg.")?;
+    let (pid, st) = rest.split_once('.')?;
+    let pid: u32 = pid.parse().ok()?;
+    let st: u64 = st.parse().ok()?;
+    if pid == 0 {
+        return None;
+    }
+    Some((pid, st))
+}
+
+// ---- Layout assertions: any change here is a layout change (bump the version). ----
+const _: () = {
+    assert!(LANE_CAPACITY.is_power_of_two());
+    assert!(size_of::<Event>() == 32);
+    assert!(offset_of!(Event, seq) == 0);
+    assert!(offset_of!(Event, kind) == 8);
+    assert!(offset_of!(Event, subtype) == 9);
+    assert!(offset_of!(Event, device) == 12);
+    assert!(offset_of!(Event, size) == 16);
+    assert!(offset_of!(Event, id) == 24);
+    assert!(size_of::<Slot>() == 32);
+
+    assert!(size_of::<DeviceInfo>() == 64);
+    assert!(offset_of!(DeviceInfo, arch) == 0);
+    assert!(offset_of!(DeviceInfo, is_remote) == 4);
+    assert!(offset_of!(DeviceInfo, num_tensix_cores) == 8);
+    assert!(offset_of!(DeviceInfo, num_dram_channels) == 12);
+    assert!(offset_of!(DeviceInfo, l1_size_per_core) == 16);
+    assert!(offset_of!(DeviceInfo, dram_size_per_channel) == 24);
+    assert!(offset_of!(DeviceInfo, total_dram_bytes) == 32);
+    assert!(offset_of!(DeviceInfo, total_l1_bytes) == 40);
+    assert!(offset_of!(DeviceInfo, l1_small_size) == 48);
+    assert!(offset_of!(DeviceInfo, trace_region_size) == 56);
+
+    assert!(size_of::<DeviceInfoSlot>() == 128);
+    assert!(offset_of!(DeviceInfoSlot, seq) == 0);
+    assert!(offset_of!(DeviceInfoSlot, words) == 8);
+
+    assert!(size_of::<SegmentHeader>() == 320);
+    assert!(offset_of!(SegmentHeader, magic) == 0);
+    assert!(offset_of!(SegmentHeader, version) == 8);
+    assert!(offset_of!(SegmentHeader, header_size) == 12);
+    assert!(offset_of!(SegmentHeader, segment_size) == 16);
+    assert!(offset_of!(SegmentHeader, pid) == 24);
+    assert!(offset_of!(SegmentHeader, uid) == 28);
+    assert!(offset_of!(SegmentHeader, start_time) == 32);
+    assert!(offset_of!(SegmentHeader, num_lanes) == 40);
+    assert!(offset_of!(SegmentHeader, lane_capacity) == 44);
+    assert!(offset_of!(SegmentHeader, lanes_offset) == 48);
+    assert!(offset_of!(SegmentHeader, lane_stride) == 56);
+    assert!(offset_of!(SegmentHeader, comm) == 64);
+    assert!(offset_of!(SegmentHeader, created_unix_ns) == 80);
+    assert!(offset_of!(SegmentHeader, seq) == 128);
+    assert!(offset_of!(SegmentHeader, no_lane_dropped) == 192);
+    assert!(offset_of!(SegmentHeader, consumer_pid) == 256);
+    assert!(offset_of!(SegmentHeader, consumer_heartbeat_ns) == 264);
+    assert!(size_of::<SegmentHeader>() <= SEGMENT_HEADER_REGION);
+    assert!(DEVICE_SLOTS_OFFSET + MAX_DEVICES * size_of::<DeviceInfoSlot>() <= LANES_OFFSET);
+
+    assert!(size_of::<PagePresence>() == 64);
+    assert!(offset_of!(PagePresence, magic) == 0);
+    assert!(offset_of!(PagePresence, version) == 8);
+    assert!(offset_of!(PagePresence, aggregator_pid) == 12);
+    assert!(offset_of!(PagePresence, heartbeat_ns) == 16);
+    assert!(offset_of!(PagePresence, started_unix_ns) == 24);
+    assert!(offset_of!(PagePresence, page_size) == 32);
+
+    assert!(size_of::<LaneHeader>() == 128);
+    assert!(offset_of!(LaneHeader, head) == 0);
+    assert!(offset_of!(LaneHeader, dropped) == 8);
+    assert!(offset_of!(LaneHeader, state) == 16);
+    assert!(offset_of!(LaneHeader, owner_tid) == 20);
+    assert!(offset_of!(LaneHeader, claims) == 24);
+    assert!(offset_of!(LaneHeader, tail) == 64);
+    assert!(LANE_STRIDE % 64 == 0);
+};
+
+/// Every size and offset above, by name, for the test that checks the C header.
+pub fn layout_table() -> Vec<(&'static str, usize)> {
+    macro_rules! off {
+        ($t:ty, $($f:ident),*) => { vec![$((concat!(stringify!($t), ".", stringify!($f)), offset_of!($t, $f))),*] };
+    }
+    let mut v = vec![
+        ("sizeof Event", size_of::<Event>()),
+        ("sizeof DeviceInfo", size_of::<DeviceInfo>()),
+        ("sizeof DeviceInfoSlot", size_of::<DeviceInfoSlot>()),
+        ("sizeof SegmentHeader", size_of::<SegmentHeader>()),
+        ("sizeof LaneHeader", size_of::<LaneHeader>()),
+        ("sizeof PagePresence", size_of::<PagePresence>()),
+    ];
+    v.extend(off!(PagePresence, magic, version, aggregator_pid, heartbeat_ns, started_unix_ns, page_size));
+    v.extend(off!(Event, seq, kind, subtype, device, size, id));
+    v.extend(off!(
+        DeviceInfo,
+        arch,
+        is_remote,
+        num_tensix_cores,
+        num_dram_channels,
+        l1_size_per_core,
+        dram_size_per_channel,
+        total_dram_bytes,
+        total_l1_bytes,
+        l1_small_size,
+        trace_region_size
+    ));
+    v.extend(off!(DeviceInfoSlot, seq, words));
+    v.extend(off!(
+        SegmentHeader,
+        magic,
+        version,
+        header_size,
+        segment_size,
+        pid,
+        uid,
+        start_time,
+        num_lanes,
+        lane_capacity,
+        lanes_offset,
+        lane_stride,
+        comm,
+        created_unix_ns,
+        seq,
+        no_lane_dropped,
+        consumer_pid,
+        consumer_heartbeat_ns
+    ));
+    v.extend(off!(LaneHeader, head, dropped, state, owner_tid, claims, tail));
+    v.extend([
+        ("const SEGMENT_MAGIC", SEGMENT_MAGIC as usize),
+        ("const COUNTERS_MAGIC", COUNTERS_MAGIC as usize),
+        ("const NUM_LANES", NUM_LANES),
+        ("const LANE_CAPACITY", LANE_CAPACITY),
+        ("const LANES_OFFSET", LANES_OFFSET),
+        ("const LANE_STRIDE", LANE_STRIDE),
+        ("const MAX_DEVICES", MAX_DEVICES),
+        ("const DEVICE_SLOTS_OFFSET", DEVICE_SLOTS_OFFSET),
+        ("const SEGMENT_LAYOUT_VERSION", SEGMENT_LAYOUT_VERSION as usize),
+    ]);
+    v
+}

@@ -1,0 +1,51 @@
+/* layout.c: prints every size and offset of cabi/tttrack_shm.h, one "name value" a line. */
+#include <stddef.h>
+#include <stdio.h>
+#include "tttrack_shm.h"
+#define S(name, t) printf("sizeof %s %zu\n", name, sizeof(t))
+#define O(name, t, f) printf("%s.%s %zu\n", name, #f, offsetof(t, f))
+int main(void) {
+    S("Event", tttrack_event_t);
+    S("DeviceInfo", tttrack_device_info_t);
+    S("DeviceInfoSlot", tttrack_device_info_slot_t);
+    S("SegmentHeader", tttrack_segment_header_t);
+    S("LaneHeader", tttrack_lane_header_t);
+    O("Event", tttrack_event_t, seq); O("Event", tttrack_event_t, kind);
+    O("Event", tttrack_event_t, subtype); O("Event", tttrack_event_t, device);
+    O("Event", tttrack_event_t, size); O("Event", tttrack_event_t, id);
+    O("DeviceInfo", tttrack_device_info_t, arch); O("DeviceInfo", tttrack_device_info_t, is_remote);
+    O("DeviceInfo", tttrack_device_info_t, num_tensix_cores);
+    O("DeviceInfo", tttrack_device_info_t, num_dram_channels);
+    O("DeviceInfo", tttrack_device_info_t, l1_size_per_core);
+    O("DeviceInfo", tttrack_device_info_t, dram_size_per_channel);
+    O("DeviceInfo", tttrack_device_info_t, total_dram_bytes);
+    O("DeviceInfo", tttrack_device_info_t, total_l1_bytes);
+    O("DeviceInfo", tttrack_device_info_t, l1_small_size);
+    O("DeviceInfo", tttrack_device_info_t, trace_region_size);
+    O("DeviceInfoSlot", tttrack_device_info_slot_t, seq);
+    O("DeviceInfoSlot", tttrack_device_info_slot_t, words);
+    O("SegmentHeader", tttrack_segment_header_t, magic); O("SegmentHeader", tttrack_segment_header_t, version);
+    O("SegmentHeader", tttrack_segment_header_t, header_size); O("SegmentHeader", tttrack_segment_header_t, segment_size);
+    O("SegmentHeader", tttrack_segment_header_t, pid); O("SegmentHeader", tttrack_segment_header_t, uid);
+    O("SegmentHeader", tttrack_segment_header_t, start_time); O("SegmentHeader", tttrack_segment_header_t, num_lanes);
+    O("SegmentHeader", tttrack_segment_header_t, lane_capacity); O("SegmentHeader", tttrack_segment_header_t, lanes_offset);
+    O("SegmentHeader", tttrack_segment_header_t, lane_stride); O("SegmentHeader", tttrack_segment_header_t, comm);
+    O("SegmentHeader", tttrack_segment_header_t, created_unix_ns); O("SegmentHeader", tttrack_segment_header_t, seq);
+    O("SegmentHeader", tttrack_segment_header_t, no_lane_dropped);
+    O("SegmentHeader", tttrack_segment_header_t, consumer_pid);
+    O("SegmentHeader", tttrack_segment_header_t, consumer_heartbeat_ns);
+    O("LaneHeader", tttrack_lane_header_t, head); O("LaneHeader", tttrack_lane_header_t, dropped);
+    O("LaneHeader", tttrack_lane_header_t, state); O("LaneHeader", tttrack_lane_header_t, owner_tid);
+    O("LaneHeader", tttrack_lane_header_t, claims); O("LaneHeader", tttrack_lane_header_t, tail);
+    S("PagePresence", tttrack_page_presence_t);
+    O("PagePresence", tttrack_page_presence_t, magic); O("PagePresence", tttrack_page_presence_t, version);
+    O("PagePresence", tttrack_page_presence_t, aggregator_pid); O("PagePresence", tttrack_page_presence_t, heartbeat_ns);
+    O("PagePresence", tttrack_page_presence_t, started_unix_ns); O("PagePresence", tttrack_page_presence_t, page_size);
+    printf("const COUNTERS_MAGIC %llu\n", (unsigned long long)TTTRACK_COUNTERS_MAGIC);
+    printf("const SEGMENT_MAGIC %llu\n", (unsigned long long)TTTRACK_SEGMENT_MAGIC);
+    printf("const NUM_LANES %d\nconst LANE_CAPACITY %d\nconst LANES_OFFSET %d\nconst LANE_STRIDE %d\n",
+           TTTRACK_NUM_LANES, TTTRACK_LANE_CAPACITY, TTTRACK_LANES_OFFSET, TTTRACK_LANE_STRIDE);
+    printf("const MAX_DEVICES %d\nconst DEVICE_SLOTS_OFFSET %d\nconst SEGMENT_LAYOUT_VERSION %d\n",
+           TTTRACK_MAX_DEVICES, TTTRACK_DEVICE_SLOTS_OFFSET, TTTRACK_SEGMENT_LAYOUT_VERSION);
+    return 0;
+}

@@ -1,0 +1,222 @@
+//! Helpers shared by the integration tests: build directories, the C test programs,
+//! and a test consumer that drains real segments the way the aggregator does.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use tttrack::segment_reader::{list_segments, MappedSegment};
+use tttrack::shm_layout::{Event, NUM_LANES};
+
+/// `target/<profile>`, where libtttrack.so and the binaries are.
+pub fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test-binary>
+    exe.parent().and_then(Path::parent).expect("target dir").to_path_buf()
+}
+
+pub fn repo_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Where cargo put the libtttrack.so built with this test binary (the copy in
+/// `target/<profile>` is only refreshed by `cargo build`).
+pub fn lib_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    exe.parent().expect("deps dir").to_path_buf()
+}
+
+pub fn lib_path() -> PathBuf {
+    let p = lib_dir().join("libtttrack.so");
+    assert!(p.exists(), "{} not built (cargo build builds it)", p.display());
+    p
+}
+
+/// Compiles tests/c/<name>.c (linked to libtttrack.so) once per test binary.
+pub fn c_program(name: &str) -> PathBuf {
+    static BUILT: OnceLock<std::sync::Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
+    let m = BUILT.get_or_init(Default::default);
+    let mut m = m.lock().unwrap();
+    if let Some(p) = m.get(name) {
+        return p.clone();
+    }
+    let out_dir = target_dir().join("c-test-programs");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let out = out_dir.join(format!("{name}-{}", std::process::id()));
+    let src = repo_dir().join("tests/c").join(format!("{name}.c"));
+    let status = Command::new("cc")
+        .args(["-O2", "-Wall", "-Werror", "-pthread", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .arg("-I")
+        .arg(repo_dir().join("cabi"))
+        .arg("-L")
+        .arg(lib_dir())
+        .arg("-ltttrack")
+        // RPATH (not RUNPATH): wins over the LD_LIBRARY_PATH cargo sets for tests.
+        .arg("-Wl,--disable-new-dtags")
+        .arg(format!("-Wl,-rpath,{}", lib_dir().display()))
+        .status()
+        .expect("run cc");
+    assert!(status.success(), "compiling {} failed", src.display());
+    m.insert(name.to_string(), out.clone());
+    out
+}
+
+/// Tests that load both cores take this lock so they do not run at the same time as
+/// each other within one test binary.
+pub fn heavy() -> std::sync::MutexGuard<'static, ()> {
+    static M: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    M.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A directory removed when dropped.
+pub struct TempDir(pub PathBuf);
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let p = PathBuf::from("/dev/shm").join(format!(
+            "tttrack-test-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs a C test program with tracking on, its segment in `dir`.
+pub fn run_producer(dir: &Path, args: &[&str]) -> Output {
+    Command::new(c_program("producer"))
+        .args(args)
+        .env("TT_ALLOC_TRACKING_ENABLED", "1")
+        .env("TTTRACK_DIR", dir)
+        .output()
+        .expect("run producer")
+}
+
+pub fn stdout_value(out: &Output, key: &str) -> Option<u64> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix(key).map(|v| v.trim().parse().ok()))
+        .flatten()
+}
+
+/// Drains every segment in a directory, like a minimal aggregator: keeps each
+/// process's events (with lane and position) and publishes tails.
+pub struct TestConsumer {
+    pub dir: PathBuf,
+    pub segs: HashMap<PathBuf, MappedSegment>,
+    pub events: HashMap<u32, Vec<(usize, Event)>>,
+    pub dropped: HashMap<u32, u64>,
+    buf: Vec<(Event, u64)>,
+}
+
+impl TestConsumer {
+    pub fn new(dir: &Path) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+            segs: HashMap::new(),
+            events: HashMap::new(),
+            dropped: HashMap::new(),
+            buf: Vec::new(),
+        }
+    }
+
+    /// Announces this consumer in the directory's counters page presence block, as the
+    /// aggregator does, so producers wait for it rather than drop.
+    pub fn announce(&self) {
+        use std::os::unix::fs::FileExt;
+        let mut b = [0u8; 64];
+        b[0..8].copy_from_slice(&tttrack::shm_layout::COUNTERS_MAGIC.to_le_bytes());
+        b[8..12].copy_from_slice(&1u32.to_le_bytes());
+        b[12..16].copy_from_slice(&std::process::id().to_le_bytes());
+        b[16..24].copy_from_slice(&tttrack::sys::monotonic_ns().to_le_bytes());
+        if let Ok(f) = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(false)
+            .open(self.dir.join(tttrack::shm_layout::COUNTERS_FILE_NAME))
+        {
+            let _ = f.write_all_at(&b, 0);
+        }
+    }
+
+    /// One pass: attach new segments, drain every lane. Returns events read.
+    pub fn poll(&mut self) -> usize {
+        self.announce();
+        for p in list_segments(&self.dir).unwrap_or_default() {
+            if !self.segs.contains_key(&p) {
+                if let Ok(s) = MappedSegment::open(&p) {
+                    self.segs.insert(p, s);
+                }
+            }
+        }
+        let mut n = 0;
+        for s in self.segs.values_mut() {
+            for lane in 0..NUM_LANES {
+                // Heartbeat often and read in bounded batches, as the aggregator does:
+                // waiting producers take a moving heartbeat as progress.
+                s.heartbeat(std::process::id(), tttrack::sys::monotonic_ns());
+                self.buf.clear();
+                let got = s.read_lane(lane, &mut self.buf, 4096).expect("lane valid");
+                if got > 0 {
+                    let evs = self
+                        .events
+                        .entry(s.pid)
+                        .or_insert_with(|| Vec::with_capacity(1 << 20));
+                    evs.extend(self.buf.iter().map(|(e, _)| (lane, *e)));
+                    s.commit(lane, s.cursor(lane));
+                    n += got;
+                }
+            }
+            self.dropped.insert(s.pid, s.dropped());
+        }
+        n
+    }
+
+    /// A process's events sorted by sequence number.
+    pub fn ordered(&self, pid: u32) -> Vec<Event> {
+        let mut v: Vec<Event> = self
+            .events
+            .get(&pid)
+            .map(|e| e.iter().map(|(_, e)| *e).collect())
+            .unwrap_or_default();
+        v.sort_by_key(|e| e.seq);
+        v
+    }
+}
+
+/// Runs `f` while a test consumer drains `dir` in a background thread; returns the
+/// consumer after a final pass.
+pub fn with_consumer<T>(dir: &Path, f: impl FnOnce() -> T) -> (T, TestConsumer) {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let d = dir.to_path_buf();
+    let first = TestConsumer::new(dir);
+    first.announce();
+    let h = std::thread::spawn(move || {
+        let mut c = TestConsumer::new(&d);
+        while !stop2.load(Ordering::Acquire) {
+            if c.poll() == 0 {
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+        }
+        while c.poll() > 0 {}
+        c
+    });
+    let r = f();
+    stop.store(true, Ordering::Release);
+    (r, h.join().unwrap())
+}
