@@ -1,1 +1,246 @@
-fn main(){}
+//! Per-event cost of reporting an allocation event, with a consumer draining
+//! concurrently, for tttrack's lanes and the designs it is compared with:
+//!
+//! - `tttrack_cabi`: `tttrack_alloc`/`tttrack_free` through the C ABI into a lane of a
+//!   real segment in shared memory, drained by a consumer thread that reads the
+//!   segment the way tt-aggregator does (batches, then a short pause);
+//! - `tttrack_cabi_2threads`: the same with two producing threads (wall time per event);
+//! - `unix_socket_144b`: the original design, a 144-byte `send()` per event on a Unix
+//!   stream socket, read by a thread;
+//! - `rtrb`: an in-process SPSC ring of the same 32-byte records;
+//! - `crossbeam_arrayqueue`: crossbeam's bounded MPMC queue of the same records.
+//!
+//! Every variant produces the same alternating alloc/free content. Run:
+//! `cargo bench --bench producer`.
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tttrack::ffi::{tttrack_alloc, tttrack_free};
+use tttrack::segment_reader::{list_segments, MappedSegment};
+use tttrack::shm_layout::NUM_LANES;
+
+type Rec = [u64; 4];
+
+fn rec(i: u64) -> Rec {
+    [i, if i & 1 == 0 { 1 } else { 2 }, 4096, 0x1000 + (i >> 1)]
+}
+
+/// A consumer thread that drains every segment of `dir` like the aggregator.
+fn spawn_drainer(dir: std::path::PathBuf, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let mut segs: Vec<MappedSegment> = Vec::new();
+        let mut buf = Vec::with_capacity(1 << 16);
+        let mut total = 0u64;
+        let me = std::process::id();
+        let mut last_scan = Instant::now() - Duration::from_secs(1);
+        while !stop.load(Ordering::Relaxed) {
+            if last_scan.elapsed() > Duration::from_millis(50) {
+                for p in list_segments(&dir).unwrap_or_default() {
+                    if !segs.iter().any(|s| s.path == p) {
+                        if let Ok(s) = MappedSegment::open(&p) {
+                            segs.push(s);
+                        }
+                    }
+                }
+                last_scan = Instant::now();
+            }
+            let mut got = 0;
+            for s in segs.iter_mut() {
+                s.heartbeat(me, tttrack::sys::monotonic_ns());
+                for lane in 0..NUM_LANES {
+                    buf.clear();
+                    if let Ok(n) = s.read_lane(lane, &mut buf, 1 << 16) {
+                        if n > 0 {
+                            // Touch the records as an aggregator would.
+                            total += buf.iter().map(|(e, _)| e.size).sum::<u64>();
+                            s.commit(lane, s.cursor(lane));
+                            got += n;
+                        }
+                    }
+                }
+            }
+            if got < 4096 {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
+        total
+    })
+}
+
+fn bench(c: &mut Criterion) {
+    let dir = std::env::temp_dir().join(format!("tttrack-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::env::set_var("TTTRACK_DIR", &dir);
+    std::env::set_var("TT_ALLOC_TRACKING_ENABLED", "1");
+    let mut g = c.benchmark_group("producer_per_event");
+    g.measurement_time(Duration::from_secs(4));
+    g.warm_up_time(Duration::from_secs(1));
+
+    // Ours: the C ABI into shared-memory lanes.
+    tttrack_alloc(0, 1, 0, 1); // creates the segment
+    tttrack_free(0, 1);
+    let stop = Arc::new(AtomicBool::new(false));
+    let drainer = spawn_drainer(dir.clone(), stop.clone());
+    std::thread::sleep(Duration::from_millis(100));
+    g.bench_function("tttrack_cabi", |b| {
+        b.iter_custom(|iters| {
+            let t = Instant::now();
+            for i in 0..iters {
+                let r = rec(i);
+                if r[1] == 1 {
+                    tttrack_alloc(0, r[2], 0, r[3]);
+                } else {
+                    tttrack_free(0, r[3]);
+                }
+            }
+            t.elapsed()
+        })
+    });
+    g.bench_function("tttrack_cabi_2threads", |b| {
+        b.iter_custom(|iters| {
+            let per = iters / 2 + 1;
+            let t = Instant::now();
+            let hs: Vec<_> = (0..2u64)
+                .map(|k| {
+                    std::thread::spawn(move || {
+                        for i in 0..per {
+                            let r = rec(i);
+                            if r[1] == 1 {
+                                tttrack_alloc(k as i32, r[2], 0, r[3]);
+                            } else {
+                                tttrack_free(k as i32, r[3]);
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for h in hs {
+                h.join().unwrap();
+            }
+            t.elapsed()
+        })
+    });
+    stop.store(true, Ordering::Relaxed);
+    drainer.join().unwrap();
+    let dropped = tttrack::ffi::tttrack_dropped_events();
+    eprintln!("tttrack: events dropped during the benchmark: {dropped}");
+
+    // The original: 144-byte send() per event on a Unix stream socket.
+    {
+        let (mut tx, mut rx) = std::os::unix::net::UnixStream::pair().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let st = stop.clone();
+        let reader = std::thread::spawn(move || {
+            let mut m = [0u8; 144 * 64];
+            let mut n = 0u64;
+            rx.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+            while !st.load(Ordering::Relaxed) {
+                if let Ok(k) = rx.read(&mut m) {
+                    n += k as u64;
+                }
+            }
+            n
+        });
+        g.bench_function("unix_socket_144b", |b| {
+            b.iter_custom(|iters| {
+                let mut msg = [0u8; 144];
+                let t = Instant::now();
+                for i in 0..iters {
+                    let r = rec(i);
+                    msg[0] = r[1] as u8;
+                    msg[8..16].copy_from_slice(&r[2].to_le_bytes());
+                    msg[24..32].copy_from_slice(&r[3].to_le_bytes());
+                    tx.write_all(&msg).unwrap();
+                }
+                t.elapsed()
+            })
+        });
+        stop.store(true, Ordering::Relaxed);
+        drop(tx);
+        reader.join().unwrap();
+    }
+
+    // An in-process SPSC ring of the same records.
+    {
+        let (mut p, mut cons) = rtrb::RingBuffer::<Rec>::new(1 << 15);
+        let stop = Arc::new(AtomicBool::new(false));
+        let st = stop.clone();
+        let h = std::thread::spawn(move || {
+            let mut sum = 0u64;
+            while !st.load(Ordering::Relaxed) {
+                let n = cons.slots();
+                if n < 4096 {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                if let Ok(chunk) = cons.read_chunk(cons.slots()) {
+                    for r in chunk {
+                        sum += r[2];
+                    }
+                }
+            }
+            sum
+        });
+        g.bench_function("rtrb", |b| {
+            b.iter_custom(|iters| {
+                let t = Instant::now();
+                for i in 0..iters {
+                    let mut r = rec(i);
+                    loop {
+                        match p.push(r) {
+                            Ok(()) => break,
+                            Err(rtrb::PushError::Full(back)) => {
+                                r = back;
+                                std::hint::spin_loop();
+                            }
+                        }
+                    }
+                }
+                t.elapsed()
+            })
+        });
+        stop.store(true, Ordering::Relaxed);
+        h.join().unwrap();
+    }
+
+    // crossbeam's ArrayQueue.
+    {
+        let q = Arc::new(crossbeam_queue::ArrayQueue::<Rec>::new(1 << 15));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (st, q2) = (stop.clone(), q.clone());
+        let h = std::thread::spawn(move || {
+            let mut sum = 0u64;
+            while !st.load(Ordering::Relaxed) {
+                if q2.len() < 4096 {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                while let Some(r) = q2.pop() {
+                    sum += r[2];
+                }
+            }
+            sum
+        });
+        g.bench_function("crossbeam_arrayqueue", |b| {
+            b.iter_custom(|iters| {
+                let t = Instant::now();
+                for i in 0..iters {
+                    let mut r = rec(i);
+                    while let Err(back) = q.push(r) {
+                        r = back;
+                        std::hint::spin_loop();
+                    }
+                }
+                t.elapsed()
+            })
+        });
+        stop.store(true, Ordering::Relaxed);
+        h.join().unwrap();
+    }
+    g.finish();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
