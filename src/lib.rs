@@ -15,3 +15,5 @@ pub mod segment;
 pub mod segment_reader;
 pub mod shm_layout;
 pub mod sys;
+pub mod accounting;
+pub mod counters_page;

@@ -160,7 +160,18 @@ pub struct Slot {
 
 /// What a TT-Metal process knows about one device (`tttrack_device_info_t` in C).
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    bytemuck::Pod,
+    bytemuck::Zeroable,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct DeviceInfo {
     /// 0 unknown, 1 Grayskull, 2 Wormhole B0, 3 Blackhole, 4 Quasar.
     pub arch: u32,

@@ -1,0 +1,529 @@
+//! Exact accounting: what each event does to the figures of its process and device.
+//!
+//! Semantics follow the original tracking server, minus its defects:
+//! - buffers are keyed by (process, device, buffer id); an ALLOC of a live key raises a
+//!   reference count without adding the size again; FREE lowers it; the size leaves the
+//!   figures only when the count reaches zero;
+//! - a FREE (or CB/kernel free) of an unknown key is counted, never subtracted;
+//! - CB and kernel frees subtract the size recorded at allocation, never the size the
+//!   message claims;
+//! - SYSTEM_MEMORY is host memory: its own figure, not device memory;
+//! - one process can never change another's figures (keys include the process).
+
+use crate::counters_page::*;
+use crate::shm_layout::{BufferType, DeviceInfo, Event, EventKind, KernelType, MAX_DEVICES};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+
+/// Largest size accepted for one event (the original accepted up to 100 GiB).
+pub const MAX_EVENT_SIZE: u64 = 1 << 40;
+
+/// A live buffer: 16 bytes (plus its 8-byte key in the map).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BufRec {
+    pub size: u64,
+    pub first_seen_unix_s: u32,
+    /// Reference count in the low 24 bits, buffer type in the high 8.
+    pub rc_type: u32,
+}
+
+impl BufRec {
+    pub fn refcount(&self) -> u32 {
+        self.rc_type & 0x00ff_ffff
+    }
+    pub fn btype(&self) -> u8 {
+        (self.rc_type >> 24) as u8
+    }
+}
+
+/// One process's memory on one device.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct ProcDev {
+    pub buffers: HashMap<u64, BufRec>,
+    /// CB id -> sizes of its live allocations (a CB id may be allocated more than once).
+    pub cbs: HashMap<u64, Vec<u64>>,
+    /// Kernel id -> (size, kernel type) of its live loads.
+    pub kernels: HashMap<u64, Vec<(u64, u8)>>,
+    pub used: [u64; NUM_CATS],
+    pub count: [u64; NUM_CATS],
+    pub peak: [u64; NUM_CATS],
+}
+
+/// A tracked process.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProcState {
+    pub pid: u32,
+    pub start_time: u64,
+    pub uid: u32,
+    pub comm: String,
+    pub first_seen_unix_ns: u64,
+    pub devices: BTreeMap<i32, ProcDev>,
+    pub events_applied: u64,
+    /// Events the producer reported dropping (last value read from its segment).
+    pub producer_dropped: u64,
+    /// Sequence numbers skipped after waiting for them (their events never came).
+    pub gap_lost: u64,
+    pub unknown_frees: u64,
+    pub invalid_events: u64,
+    /// Next sequence number to apply.
+    pub next_seq: u64,
+    /// Per lane: the position after the last applied event of that lane.
+    pub lane_applied: Vec<u64>,
+}
+
+impl ProcState {
+    pub fn new(pid: u32, start_time: u64, uid: u32, comm: String, now_unix_ns: u64) -> Self {
+        Self {
+            pid,
+            start_time,
+            uid,
+            comm,
+            first_seen_unix_ns: now_unix_ns,
+            devices: BTreeMap::new(),
+            events_applied: 0,
+            producer_dropped: 0,
+            gap_lost: 0,
+            unknown_frees: 0,
+            invalid_events: 0,
+            next_seq: 0,
+            lane_applied: vec![0; crate::shm_layout::NUM_LANES],
+        }
+    }
+    pub fn events_lost(&self) -> u64 {
+        self.producer_dropped + self.gap_lost
+    }
+    pub fn exact(&self) -> bool {
+        self.events_lost() == 0
+    }
+    pub fn live_buffers(&self) -> u64 {
+        self.devices.values().map(|d| d.buffers.len() as u64).sum()
+    }
+}
+
+/// Totals of one device.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct DevState {
+    pub figures: [Figure; NUM_CATS],
+    pub info: Option<DeviceInfo>,
+}
+
+/// Key of a process: pid and start time (unique across PID reuse).
+pub type ProcKey = (u32, u64);
+
+/// What applying one event did, for the verbose log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Allocated { size: u64, btype: BufferType },
+    Referenced { refcount: u32 },
+    Freed { size: u64, btype: BufferType, last: bool },
+    UnknownFree,
+    CbAllocated { size: u64 },
+    CbFreed { size: u64 },
+    KernelLoaded { size: u64, ktype: KernelType, total: u64 },
+    KernelUnloaded { size: u64, ktype: KernelType, total: u64 },
+    DeviceInfo,
+    Invalid(&'static str),
+}
+
+/// All figures.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct Accounting {
+    pub processes: BTreeMap<ProcKey, ProcState>,
+    pub devices: BTreeMap<i32, DevState>,
+    pub events_applied: u64,
+    /// Lost events of processes already released.
+    pub released_lost: u64,
+    pub unknown_frees: u64,
+    pub invalid_events: u64,
+}
+
+fn cat_of_buffer(t: BufferType) -> usize {
+    match t {
+        BufferType::Dram => CAT_DRAM,
+        BufferType::L1 => CAT_L1,
+        BufferType::SystemMemory => CAT_SYSTEM_MEMORY,
+        BufferType::L1Small => CAT_L1_SMALL,
+        BufferType::Trace => CAT_TRACE,
+    }
+}
+
+fn cat_of_kernel(t: KernelType) -> usize {
+    match t {
+        KernelType::Application => CAT_KERNEL_APP,
+        KernelType::Fabric => CAT_KERNEL_FABRIC,
+        KernelType::Dispatch => CAT_KERNEL_DISPATCH,
+    }
+}
+
+/// Adds (or with `sub`, removes) `size` bytes and one item to category `cat` of both
+/// the process's and the device's figures, raising peaks.
+fn change(pd: &mut ProcDev, dev: &mut DevState, cat: usize, size: u64, sub: bool) {
+    let f = &mut dev.figures[cat];
+    if sub {
+        pd.used[cat] = pd.used[cat].saturating_sub(size);
+        pd.count[cat] = pd.count[cat].saturating_sub(1);
+        f.used = f.used.saturating_sub(size);
+        f.count = f.count.saturating_sub(1);
+    } else {
+        pd.used[cat] += size;
+        pd.count[cat] += 1;
+        pd.peak[cat] = pd.peak[cat].max(pd.used[cat]);
+        f.used += size;
+        f.count += 1;
+        f.peak = f.peak.max(f.used);
+    }
+}
+
+impl Accounting {
+    /// Applies one validated-or-not event of process `key` (which must exist).
+    pub fn apply(&mut self, key: ProcKey, ev: &Event, now_unix_s: u32) -> Outcome {
+        let Some(p) = self.processes.get_mut(&key) else {
+            return Outcome::Invalid("no such process");
+        };
+        let invalid = |p: &mut ProcState, inv: &mut u64, why| {
+            p.invalid_events += 1;
+            *inv += 1;
+            Outcome::Invalid(why)
+        };
+        let Some(kind) = EventKind::from_u8(ev.kind) else {
+            return invalid(p, &mut self.invalid_events, "unknown event kind");
+        };
+        if !(0..MAX_DEVICES as i32).contains(&ev.device) {
+            return invalid(p, &mut self.invalid_events, "device id out of range");
+        }
+        let sized = matches!(kind, EventKind::Alloc | EventKind::CbAlloc | EventKind::KernelLoad);
+        if sized && (ev.size == 0 || ev.size > MAX_EVENT_SIZE) {
+            return invalid(p, &mut self.invalid_events, "implausible size");
+        }
+        p.events_applied += 1;
+        self.events_applied += 1;
+        let dev = self.devices.entry(ev.device).or_default();
+        if kind == EventKind::DeviceInfo {
+            return Outcome::DeviceInfo;
+        }
+        let pd = p.devices.entry(ev.device).or_default();
+        match kind {
+            EventKind::Alloc => {
+                let Some(bt) = BufferType::from_u8(ev.subtype) else {
+                    p.events_applied -= 1;
+                    self.events_applied -= 1;
+                    return invalid(p, &mut self.invalid_events, "unknown buffer type");
+                };
+                if let Some(b) = pd.buffers.get_mut(&ev.id) {
+                    let rc = (b.refcount() + 1).min(0x00ff_ffff);
+                    b.rc_type = (b.rc_type & 0xff00_0000) | rc;
+                    return Outcome::Referenced { refcount: rc };
+                }
+                pd.buffers.insert(
+                    ev.id,
+                    BufRec {
+                        size: ev.size,
+                        first_seen_unix_s: now_unix_s,
+                        rc_type: ((bt as u32) << 24) | 1,
+                    },
+                );
+                change(pd, dev, cat_of_buffer(bt), ev.size, false);
+                Outcome::Allocated {
+                    size: ev.size,
+                    btype: bt,
+                }
+            }
+            EventKind::Free => {
+                let Some(b) = pd.buffers.get_mut(&ev.id) else {
+                    p.unknown_frees += 1;
+                    self.unknown_frees += 1;
+                    return Outcome::UnknownFree;
+                };
+                let bt = BufferType::from_u8(b.btype()).unwrap_or(BufferType::Dram);
+                let rc = b.refcount().saturating_sub(1);
+                let size = b.size;
+                if rc > 0 {
+                    b.rc_type = (b.rc_type & 0xff00_0000) | rc;
+                    return Outcome::Freed {
+                        size,
+                        btype: bt,
+                        last: false,
+                    };
+                }
+                pd.buffers.remove(&ev.id);
+                change(pd, dev, cat_of_buffer(bt), size, true);
+                Outcome::Freed {
+                    size,
+                    btype: bt,
+                    last: true,
+                }
+            }
+            EventKind::CbAlloc => {
+                pd.cbs.entry(ev.id).or_default().push(ev.size);
+                change(pd, dev, CAT_CB, ev.size, false);
+                Outcome::CbAllocated { size: ev.size }
+            }
+            EventKind::CbFree => {
+                let Some(v) = pd.cbs.get_mut(&ev.id) else {
+                    p.unknown_frees += 1;
+                    self.unknown_frees += 1;
+                    return Outcome::UnknownFree;
+                };
+                let size = v.pop().unwrap_or(0);
+                if v.is_empty() {
+                    pd.cbs.remove(&ev.id);
+                }
+                change(pd, dev, CAT_CB, size, true);
+                Outcome::CbFreed { size }
+            }
+            EventKind::KernelLoad => {
+                let Some(kt) = KernelType::from_u8(ev.subtype) else {
+                    p.events_applied -= 1;
+                    self.events_applied -= 1;
+                    return invalid(p, &mut self.invalid_events, "unknown kernel type");
+                };
+                pd.kernels
+                    .entry(ev.id)
+                    .or_default()
+                    .push((ev.size, kt as u8));
+                change(pd, dev, CAT_KERNEL, ev.size, false);
+                change(pd, dev, cat_of_kernel(kt), ev.size, false);
+                Outcome::KernelLoaded {
+                    size: ev.size,
+                    ktype: kt,
+                    total: dev.figures[CAT_KERNEL].used,
+                }
+            }
+            EventKind::KernelUnload => {
+                let Some(v) = pd.kernels.get_mut(&ev.id) else {
+                    p.unknown_frees += 1;
+                    self.unknown_frees += 1;
+                    return Outcome::UnknownFree;
+                };
+                let (size, kt) = v.pop().unwrap_or((0, 0));
+                if v.is_empty() {
+                    pd.kernels.remove(&ev.id);
+                }
+                let kt = KernelType::from_u8(kt).unwrap_or(KernelType::Application);
+                change(pd, dev, CAT_KERNEL, size, true);
+                change(pd, dev, cat_of_kernel(kt), size, true);
+                Outcome::KernelUnloaded {
+                    size,
+                    ktype: kt,
+                    total: dev.figures[CAT_KERNEL].used,
+                }
+            }
+            EventKind::DeviceInfo => Outcome::DeviceInfo,
+        }
+    }
+
+    /// Records a device description a process gave.
+    pub fn set_device_info(&mut self, device: i32, info: DeviceInfo) {
+        if (0..MAX_DEVICES as i32).contains(&device) {
+            self.devices.entry(device).or_default().info = Some(info);
+        }
+    }
+
+    /// Removes a process and everything it still holds from every figure. Returns the
+    /// released process (for the leak report).
+    pub fn release(&mut self, key: ProcKey) -> Option<ProcState> {
+        let p = self.processes.remove(&key)?;
+        for (&d, pd) in &p.devices {
+            if let Some(dev) = self.devices.get_mut(&d) {
+                for cat in 0..NUM_CATS {
+                    let f = &mut dev.figures[cat];
+                    f.used = f.used.saturating_sub(pd.used[cat]);
+                    f.count = f.count.saturating_sub(pd.count[cat]);
+                }
+            }
+        }
+        self.released_lost += p.events_lost();
+        Some(p)
+    }
+
+    pub fn events_lost(&self) -> u64 {
+        self.released_lost + self.processes.values().map(|p| p.events_lost()).sum::<u64>()
+    }
+}
+
+/// One line on what a process held when it ended, or `None` if it held nothing.
+pub fn leak_summary(p: &ProcState) -> Option<String> {
+    use crate::sys::human_bytes;
+    let mut used = [0u64; NUM_CATS];
+    let mut bufs = 0u64;
+    let mut kernels = 0u64;
+    let mut cbs = 0u64;
+    for pd in p.devices.values() {
+        for c in 0..NUM_CATS {
+            used[c] += pd.used[c];
+        }
+        bufs += pd.buffers.len() as u64;
+        kernels += pd.kernels.values().map(|v| v.len() as u64).sum::<u64>();
+        cbs += pd.cbs.values().map(|v| v.len() as u64).sum::<u64>();
+    }
+    if bufs == 0 && kernels == 0 && cbs == 0 {
+        return None;
+    }
+    let mut parts = Vec::new();
+    for (cat, name) in [
+        (CAT_DRAM, "DRAM"),
+        (CAT_L1, "L1"),
+        (CAT_L1_SMALL, "L1_SMALL"),
+        (CAT_TRACE, "TRACE"),
+        (CAT_SYSTEM_MEMORY, "SYSTEM_MEMORY"),
+    ] {
+        if used[cat] > 0 {
+            parts.push(format!("{name} {}", human_bytes(used[cat])));
+        }
+    }
+    if cbs > 0 {
+        parts.push(format!(
+            "{cbs} CB{} ({})",
+            if cbs == 1 { "" } else { "s" },
+            human_bytes(used[CAT_CB])
+        ));
+    }
+    if kernels > 0 {
+        parts.push(format!(
+            "{kernels} kernel{} ({})",
+            if kernels == 1 { "" } else { "s" },
+            human_bytes(used[CAT_KERNEL])
+        ));
+    }
+    Some(format!(
+        "pid {} ({}) exited holding {bufs} buffer{}: {}",
+        p.pid,
+        p.comm,
+        if bufs == 1 { "" } else { "s" },
+        parts.join(", ")
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(kind: EventKind, sub: u8, dev: i32, size: u64, id: u64) -> Event {
+        Event {
+            seq: 0,
+            kind: kind as u8,
+            subtype: sub,
+            _reserved: 0,
+            device: dev,
+            size,
+            id,
+        }
+    }
+
+    fn acc() -> (Accounting, ProcKey, ProcKey) {
+        let mut a = Accounting::default();
+        a.processes
+            .insert((1, 1), ProcState::new(1, 1, 0, "a".into(), 0));
+        a.processes
+            .insert((2, 2), ProcState::new(2, 2, 0, "b".into(), 0));
+        (a, (1, 1), (2, 2))
+    }
+
+    #[test]
+    fn refcounted_duplicates_add_once_and_leave_at_zero() {
+        let (mut a, p, _) = acc();
+        a.apply(p, &ev(EventKind::Alloc, 0, 0, 100, 7), 0);
+        assert_eq!(
+            a.apply(p, &ev(EventKind::Alloc, 0, 0, 100, 7), 0),
+            Outcome::Referenced { refcount: 2 }
+        );
+        assert_eq!(a.devices[&0].figures[CAT_DRAM].used, 100);
+        a.apply(p, &ev(EventKind::Free, 0, 0, 0, 7), 0);
+        assert_eq!(a.devices[&0].figures[CAT_DRAM].used, 100);
+        assert!(matches!(
+            a.apply(p, &ev(EventKind::Free, 0, 0, 0, 7), 0),
+            Outcome::Freed { last: true, .. }
+        ));
+        assert_eq!(a.devices[&0].figures[CAT_DRAM].used, 0);
+        assert_eq!(a.devices[&0].figures[CAT_DRAM].peak, 100);
+    }
+
+    #[test]
+    fn unknown_frees_are_counted_never_subtracted() {
+        let (mut a, p, _) = acc();
+        a.apply(p, &ev(EventKind::Alloc, 1, 0, 50, 1), 0);
+        assert_eq!(a.apply(p, &ev(EventKind::Free, 0, 0, 0, 2), 0), Outcome::UnknownFree);
+        assert_eq!(a.apply(p, &ev(EventKind::CbFree, 0, 0, 999, 3), 0), Outcome::UnknownFree);
+        assert_eq!(
+            a.apply(p, &ev(EventKind::KernelUnload, 0, 0, 999, 4), 0),
+            Outcome::UnknownFree
+        );
+        assert_eq!(a.unknown_frees, 3);
+        assert_eq!(a.devices[&0].figures[CAT_L1].used, 50);
+        assert_eq!(a.devices[&0].figures[CAT_CB].used, 0);
+    }
+
+    #[test]
+    fn cb_and_kernel_frees_use_recorded_sizes() {
+        let (mut a, p, _) = acc();
+        a.apply(p, &ev(EventKind::CbAlloc, 0, 0, 300, 9), 0);
+        a.apply(p, &ev(EventKind::CbFree, 0, 0, 1, 9), 0);
+        assert_eq!(a.devices[&0].figures[CAT_CB].used, 0);
+        a.apply(p, &ev(EventKind::KernelLoad, 2, 0, 4000, 5), 0);
+        a.apply(p, &ev(EventKind::KernelLoad, 0, 0, 1000, 6), 0);
+        assert_eq!(a.devices[&0].figures[CAT_KERNEL].used, 5000);
+        assert_eq!(a.devices[&0].figures[CAT_KERNEL_DISPATCH].used, 4000);
+        a.apply(p, &ev(EventKind::KernelUnload, 0, 0, 77777, 5), 0);
+        assert_eq!(a.devices[&0].figures[CAT_KERNEL].used, 1000);
+        assert_eq!(a.devices[&0].figures[CAT_KERNEL_DISPATCH].used, 0);
+        assert_eq!(a.devices[&0].figures[CAT_KERNEL_APP].used, 1000);
+    }
+
+    #[test]
+    fn system_memory_is_its_own_figure() {
+        let (mut a, p, _) = acc();
+        a.apply(p, &ev(EventKind::Alloc, 2, 0, 64, 1), 0);
+        let f = &a.devices[&0].figures;
+        assert_eq!(f[CAT_SYSTEM_MEMORY].used, 64);
+        assert_eq!(f[CAT_L1_SMALL].used, 0);
+        assert_eq!(f[CAT_DRAM].used, 0);
+    }
+
+    #[test]
+    fn one_process_cannot_free_anothers_buffer() {
+        let (mut a, p, q) = acc();
+        a.apply(p, &ev(EventKind::Alloc, 0, 0, 100, 0x1000), 0);
+        assert_eq!(a.apply(q, &ev(EventKind::Free, 0, 0, 0, 0x1000), 0), Outcome::UnknownFree);
+        assert_eq!(a.devices[&0].figures[CAT_DRAM].used, 100);
+        assert_eq!(a.processes[&p].devices[&0].used[CAT_DRAM], 100);
+    }
+
+    #[test]
+    fn invalid_events_change_nothing() {
+        let (mut a, p, _) = acc();
+        for e in [
+            ev(EventKind::Alloc, 9, 0, 10, 1),
+            ev(EventKind::Alloc, 0, 64, 10, 1),
+            ev(EventKind::Alloc, 0, -1, 10, 1),
+            ev(EventKind::Alloc, 0, 0, 0, 1),
+            ev(EventKind::Alloc, 0, 0, MAX_EVENT_SIZE + 1, 1),
+            ev(EventKind::KernelLoad, 3, 0, 10, 1),
+            Event { kind: 77, ..ev(EventKind::Alloc, 0, 0, 10, 1) },
+        ] {
+            assert!(matches!(a.apply(p, &e, 0), Outcome::Invalid(_)), "{e:?}");
+        }
+        assert_eq!(a.invalid_events, 7);
+        assert_eq!(a.events_applied, 0);
+        assert!(a.devices.values().all(|d| d.figures.iter().all(|f| f.used == 0)));
+    }
+
+    #[test]
+    fn release_removes_everything_a_process_held_and_keeps_others() {
+        let (mut a, p, q) = acc();
+        a.apply(p, &ev(EventKind::Alloc, 0, 0, 1 << 30, 1), 0);
+        a.apply(p, &ev(EventKind::Alloc, 1, 1, 3 << 20, 2), 0);
+        a.apply(p, &ev(EventKind::KernelLoad, 0, 0, 100, 3), 0);
+        a.apply(q, &ev(EventKind::Alloc, 0, 0, 5, 1), 0);
+        let line = leak_summary(&a.processes[&p]).unwrap();
+        assert_eq!(
+            line,
+            "pid 1 (a) exited holding 2 buffers: DRAM 1.0 GiB, L1 3.0 MiB, 1 kernel (100 B)"
+        );
+        a.release(p);
+        assert_eq!(a.devices[&0].figures[CAT_DRAM].used, 5);
+        assert_eq!(a.devices[&1].figures[CAT_L1].used, 0);
+        assert_eq!(a.devices[&0].figures[CAT_KERNEL].used, 0);
+        assert_eq!(a.devices[&0].figures[CAT_DRAM].peak, (1 << 30) + 5);
+        assert!(leak_summary(&a.processes[&q]).is_some());
+    }
+}

@@ -1,0 +1,536 @@
+//! The counters page: one file (`counters` in the tracking directory, mode 0644) that
+//! the aggregator alone writes and every reader maps read-only.
+//!
+//! Records are plain `#[repr(C)]` `Pod` values stored as u64 words through atomics,
+//! under sequence locks: the aggregator makes the sequence odd, writes, makes it even;
+//! a reader copies and retries if the sequence moved. No data race, whatever the
+//! timing. The main block (status, devices, processes) and the history ring have a
+//! lock each, so a reader that wants only the current figures copies little.
+
+use crate::shm_layout::{DeviceInfo, PagePresence, COUNTERS_MAGIC};
+use bytemuck::{Pod, Zeroable};
+use core::mem::{offset_of, size_of};
+use core::sync::atomic::{fence, AtomicU64, Ordering::*};
+
+pub const COUNTERS_LAYOUT_VERSION: u32 = 1;
+pub const MAX_PAGE_DEVICES: usize = 64;
+pub const MAX_PAGE_PROCESSES: usize = 1024;
+/// Devices a process record can carry figures for.
+pub const MAX_PROCESS_DEVICES: usize = 8;
+/// History samples (one per second): 16 minutes.
+pub const HISTORY_LEN: usize = 960;
+
+/// Figure categories, in this order everywhere (page, JSON, metrics).
+pub const CAT_DRAM: usize = 0;
+pub const CAT_L1: usize = 1;
+pub const CAT_SYSTEM_MEMORY: usize = 2;
+pub const CAT_L1_SMALL: usize = 3;
+pub const CAT_TRACE: usize = 4;
+pub const CAT_CB: usize = 5;
+pub const CAT_KERNEL: usize = 6;
+pub const CAT_KERNEL_APP: usize = 7;
+pub const CAT_KERNEL_FABRIC: usize = 8;
+pub const CAT_KERNEL_DISPATCH: usize = 9;
+pub const NUM_CATS: usize = 10;
+pub const CAT_NAMES: [&str; NUM_CATS] = [
+    "dram",
+    "l1",
+    "system_memory",
+    "l1_small",
+    "trace",
+    "cb",
+    "kernel",
+    "kernel_application",
+    "kernel_fabric",
+    "kernel_dispatch",
+];
+
+/// Used bytes, high-water mark and live count of one category.
+#[repr(C)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Pod, Zeroable, serde::Serialize, serde::Deserialize,
+)]
+pub struct Figure {
+    pub used: u64,
+    pub peak: u64,
+    pub count: u64,
+}
+
+/// Aggregator-wide status.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct AggregatorStatus {
+    pub pid: u32,
+    pub num_devices: u32,
+    pub start_unix_ns: u64,
+    pub heartbeat_unix_ns: u64,
+    pub events_applied: u64,
+    /// Events that never reached the accounting (dropped by producers, gaps skipped).
+    pub events_lost: u64,
+    pub unknown_frees: u64,
+    /// Events rejected by validation (bad kind, type, device or size).
+    pub invalid_events: u64,
+    pub segments_attached: u64,
+    pub segments_rejected: u64,
+    pub processes_tracked: u32,
+    /// Processes beyond MAX_PAGE_PROCESSES (tracked, not listed here).
+    pub process_overflow: u32,
+    pub num_processes: u32,
+    pub _pad: u32,
+    pub restarts_recovered: u64,
+    pub _reserved: [u64; 4],
+}
+
+/// Telemetry of one device. `valid` has bit `TEL_*` set for each field read.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Telemetry {
+    pub valid: u64,
+    pub sampled_unix_ns: u64,
+    pub asic_temp_mc: i64,
+    pub temp_max_mc: i64,
+    pub vcore_mv: u64,
+    pub vcore_max_mv: u64,
+    pub current_ma: u64,
+    pub current_max_ma: u64,
+    pub power_uw: u64,
+    pub power_max_uw: u64,
+    pub fan_rpm: u64,
+    pub aiclk_mhz: u64,
+    pub axiclk_mhz: u64,
+    pub arcclk_mhz: u64,
+    pub heartbeat: u64,
+    pub therm_trip_count: u64,
+    /// Consecutive samples in which the firmware heartbeat did not advance.
+    pub heartbeat_stalled_samples: u64,
+    pub pcie_link_speed_milli_gts: u64,
+    pub pcie_link_width: u64,
+    pub _reserved: [u64; 5],
+}
+
+/// Flags of a device record.
+pub const DEV_PRESENT: u32 = 1;
+pub const DEV_REMOTE: u32 = 2;
+/// A process described it with `tttrack_device_info`.
+pub const DEV_HAS_INFO: u32 = 4;
+/// Found in sysfs (a local PCIe device).
+pub const DEV_LOCAL: u32 = 8;
+/// Was seen in sysfs earlier and has vanished.
+pub const DEV_GONE: u32 = 16;
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct DeviceRecord {
+    pub id: u32,
+    pub flags: u32,
+    /// Architecture name, NUL-padded (`wormhole_b0`, `blackhole`, ...).
+    pub arch: [u8; 16],
+    /// Board name, NUL-padded (`n150`, `n300`, `p150a`, ...).
+    pub board: [u8; 16],
+    pub serial: [u8; 24],
+    pub pci_bdf: [u8; 16],
+    pub dram_total: u64,
+    pub l1_total: u64,
+    pub info: DeviceInfo,
+    pub figures: [Figure; NUM_CATS],
+    pub telemetry: Telemetry,
+    pub fw_bundle: [u8; 24],
+    pub _reserved: [u64; 4],
+}
+
+/// Flags of a process record.
+pub const PROC_EXACT: u32 = 1;
+pub const PROC_ALIVE: u32 = 2;
+/// Holds a device (driver's pid list) but reports nothing.
+pub const PROC_UNTRACKED: u32 = 4;
+/// Uses more devices than MAX_PROCESS_DEVICES (the rest are summed in no record).
+pub const PROC_DEVICE_OVERFLOW: u32 = 8;
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct ProcessDevice {
+    pub device: i32,
+    pub _pad: u32,
+    pub used: [u64; NUM_CATS],
+    pub peak: [u64; NUM_CATS],
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct ProcessRecord {
+    pub pid: u32,
+    pub flags: u32,
+    pub uid: u32,
+    pub num_devices: u32,
+    pub start_time: u64,
+    pub comm: [u8; 16],
+    pub first_seen_unix_ns: u64,
+    pub events_applied: u64,
+    pub events_lost: u64,
+    pub buffers: u64,
+    pub devices: [ProcessDevice; MAX_PROCESS_DEVICES],
+}
+
+/// Per-device figures kept in history.
+pub const HIST_DRAM: usize = 0;
+pub const HIST_L1: usize = 1;
+pub const HIST_L1_SMALL: usize = 2;
+pub const HIST_TRACE: usize = 3;
+pub const HIST_CB: usize = 4;
+pub const HIST_KERNEL: usize = 5;
+pub const HIST_FIELDS: usize = 6;
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Pod, Zeroable)]
+pub struct HistorySample {
+    pub unix_secs: u64,
+    pub used: [[u64; HIST_FIELDS]; MAX_PAGE_DEVICES],
+    /// Millidegrees (i32::MIN: unknown) and milliwatts (u32::MAX: unknown).
+    pub temp_mc: [i32; MAX_PAGE_DEVICES],
+    pub power_mw: [u32; MAX_PAGE_DEVICES],
+}
+
+/// Header after the presence block.
+#[repr(C)]
+pub struct PageHeader {
+    pub presence: PagePresence,
+    pub main_seq: AtomicU64,
+    pub history_seq: AtomicU64,
+    /// Number of samples written to history since start (the newest is at
+    /// `(history_written - 1) % HISTORY_LEN`).
+    pub history_written: AtomicU64,
+    pub _pad: [AtomicU64; 5],
+}
+
+const fn words<T>() -> usize {
+    size_of::<T>() / 8
+}
+
+pub const STATUS_OFFSET: usize = size_of::<PageHeader>();
+pub const DEVICES_OFFSET: usize = STATUS_OFFSET + size_of::<AggregatorStatus>();
+pub const PROCESSES_OFFSET: usize = DEVICES_OFFSET + MAX_PAGE_DEVICES * size_of::<DeviceRecord>();
+pub const HISTORY_OFFSET: usize =
+    PROCESSES_OFFSET + MAX_PAGE_PROCESSES * size_of::<ProcessRecord>();
+pub const PAGE_SIZE: usize = HISTORY_OFFSET + HISTORY_LEN * size_of::<HistorySample>();
+
+const _: () = {
+    assert!(size_of::<Figure>() == 24);
+    assert!(size_of::<AggregatorStatus>() == 128);
+    assert!(offset_of!(AggregatorStatus, events_applied) == 24);
+    assert!(offset_of!(AggregatorStatus, processes_tracked) == 72);
+    assert!(size_of::<Telemetry>() == 192);
+    assert!(size_of::<DeviceRecord>() == 648);
+    assert!(offset_of!(DeviceRecord, info) == 96);
+    assert!(offset_of!(DeviceRecord, figures) == 160);
+    assert!(offset_of!(DeviceRecord, telemetry) == 400);
+    assert!(size_of::<ProcessDevice>() == 168);
+    assert!(size_of::<ProcessRecord>() == 1416);
+    assert!(offset_of!(ProcessRecord, devices) == 72);
+    assert!(size_of::<HistorySample>() == 8 + 64 * 48 + 64 * 8);
+    assert!(size_of::<PageHeader>() == 128);
+    assert!(offset_of!(PageHeader, main_seq) == 64);
+    assert!(offset_of!(PageHeader, history_seq) == 72);
+    assert!(offset_of!(PageHeader, history_written) == 80);
+    assert!(STATUS_OFFSET % 8 == 0 && DEVICES_OFFSET % 8 == 0);
+    assert!(PROCESSES_OFFSET % 8 == 0 && HISTORY_OFFSET % 8 == 0);
+};
+
+/// Sizes and offsets for the test that checks `cabi/tttrack_shm.h`.
+pub fn layout_table() -> Vec<(&'static str, usize)> {
+    vec![
+        ("sizeof Figure", size_of::<Figure>()),
+        ("sizeof AggregatorStatus", size_of::<AggregatorStatus>()),
+        ("sizeof Telemetry", size_of::<Telemetry>()),
+        ("sizeof DeviceRecord", size_of::<DeviceRecord>()),
+        ("sizeof ProcessDevice", size_of::<ProcessDevice>()),
+        ("sizeof ProcessRecord", size_of::<ProcessRecord>()),
+        ("sizeof HistorySample", size_of::<HistorySample>()),
+        ("sizeof PageHeader", size_of::<PageHeader>()),
+        ("DeviceRecord.figures", offset_of!(DeviceRecord, figures)),
+        ("DeviceRecord.telemetry", offset_of!(DeviceRecord, telemetry)),
+        ("ProcessRecord.devices", offset_of!(ProcessRecord, devices)),
+        ("AggregatorStatus.events_applied", offset_of!(AggregatorStatus, events_applied)),
+        ("const PAGE_SIZE", PAGE_SIZE),
+        ("const STATUS_OFFSET", STATUS_OFFSET),
+        ("const DEVICES_OFFSET", DEVICES_OFFSET),
+        ("const PROCESSES_OFFSET", PROCESSES_OFFSET),
+        ("const HISTORY_OFFSET", HISTORY_OFFSET),
+    ]
+}
+
+/// A mapping of a counters page, for reading or (the aggregator) writing.
+pub struct PageView {
+    base: *mut u8,
+}
+
+// SAFETY: all access through a PageView goes through atomics; the mapping outlives it
+// by the contract of `new`.
+unsafe impl Send for PageView {}
+// SAFETY: as above.
+unsafe impl Sync for PageView {}
+
+impl PageView {
+    /// # Safety
+    /// `base` must be 8-byte aligned and valid for [`PAGE_SIZE`] bytes (read-only
+    /// mappings are fine if only the read methods are used) for the life of the view.
+    pub unsafe fn new(base: *mut u8) -> Self {
+        debug_assert!(!base.is_null() && (base as usize) % 8 == 0);
+        Self { base }
+    }
+
+    pub fn header(&self) -> &PageHeader {
+        // SAFETY: offset 0 within the mapping; PageHeader is all atomics.
+        unsafe { &*(self.base as *const PageHeader) }
+    }
+
+    fn words(&self, offset: usize, n: usize) -> &[AtomicU64] {
+        assert!(offset % 8 == 0 && offset + n * 8 <= PAGE_SIZE);
+        // SAFETY: the range is inside the mapping (asserted), 8-aligned; AtomicU64 is
+        // valid for any bit pattern.
+        unsafe { core::slice::from_raw_parts(self.base.add(offset) as *const AtomicU64, n) }
+    }
+
+    fn store<T: Pod>(&self, offset: usize, v: &T) {
+        let src: &[u64] = bytemuck::cast_slice(core::slice::from_ref(v));
+        for (a, w) in self.words(offset, words::<T>()).iter().zip(src) {
+            a.store(*w, Relaxed);
+        }
+    }
+
+    fn load<T: Pod>(&self, offset: usize) -> T {
+        let mut v = T::zeroed();
+        let dst: &mut [u64] = bytemuck::cast_slice_mut(core::slice::from_mut(&mut v));
+        for (d, a) in dst.iter_mut().zip(self.words(offset, words::<T>())) {
+            *d = a.load(Relaxed);
+        }
+        v
+    }
+
+    // ---- writer side (the aggregator) ----
+
+    pub fn init(&self, pid: u32, started_unix_ns: u64) {
+        let p = &self.header().presence;
+        p.version.store(COUNTERS_LAYOUT_VERSION, Relaxed);
+        p.aggregator_pid.store(pid, Relaxed);
+        p.started_unix_ns.store(started_unix_ns, Relaxed);
+        p.page_size.store(PAGE_SIZE as u64, Relaxed);
+        p.heartbeat_ns.store(crate::sys::monotonic_ns(), Relaxed);
+        p.magic.store(COUNTERS_MAGIC, Release);
+    }
+
+    pub fn beat(&self) {
+        self.header()
+            .presence
+            .heartbeat_ns
+            .store(crate::sys::monotonic_ns(), Release);
+    }
+
+    /// Publishes status, devices and processes under the main sequence lock.
+    pub fn publish_main(
+        &self,
+        status: &AggregatorStatus,
+        devices: &[DeviceRecord],
+        processes: &[ProcessRecord],
+    ) {
+        let seq = &self.header().main_seq;
+        let s = seq.load(Relaxed);
+        seq.store(s.wrapping_add(1) | 1, Relaxed);
+        fence(Release);
+        let mut st = *status;
+        st.num_devices = devices.len().min(MAX_PAGE_DEVICES) as u32;
+        st.num_processes = processes.len().min(MAX_PAGE_PROCESSES) as u32;
+        self.store(STATUS_OFFSET, &st);
+        for (i, d) in devices.iter().take(MAX_PAGE_DEVICES).enumerate() {
+            self.store(DEVICES_OFFSET + i * size_of::<DeviceRecord>(), d);
+        }
+        for (i, p) in processes.iter().take(MAX_PAGE_PROCESSES).enumerate() {
+            self.store(PROCESSES_OFFSET + i * size_of::<ProcessRecord>(), p);
+        }
+        seq.store((s | 1).wrapping_add(1), Release);
+    }
+
+    pub fn push_history(&self, sample: &HistorySample) {
+        let h = self.header();
+        let s = h.history_seq.load(Relaxed);
+        h.history_seq.store(s.wrapping_add(1) | 1, Relaxed);
+        fence(Release);
+        let n = h.history_written.load(Relaxed);
+        let idx = (n as usize) % HISTORY_LEN;
+        self.store(HISTORY_OFFSET + idx * size_of::<HistorySample>(), sample);
+        h.history_written.store(n + 1, Relaxed);
+        h.history_seq.store((s | 1).wrapping_add(1), Release);
+    }
+
+    // ---- reader side ----
+
+    /// A consistent copy of status, devices and processes; `None` if the writer kept
+    /// the lock busy through every retry.
+    pub fn snapshot(&self) -> Option<Snapshot> {
+        let seq = &self.header().main_seq;
+        for _ in 0..200 {
+            let s1 = seq.load(Acquire);
+            if s1 & 1 == 1 {
+                std::thread::yield_now();
+                continue;
+            }
+            let status: AggregatorStatus = self.load(STATUS_OFFSET);
+            let nd = (status.num_devices as usize).min(MAX_PAGE_DEVICES);
+            let np = (status.num_processes as usize).min(MAX_PAGE_PROCESSES);
+            let devices = (0..nd)
+                .map(|i| self.load(DEVICES_OFFSET + i * size_of::<DeviceRecord>()))
+                .collect();
+            let processes = (0..np)
+                .map(|i| self.load(PROCESSES_OFFSET + i * size_of::<ProcessRecord>()))
+                .collect();
+            fence(Acquire);
+            if seq.load(Relaxed) == s1 {
+                return Some(Snapshot {
+                    status,
+                    devices,
+                    processes,
+                });
+            }
+        }
+        None
+    }
+
+    /// The newest `n` history samples, oldest first.
+    pub fn history(&self, n: usize) -> Option<Vec<HistorySample>> {
+        let h = self.header();
+        for _ in 0..200 {
+            let s1 = h.history_seq.load(Acquire);
+            if s1 & 1 == 1 {
+                std::thread::yield_now();
+                continue;
+            }
+            let written = h.history_written.load(Relaxed);
+            let k = (n as u64).min(written).min(HISTORY_LEN as u64);
+            let v = (written - k..written)
+                .map(|i| {
+                    self.load(HISTORY_OFFSET + (i as usize % HISTORY_LEN) * size_of::<HistorySample>())
+                })
+                .collect();
+            fence(Acquire);
+            if h.history_seq.load(Relaxed) == s1 {
+                return Some(v);
+            }
+        }
+        None
+    }
+}
+
+/// What a reader gets from the page.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub status: AggregatorStatus,
+    pub devices: Vec<DeviceRecord>,
+    pub processes: Vec<ProcessRecord>,
+}
+
+/// Copies a string into a NUL-padded fixed field.
+pub fn put_str<const N: usize>(s: &str) -> [u8; N] {
+    let mut b = [0u8; N];
+    for (d, c) in b.iter_mut().zip(s.bytes().take(N)) {
+        *d = c;
+    }
+    b
+}
+
+/// Reads a NUL-padded fixed field, replacing anything unprintable.
+pub fn get_str(b: &[u8]) -> String {
+    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    String::from_utf8_lossy(&b[..end])
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+/// A read-only mapping of the counters page in a directory.
+pub struct CountersReader {
+    _map: memmap2::Mmap,
+    view: PageView,
+}
+
+/// Why a counters page could not be read.
+#[derive(Debug)]
+pub enum PageError {
+    /// No page: no aggregator has run on this directory (or it was removed).
+    Missing,
+    Io(std::io::Error),
+    Malformed(String),
+    /// Another layout version: the aggregator and this reader come from different releases.
+    Version { found: u32, expected: u32 },
+}
+
+impl std::fmt::Display for PageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Missing => write!(f, "no counters page"),
+            Self::Io(e) => write!(f, "{e}"),
+            Self::Malformed(m) => write!(f, "malformed counters page: {m}"),
+            Self::Version { found, expected } => write!(
+                f,
+                "the counters page has layout version {found}, this tt-smi reads version {expected}: \
+                 run a tt-smi from the same tttrack release as the running tt-aggregator"
+            ),
+        }
+    }
+}
+
+impl CountersReader {
+    pub fn open(dir: &std::path::Path) -> Result<Self, PageError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = dir.join(crate::shm_layout::COUNTERS_FILE_NAME);
+        let f = match std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(PageError::Missing),
+            Err(e) => return Err(PageError::Io(e)),
+        };
+        let len = f.metadata().map_err(PageError::Io)?.len();
+        if len < size_of::<PageHeader>() as u64 {
+            return Err(PageError::Malformed(format!("{len} bytes")));
+        }
+        let mut head = [0u8; 16];
+        {
+            use std::os::unix::fs::FileExt;
+            f.read_exact_at(&mut head, 0).map_err(PageError::Io)?;
+        }
+        let magic = u64::from_le_bytes(head[0..8].try_into().unwrap_or_default());
+        if magic != COUNTERS_MAGIC {
+            return Err(PageError::Malformed(format!("magic {magic:#x}")));
+        }
+        let version = u32::from_le_bytes(head[8..12].try_into().unwrap_or_default());
+        if version != COUNTERS_LAYOUT_VERSION {
+            return Err(PageError::Version {
+                found: version,
+                expected: COUNTERS_LAYOUT_VERSION,
+            });
+        }
+        if len != PAGE_SIZE as u64 {
+            return Err(PageError::Malformed(format!(
+                "{len} bytes, expected {PAGE_SIZE}"
+            )));
+        }
+        // SAFETY: read-only shared mapping of a file we checked to be PAGE_SIZE long.
+        // Only the aggregator writes it, and only through atomics.
+        let map = unsafe { memmap2::MmapOptions::new().len(PAGE_SIZE).map(&f) }
+            .map_err(PageError::Io)?;
+        // SAFETY: the mapping is PAGE_SIZE bytes, page aligned, and lives in self.
+        let view = unsafe { PageView::new(map.as_ptr() as *mut u8) };
+        Ok(Self { _map: map, view })
+    }
+
+    pub fn view(&self) -> &PageView {
+        &self.view
+    }
+
+    /// Whether the aggregator's heartbeat is fresh (it beats at least every 100 ms).
+    pub fn aggregator_alive(&self) -> bool {
+        let hb = self.view.header().presence.heartbeat_ns.load(Acquire);
+        crate::sys::monotonic_ns().saturating_sub(hb) < 2_000_000_000
+    }
+}
