@@ -17,3 +17,6 @@ pub mod shm_layout;
 pub mod sys;
 pub mod accounting;
 pub mod counters_page;
+pub mod aggregator;
+pub mod control;
+pub mod journal;

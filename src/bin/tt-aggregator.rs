@@ -1,5 +1,65 @@
-//! tt-aggregator: not built yet (see the project's issues). Says so instead of pretending.
+//! tt-aggregator: drains every tracked process's lanes into exact accounting and
+//! publishes it in the counters page that tt-smi reads.
+
+use clap::Parser;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tttrack::aggregator::{Aggregator, Config, Verbosity};
+
+#[derive(Parser, Debug)]
+#[command(name = "tt-aggregator", version, about = "Drain tttrack lanes into exact per-device, per-process memory accounting")]
+struct Args {
+    /// Tracking directory (default: $TTTRACK_DIR, else /dev/shm/tttrack).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Print only errors.
+    #[arg(long, short = 'q', conflicts_with = "verbose")]
+    quiet: bool,
+    /// Print every event, in the original allocation server's style.
+    #[arg(long, short = 'v')]
+    verbose: bool,
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
 fn main() {
-    eprintln!("tt-aggregator: not implemented yet in this build of tttrack; only libtttrack.so (the producer side) is available.");
-    std::process::exit(2);
+    let args = Args::parse();
+    let dir = args.dir.unwrap_or_else(tttrack::sys::tracking_dir_from_env);
+    let verbosity = if args.quiet {
+        Verbosity::Quiet
+    } else if args.verbose {
+        Verbosity::Verbose
+    } else {
+        Verbosity::Normal
+    };
+    let cfg = Config {
+        dir: dir.clone(),
+        verbosity,
+        proc_root: PathBuf::from("/proc"),
+    };
+    let mut agg = match Aggregator::start(cfg) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("tt-aggregator: {e}");
+            std::process::exit(1);
+        }
+    };
+    match tttrack::control::serve(&dir) {
+        Ok(rx) => agg.requests = Some(rx),
+        Err(e) => agg.log.warn(format!(
+            "cannot serve {}/{}: {e}; tt-smi --buffers will not work",
+            dir.display(),
+            tttrack::control::SOCKET_NAME
+        )),
+    }
+    // SAFETY: installing async-signal-safe handlers that only store to an atomic.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+    agg.run(&STOP);
 }

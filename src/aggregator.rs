@@ -1,0 +1,874 @@
+//! tt-aggregator's engine: finds every segment, drains every lane, applies each
+//! process's events in sequence order into the exact [`Accounting`], releases what dead
+//! processes held, and publishes everything in the counters page.
+//!
+//! One pass of the loop:
+//! 1. every 50 ms, look for new segments (validated, attributed only to their owner);
+//! 2. read each lane's new events into its process's pending list;
+//! 3. apply each process's pending events in sequence order (a missing number is waited
+//!    for up to [`GAP_TIMEOUT`], then skipped and counted lost);
+//! 4. write the applied events to the journal, then move the lanes' tails past them;
+//! 5. every 100 ms, release the processes whose segment lock is gone;
+//! 6. publish the counters page (at most every 5 ms, at least every 100 ms).
+
+use crate::accounting::{leak_summary, Accounting, Outcome, ProcKey, ProcState};
+use crate::counters_page::*;
+use crate::journal::{Journal, Record};
+use crate::segment_reader::{list_segments, MappedSegment, SegmentError};
+use crate::shm_layout::*;
+use crate::sys;
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// How long a missing sequence number is waited for before it is skipped.
+pub const GAP_TIMEOUT: Duration = Duration::from_millis(250);
+const DISCOVERY_INTERVAL: Duration = Duration::from_millis(50);
+const LIVENESS_INTERVAL: Duration = Duration::from_millis(100);
+const PUBLISH_MIN: Duration = Duration::from_millis(5);
+const PUBLISH_MAX: Duration = Duration::from_millis(100);
+/// Events read from one lane in one pass.
+const LANE_BATCH: usize = 8192;
+
+/// How much the aggregator prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verbosity {
+    Quiet,
+    Normal,
+    Verbose,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub dir: PathBuf,
+    pub verbosity: Verbosity,
+    /// Root of `/proc` (tests may point elsewhere; normally `/proc`).
+    pub proc_root: PathBuf,
+}
+
+/// A segment being drained.
+struct Attached {
+    seg: MappedSegment,
+    key: ProcKey,
+    /// Read from the lanes but not applied yet: (event, lane, position).
+    pending: Vec<(Event, u8, u64)>,
+    gap_since: Option<Instant>,
+    /// Lane positions last published as tails.
+    committed: [u64; NUM_LANES],
+}
+
+/// A log line's destination: stdout for information, stderr for problems.
+pub struct Log {
+    pub verbosity: Verbosity,
+}
+
+impl Log {
+    pub fn info(&self, msg: impl AsRef<str>) {
+        if self.verbosity >= Verbosity::Normal {
+            let mut o = std::io::stdout().lock();
+            let _ = writeln!(o, "{}", msg.as_ref());
+            let _ = o.flush();
+        }
+    }
+    pub fn event(&self, msg: impl AsRef<str>) {
+        if self.verbosity >= Verbosity::Verbose {
+            let mut o = std::io::stdout().lock();
+            let _ = writeln!(o, "{}", msg.as_ref());
+        }
+    }
+    pub fn warn(&self, msg: impl AsRef<str>) {
+        if self.verbosity >= Verbosity::Normal {
+            eprintln!("warning: {}", msg.as_ref());
+        }
+    }
+    pub fn error(&self, msg: impl AsRef<str>) {
+        eprintln!("error: {}", msg.as_ref());
+    }
+}
+
+/// Why the aggregator could not start.
+#[derive(Debug)]
+pub struct StartError(pub String);
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+pub struct Aggregator {
+    pub cfg: Config,
+    pub log: Log,
+    pub acc: Accounting,
+    journal: Journal,
+    attached: HashMap<PathBuf, Attached>,
+    rejected: HashSet<PathBuf>,
+    page_map: memmap2::MmapRaw,
+    page: PageView,
+    _lock: std::fs::File,
+    pid: u32,
+    started_unix_ns: u64,
+    status: AggregatorStatus,
+    last_discovery: Instant,
+    last_liveness: Instant,
+    last_publish: Instant,
+    last_history: Instant,
+    dirty: bool,
+    buf: Vec<(Event, u64)>,
+    pub requests: Option<std::sync::mpsc::Receiver<crate::control::Request>>,
+}
+
+fn map_err<E: std::fmt::Display>(what: &str, path: &Path) -> impl FnOnce(E) -> StartError {
+    let msg = format!("{what} {}", path.display());
+    move |e| StartError(format!("{msg}: {e}"))
+}
+
+impl Aggregator {
+    /// Takes the directory's aggregator lock, recovers the journal and creates a fresh
+    /// counters page.
+    pub fn start(cfg: Config) -> Result<Self, StartError> {
+        let log = Log {
+            verbosity: cfg.verbosity,
+        };
+        sys::ensure_tracking_dir(&cfg.dir).map_err(map_err("cannot create", &cfg.dir))?;
+        let lock = take_lock(&cfg.dir)?;
+        let pid = std::process::id();
+        let started_unix_ns = sys::unix_ns();
+        let jdir = cfg.dir.join("aggregator");
+        let (journal, rec) = Journal::open(&jdir, |acc, r| replay(acc, r))
+            .map_err(map_err("cannot recover the journal in", &jdir))?;
+        let (page_map, page) = create_page(&cfg.dir, pid, started_unix_ns)?;
+        let mut status = AggregatorStatus {
+            pid,
+            start_unix_ns: started_unix_ns,
+            ..Default::default()
+        };
+        if rec.replayed > 0 || rec.generation > 0 {
+            status.restarts_recovered = 1;
+        }
+        let agg = Self {
+            log,
+            acc: rec.accounting,
+            journal,
+            attached: HashMap::new(),
+            rejected: HashSet::new(),
+            page_map,
+            page,
+            _lock: lock,
+            pid,
+            started_unix_ns,
+            status,
+            last_discovery: Instant::now() - DISCOVERY_INTERVAL * 2,
+            last_liveness: Instant::now(),
+            last_publish: Instant::now() - PUBLISH_MAX,
+            last_history: Instant::now() - Duration::from_secs(2),
+            dirty: true,
+            buf: Vec::with_capacity(LANE_BATCH),
+            requests: None,
+            cfg,
+        };
+        agg.log.info(format!(
+            "tt-aggregator {} started (pid {pid})\n   tracking directory: {}\n   counters page: {} ({} bytes)",
+            env!("CARGO_PKG_VERSION"),
+            agg.cfg.dir.display(),
+            agg.cfg.dir.join(COUNTERS_FILE_NAME).display(),
+            PAGE_SIZE
+        ));
+        if rec.replayed > 0 || rec.generation > 0 {
+            agg.log.info(format!(
+                "   recovered from a previous run: {} processes, {} journaled events replayed{}",
+                agg.acc.processes.len(),
+                rec.replayed,
+                if rec.torn { " (a torn last record was ignored)" } else { "" }
+            ));
+        }
+        Ok(agg)
+    }
+
+    /// Runs passes until `stop` is set, then shuts down cleanly.
+    pub fn run(&mut self, stop: &AtomicBool) {
+        while !stop.load(Ordering::Relaxed) {
+            let n = self.pass();
+            // Let work pile up a little between drains: it keeps us off the producers'
+            // cache lines (see ../shared/reference/perf-notes.md) at no cost in latency.
+            let nap = if n == 0 {
+                Duration::from_millis(4)
+            } else if n < 4096 {
+                Duration::from_micros(500)
+            } else {
+                Duration::from_micros(50)
+            };
+            std::thread::sleep(nap);
+        }
+        self.shutdown();
+    }
+
+    /// One pass; returns the number of events read.
+    pub fn pass(&mut self) -> usize {
+        let now = Instant::now();
+        self.page.beat();
+        if now.duration_since(self.last_discovery) >= DISCOVERY_INTERVAL {
+            self.discover();
+            self.last_discovery = now;
+        }
+        let mut read = 0;
+        let mut need_snapshot = false;
+        let keys: Vec<PathBuf> = self.attached.keys().cloned().collect();
+        for path in &keys {
+            match self.drain(path, false) {
+                Ok((n, snap)) => {
+                    read += n;
+                    need_snapshot |= snap;
+                }
+                Err(e) => self.drop_corrupt(path, e),
+            }
+        }
+        self.persist_and_commit(need_snapshot);
+        if now.duration_since(self.last_liveness) >= LIVENESS_INTERVAL {
+            self.last_liveness = now;
+            self.reap_dead();
+        }
+        self.serve_requests();
+        if read > 0 {
+            self.dirty = true;
+        }
+        let since = now.duration_since(self.last_publish);
+        if (self.dirty && since >= PUBLISH_MIN) || since >= PUBLISH_MAX {
+            self.publish();
+        }
+        if now.duration_since(self.last_history) >= Duration::from_secs(1) {
+            self.last_history = now;
+            self.push_history();
+        }
+        read
+    }
+
+    fn discover(&mut self) {
+        let paths = match list_segments(&self.cfg.dir) {
+            Ok(p) => p,
+            Err(e) => {
+                self.log
+                    .error(format!("cannot list {}: {e}", self.cfg.dir.display()));
+                return;
+            }
+        };
+        for path in paths {
+            if self.attached.contains_key(&path) || self.rejected.contains(&path) {
+                continue;
+            }
+            match self.attach(&path) {
+                Ok(()) => {}
+                Err(why) => {
+                    self.status.segments_rejected += 1;
+                    self.log
+                        .warn(format!("rejected segment {}: {why}", path.display()));
+                    self.rejected.insert(path);
+                }
+            }
+        }
+        // Forget rejections of files that are gone, so a new file of the name is looked at.
+        self.rejected.retain(|p| p.exists());
+    }
+
+    fn attach(&mut self, path: &Path) -> Result<(), String> {
+        let mut seg = MappedSegment::open(path).map_err(|e| e.to_string())?;
+        if seg.file_uid != seg.header_uid {
+            return Err(format!(
+                "file owned by uid {} but its header claims uid {}",
+                seg.file_uid, seg.header_uid
+            ));
+        }
+        let alive = seg.is_alive();
+        let mut comm = seg.comm.clone();
+        if alive {
+            let Some(info) = sys::proc_info(&self.cfg.proc_root, seg.pid) else {
+                return Err(format!(
+                    "its lock is held but pid {} does not exist here (another PID namespace?)",
+                    seg.pid
+                ));
+            };
+            if info.start_time != seg.start_time {
+                return Err(format!(
+                    "claims pid {} started at {}, but that process started at {}",
+                    seg.pid, seg.start_time, info.start_time
+                ));
+            }
+            if info.uid != seg.file_uid {
+                return Err(format!(
+                    "owned by uid {} but pid {} belongs to uid {}: a segment is attributed only to its owner's processes",
+                    seg.file_uid, seg.pid, info.uid
+                ));
+            }
+            comm = info.comm;
+        }
+        let key = (seg.pid, seg.start_time);
+        let recovered = self.acc.processes.contains_key(&key);
+        let mut committed = [0u64; NUM_LANES];
+        if recovered {
+            // Resume after the last journaled event of each lane.
+            let p = &self.acc.processes[&key];
+            for lane in 0..NUM_LANES {
+                let applied = p.lane_applied[lane];
+                let tail = seg.cursor(lane);
+                let head = seg.view().lane(lane).head.load(Ordering::Acquire);
+                if applied.wrapping_sub(tail) <= LANE_CAPACITY as u64
+                    && head.wrapping_sub(applied) <= LANE_CAPACITY as u64
+                {
+                    seg.set_cursor(lane, applied);
+                    seg.commit(lane, applied);
+                }
+                committed[lane] = seg.cursor(lane);
+            }
+        } else {
+            let mut p = ProcState::new(seg.pid, seg.start_time, seg.file_uid, comm.clone(), sys::unix_ns());
+            for (lane, c) in committed.iter_mut().enumerate() {
+                *c = seg.cursor(lane);
+                p.lane_applied[lane] = *c;
+            }
+            // A segment whose events were already consumed (tails > 0) by an earlier
+            // aggregator whose journal is not here: those events are lost to us.
+            p.gap_lost += committed.iter().sum::<u64>();
+            self.acc.processes.insert(key, p);
+        }
+        if let Some(p) = self.acc.processes.get_mut(&key) {
+            p.comm = comm.clone();
+        }
+        seg.heartbeat(self.pid, sys::monotonic_ns());
+        self.status.segments_attached += 1;
+        self.log.info(format!(
+            "+ pid {} ({comm}) {}{}",
+            seg.pid,
+            if recovered { "re-attached" } else { "attached" },
+            if alive { "" } else { ", already exited" }
+        ));
+        self.attached.insert(
+            path.to_path_buf(),
+            Attached {
+                seg,
+                key,
+                pending: Vec::new(),
+                gap_since: None,
+                committed,
+            },
+        );
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Reads a segment's lanes and applies what is in order. With `final_drain`, reads
+    /// everything and skips every gap at once (the process is dead). Returns events
+    /// read and whether a snapshot is needed (device information changed).
+    fn drain(&mut self, path: &Path, final_drain: bool) -> Result<(usize, bool), SegmentError> {
+        let Some(a) = self.attached.get_mut(path) else {
+            return Ok((0, false));
+        };
+        a.seg.heartbeat(self.pid, sys::monotonic_ns());
+        let mut read = 0;
+        loop {
+            let mut round = 0;
+            for lane in 0..NUM_LANES {
+                self.buf.clear();
+                let n = a.seg.read_lane(lane, &mut self.buf, LANE_BATCH)?;
+                round += n;
+                a.pending
+                    .extend(self.buf.iter().map(|&(e, pos)| (e, lane as u8, pos)));
+            }
+            read += round;
+            if !final_drain || round == 0 {
+                break;
+            }
+        }
+        let dropped = a.seg.dropped();
+        let key = a.key;
+        if let Some(p) = self.acc.processes.get_mut(&key) {
+            if p.producer_dropped != dropped {
+                p.producer_dropped = dropped;
+                self.dirty = true;
+            }
+        }
+        if a.pending.is_empty() {
+            a.gap_since = None;
+            return Ok((read, false));
+        }
+        a.pending.sort_by_key(|(e, _, _)| e.seq);
+        let now_s = (sys::unix_ns() / 1_000_000_000) as u32;
+        let mut applied = 0usize;
+        let mut snapshot = false;
+        let mut gap_skip = final_drain
+            || a.gap_since
+                .is_some_and(|t| t.elapsed() >= GAP_TIMEOUT);
+        let Some(p) = self.acc.processes.get_mut(&key) else {
+            return Ok((read, false));
+        };
+        let mut next = p.next_seq;
+        let mut late = 0u64;
+        for (ev, lane, pos) in a.pending.iter() {
+            if ev.seq > next {
+                if !gap_skip {
+                    break;
+                }
+                p.gap_lost += ev.seq - next;
+                next = ev.seq;
+                gap_skip = final_drain;
+            }
+            if ev.seq < next {
+                // A number we skipped earlier after all: apply it late.
+                late += 1;
+            } else {
+                next = ev.seq + 1;
+            }
+            applied += 1;
+            let lane = *lane as usize;
+            p.lane_applied[lane] = pos.wrapping_add(1);
+            self.journal.append(&Record::Event {
+                key,
+                lane: lane as u8,
+                pos: pos.wrapping_add(1),
+                ev: *ev,
+            });
+        }
+        let p_next = next;
+        let batch: Vec<(Event, u8, u64)> = a.pending.drain(..applied).collect();
+        a.gap_since = if a.pending.is_empty() {
+            None
+        } else {
+            Some(a.gap_since.unwrap_or_else(Instant::now))
+        };
+        if let Some(p) = self.acc.processes.get_mut(&key) {
+            p.next_seq = p_next;
+            p.gap_lost = p.gap_lost.saturating_sub(late);
+        }
+        let seg_view = a.seg.view();
+        for (ev, _, _) in &batch {
+            let out = self.acc.apply(key, ev, now_s);
+            if out == Outcome::DeviceInfo {
+                if let Some(info) = seg_view.read_device_info(ev.device.clamp(0, MAX_DEVICES as i32 - 1) as usize) {
+                    self.acc.set_device_info(ev.device, info);
+                    snapshot = true;
+                }
+            }
+            if self.log.verbosity >= Verbosity::Verbose {
+                self.log.event(describe(key.0, ev, &out));
+            }
+        }
+        if applied > 0 {
+            self.dirty = true;
+        }
+        Ok((read, snapshot))
+    }
+
+    /// Makes the applied events durable, then lets producers reuse their slots.
+    fn persist_and_commit(&mut self, snapshot: bool) {
+        let res = if snapshot || self.journal.should_compact() {
+            self.journal.compact(&self.acc)
+        } else {
+            self.journal.flush()
+        };
+        if let Err(e) = res {
+            // Without a durable record we must not free the slots: keep the tails
+            // where they are (producers wait or drop and count), and say so.
+            self.log.error(format!(
+                "cannot write the journal ({e}); lanes are not advanced until it can be written"
+            ));
+            return;
+        }
+        for a in self.attached.values_mut() {
+            let Some(p) = self.acc.processes.get(&a.key) else {
+                continue;
+            };
+            for lane in 0..NUM_LANES {
+                let pos = p.lane_applied[lane];
+                if pos != a.committed[lane] {
+                    a.seg.commit(lane, pos);
+                    a.committed[lane] = pos;
+                }
+            }
+        }
+    }
+
+    /// Releases every process whose segment lock is gone: drain to the end, release
+    /// its memory, report what it held, remove its segment.
+    fn reap_dead(&mut self) {
+        let dead: Vec<PathBuf> = self
+            .attached
+            .iter()
+            .filter(|(_, a)| !a.seg.is_alive())
+            .map(|(p, _)| p.clone())
+            .collect();
+        for path in dead {
+            if let Err(e) = self.drain(&path, true) {
+                self.drop_corrupt(&path, e);
+                continue;
+            }
+            self.persist_and_commit(false);
+            let Some(a) = self.attached.remove(&path) else {
+                continue;
+            };
+            self.journal.append(&Record::Release { key: a.key });
+            if let Err(e) = self.journal.flush() {
+                self.log.error(format!("cannot write the journal: {e}"));
+            }
+            if let Some(p) = self.acc.release(a.key) {
+                let lost = p.events_lost();
+                match leak_summary(&p) {
+                    Some(line) => self.log.info(line),
+                    None => self.log.info(format!("- pid {} ({}) exited", p.pid, p.comm)),
+                }
+                if lost > 0 {
+                    self.log.warn(format!(
+                        "pid {} ({}): {lost} events were lost; its figures were not exact",
+                        p.pid, p.comm
+                    ));
+                }
+            }
+            if let Err(e) = std::fs::remove_file(&path) {
+                self.log
+                    .warn(format!("cannot remove {}: {e}", path.display()));
+            }
+            self.dirty = true;
+        }
+        // Processes recovered from the journal whose segment is gone for good.
+        let attached: HashSet<ProcKey> = self.attached.values().map(|a| a.key).collect();
+        let orphans: Vec<ProcKey> = self
+            .acc
+            .processes
+            .keys()
+            .filter(|k| !attached.contains(k))
+            .filter(|k| {
+                !self
+                    .cfg
+                    .dir
+                    .join(segment_file_name(k.0, k.1))
+                    .exists()
+            })
+            .copied()
+            .collect();
+        for key in orphans {
+            self.journal.append(&Record::Release { key });
+            let _ = self.journal.flush();
+            if let Some(p) = self.acc.release(key) {
+                if let Some(line) = leak_summary(&p) {
+                    self.log.info(line);
+                }
+            }
+            self.dirty = true;
+        }
+    }
+
+    /// A segment that broke the rules mid-life: stop reading it. Its process's
+    /// figures stay as they were (it can only have hurt itself), flagged inexact.
+    fn drop_corrupt(&mut self, path: &Path, e: SegmentError) {
+        self.log
+            .warn(format!("stopped reading segment {}: {e}", path.display()));
+        if let Some(a) = self.attached.remove(path) {
+            if let Some(p) = self.acc.processes.get_mut(&a.key) {
+                p.gap_lost += 1;
+            }
+        }
+        self.status.segments_rejected += 1;
+        self.rejected.insert(path.to_path_buf());
+        self.dirty = true;
+    }
+
+    fn serve_requests(&mut self) {
+        let Some(rx) = self.requests.take() else {
+            return;
+        };
+        while let Ok(req) = rx.try_recv() {
+            let text = crate::control::answer(&self.acc, &req.query);
+            let _ = req.reply.send(text);
+        }
+        self.requests = Some(rx);
+    }
+
+    /// Builds and publishes the counters page.
+    pub fn publish(&mut self) {
+        self.last_publish = Instant::now();
+        self.dirty = false;
+        let mut st = self.status;
+        st.heartbeat_unix_ns = sys::unix_ns();
+        st.events_applied = self.acc.events_applied;
+        st.events_lost = self.acc.events_lost();
+        st.unknown_frees = self.acc.unknown_frees;
+        st.invalid_events = self.acc.invalid_events;
+        st.processes_tracked = self.acc.processes.len() as u32;
+        st.process_overflow = self.acc.processes.len().saturating_sub(MAX_PAGE_PROCESSES) as u32;
+        self.status = st;
+        let devices = device_records(&self.acc);
+        let processes = process_records(&self.acc);
+        self.page.publish_main(&st, &devices, &processes);
+    }
+
+    fn push_history(&mut self) {
+        let mut s: HistorySample = bytemuck::Zeroable::zeroed();
+        s.unix_secs = sys::unix_ns() / 1_000_000_000;
+        s.temp_mc = [i32::MIN; MAX_PAGE_DEVICES];
+        s.power_mw = [u32::MAX; MAX_PAGE_DEVICES];
+        for (&d, dev) in &self.acc.devices {
+            if !(0..MAX_PAGE_DEVICES as i32).contains(&d) {
+                continue;
+            }
+            let f = &dev.figures;
+            let u = &mut s.used[d as usize];
+            u[HIST_DRAM] = f[CAT_DRAM].used;
+            u[HIST_L1] = f[CAT_L1].used;
+            u[HIST_L1_SMALL] = f[CAT_L1_SMALL].used;
+            u[HIST_TRACE] = f[CAT_TRACE].used;
+            u[HIST_CB] = f[CAT_CB].used;
+            u[HIST_KERNEL] = f[CAT_KERNEL].used;
+        }
+        self.page.push_history(&s);
+    }
+
+    /// Final pass, snapshot, and removal of the counters page (readers then say that
+    /// no aggregator is running).
+    pub fn shutdown(&mut self) {
+        self.pass();
+        if let Err(e) = self.journal.compact(&self.acc) {
+            self.log.error(format!("cannot write the final snapshot: {e}"));
+        }
+        for a in self.attached.values() {
+            a.seg.view().header().consumer_pid.store(0, Ordering::Relaxed);
+        }
+        let _ = std::fs::remove_file(self.cfg.dir.join(COUNTERS_FILE_NAME));
+        let _ = std::fs::remove_file(self.cfg.dir.join(crate::control::SOCKET_NAME));
+        self.log.info(format!(
+            "tt-aggregator stopped: {} events applied, {} lost, {} processes still tracked",
+            self.acc.events_applied,
+            self.acc.events_lost(),
+            self.acc.processes.len()
+        ));
+    }
+
+    pub fn page_bytes(&self) -> usize {
+        self.page_map.len()
+    }
+
+    pub fn started_unix_ns(&self) -> u64 {
+        self.started_unix_ns
+    }
+}
+
+/// Replays one journal record into an accounting (recovery).
+fn replay(acc: &mut Accounting, r: &Record) {
+    match r {
+        Record::Event { key, lane, pos, ev } => {
+            let p = acc
+                .processes
+                .entry(*key)
+                .or_insert_with(|| ProcState::new(key.0, key.1, 0, String::new(), sys::unix_ns()));
+            let lane = (*lane as usize).min(NUM_LANES - 1);
+            p.lane_applied[lane] = *pos;
+            if ev.seq >= p.next_seq {
+                p.next_seq = ev.seq + 1;
+            }
+            acc.apply(*key, ev, (sys::unix_ns() / 1_000_000_000) as u32);
+        }
+        Record::Release { key } => {
+            acc.release(*key);
+        }
+    }
+}
+
+fn take_lock(dir: &Path) -> Result<std::fs::File, StartError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join("aggregator.lock");
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&path)
+        .map_err(map_err("cannot open", &path))?;
+    // SAFETY: f is an open descriptor.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let other = std::fs::read_to_string(&path).unwrap_or_default();
+        let other = other.trim();
+        return Err(StartError(format!(
+            "another tt-aggregator{} is already running on {}; stop it first, or give this one another directory with --dir",
+            if other.is_empty() { String::new() } else { format!(" (pid {other})") },
+            dir.display()
+        )));
+    }
+    f.set_len(0).map_err(map_err("cannot write", &path))?;
+    use std::os::unix::fs::FileExt;
+    f.write_all_at(format!("{}\n", std::process::id()).as_bytes(), 0)
+        .map_err(map_err("cannot write", &path))?;
+    Ok(f)
+}
+
+fn create_page(
+    dir: &Path,
+    pid: u32,
+    started_unix_ns: u64,
+) -> Result<(memmap2::MmapRaw, PageView), StartError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let tmp = dir.join(format!(".counters.{pid}"));
+    let _ = std::fs::remove_file(&tmp);
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&tmp)
+        .map_err(map_err("cannot create", &tmp))?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o644))
+        .map_err(map_err("cannot chmod", &tmp))?;
+    f.set_len(PAGE_SIZE as u64)
+        .map_err(map_err("cannot size", &tmp))?;
+    // SAFETY: fd is valid; reserve the pages so that writing them cannot fault.
+    if unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, PAGE_SIZE as libc::off_t) } != 0 {
+        let e = std::io::Error::last_os_error();
+        let _ = std::fs::remove_file(&tmp);
+        return Err(StartError(format!(
+            "no space for the counters page in {} ({e}); free some space in that file system",
+            dir.display()
+        )));
+    }
+    let map = memmap2::MmapOptions::new()
+        .len(PAGE_SIZE)
+        .map_raw(&f)
+        .map_err(map_err("cannot map", &tmp))?;
+    // SAFETY: the mapping is PAGE_SIZE bytes and lives as long as the returned MmapRaw,
+    // which the aggregator keeps beside the view.
+    let view = unsafe { PageView::new(map.as_mut_ptr()) };
+    view.init(pid, started_unix_ns);
+    view.publish_main(&AggregatorStatus { pid, start_unix_ns: started_unix_ns, ..Default::default() }, &[], &[]);
+    std::fs::rename(&tmp, dir.join(COUNTERS_FILE_NAME))
+        .map_err(map_err("cannot publish", &tmp))?;
+    Ok((map, view))
+}
+
+pub fn arch_name(arch: u32) -> &'static str {
+    match arch {
+        1 => "grayskull",
+        2 => "wormhole_b0",
+        3 => "blackhole",
+        4 => "quasar",
+        _ => "unknown",
+    }
+}
+
+fn device_records(acc: &Accounting) -> Vec<DeviceRecord> {
+    acc.devices
+        .iter()
+        .filter(|(&d, _)| (0..MAX_PAGE_DEVICES as i32).contains(&d))
+        .map(|(&d, dev)| {
+            let mut r = DeviceRecord {
+                id: d as u32,
+                flags: DEV_PRESENT,
+                figures: dev.figures,
+                ..Default::default()
+            };
+            if let Some(info) = dev.info {
+                r.flags |= DEV_HAS_INFO;
+                if info.is_remote != 0 {
+                    r.flags |= DEV_REMOTE;
+                }
+                r.info = info;
+                r.arch = put_str(arch_name(info.arch));
+                r.dram_total = info.total_dram_bytes;
+                r.l1_total = info.total_l1_bytes;
+            }
+            r
+        })
+        .collect()
+}
+
+fn process_records(acc: &Accounting) -> Vec<ProcessRecord> {
+    let mut v: Vec<ProcessRecord> = acc
+        .processes
+        .values()
+        .map(|p| {
+            let mut r = ProcessRecord {
+                pid: p.pid,
+                flags: PROC_ALIVE | if p.exact() { PROC_EXACT } else { 0 },
+                uid: p.uid,
+                start_time: p.start_time,
+                comm: put_str(&p.comm),
+                first_seen_unix_ns: p.first_seen_unix_ns,
+                events_applied: p.events_applied,
+                events_lost: p.events_lost(),
+                buffers: p.live_buffers(),
+                ..Default::default()
+            };
+            for (i, (&d, pd)) in p.devices.iter().enumerate() {
+                if i >= MAX_PROCESS_DEVICES {
+                    r.flags |= PROC_DEVICE_OVERFLOW;
+                    break;
+                }
+                r.devices[i] = ProcessDevice {
+                    device: d,
+                    _pad: 0,
+                    used: pd.used,
+                    peak: pd.peak,
+                };
+                r.num_devices = i as u32 + 1;
+            }
+            r
+        })
+        .collect();
+    v.sort_by_key(|r| r.pid);
+    v
+}
+
+/// One line per event in the original server's style (`-v`).
+pub fn describe(pid: u32, ev: &Event, out: &Outcome) -> String {
+    let mb = |b: u64| b as f64 / (1024.0 * 1024.0);
+    match out {
+        Outcome::Allocated { size, btype } => format!(
+            "✓ [PID {pid}] Allocated {size} bytes of {} on device {} (buffer_id={:#x})",
+            btype.name(),
+            ev.device,
+            ev.id
+        ),
+        Outcome::Referenced { refcount } => format!(
+            "✓ [PID {pid}] Re-reported buffer {:#x} on device {} (refcount {refcount})",
+            ev.id, ev.device
+        ),
+        Outcome::Freed { size, last, .. } => format!(
+            "✗ [PID {pid}] Freed buffer {:#x} on device {} ({size} bytes{})",
+            ev.id,
+            ev.device,
+            if *last { ", FINAL" } else { "" }
+        ),
+        Outcome::UnknownFree => format!(
+            "⚠ [PID {pid}] Free of unknown id {:#x} on device {} (allocated before tracking started?)",
+            ev.id, ev.device
+        ),
+        Outcome::CbAllocated { size } => format!(
+            "✓ [CB_ALLOC] [PID {pid}] Device {}: +{:.1} MB (cb_id={:#x})",
+            ev.device,
+            mb(*size),
+            ev.id
+        ),
+        Outcome::CbFreed { size } => format!(
+            "✗ [CB_FREE] [PID {pid}] Device {}: -{:.1} MB (cb_id={:#x})",
+            ev.device,
+            mb(*size),
+            ev.id
+        ),
+        Outcome::KernelLoaded { size, ktype, total } => format!(
+            "✓ [KERNEL_LOAD] {} kernel on Device {}: +{:.1} MB (Total: {:.1} MB)",
+            ktype.name(),
+            ev.device,
+            mb(*size),
+            mb(*total)
+        ),
+        Outcome::KernelUnloaded { size, ktype, total } => format!(
+            "✗ [KERNEL_UNLOAD] {} kernel on Device {}: -{:.1} MB (Total: {:.1} MB)",
+            ktype.name(),
+            ev.device,
+            mb(*size),
+            mb(*total)
+        ),
+        Outcome::DeviceInfo => format!("ℹ [PID {pid}] Device {} described", ev.device),
+        Outcome::Invalid(why) => format!("⚠ [PID {pid}] Rejected event ({why}): {ev:?}"),
+    }
+}

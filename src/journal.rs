@@ -1,0 +1,271 @@
+//! The aggregator's durable record, so that an aggregator killed at any moment and
+//! started again loses no event and counts none twice.
+//!
+//! Rule: a lane's tail (what the producer may overwrite) only moves past events that
+//! are written in the journal. The journal is a snapshot of the whole accounting
+//! (`state.GEN`, bincode) plus the events applied since (`journal.GEN`, 64-byte records
+//! with a checksum each; a torn last record is ignored). Both live in the aggregator's
+//! private directory `aggregator/` inside the tracking directory. A restarted
+//! aggregator loads the snapshot, replays the journal, and resumes every lane at the
+//! position after its last journaled event.
+
+use crate::accounting::{Accounting, ProcKey};
+use crate::shm_layout::Event;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+pub const RECORD_SIZE: usize = 64;
+const TAG_EVENT: u8 = 1;
+const TAG_RELEASE: u8 = 2;
+/// Compact when the journal grows past this.
+pub const COMPACT_BYTES: u64 = 64 << 20;
+
+/// What a journal record says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    /// `ev` of process `key` was applied; it sat at `pos - 1` in `lane`.
+    Event { key: ProcKey, lane: u8, pos: u64, ev: Event },
+    /// Process `key` ended and was released.
+    Release { key: ProcKey },
+}
+
+fn checksum(b: &[u8]) -> u64 {
+    // FNV-1a, enough to tell a torn or foreign record from a whole one.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &x in b {
+        h ^= x as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h | 1
+}
+
+pub fn encode(r: &Record) -> [u8; RECORD_SIZE] {
+    let mut b = [0u8; RECORD_SIZE];
+    let (tag, lane, key, pos, ev) = match r {
+        Record::Event { key, lane, pos, ev } => (TAG_EVENT, *lane, *key, *pos, *ev),
+        Record::Release { key } => (TAG_RELEASE, 0, *key, 0, bytemuck::Zeroable::zeroed()),
+    };
+    b[0] = tag;
+    b[1] = lane;
+    b[4..8].copy_from_slice(&key.0.to_le_bytes());
+    b[8..16].copy_from_slice(&key.1.to_le_bytes());
+    b[16..24].copy_from_slice(&pos.to_le_bytes());
+    b[24..56].copy_from_slice(bytemuck::bytes_of(&ev));
+    let c = checksum(&b[..56]);
+    b[56..64].copy_from_slice(&c.to_le_bytes());
+    b
+}
+
+pub fn decode(b: &[u8]) -> Option<Record> {
+    if b.len() != RECORD_SIZE {
+        return None;
+    }
+    let c = u64::from_le_bytes(b[56..64].try_into().ok()?);
+    if c != checksum(&b[..56]) {
+        return None;
+    }
+    let key = (
+        u32::from_le_bytes(b[4..8].try_into().ok()?),
+        u64::from_le_bytes(b[8..16].try_into().ok()?),
+    );
+    match b[0] {
+        TAG_EVENT => Some(Record::Event {
+            key,
+            lane: b[1],
+            pos: u64::from_le_bytes(b[16..24].try_into().ok()?),
+            ev: bytemuck::pod_read_unaligned(&b[24..56]),
+        }),
+        TAG_RELEASE => Some(Record::Release { key }),
+        _ => None,
+    }
+}
+
+/// The journal of a running aggregator.
+pub struct Journal {
+    dir: PathBuf,
+    generation: u64,
+    file: File,
+    buf: Vec<u8>,
+    len: u64,
+}
+
+fn state_path(dir: &Path, g: u64) -> PathBuf {
+    dir.join(format!("state.{g}"))
+}
+fn journal_path(dir: &Path, g: u64) -> PathBuf {
+    dir.join(format!("journal.{g}"))
+}
+
+/// The newest complete snapshot generation in `dir`.
+fn newest_generation(dir: &Path) -> Option<u64> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.strip_prefix("state.")?.parse().ok())
+        .max()
+}
+
+/// What recovery found.
+pub struct Recovered {
+    pub accounting: Accounting,
+    pub replayed: u64,
+    pub torn: bool,
+    pub generation: u64,
+}
+
+impl Journal {
+    /// Opens the journal directory, recovering the accounting it holds (empty if none).
+    /// Replayed events are applied through `apply` so that replay and live application
+    /// are the same code.
+    pub fn open(
+        dir: &Path,
+        mut apply: impl FnMut(&mut Accounting, &Record),
+    ) -> io::Result<(Self, Recovered)> {
+        std::fs::create_dir_all(dir)?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        let generation = newest_generation(dir).unwrap_or(0);
+        let mut acc = Accounting::default();
+        if generation > 0 {
+            let bytes = std::fs::read(state_path(dir, generation))?;
+            acc = bincode::deserialize(&bytes).map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "snapshot {} is unreadable ({e}); move the directory {} aside to start afresh",
+                        state_path(dir, generation).display(),
+                        dir.display()
+                    ),
+                )
+            })?;
+        }
+        let mut replayed = 0;
+        let mut torn = false;
+        let jp = journal_path(dir, generation);
+        let mut valid_len = 0u64;
+        if let Ok(mut f) = File::open(&jp) {
+            let mut bytes = Vec::new();
+            f.read_to_end(&mut bytes)?;
+            for chunk in bytes.chunks(RECORD_SIZE) {
+                match decode(chunk) {
+                    Some(r) => {
+                        apply(&mut acc, &r);
+                        replayed += 1;
+                        valid_len += RECORD_SIZE as u64;
+                    }
+                    None => {
+                        torn = true;
+                        break;
+                    }
+                }
+            }
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(false)
+            .open(&jp)?;
+        // Cut a torn tail so that new records follow whole ones.
+        file.set_len(valid_len)?;
+        let mut j = Self {
+            dir: dir.to_path_buf(),
+            generation,
+            file,
+            buf: Vec::with_capacity(1 << 20),
+            len: valid_len,
+        };
+        use std::io::Seek;
+        j.file.seek(io::SeekFrom::End(0))?;
+        Ok((
+            j,
+            Recovered {
+                accounting: acc,
+                replayed,
+                torn,
+                generation,
+            },
+        ))
+    }
+
+    pub fn append(&mut self, r: &Record) {
+        self.buf.extend_from_slice(&encode(r));
+    }
+
+    pub fn pending(&self) -> bool {
+        !self.buf.is_empty()
+    }
+
+    /// Writes what was appended. Once this returns, the records survive the death of
+    /// this process (they are in the kernel's page cache of the tmpfs file).
+    pub fn flush(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        self.file.write_all(&self.buf)?;
+        self.len += self.buf.len() as u64;
+        self.buf.clear();
+        Ok(())
+    }
+
+    pub fn should_compact(&self) -> bool {
+        self.len >= COMPACT_BYTES
+    }
+
+    /// Writes a snapshot of `acc` (which must include everything appended so far) as a
+    /// new generation and starts an empty journal for it.
+    pub fn compact(&mut self, acc: &Accounting) -> io::Result<()> {
+        let g = self.generation + 1;
+        let bytes = bincode::serialize(acc)
+            .map_err(|e| io::Error::new(io::ErrorKind::Other, e.to_string()))?;
+        let tmp = self.dir.join(format!(".state.{g}.tmp"));
+        std::fs::write(&tmp, &bytes)?;
+        let new_journal = File::create(journal_path(&self.dir, g))?;
+        std::fs::rename(&tmp, state_path(&self.dir, g))?;
+        // From here on recovery uses generation g; the old files are garbage.
+        let old = self.generation;
+        self.generation = g;
+        self.file = new_journal;
+        self.buf.clear();
+        self.len = 0;
+        let _ = std::fs::remove_file(journal_path(&self.dir, old));
+        let _ = std::fs::remove_file(state_path(&self.dir, old));
+        Ok(())
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn records_round_trip_and_torn_ones_are_refused() {
+        let ev = Event {
+            seq: 5,
+            kind: 1,
+            subtype: 3,
+            _reserved: 0,
+            device: 2,
+            size: 77,
+            id: 0xabc,
+        };
+        let r = Record::Event {
+            key: (42, 99),
+            lane: 7,
+            pos: 1234,
+            ev,
+        };
+        let b = encode(&r);
+        assert_eq!(decode(&b), Some(r));
+        let rel = Record::Release { key: (1, 2) };
+        assert_eq!(decode(&encode(&rel)), Some(rel));
+        let mut bad = b;
+        bad[30] ^= 1;
+        assert_eq!(decode(&bad), None);
+        assert_eq!(decode(&[0u8; 64]), None);
+        assert_eq!(decode(&b[..40]), None);
+    }
+}
