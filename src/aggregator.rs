@@ -117,6 +117,11 @@ pub struct Aggregator {
     last_publish: Instant,
     last_history: Instant,
     dirty: bool,
+    last_beat_ns: u64,
+    /// inotify descriptor watching the directory for new segments (-1: polling only).
+    inotify: i32,
+    /// The bound wake socket (None: producers just wait for the next pass).
+    wake: Option<std::os::unix::net::UnixDatagram>,
     buf: Vec<(Event, u64)>,
     pub requests: Option<std::sync::mpsc::Receiver<crate::control::Request>>,
 }
@@ -166,6 +171,9 @@ impl Aggregator {
             last_publish: Instant::now() - PUBLISH_MAX,
             last_history: Instant::now() - Duration::from_secs(2),
             dirty: true,
+            last_beat_ns: 0,
+            inotify: watch_dir(&cfg.dir),
+            wake: bind_wake_socket(&cfg.dir),
             buf: Vec::with_capacity(LANE_BATCH),
             requests: None,
             cfg,
@@ -195,22 +203,48 @@ impl Aggregator {
             // Let work pile up a little between drains: it keeps us off the producers'
             // cache lines (see ../shared/reference/perf-notes.md) at no cost in latency.
             let nap = if n == 0 {
-                Duration::from_millis(4)
+                Duration::from_millis(10)
             } else if n < 4096 {
                 Duration::from_micros(500)
             } else {
                 Duration::from_micros(50)
             };
-            std::thread::sleep(nap);
+            self.nap(nap);
         }
         self.shutdown();
+    }
+
+    /// Sleeps up to `d`, waking early when a producer pokes the wake pipe or a new
+    /// name appears in the directory.
+    fn nap(&mut self, d: Duration) {
+        let wfd = self.wake.as_ref().map(|w| w.as_raw_fd()).unwrap_or(-1);
+        let mut fds = [
+            libc::pollfd { fd: wfd, events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: self.inotify, events: libc::POLLIN, revents: 0 },
+        ];
+        let ms = d.as_micros().div_ceil(1000) as i32;
+        if d < Duration::from_millis(1) {
+            std::thread::sleep(d);
+        } else {
+            // SAFETY: polling two descriptors we own (a negative fd is ignored by poll).
+            unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
+        }
+        if let Some(w) = &self.wake {
+            let mut buf = [0u8; 16];
+            while w.recv(&mut buf).is_ok() {}
+        }
     }
 
     /// One pass; returns the number of events read.
     pub fn pass(&mut self) -> usize {
         let now = Instant::now();
         self.page.beat();
-        if now.duration_since(self.last_discovery) >= DISCOVERY_INTERVAL {
+        let interval = if self.inotify >= 0 {
+            DISCOVERY_INTERVAL * 20
+        } else {
+            DISCOVERY_INTERVAL
+        };
+        if self.dir_changed() || now.duration_since(self.last_discovery) >= interval {
             self.discover();
             self.last_discovery = now;
         }
@@ -218,6 +252,7 @@ impl Aggregator {
         let mut need_snapshot = false;
         let keys: Vec<PathBuf> = self.attached.keys().cloned().collect();
         for path in &keys {
+            self.beat_if_due();
             match self.drain(path, false) {
                 Ok((n, snap)) => {
                     read += n;
@@ -244,6 +279,23 @@ impl Aggregator {
             self.push_history();
         }
         read
+    }
+
+    /// Whether inotify reported new names in the directory since the last call.
+    fn dir_changed(&self) -> bool {
+        if self.inotify < 0 {
+            return false;
+        }
+        let mut buf = [0u8; 4096];
+        let mut changed = false;
+        loop {
+            // SAFETY: reading into a buffer we own from our non-blocking inotify fd.
+            let n = unsafe { libc::read(self.inotify, buf.as_mut_ptr() as *mut libc::c_void, buf.len()) };
+            if n <= 0 {
+                return changed;
+            }
+            changed = true;
+        }
     }
 
     fn discover(&mut self) {
@@ -358,6 +410,21 @@ impl Aggregator {
         Ok(())
     }
 
+    /// Refreshes every attached segment's heartbeat if 200 us passed since the last
+    /// time. Called from inside long stretches of work (large batches, journal writes),
+    /// so producers waiting on a full lane see that the aggregator is making progress.
+    fn beat_if_due(&mut self) {
+        let now = sys::monotonic_ns();
+        if now.saturating_sub(self.last_beat_ns) < 200_000 {
+            return;
+        }
+        self.last_beat_ns = now;
+        for a in self.attached.values() {
+            a.seg.heartbeat(self.pid, now);
+        }
+        self.page.beat();
+    }
+
     /// Reads a segment's lanes and applies what is in order. With `final_drain`, reads
     /// everything and skips every gap at once (the process is dead). Returns events
     /// read and whether a snapshot is needed (device information changed).
@@ -442,7 +509,10 @@ impl Aggregator {
             p.gap_lost = p.gap_lost.saturating_sub(late);
         }
         let seg_view = a.seg.view();
-        for (ev, _, _) in &batch {
+        for (k, (ev, _, _)) in batch.iter().enumerate() {
+            if k % 1024 == 1023 {
+                self.beat_if_due();
+            }
             let out = self.acc.apply(key, ev, now_s);
             if out == Outcome::DeviceInfo {
                 if let Some(info) = seg_view.read_device_info(ev.device.clamp(0, MAX_DEVICES as i32 - 1) as usize) {
@@ -462,6 +532,7 @@ impl Aggregator {
 
     /// Makes the applied events durable, then lets producers reuse their slots.
     fn persist_and_commit(&mut self, snapshot: bool) {
+        self.beat_if_due();
         let res = if snapshot || self.journal.should_compact() {
             self.journal.compact(&self.acc)
         } else {
@@ -635,6 +706,7 @@ impl Aggregator {
         }
         let _ = std::fs::remove_file(self.cfg.dir.join(COUNTERS_FILE_NAME));
         let _ = std::fs::remove_file(self.cfg.dir.join(crate::control::SOCKET_NAME));
+        let _ = std::fs::remove_file(self.cfg.dir.join(WAKE_SOCKET_NAME));
         self.log.info(format!(
             "tt-aggregator stopped: {} events applied, {} lost, {} processes still tracked",
             self.acc.events_applied,
@@ -670,6 +742,35 @@ fn replay(acc: &mut Accounting, r: &Record) {
         Record::Release { key } => {
             acc.release(*key);
         }
+    }
+}
+
+/// Binds the wake socket (replacing a stale one: we hold the directory's lock),
+/// writable by every user so any producer can wake us. None if that fails.
+fn bind_wake_socket(dir: &Path) -> Option<std::os::unix::net::UnixDatagram> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(WAKE_SOCKET_NAME);
+    let _ = std::fs::remove_file(&path);
+    let s = std::os::unix::net::UnixDatagram::bind(&path).ok()?;
+    s.set_nonblocking(true).ok()?;
+    let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666));
+    Some(s)
+}
+
+/// Watches `dir` for names created or moved in; -1 if inotify is not available.
+fn watch_dir(dir: &Path) -> i32 {
+    let Ok(c) = sys::cstring(dir) else { return -1 };
+    // SAFETY: plain inotify calls; the fd is checked and owned by the aggregator.
+    unsafe {
+        let fd = libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC);
+        if fd < 0 {
+            return -1;
+        }
+        if libc::inotify_add_watch(fd, c.as_ptr(), libc::IN_MOVED_TO | libc::IN_CREATE) < 0 {
+            libc::close(fd);
+            return -1;
+        }
+        fd
     }
 }
 

@@ -15,8 +15,12 @@
 //!    than [`ATTACH_TIMEOUT_NS`]), the event is dropped at once and counted in the lane.
 //!    An aggregator counts as attached when it has marked this segment (consumer pid and
 //!    heartbeat) or, before it has found the segment, when the directory's counters
-//!    page shows a fresh heartbeat (read with `pread`, at most every 100 ms).
-//! 2. If an aggregator is attached, the thread waits for space: it spins briefly, then
+//!    page shows a fresh heartbeat (read with `pread`, at most every 100 ms). In that
+//!    second case the thread waits up to 250 ms for the aggregator to find the segment
+//!    (it watches the directory with inotify and finds new segments within
+//!    milliseconds) while the page stays fresh.
+//! 2. If an aggregator is attached, the thread sends a byte to its wake socket (so it
+//!    drains now rather than at its next pass) and waits for space: it spins briefly, then
 //!    yields, then sleeps in 20 us steps, as long as the aggregator keeps draining
 //!    (this lane's tail or the segment's heartbeat moves). It gives up when the
 //!    aggregator has made no progress during `TTTRACK_MAX_WAIT_US` (default 1000 us)
@@ -50,6 +54,9 @@ const ST_IDLE: u8 = 2;
 const ST_INIT: u8 = 3;
 const ST_READY: u8 = 4;
 const ST_FAILED: u8 = 5;
+
+/// How long a full lane waits for a running aggregator to find a new segment.
+pub const ATTACH_GRACE_NS: u64 = 250_000_000;
 
 /// An aggregator whose heartbeat is older than this is considered absent.
 pub const ATTACH_TIMEOUT_NS: u64 = 500_000_000;
@@ -194,6 +201,7 @@ impl ThreadLane {
         if !consumer_attached(seg) {
             return false;
         }
+        wake_aggregator();
         // Wait while the consumer makes progress. Give up once it has made none (its
         // position in this lane and its heartbeat both still) during max_wait of this
         // thread's own quiet sleeping: a sleep that overran its request by far means
@@ -203,6 +211,7 @@ impl ThreadLane {
         let max_wait = MAX_WAIT_NS.load(Relaxed);
         let heartbeat = || seg.header().consumer_heartbeat_ns.load(Relaxed);
         let mut quiet_ns: u64 = 0;
+        let wait_start = sys::monotonic_ns();
         let mut seen = (tail, heartbeat());
         let mut n: u32 = 0;
         loop {
@@ -221,6 +230,19 @@ impl ThreadLane {
             if head.wrapping_sub(tail) < cap {
                 self.tail_cache.set(tail);
                 return true;
+            }
+            if slept > 0 && seg.header().consumer_pid.load(Relaxed) == 0 {
+                // The aggregator runs but has not found this segment yet (it looks
+                // for new ones within milliseconds): wait for it up to ATTACH_GRACE_NS.
+                let now = sys::monotonic_ns();
+                if now.saturating_sub(wait_start) >= ATTACH_GRACE_NS
+                    || (n % 64 == 0 && !aggregator_running(now))
+                {
+                    self.shedding.set(Some(tail));
+                    self.tail_cache.set(tail);
+                    return false;
+                }
+                continue;
             }
             if slept > 0 {
                 let cur = (tail, heartbeat());
@@ -275,6 +297,58 @@ fn consumer_attached(seg: SegmentView) -> bool {
         return true;
     }
     aggregator_running(now)
+}
+
+static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
+static WAKE_ADDR: std::sync::OnceLock<(libc::sockaddr_un, libc::socklen_t)> = std::sync::OnceLock::new();
+
+/// Sends a one-byte datagram to the aggregator's wake socket so it drains now (slow
+/// path only). Datagrams to a socket nobody listens on fail quietly (no SIGPIPE).
+fn wake_aggregator() {
+    let Some((addr, len)) = WAKE_ADDR.get() else { return };
+    let mut fd = WAKE_FD.load(Acquire);
+    if fd < 0 {
+        // SAFETY: creating a socket has no preconditions; the result is checked.
+        fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return;
+        }
+        if WAKE_FD.compare_exchange(-1, fd, AcqRel, Acquire).is_err() {
+            // SAFETY: our unpublished descriptor.
+            unsafe { libc::close(fd) };
+            fd = WAKE_FD.load(Acquire);
+        }
+    }
+    let b = 1u8;
+    // SAFETY: sending one byte from a local to a valid sockaddr_un; never blocks, never
+    // raises a signal; failure (no aggregator, queue full) is fine.
+    unsafe {
+        libc::sendto(
+            fd,
+            &b as *const u8 as *const libc::c_void,
+            1,
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            addr as *const libc::sockaddr_un as *const libc::sockaddr,
+            *len,
+        )
+    };
+}
+
+/// A `sockaddr_un` for `path`, or `None` if the path is too long for one.
+pub fn unix_addr(path: &std::path::Path) -> Option<(libc::sockaddr_un, libc::socklen_t)> {
+    use std::os::unix::ffi::OsStrExt;
+    // SAFETY: sockaddr_un is plain old data; all-zero is a valid value.
+    let mut a: libc::sockaddr_un = unsafe { core::mem::zeroed() };
+    a.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let b = path.as_os_str().as_bytes();
+    if b.len() >= a.sun_path.len() {
+        return None;
+    }
+    for (d, s) in a.sun_path.iter_mut().zip(b) {
+        *d = *s as libc::c_char;
+    }
+    let len = (core::mem::size_of::<libc::sa_family_t>() + b.len() + 1) as libc::socklen_t;
+    Some((a, len))
 }
 
 static COUNTERS_FD: AtomicI32 = AtomicI32::new(-1);
@@ -452,6 +526,9 @@ fn create_segment() -> Result<(), String> {
     if let Ok(c) = sys::cstring(&dir.join(COUNTERS_FILE_NAME)) {
         let _ = COUNTERS_PATH.set(c);
     }
+    if let Some(a) = unix_addr(&dir.join(WAKE_SOCKET_NAME)) {
+        let _ = WAKE_ADDR.set(a);
+    }
     let tmp = dir.join(format!(".new.{name}"));
     let fin = dir.join(&name);
     let ctmp = sys::cstring(&tmp).map_err(|e| e.to_string())?;
@@ -585,6 +662,11 @@ extern "C" fn after_fork_in_child() {
     if fd >= 0 {
         // SAFETY: fd is the inherited segment descriptor, ours to close.
         unsafe { libc::close(fd) };
+    }
+    let wfd = WAKE_FD.swap(-1, AcqRel);
+    if wfd >= 0 {
+        // SAFETY: inherited descriptor of the wake socket, ours to close.
+        unsafe { libc::close(wfd) };
     }
     let cfd = COUNTERS_FD.swap(-1, AcqRel);
     if cfd >= 0 {

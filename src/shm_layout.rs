@@ -276,6 +276,10 @@ pub struct PagePresence {
     pub _pad: [AtomicU64; 3],
 }
 
+/// A Unix datagram socket in the tracking directory: a producer whose lane is full
+/// sends it a byte to wake the aggregator at once instead of waiting for its next pass.
+pub const WAKE_SOCKET_NAME: &str = "wake.sock";
+
 /// Name of a segment file for a process.
 pub fn segment_file_name(pid: u32, start_time: u64) -> String {
     format!("seg.{pid}.{start_time}")

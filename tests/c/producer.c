@@ -11,7 +11,10 @@
  *   producer syscalls N           warm up, then N events between two getppid() marks
  *   producer devinfo              describes two devices, then one alloc on each
  *   producer hold SECONDS N       N allocs, then sleeps (to be killed)
- * Prints "dropped D" and "enabled E" at the end.
+ *   producer dup                  allocs id 1 twice (program-cache re-report), frees once
+ *   producer mixed THREADS N      each thread: N DRAM allocs of 1000+k bytes, frees 9 in 10
+ * Prints "dropped D" and "enabled E" at the end. With PRODUCER_LINGER_MS set, sleeps
+ * that long before exiting (so its figures can be read while it is alive).
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -30,6 +33,16 @@ static void *pairs_thread(void *arg) {
         uint64_t id = (t << 32) | (uint64_t)k;
         tttrack_alloc(0, 4096 + (uint64_t)(k & 7), TTTRACK_BUFFER_DRAM, id);
         tttrack_free(0, id);
+    }
+    return NULL;
+}
+
+static void *mixed_thread(void *arg) {
+    uint64_t t = (uint64_t)(uintptr_t)arg;
+    for (long k = 0; k < N; k++) {
+        uint64_t id = (t << 32) | (uint64_t)k;
+        tttrack_alloc(0, 1000 + (uint64_t)k, TTTRACK_BUFFER_DRAM, id);
+        if (k % 10 != 0) tttrack_free(0, id);
     }
     return NULL;
 }
@@ -69,10 +82,16 @@ static void run_threads(int threads, void *(*fn)(void *)) {
 int main(int argc, char **argv) {
     if (argc < 2) { fprintf(stderr, "usage: producer MODE ARGS\n"); return 2; }
     const char *mode = argv[1];
-    if (!strcmp(mode, "pairs") || !strcmp(mode, "keep")) {
+    if (!strcmp(mode, "pairs") || !strcmp(mode, "keep") || !strcmp(mode, "mixed")) {
         int threads = atoi(argv[2]);
         N = atol(argv[3]);
-        run_threads(threads, !strcmp(mode, "pairs") ? pairs_thread : keep_thread);
+        run_threads(threads, !strcmp(mode, "pairs") ? pairs_thread
+                             : !strcmp(mode, "keep") ? keep_thread : mixed_thread);
+    } else if (!strcmp(mode, "dup")) {
+        tttrack_alloc(0, 4096, TTTRACK_BUFFER_DRAM, 1);
+        tttrack_alloc(0, 4096, TTTRACK_BUFFER_DRAM, 1);
+        tttrack_free(0, 1);
+        tttrack_free(0, 99); /* never allocated */
     } else if (!strcmp(mode, "handoff")) {
         rounds = atol(argv[2]);
         pthread_t b;
@@ -157,5 +176,8 @@ int main(int argc, char **argv) {
         return 2;
     }
     printf("dropped %llu\nenabled %d\n", (unsigned long long)tttrack_dropped_events(), tttrack_enabled());
+    fflush(stdout);
+    const char *linger = getenv("PRODUCER_LINGER_MS");
+    if (linger) usleep((useconds_t)atol(linger) * 1000);
     return 0;
 }

@@ -220,3 +220,133 @@ pub fn with_consumer<T>(dir: &Path, f: impl FnOnce() -> T) -> (T, TestConsumer) 
     stop.store(true, Ordering::Release);
     (r, h.join().unwrap())
 }
+
+/// A real tt-aggregator process on a directory, its output in a log file.
+pub struct AggProc {
+    pub child: std::process::Child,
+    pub dir: PathBuf,
+    pub log: PathBuf,
+}
+
+impl AggProc {
+    pub fn start(dir: &Path, extra: &[&str]) -> Self {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let log = std::env::temp_dir().join(format!(
+            "tttrack-agg-{}-{}.log",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let f = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_tt-aggregator"))
+            .arg("--dir")
+            .arg(dir)
+            .args(extra)
+            .stdout(f.try_clone().unwrap())
+            .stderr(f)
+            .spawn()
+            .expect("start tt-aggregator");
+        let a = AggProc {
+            child,
+            dir: dir.to_path_buf(),
+            log,
+        };
+        a.wait_for(|| dir.join("counters").exists(), "the counters page");
+        a
+    }
+
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn snapshot(&self) -> Option<tttrack::counters_page::Snapshot> {
+        tttrack::counters_page::CountersReader::open(&self.dir)
+            .ok()?
+            .view()
+            .snapshot()
+    }
+
+    /// Waits (up to 20 s) until `f` holds; panics with the log otherwise.
+    pub fn wait_for(&self, mut f: impl FnMut() -> bool, what: &str) {
+        let t = std::time::Instant::now();
+        while t.elapsed() < std::time::Duration::from_secs(20) {
+            if f() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        panic!("timed out waiting for {what}; aggregator log:\n{}", self.output());
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        // SAFETY: sending SIGTERM to our child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for AggProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// Starts the C producer in the background with tracking on.
+pub fn spawn_producer(dir: &Path, args: &[&str], linger_ms: u64) -> std::process::Child {
+    Command::new(c_program("producer"))
+        .args(args)
+        .env("TT_ALLOC_TRACKING_ENABLED", "1")
+        .env("TTTRACK_DIR", dir)
+        .env("PRODUCER_LINGER_MS", linger_ms.to_string())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn producer")
+}
+
+/// Reads lines of a child's stdout until one starts with `prefix`.
+pub fn wait_line(child: &mut std::process::Child, prefix: &str) -> String {
+    use std::io::BufRead;
+    let out = child.stdout.as_mut().expect("piped stdout");
+    let mut r = std::io::BufReader::new(out);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if r.read_line(&mut line).unwrap_or(0) == 0 {
+            panic!("producer ended before printing {prefix:?}");
+        }
+        if line.starts_with(prefix) {
+            return line.trim().to_string();
+        }
+    }
+}
+
+/// The figures of one process and device on the page.
+pub fn proc_dev(
+    s: &tttrack::counters_page::Snapshot,
+    pid: u32,
+    dev: i32,
+) -> Option<tttrack::counters_page::ProcessDevice> {
+    let p = s.processes.iter().find(|p| p.pid == pid)?;
+    p.devices[..p.num_devices as usize]
+        .iter()
+        .find(|d| d.device == dev)
+        .copied()
+}
+
+pub fn dev_fig(
+    s: &tttrack::counters_page::Snapshot,
+    dev: u32,
+    cat: usize,
+) -> tttrack::counters_page::Figure {
+    s.devices
+        .iter()
+        .find(|d| d.id == dev)
+        .map(|d| d.figures[cat])
+        .unwrap_or_default()
+}
