@@ -136,7 +136,8 @@ fn bench(c: &mut Criterion) {
         let reader = std::thread::spawn(move || {
             let mut m = [0u8; 144 * 64];
             let mut n = 0u64;
-            rx.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+            rx.set_read_timeout(Some(Duration::from_millis(50)))
+                .unwrap();
             while !st.load(Ordering::Relaxed) {
                 if let Ok(k) = rx.read(&mut m) {
                     n += k as u64;

@@ -113,14 +113,35 @@ pub type ProcKey = (u32, u64);
 /// What applying one event did, for the verbose log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    Allocated { size: u64, btype: BufferType },
-    Referenced { refcount: u32 },
-    Freed { size: u64, btype: BufferType, last: bool },
+    Allocated {
+        size: u64,
+        btype: BufferType,
+    },
+    Referenced {
+        refcount: u32,
+    },
+    Freed {
+        size: u64,
+        btype: BufferType,
+        last: bool,
+    },
     UnknownFree,
-    CbAllocated { size: u64 },
-    CbFreed { size: u64 },
-    KernelLoaded { size: u64, ktype: KernelType, total: u64 },
-    KernelUnloaded { size: u64, ktype: KernelType, total: u64 },
+    CbAllocated {
+        size: u64,
+    },
+    CbFreed {
+        size: u64,
+    },
+    KernelLoaded {
+        size: u64,
+        ktype: KernelType,
+        total: u64,
+    },
+    KernelUnloaded {
+        size: u64,
+        ktype: KernelType,
+        total: u64,
+    },
     DeviceInfo,
     Invalid(&'static str),
 }
@@ -191,7 +212,10 @@ impl Accounting {
         if !(0..MAX_DEVICES as i32).contains(&ev.device) {
             return invalid(p, &mut self.invalid_events, "device id out of range");
         }
-        let sized = matches!(kind, EventKind::Alloc | EventKind::CbAlloc | EventKind::KernelLoad);
+        let sized = matches!(
+            kind,
+            EventKind::Alloc | EventKind::CbAlloc | EventKind::KernelLoad
+        );
         if sized && (ev.size == 0 || ev.size > MAX_EVENT_SIZE) {
             return invalid(p, &mut self.invalid_events, "implausible size");
         }
@@ -337,7 +361,12 @@ impl Accounting {
     }
 
     pub fn events_lost(&self) -> u64 {
-        self.released_lost + self.processes.values().map(|p| p.events_lost()).sum::<u64>()
+        self.released_lost
+            + self
+                .processes
+                .values()
+                .map(|p| p.events_lost())
+                .sum::<u64>()
     }
 }
 
@@ -442,8 +471,14 @@ mod tests {
     fn unknown_frees_are_counted_never_subtracted() {
         let (mut a, p, _) = acc();
         a.apply(p, &ev(EventKind::Alloc, 1, 0, 50, 1), 0);
-        assert_eq!(a.apply(p, &ev(EventKind::Free, 0, 0, 0, 2), 0), Outcome::UnknownFree);
-        assert_eq!(a.apply(p, &ev(EventKind::CbFree, 0, 0, 999, 3), 0), Outcome::UnknownFree);
+        assert_eq!(
+            a.apply(p, &ev(EventKind::Free, 0, 0, 0, 2), 0),
+            Outcome::UnknownFree
+        );
+        assert_eq!(
+            a.apply(p, &ev(EventKind::CbFree, 0, 0, 999, 3), 0),
+            Outcome::UnknownFree
+        );
         assert_eq!(
             a.apply(p, &ev(EventKind::KernelUnload, 0, 0, 999, 4), 0),
             Outcome::UnknownFree
@@ -483,7 +518,10 @@ mod tests {
     fn one_process_cannot_free_anothers_buffer() {
         let (mut a, p, q) = acc();
         a.apply(p, &ev(EventKind::Alloc, 0, 0, 100, 0x1000), 0);
-        assert_eq!(a.apply(q, &ev(EventKind::Free, 0, 0, 0, 0x1000), 0), Outcome::UnknownFree);
+        assert_eq!(
+            a.apply(q, &ev(EventKind::Free, 0, 0, 0, 0x1000), 0),
+            Outcome::UnknownFree
+        );
         assert_eq!(a.devices[&0].figures[CAT_DRAM].used, 100);
         assert_eq!(a.processes[&p].devices[&0].used[CAT_DRAM], 100);
     }
@@ -498,13 +536,19 @@ mod tests {
             ev(EventKind::Alloc, 0, 0, 0, 1),
             ev(EventKind::Alloc, 0, 0, MAX_EVENT_SIZE + 1, 1),
             ev(EventKind::KernelLoad, 3, 0, 10, 1),
-            Event { kind: 77, ..ev(EventKind::Alloc, 0, 0, 10, 1) },
+            Event {
+                kind: 77,
+                ..ev(EventKind::Alloc, 0, 0, 10, 1)
+            },
         ] {
             assert!(matches!(a.apply(p, &e, 0), Outcome::Invalid(_)), "{e:?}");
         }
         assert_eq!(a.invalid_events, 7);
         assert_eq!(a.events_applied, 0);
-        assert!(a.devices.values().all(|d| d.figures.iter().all(|f| f.used == 0)));
+        assert!(a
+            .devices
+            .values()
+            .all(|d| d.figures.iter().all(|f| f.used == 0)));
     }
 
     #[test]

@@ -190,7 +190,11 @@ impl Aggregator {
                 "   recovered from a previous run: {} processes, {} journaled events replayed{}",
                 agg.acc.processes.len(),
                 rec.replayed,
-                if rec.torn { " (a torn last record was ignored)" } else { "" }
+                if rec.torn {
+                    " (a torn last record was ignored)"
+                } else {
+                    ""
+                }
             ));
         }
         Ok(agg)
@@ -219,8 +223,16 @@ impl Aggregator {
     fn nap(&mut self, d: Duration) {
         let wfd = self.wake.as_ref().map(|w| w.as_raw_fd()).unwrap_or(-1);
         let mut fds = [
-            libc::pollfd { fd: wfd, events: libc::POLLIN, revents: 0 },
-            libc::pollfd { fd: self.inotify, events: libc::POLLIN, revents: 0 },
+            libc::pollfd {
+                fd: wfd,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: self.inotify,
+                events: libc::POLLIN,
+                revents: 0,
+            },
         ];
         let ms = d.as_micros().div_ceil(1000) as i32;
         if d < Duration::from_millis(1) {
@@ -290,7 +302,13 @@ impl Aggregator {
         let mut changed = false;
         loop {
             // SAFETY: reading into a buffer we own from our non-blocking inotify fd.
-            let n = unsafe { libc::read(self.inotify, buf.as_mut_ptr() as *mut libc::c_void, buf.len()) };
+            let n = unsafe {
+                libc::read(
+                    self.inotify,
+                    buf.as_mut_ptr() as *mut libc::c_void,
+                    buf.len(),
+                )
+            };
             if n <= 0 {
                 return changed;
             }
@@ -375,7 +393,13 @@ impl Aggregator {
                 committed[lane] = seg.cursor(lane);
             }
         } else {
-            let mut p = ProcState::new(seg.pid, seg.start_time, seg.file_uid, comm.clone(), sys::unix_ns());
+            let mut p = ProcState::new(
+                seg.pid,
+                seg.start_time,
+                seg.file_uid,
+                comm.clone(),
+                sys::unix_ns(),
+            );
             for (lane, c) in committed.iter_mut().enumerate() {
                 *c = seg.cursor(lane);
                 p.lane_applied[lane] = *c;
@@ -464,9 +488,7 @@ impl Aggregator {
         let now_s = (sys::unix_ns() / 1_000_000_000) as u32;
         let mut applied = 0usize;
         let mut snapshot = false;
-        let mut gap_skip = final_drain
-            || a.gap_since
-                .is_some_and(|t| t.elapsed() >= GAP_TIMEOUT);
+        let mut gap_skip = final_drain || a.gap_since.is_some_and(|t| t.elapsed() >= GAP_TIMEOUT);
         let Some(p) = self.acc.processes.get_mut(&key) else {
             return Ok((read, false));
         };
@@ -515,7 +537,9 @@ impl Aggregator {
             }
             let out = self.acc.apply(key, ev, now_s);
             if out == Outcome::DeviceInfo {
-                if let Some(info) = seg_view.read_device_info(ev.device.clamp(0, MAX_DEVICES as i32 - 1) as usize) {
+                if let Some(info) =
+                    seg_view.read_device_info(ev.device.clamp(0, MAX_DEVICES as i32 - 1) as usize)
+                {
                     self.acc.set_device_info(ev.device, info);
                     snapshot = true;
                 }
@@ -586,7 +610,9 @@ impl Aggregator {
                 let lost = p.events_lost();
                 match leak_summary(&p) {
                     Some(line) => self.log.info(line),
-                    None => self.log.info(format!("- pid {} ({}) exited", p.pid, p.comm)),
+                    None => self
+                        .log
+                        .info(format!("- pid {} ({}) exited", p.pid, p.comm)),
                 }
                 if lost > 0 {
                     self.log.warn(format!(
@@ -608,13 +634,7 @@ impl Aggregator {
             .processes
             .keys()
             .filter(|k| !attached.contains(k))
-            .filter(|k| {
-                !self
-                    .cfg
-                    .dir
-                    .join(segment_file_name(k.0, k.1))
-                    .exists()
-            })
+            .filter(|k| !self.cfg.dir.join(segment_file_name(k.0, k.1)).exists())
             .copied()
             .collect();
         for key in orphans {
@@ -699,10 +719,15 @@ impl Aggregator {
     pub fn shutdown(&mut self) {
         self.pass();
         if let Err(e) = self.journal.compact(&self.acc) {
-            self.log.error(format!("cannot write the final snapshot: {e}"));
+            self.log
+                .error(format!("cannot write the final snapshot: {e}"));
         }
         for a in self.attached.values() {
-            a.seg.view().header().consumer_pid.store(0, Ordering::Relaxed);
+            a.seg
+                .view()
+                .header()
+                .consumer_pid
+                .store(0, Ordering::Relaxed);
         }
         let _ = std::fs::remove_file(self.cfg.dir.join(COUNTERS_FILE_NAME));
         let _ = std::fs::remove_file(self.cfg.dir.join(crate::control::SOCKET_NAME));
@@ -840,9 +865,16 @@ fn create_page(
     // which the aggregator keeps beside the view.
     let view = unsafe { PageView::new(map.as_mut_ptr()) };
     view.init(pid, started_unix_ns);
-    view.publish_main(&AggregatorStatus { pid, start_unix_ns: started_unix_ns, ..Default::default() }, &[], &[]);
-    std::fs::rename(&tmp, dir.join(COUNTERS_FILE_NAME))
-        .map_err(map_err("cannot publish", &tmp))?;
+    view.publish_main(
+        &AggregatorStatus {
+            pid,
+            start_unix_ns: started_unix_ns,
+            ..Default::default()
+        },
+        &[],
+        &[],
+    );
+    std::fs::rename(&tmp, dir.join(COUNTERS_FILE_NAME)).map_err(map_err("cannot publish", &tmp))?;
     Ok((map, view))
 }
 

@@ -108,6 +108,25 @@ pub struct Telemetry {
     pub _reserved: [u64; 5],
 }
 
+/// Bits of `Telemetry::valid`.
+pub const TEL_TEMP: u64 = 1 << 0;
+pub const TEL_TEMP_MAX: u64 = 1 << 1;
+pub const TEL_VCORE: u64 = 1 << 2;
+pub const TEL_VCORE_MAX: u64 = 1 << 3;
+pub const TEL_CURRENT: u64 = 1 << 4;
+pub const TEL_CURRENT_MAX: u64 = 1 << 5;
+pub const TEL_POWER: u64 = 1 << 6;
+pub const TEL_POWER_MAX: u64 = 1 << 7;
+pub const TEL_FAN: u64 = 1 << 8;
+pub const TEL_AICLK: u64 = 1 << 9;
+pub const TEL_AXICLK: u64 = 1 << 10;
+pub const TEL_ARCCLK: u64 = 1 << 11;
+pub const TEL_HEARTBEAT: u64 = 1 << 12;
+pub const TEL_THERM_TRIP: u64 = 1 << 13;
+pub const TEL_PCIE: u64 = 1 << 14;
+/// A heartbeat unchanged for this many samples is shown as stalled (firmware hung?).
+pub const HEARTBEAT_STALL_SAMPLES: u64 = 3;
+
 /// Flags of a device record.
 pub const DEV_PRESENT: u32 = 1;
 pub const DEV_REMOTE: u32 = 2;
@@ -247,9 +266,15 @@ pub fn layout_table() -> Vec<(&'static str, usize)> {
         ("sizeof HistorySample", size_of::<HistorySample>()),
         ("sizeof PageHeader", size_of::<PageHeader>()),
         ("DeviceRecord.figures", offset_of!(DeviceRecord, figures)),
-        ("DeviceRecord.telemetry", offset_of!(DeviceRecord, telemetry)),
+        (
+            "DeviceRecord.telemetry",
+            offset_of!(DeviceRecord, telemetry),
+        ),
         ("ProcessRecord.devices", offset_of!(ProcessRecord, devices)),
-        ("AggregatorStatus.events_applied", offset_of!(AggregatorStatus, events_applied)),
+        (
+            "AggregatorStatus.events_applied",
+            offset_of!(AggregatorStatus, events_applied),
+        ),
         ("const PAGE_SIZE", PAGE_SIZE),
         ("const STATUS_OFFSET", STATUS_OFFSET),
         ("const DEVICES_OFFSET", DEVICES_OFFSET),
@@ -407,7 +432,9 @@ impl PageView {
             let k = (n as u64).min(written).min(HISTORY_LEN as u64);
             let v = (written - k..written)
                 .map(|i| {
-                    self.load(HISTORY_OFFSET + (i as usize % HISTORY_LEN) * size_of::<HistorySample>())
+                    self.load(
+                        HISTORY_OFFSET + (i as usize % HISTORY_LEN) * size_of::<HistorySample>(),
+                    )
                 })
                 .collect();
             fence(Acquire);
@@ -459,7 +486,10 @@ pub enum PageError {
     Io(std::io::Error),
     Malformed(String),
     /// Another layout version: the aggregator and this reader come from different releases.
-    Version { found: u32, expected: u32 },
+    Version {
+        found: u32,
+        expected: u32,
+    },
 }
 
 impl std::fmt::Display for PageError {
@@ -517,8 +547,8 @@ impl CountersReader {
         }
         // SAFETY: read-only shared mapping of a file we checked to be PAGE_SIZE long.
         // Only the aggregator writes it, and only through atomics.
-        let map = unsafe { memmap2::MmapOptions::new().len(PAGE_SIZE).map(&f) }
-            .map_err(PageError::Io)?;
+        let map =
+            unsafe { memmap2::MmapOptions::new().len(PAGE_SIZE).map(&f) }.map_err(PageError::Io)?;
         // SAFETY: the mapping is PAGE_SIZE bytes, page aligned, and lives in self.
         let view = unsafe { PageView::new(map.as_ptr() as *mut u8) };
         Ok(Self { _map: map, view })

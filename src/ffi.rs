@@ -49,7 +49,13 @@ pub extern "C" fn tttrack_cb_free(device_id: i32, size: u64, cb_id: u64) {
 #[no_mangle]
 pub extern "C" fn tttrack_kernel_load(device_id: i32, size: u64, kernel_id: u64, kernel_type: u8) {
     guarded((), || {
-        producer::record(EventKind::KernelLoad, kernel_type, device_id, size, kernel_id)
+        producer::record(
+            EventKind::KernelLoad,
+            kernel_type,
+            device_id,
+            size,
+            kernel_id,
+        )
     })
 }
 

@@ -25,7 +25,12 @@ pub const COMPACT_BYTES: u64 = 64 << 20;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
     /// `ev` of process `key` was applied; it sat at `pos - 1` in `lane`.
-    Event { key: ProcKey, lane: u8, pos: u64, ev: Event },
+    Event {
+        key: ProcKey,
+        lane: u8,
+        pos: u64,
+        ev: Event,
+    },
     /// Process `key` ended and was released.
     Release { key: ProcKey },
 }

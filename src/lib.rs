@@ -9,14 +9,16 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod accounting;
+pub mod aggregator;
+pub mod control;
+pub mod counters_page;
 pub mod ffi;
+pub mod journal;
 pub mod producer;
 pub mod segment;
 pub mod segment_reader;
 pub mod shm_layout;
+pub mod smi;
 pub mod sys;
-pub mod accounting;
-pub mod counters_page;
-pub mod aggregator;
-pub mod control;
-pub mod journal;
+pub mod workload;

@@ -300,12 +300,15 @@ fn consumer_attached(seg: SegmentView) -> bool {
 }
 
 static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
-static WAKE_ADDR: std::sync::OnceLock<(libc::sockaddr_un, libc::socklen_t)> = std::sync::OnceLock::new();
+static WAKE_ADDR: std::sync::OnceLock<(libc::sockaddr_un, libc::socklen_t)> =
+    std::sync::OnceLock::new();
 
 /// Sends a one-byte datagram to the aggregator's wake socket so it drains now (slow
 /// path only). Datagrams to a socket nobody listens on fail quietly (no SIGPIPE).
 fn wake_aggregator() {
-    let Some((addr, len)) = WAKE_ADDR.get() else { return };
+    let Some((addr, len)) = WAKE_ADDR.get() else {
+        return;
+    };
     let mut fd = WAKE_FD.load(Acquire);
     if fd < 0 {
         // SAFETY: creating a socket has no preconditions; the result is checked.
@@ -369,7 +372,12 @@ fn aggregator_running(now: u64) -> bool {
             return false;
         };
         // SAFETY: path is a valid C string; read-only, never following a link.
-        fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC) };
+        fd = unsafe {
+            libc::open(
+                path.as_ptr(),
+                libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            )
+        };
         if fd < 0 {
             return false;
         }
@@ -390,7 +398,11 @@ fn aggregator_running(now: u64) -> bool {
     let alive = n == buf.len() as isize
         && word(0) == COUNTERS_MAGIC
         && now.saturating_sub(word(16)) < ATTACH_TIMEOUT_NS;
-    if !alive && COUNTERS_FD.compare_exchange(fd, -1, AcqRel, Acquire).is_ok() {
+    if !alive
+        && COUNTERS_FD
+            .compare_exchange(fd, -1, AcqRel, Acquire)
+            .is_ok()
+    {
         // Perhaps a restarted aggregator replaced the file: reopen next time.
         // SAFETY: fd was ours in COUNTERS_FD and is no longer published.
         unsafe { libc::close(fd) };
@@ -447,10 +459,7 @@ pub fn record(kind: EventKind, subtype: u8, device: i32, size: u64, id: u64) {
     if STATE.load(Acquire) == ST_READY {
         let base = BASE.load(Relaxed);
         let generation = GENERATION.load(Relaxed);
-        if LANE
-            .try_with(|tl| tl.push(base, generation, ev))
-            .is_ok()
-        {
+        if LANE.try_with(|tl| tl.push(base, generation, ev)).is_ok() {
             return;
         }
         // Thread-local storage already torn down (a late call from a TLS destructor):
@@ -637,12 +646,21 @@ pub fn write_identity(seg: SegmentView, pid: u32, uid: u32, start_time: u64, com
     h.lanes_offset.store(LANES_OFFSET as u64, Relaxed);
     h.lane_stride.store(LANE_STRIDE as u64, Relaxed);
     let mut c = [0u8; 16];
-    for (d, s) in c.iter_mut().zip(comm.iter().take_while(|&&b| b != b'\n' && b != 0)) {
+    for (d, s) in c
+        .iter_mut()
+        .zip(comm.iter().take_while(|&&b| b != b'\n' && b != 0))
+    {
         *d = *s;
     }
     let (lo, hi) = c.split_at(8);
-    h.comm[0].store(u64::from_le_bytes(lo.try_into().unwrap_or_default()), Relaxed);
-    h.comm[1].store(u64::from_le_bytes(hi.try_into().unwrap_or_default()), Relaxed);
+    h.comm[0].store(
+        u64::from_le_bytes(lo.try_into().unwrap_or_default()),
+        Relaxed,
+    );
+    h.comm[1].store(
+        u64::from_le_bytes(hi.try_into().unwrap_or_default()),
+        Relaxed,
+    );
     h.created_unix_ns.store(sys::unix_ns(), Relaxed);
     h.magic.store(SEGMENT_MAGIC, Release);
 }

@@ -27,9 +27,16 @@ pub enum SegmentError {
     BadMagic(u64),
     BadVersion(u32),
     BadGeometry(&'static str),
-    NameMismatch { file_pid: u32, header_pid: u32 },
+    NameMismatch {
+        file_pid: u32,
+        header_pid: u32,
+    },
     /// A lane's positions broke the ring's rules.
-    CorruptLane { lane: usize, head: u64, tail: u64 },
+    CorruptLane {
+        lane: usize,
+        head: u64,
+        tail: u64,
+    },
 }
 
 impl fmt::Display for SegmentError {

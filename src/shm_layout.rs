@@ -377,7 +377,15 @@ pub fn layout_table() -> Vec<(&'static str, usize)> {
         ("sizeof LaneHeader", size_of::<LaneHeader>()),
         ("sizeof PagePresence", size_of::<PagePresence>()),
     ];
-    v.extend(off!(PagePresence, magic, version, aggregator_pid, heartbeat_ns, started_unix_ns, page_size));
+    v.extend(off!(
+        PagePresence,
+        magic,
+        version,
+        aggregator_pid,
+        heartbeat_ns,
+        started_unix_ns,
+        page_size
+    ));
     v.extend(off!(Event, seq, kind, subtype, device, size, id));
     v.extend(off!(
         DeviceInfo,
@@ -413,7 +421,9 @@ pub fn layout_table() -> Vec<(&'static str, usize)> {
         consumer_pid,
         consumer_heartbeat_ns
     ));
-    v.extend(off!(LaneHeader, head, dropped, state, owner_tid, claims, tail));
+    v.extend(off!(
+        LaneHeader, head, dropped, state, owner_tid, claims, tail
+    ));
     v.extend([
         ("const SEGMENT_MAGIC", SEGMENT_MAGIC as usize),
         ("const COUNTERS_MAGIC", COUNTERS_MAGIC as usize),
@@ -423,7 +433,10 @@ pub fn layout_table() -> Vec<(&'static str, usize)> {
         ("const LANE_STRIDE", LANE_STRIDE),
         ("const MAX_DEVICES", MAX_DEVICES),
         ("const DEVICE_SLOTS_OFFSET", DEVICE_SLOTS_OFFSET),
-        ("const SEGMENT_LAYOUT_VERSION", SEGMENT_LAYOUT_VERSION as usize),
+        (
+            "const SEGMENT_LAYOUT_VERSION",
+            SEGMENT_LAYOUT_VERSION as usize,
+        ),
     ]);
     v
 }

@@ -13,11 +13,18 @@ fn live_figures_are_exact_and_released_when_the_process_exits() {
     wait_line(&mut p, "ready");
     let pid = p.id();
     agg.wait_for(
-        || agg.snapshot().is_some_and(|s| dev_fig(&s, 0, CAT_DRAM).used == 5 << 20),
+        || {
+            agg.snapshot()
+                .is_some_and(|s| dev_fig(&s, 0, CAT_DRAM).used == 5 << 20)
+        },
         "5 MiB of DRAM on device 0",
     );
     let s = agg.snapshot().unwrap();
-    let pr = s.processes.iter().find(|r| r.pid == pid).expect("process listed");
+    let pr = s
+        .processes
+        .iter()
+        .find(|r| r.pid == pid)
+        .expect("process listed");
     assert_eq!(pr.flags & PROC_EXACT, PROC_EXACT);
     assert_eq!(pr.buffers, 5);
     assert_eq!(get_str(&pr.comm).starts_with("producer"), true);
@@ -28,17 +35,36 @@ fn live_figures_are_exact_and_released_when_the_process_exits() {
     p.kill().unwrap();
     p.wait().unwrap();
     agg.wait_for(
-        || agg.snapshot().is_some_and(|s| dev_fig(&s, 0, CAT_DRAM).used == 0 && s.processes.is_empty()),
+        || {
+            agg.snapshot()
+                .is_some_and(|s| dev_fig(&s, 0, CAT_DRAM).used == 0 && s.processes.is_empty())
+        },
         "release of the killed process",
     );
-    assert!(t.elapsed() < std::time::Duration::from_secs(2), "released after {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(2),
+        "released after {:?}",
+        t.elapsed()
+    );
     let s = agg.snapshot().unwrap();
     assert_eq!(dev_fig(&s, 0, CAT_DRAM).peak, 5 << 20, "the peak stays");
     agg.wait_for(
-        || agg.output().contains(&format!("pid {pid} (")) && agg.output().contains("exited holding 5 buffers: DRAM 5.0 MiB"),
+        || {
+            agg.output().contains(&format!("pid {pid} ("))
+                && agg
+                    .output()
+                    .contains("exited holding 5 buffers: DRAM 5.0 MiB")
+        },
         "the leak line",
     );
-    assert!(std::fs::read_dir(dir.path()).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().starts_with("seg.")), "segment removed");
+    assert!(
+        std::fs::read_dir(dir.path()).unwrap().all(|e| !e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with("seg.")),
+        "segment removed"
+    );
 }
 
 #[test]
@@ -56,9 +82,18 @@ fn cross_thread_frees_address_reuse_and_duplicates_are_exact() {
     agg.wait_for(
         || {
             agg.snapshot().is_some_and(|s| {
-                s.processes.iter().find(|r| r.pid == pp).is_some_and(|r| r.events_applied == 800_000)
-                    && s.processes.iter().find(|r| r.pid == h).is_some_and(|r| r.events_applied == 100_001)
-                    && s.processes.iter().find(|r| r.pid == d).is_some_and(|r| r.events_applied == 4)
+                s.processes
+                    .iter()
+                    .find(|r| r.pid == pp)
+                    .is_some_and(|r| r.events_applied == 800_000)
+                    && s.processes
+                        .iter()
+                        .find(|r| r.pid == h)
+                        .is_some_and(|r| r.events_applied == 100_001)
+                    && s.processes
+                        .iter()
+                        .find(|r| r.pid == d)
+                        .is_some_and(|r| r.events_applied == 4)
             })
         },
         "every event applied",
@@ -79,10 +114,15 @@ fn cross_thread_frees_address_reuse_and_duplicates_are_exact() {
     assert!(s.processes.iter().all(|r| r.flags & PROC_EXACT != 0));
     // The per-buffer channel shows the live buffers.
     let text = tttrack::control::request(dir.path(), &format!("buffers pid={h}")).unwrap();
-    let lines: Vec<tttrack::control::BufferLine> =
-        text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<tttrack::control::BufferLine> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 1);
-    assert_eq!((lines[0].address, lines[0].size, lines[0].btype.as_str()), (0x1000, 2048, "L1"));
+    assert_eq!(
+        (lines[0].address, lines[0].size, lines[0].btype.as_str()),
+        (0x1000, 2048, "L1")
+    );
     let text = tttrack::control::request(dir.path(), "buffers pid=x").unwrap();
     assert!(text.contains("\"error\""), "{text}");
     for c in [&mut handoff, &mut dup, &mut pairs] {
@@ -121,9 +161,19 @@ fn aggregator_killed_and_restarted_loses_nothing_and_counts_nothing_twice() {
     }
     assert_eq!(wait_line(&mut p, "dropped"), "dropped 0");
     let total_events = threads * (n + n - n.div_ceil(10));
-    let live_bytes: u64 = threads * (0..n).filter(|k| k % 10 == 0).map(|k| 1000 + k).sum::<u64>();
+    let live_bytes: u64 = threads
+        * (0..n)
+            .filter(|k| k % 10 == 0)
+            .map(|k| 1000 + k)
+            .sum::<u64>();
     agg.wait_for(
-        || agg.snapshot().is_some_and(|s| s.processes.iter().any(|r| r.pid == pid && r.events_applied >= total_events)),
+        || {
+            agg.snapshot().is_some_and(|s| {
+                s.processes
+                    .iter()
+                    .any(|r| r.pid == pid && r.events_applied >= total_events)
+            })
+        },
         "all events applied",
     );
     let s = agg.snapshot().unwrap();
@@ -136,7 +186,13 @@ fn aggregator_killed_and_restarted_loses_nothing_and_counts_nothing_twice() {
     assert_eq!(s.status.events_lost, 0);
     let _ = p.kill();
     let _ = p.wait();
-    agg.wait_for(|| agg.snapshot().is_some_and(|s| dev_fig(&s, 0, CAT_DRAM).used == 0), "release");
+    agg.wait_for(
+        || {
+            agg.snapshot()
+                .is_some_and(|s| dev_fig(&s, 0, CAT_DRAM).used == 0)
+        },
+        "release",
+    );
 }
 
 #[test]
@@ -151,15 +207,21 @@ fn a_late_aggregator_picks_up_running_processes_and_flags_lost_events() {
     let agg = AggProc::start(dir.path(), &[]);
     let (l, f) = (lossy.id(), fine.id());
     agg.wait_for(
-        || agg.snapshot().is_some_and(|s| {
-            proc_dev(&s, f, 0).is_some_and(|d| d.used[CAT_DRAM] == 3 << 20)
-                && proc_dev(&s, l, 0).is_some_and(|d| d.used[CAT_L1] == 64 * (over - 500))
-        }),
+        || {
+            agg.snapshot().is_some_and(|s| {
+                proc_dev(&s, f, 0).is_some_and(|d| d.used[CAT_DRAM] == 3 << 20)
+                    && proc_dev(&s, l, 0).is_some_and(|d| d.used[CAT_L1] == 64 * (over - 500))
+            })
+        },
         "both processes picked up",
     );
     let s = agg.snapshot().unwrap();
     let lr = s.processes.iter().find(|r| r.pid == l).unwrap();
-    assert_eq!(lr.flags & PROC_EXACT, 0, "the process that dropped events is inexact");
+    assert_eq!(
+        lr.flags & PROC_EXACT,
+        0,
+        "the process that dropped events is inexact"
+    );
     assert_eq!(lr.events_lost, 500);
     let fr = s.processes.iter().find(|r| r.pid == f).unwrap();
     assert_eq!(fr.flags & PROC_EXACT, PROC_EXACT);
@@ -178,33 +240,75 @@ fn garbage_truncated_and_foreign_segments_are_rejected_without_harm() {
     let mut good = spawn_producer(dir.path(), &["hold", "30", "2"], 0);
     wait_line(&mut good, "ready");
     // Garbage of the right size, a truncated file, a symlink.
-    std::fs::write(dir.path().join("seg.4000000.1"), vec![0xA5u8; tttrack::shm_layout::SEGMENT_SIZE]).unwrap();
+    std::fs::write(
+        dir.path().join("seg.4000000.1"),
+        vec![0xA5u8; tttrack::shm_layout::SEGMENT_SIZE],
+    )
+    .unwrap();
     std::fs::write(dir.path().join("seg.4000001.1"), b"short").unwrap();
     std::os::unix::fs::symlink("/etc/passwd", dir.path().join("seg.4000002.1")).unwrap();
     // A valid segment claiming a live process of another user: our `sleep` child runs as
     // root (uid 0 here), the file belongs to uid 65534 and claims that pid.
-    let mut victim = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+    let mut victim = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
     let vinfo = tttrack::sys::proc_info(std::path::Path::new("/proc"), victim.id()).unwrap();
-    let forged = dir.path().join(tttrack::shm_layout::segment_file_name(victim.id(), vinfo.start_time));
-    let f = std::fs::OpenOptions::new().read(true).write(true).create_new(true).mode(0o600).open(&forged).unwrap();
+    let forged = dir.path().join(tttrack::shm_layout::segment_file_name(
+        victim.id(),
+        vinfo.start_time,
+    ));
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&forged)
+        .unwrap();
     f.set_len(tttrack::shm_layout::SEGMENT_SIZE as u64).unwrap();
-    let map = memmap2::MmapOptions::new().len(tttrack::shm_layout::SEGMENT_SIZE).map_raw(&f).unwrap();
+    let map = memmap2::MmapOptions::new()
+        .len(tttrack::shm_layout::SEGMENT_SIZE)
+        .map_raw(&f)
+        .unwrap();
     // SAFETY: the mapping is SEGMENT_SIZE bytes and outlives every use here.
     let seg = unsafe { tttrack::segment::SegmentView::new(map.as_mut_ptr()) };
     tttrack::producer::write_identity(seg, victim.id(), 65534, vinfo.start_time, b"forged");
-    tttrack::producer::publish(seg, 0, 0, tttrack::shm_layout::Event { seq: 0, kind: 1, subtype: 0, _reserved: 0, device: 0, size: 1 << 30, id: 1 });
+    tttrack::producer::publish(
+        seg,
+        0,
+        0,
+        tttrack::shm_layout::Event {
+            seq: 0,
+            kind: 1,
+            subtype: 0,
+            _reserved: 0,
+            device: 0,
+            size: 1 << 30,
+            id: 1,
+        },
+    );
     chown(&forged, Some(65534), Some(65534)).unwrap();
     // SAFETY: f is open; hold the lock as a live producer would.
-    assert_eq!(unsafe { libc::flock(std::os::unix::io::AsRawFd::as_raw_fd(&f), libc::LOCK_EX) }, 0);
+    assert_eq!(
+        unsafe { libc::flock(std::os::unix::io::AsRawFd::as_raw_fd(&f), libc::LOCK_EX) },
+        0
+    );
 
     let agg = AggProc::start(dir.path(), &[]);
     let gp = good.id();
     agg.wait_for(
-        || agg.snapshot().is_some_and(|s| s.status.segments_rejected >= 4 && proc_dev(&s, gp, 0).is_some()),
+        || {
+            agg.snapshot()
+                .is_some_and(|s| s.status.segments_rejected >= 4 && proc_dev(&s, gp, 0).is_some())
+        },
         "rejections and the good process",
     );
     let s = agg.snapshot().unwrap();
-    assert_eq!(dev_fig(&s, 0, CAT_DRAM).used, 2 << 20, "only the good process counts");
+    assert_eq!(
+        dev_fig(&s, 0, CAT_DRAM).used,
+        2 << 20,
+        "only the good process counts"
+    );
     assert!(s.processes.iter().all(|r| r.pid != victim.id()));
     let out = agg.output();
     assert!(out.contains("seg.4000000.1: bad magic"), "{out}");
@@ -232,13 +336,22 @@ fn a_second_aggregator_refuses_and_sigterm_ends_cleanly() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains(&format!("another tt-aggregator (pid {}) is already running", first.child.id())),
+        err.contains(&format!(
+            "another tt-aggregator (pid {}) is already running",
+            first.child.id()
+        )),
         "{err}"
     );
-    assert!(dir.path().join("counters").exists(), "the first one's page is untouched");
+    assert!(
+        dir.path().join("counters").exists(),
+        "the first one's page is untouched"
+    );
     let st = first.stop();
     assert!(st.success(), "{st:?}");
-    assert!(!dir.path().join("counters").exists(), "page removed on a clean stop");
+    assert!(
+        !dir.path().join("counters").exists(),
+        "page removed on a clean stop"
+    );
     assert!(first.output().contains("tt-aggregator stopped"));
 }
 
@@ -251,8 +364,18 @@ fn verbose_prints_events_in_the_original_style_and_quiet_prints_nothing() {
     let pid = p.id();
     agg.wait_for(|| agg.output().contains("exited holding"), "the exit line");
     let out = agg.output();
-    assert!(out.contains(&format!("✓ [PID {pid}] Allocated 4096 bytes of DRAM on device 0 (buffer_id=0x1)")), "{out}");
-    assert!(out.contains(&format!("✗ [PID {pid}] Freed buffer 0x1 on device 0 (4096 bytes)")), "{out}");
+    assert!(
+        out.contains(&format!(
+            "✓ [PID {pid}] Allocated 4096 bytes of DRAM on device 0 (buffer_id=0x1)"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "✗ [PID {pid}] Freed buffer 0x1 on device 0 (4096 bytes)"
+        )),
+        "{out}"
+    );
     drop(agg);
     let dir2 = TempDir::new("agg-quiet");
     let q = AggProc::start(dir2.path(), &["--quiet"]);

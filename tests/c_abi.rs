@@ -18,9 +18,18 @@ fn c_header_sizes_and_offsets_match_rust() {
         .collect();
     let rust = tttrack::shm_layout::layout_table();
     for (name, v) in &rust {
-        assert_eq!(c.get(*name), Some(v), "{name}: C header says {:?}, Rust says {v}", c.get(*name));
+        assert_eq!(
+            c.get(*name),
+            Some(v),
+            "{name}: C header says {:?}, Rust says {v}",
+            c.get(*name)
+        );
     }
-    assert_eq!(c.len(), rust.len(), "the C side checks exactly what the Rust side asserts");
+    assert_eq!(
+        c.len(),
+        rust.len(),
+        "the C side checks exactly what the Rust side asserts"
+    );
 }
 
 #[test]
@@ -48,6 +57,9 @@ fn library_exports_exactly_the_documented_c_abi() {
             "{sym} not exported"
         );
         let header = std::fs::read_to_string(repo_dir().join("cabi/tttrack.h")).unwrap();
-        assert!(header.contains(&format!(" {sym}(")), "{sym} not declared in tttrack.h");
+        assert!(
+            header.contains(&format!(" {sym}(")),
+            "{sym} not declared in tttrack.h"
+        );
     }
 }

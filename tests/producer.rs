@@ -9,7 +9,10 @@ use tttrack::shm_layout::*;
 /// Checks a process's events are every sequence number exactly once, from 0.
 fn assert_contiguous(evs: &[Event]) {
     for (i, e) in evs.iter().enumerate() {
-        assert_eq!(e.seq, i as u64, "sequence numbers must be 0..n with no gap or repeat");
+        assert_eq!(
+            e.seq, i as u64,
+            "sequence numbers must be 0..n with no gap or repeat"
+        );
     }
 }
 
@@ -26,7 +29,9 @@ fn several_multithreaded_processes_deliver_every_event_once_in_order() {
                 std::thread::spawn(move || run_producer(&d, &["pairs", "4", "100000"]))
             })
             .collect();
-        hs.into_iter().map(|h| h.join().unwrap()).collect::<Vec<_>>()
+        hs.into_iter()
+            .map(|h| h.join().unwrap())
+            .collect::<Vec<_>>()
     });
     assert_eq!(c.events.len(), 3, "one segment per process");
     for o in &outs {
@@ -64,12 +69,18 @@ fn several_multithreaded_processes_deliver_every_event_once_in_order() {
 fn cross_thread_free_and_address_reuse_replay_to_one_live_buffer() {
     let _heavy = heavy();
     let dir = TempDir::new("handoff");
-    let (out, c) = with_consumer(dir.path(), || run_producer(dir.path(), &["handoff", "20000"]));
+    let (out, c) = with_consumer(dir.path(), || {
+        run_producer(dir.path(), &["handoff", "20000"])
+    });
     assert!(out.status.success());
     let pid = *c.events.keys().next().expect("a segment");
     // The two threads used two lanes.
     let lanes: HashSet<usize> = c.events[&pid].iter().map(|(l, _)| *l).collect();
-    assert_eq!(lanes.len(), 2, "thread A and thread B report through their own lanes");
+    assert_eq!(
+        lanes.len(),
+        2,
+        "thread A and thread B report through their own lanes"
+    );
     let evs = c.ordered(pid);
     assert_contiguous(&evs);
     let mut live = 0i64;
@@ -107,7 +118,9 @@ fn a_forked_child_reports_into_its_own_segment() {
     let p = c.ordered(parent);
     let ch = c.ordered(child);
     assert_eq!(p.len(), 1000);
-    assert!(p.iter().all(|e| e.device == 0 && e.id >= 0xA000_0000 && e.id < 0xC000_0000));
+    assert!(p
+        .iter()
+        .all(|e| e.device == 0 && e.id >= 0xA000_0000 && e.id < 0xC000_0000));
     assert_eq!(ch.len(), 1000);
     assert!(ch.iter().all(|e| e.device == 1 && e.id >= 0xC000_0000));
     assert_contiguous(&p);
@@ -127,7 +140,10 @@ fn a_forked_child_does_not_keep_its_parent_alive() {
         let s = MappedSegment::open(p).unwrap();
         if s.pid == parent {
             seen_parent = true;
-            assert!(!s.is_alive(), "parent is dead although its child still runs");
+            assert!(
+                !s.is_alive(),
+                "parent is dead although its child still runs"
+            );
         } else {
             assert!(s.is_alive(), "the child (pid {}) is still sleeping", s.pid);
         }
@@ -153,9 +169,16 @@ fn full_lane_without_consumer_drops_and_counts_without_blocking() {
     let mut c = TestConsumer::new(dir.path());
     while c.poll() > 0 {}
     let evs = c.ordered(s.pid);
-    assert_eq!(evs.len(), LANE_CAPACITY, "the ring holds exactly its capacity");
+    assert_eq!(
+        evs.len(),
+        LANE_CAPACITY,
+        "the ring holds exactly its capacity"
+    );
     assert_contiguous(&evs);
-    assert!(evs.iter().enumerate().all(|(k, e)| e.id == k as u64), "the first events were kept");
+    assert!(
+        evs.iter().enumerate().all(|(k, e)| e.id == k as u64),
+        "the first events were kept"
+    );
 }
 
 #[test]
@@ -163,13 +186,18 @@ fn full_lane_with_a_draining_consumer_loses_nothing() {
     let _heavy = heavy();
     let dir = TempDir::new("fullok");
     let n = 10 * LANE_CAPACITY as u64;
-    let (out, c) = with_consumer(dir.path(), || run_producer(dir.path(), &["burst", &n.to_string()]));
+    let (out, c) = with_consumer(dir.path(), || {
+        run_producer(dir.path(), &["burst", &n.to_string()])
+    });
     assert!(out.status.success());
     assert_eq!(stdout_value(&out, "dropped "), Some(0));
     let pid = *c.events.keys().next().unwrap();
     let evs = c.ordered(pid);
     assert_eq!(evs.len() as u64, n);
-    assert!(evs.iter().enumerate().all(|(k, e)| e.id == k as u64 && e.seq == k as u64));
+    assert!(evs
+        .iter()
+        .enumerate()
+        .all(|(k, e)| e.id == k as u64 && e.seq == k as u64));
 }
 
 #[test]
@@ -177,7 +205,9 @@ fn threads_that_exit_give_their_lanes_back() {
     let _heavy = heavy();
     let dir = TempDir::new("churn");
     // 200 threads one after another: more than NUM_LANES, so lanes must be reused.
-    let (out, c) = with_consumer(dir.path(), || run_producer(dir.path(), &["churn", "200", "50"]));
+    let (out, c) = with_consumer(dir.path(), || {
+        run_producer(dir.path(), &["churn", "200", "50"])
+    });
     assert!(out.status.success());
     assert_eq!(stdout_value(&out, "dropped "), Some(0));
     let pid = *c.events.keys().next().unwrap();
@@ -185,10 +215,31 @@ fn threads_that_exit_give_their_lanes_back() {
     assert_eq!(evs.len(), 200 * 50);
     assert_contiguous(&evs);
     let s = c.segs.values().next().unwrap();
-    let claims: u64 = (0..NUM_LANES).map(|i| s.view().lane(i).claims.load(std::sync::atomic::Ordering::Relaxed)).sum();
+    let claims: u64 = (0..NUM_LANES)
+        .map(|i| {
+            s.view()
+                .lane(i)
+                .claims
+                .load(std::sync::atomic::Ordering::Relaxed)
+        })
+        .sum();
     assert_eq!(claims, 200, "each thread claimed a lane once");
-    assert_eq!(s.view().header().no_lane_dropped.load(std::sync::atomic::Ordering::Relaxed), 0);
-    assert!((0..NUM_LANES).all(|i| s.view().lane(i).state.load(std::sync::atomic::Ordering::Relaxed) == LANE_FREE), "every lane given back");
+    assert_eq!(
+        s.view()
+            .header()
+            .no_lane_dropped
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    assert!(
+        (0..NUM_LANES).all(|i| s
+            .view()
+            .lane(i)
+            .state
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == LANE_FREE),
+        "every lane given back"
+    );
 }
 
 #[test]
@@ -196,7 +247,8 @@ fn disabled_tracking_creates_nothing_and_reports_off() {
     let dir = TempDir::new("off");
     for val in [None, Some("0"), Some("yes")] {
         let mut cmd = std::process::Command::new(c_program("producer"));
-        cmd.args(["pairs", "2", "1000"]).env("TTTRACK_DIR", dir.path());
+        cmd.args(["pairs", "2", "1000"])
+            .env("TTTRACK_DIR", dir.path());
         cmd.env_remove("TT_ALLOC_TRACKING_ENABLED");
         if let Some(v) = val {
             cmd.env("TT_ALLOC_TRACKING_ENABLED", v);
@@ -205,7 +257,11 @@ fn disabled_tracking_creates_nothing_and_reports_off() {
         assert!(out.status.success());
         assert_eq!(stdout_value(&out, "enabled "), Some(0));
         assert_eq!(stdout_value(&out, "dropped "), Some(0));
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "no file created");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "no file created"
+        );
     }
 }
 
@@ -220,7 +276,11 @@ fn unusable_tracking_directory_turns_tracking_off_with_one_line() {
     assert_eq!(err.lines().count(), 1, "exactly one line: {err}");
     assert!(err.contains("tracking is off in this process"), "{err}");
     assert!(err.contains("not a directory"), "{err}");
-    assert_eq!(stdout_value(&out, "dropped "), Some(4000), "every event counted as undelivered");
+    assert_eq!(
+        stdout_value(&out, "dropped "),
+        Some(4000),
+        "every event counted as undelivered"
+    );
 }
 
 #[test]
@@ -236,7 +296,10 @@ fn segment_file_is_private_and_directory_is_shared() {
     assert_eq!(segs.len(), 1);
     let fm = std::fs::metadata(&segs[0]).unwrap().permissions().mode() & 0o777;
     assert_eq!(fm, 0o600);
-    let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(names.len(), 1, "no temporary left behind: {names:?}");
 }
 
@@ -268,7 +331,11 @@ fn device_info_reaches_the_segment() {
 #[test]
 fn hot_path_makes_no_syscall() {
     let _heavy = heavy();
-    if std::process::Command::new("strace").arg("-V").output().is_err() {
+    if std::process::Command::new("strace")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
         panic!("strace is required for this test (apt-get install strace)");
     }
     let dir = TempDir::new("strace");
@@ -292,7 +359,9 @@ fn hot_path_makes_no_syscall() {
         };
         let text = std::fs::read_to_string(&log).unwrap();
         let lines: Vec<&str> = text.lines().collect();
-        let marks: Vec<usize> = (0..lines.len()).filter(|&i| lines[i].contains("getppid()")).collect();
+        let marks: Vec<usize> = (0..lines.len())
+            .filter(|&i| lines[i].contains("getppid()"))
+            .collect();
         assert_eq!(marks.len(), 2, "two window marks in:\n{text}");
         let window = lines[marks[0] + 1..marks[1]]
             .iter()
@@ -306,11 +375,16 @@ fn hot_path_makes_no_syscall() {
     let (window, out) = trace(false);
     assert!(out.status.success());
     assert!(
-        window.iter().all(|l| l.contains("openat(") && l.contains("/counters\"")),
+        window
+            .iter()
+            .all(|l| l.contains("openat(") && l.contains("/counters\"")),
         "system calls on the hot path: {window:?}"
     );
     assert!(window.len() <= 20, "{} opens", window.len());
-    assert_eq!(stdout_value(&out, "dropped "), Some(1_000_000 - LANE_CAPACITY as u64 + 2));
+    assert_eq!(
+        stdout_value(&out, "dropped "),
+        Some(1_000_000 - LANE_CAPACITY as u64 + 2)
+    );
     for p in list_segments(dir.path()).unwrap() {
         std::fs::remove_file(p).unwrap();
     }
@@ -319,11 +393,32 @@ fn hot_path_makes_no_syscall() {
     // the look at the counters page, the datagram that wakes the aggregator).
     let (window, out) = trace(true);
     assert_eq!(stdout_value(&out, "dropped "), Some(0));
-    let allowed = ["sched_yield", "nanosleep", "clock_nanosleep", "clock_gettime", "pread64", "close", "socket", "sendto"];
+    let allowed = [
+        "sched_yield",
+        "nanosleep",
+        "clock_nanosleep",
+        "clock_gettime",
+        "pread64",
+        "close",
+        "socket",
+        "sendto",
+    ];
     for l in &window {
-        let name = l.split_whitespace().nth(1).unwrap_or("").split('(').next().unwrap_or("");
+        let name = l
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or("")
+            .split('(')
+            .next()
+            .unwrap_or("");
         let counters_open = name == "openat" && l.contains("/counters\"");
-        assert!(allowed.contains(&name) || counters_open, "unexpected system call in the window: {l}");
+        assert!(
+            allowed.contains(&name) || counters_open,
+            "unexpected system call in the window: {l}"
+        );
     }
-    eprintln!("system calls in the window with a consumer: {} (full-lane waits)", window.len());
+    eprintln!(
+        "system calls in the window with a consumer: {} (full-lane waits)",
+        window.len()
+    );
 }

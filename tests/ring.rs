@@ -22,7 +22,10 @@ fn segment(dir: &std::path::Path) -> (memmap2::MmapRaw, MappedSegment) {
         .open(&path)
         .unwrap();
     f.set_len(SEGMENT_SIZE as u64).unwrap();
-    let map = memmap2::MmapOptions::new().len(SEGMENT_SIZE).map_raw(&f).unwrap();
+    let map = memmap2::MmapOptions::new()
+        .len(SEGMENT_SIZE)
+        .map_raw(&f)
+        .unwrap();
     // SAFETY: the mapping is SEGMENT_SIZE bytes and outlives every use in the test.
     let seg = unsafe { SegmentView::new(map.as_mut_ptr()) };
     write_identity(seg, 4242, 0, 777, b"ringtest");
@@ -130,7 +133,15 @@ fn wrap_around_many_times() {
     let mut buf = Vec::new();
     while next < total {
         while head < total && head - seg.lane(0).tail.load(Acquire) < LANE_CAPACITY as u64 {
-            let ev = Event { seq: 0, kind: 2, subtype: 0, _reserved: 0, device: 1, size: 0, id: head };
+            let ev = Event {
+                seq: 0,
+                kind: 2,
+                subtype: 0,
+                _reserved: 0,
+                device: 1,
+                size: 0,
+                id: head,
+            };
             publish(seg, 0, head, ev);
             head += 1;
         }
@@ -154,22 +165,42 @@ fn wrong_magic_version_size_and_name_are_rejected() {
     // SAFETY: as in segment().
     let seg = unsafe { SegmentView::new(map.as_mut_ptr()) };
     seg.header().version.store(99, Relaxed);
-    assert!(matches!(MappedSegment::open(&path), Err(SegmentError::BadVersion(99))));
+    assert!(matches!(
+        MappedSegment::open(&path),
+        Err(SegmentError::BadVersion(99))
+    ));
     seg.header().version.store(SEGMENT_LAYOUT_VERSION, Relaxed);
     seg.header().magic.store(0xdead, Relaxed);
-    assert!(matches!(MappedSegment::open(&path), Err(SegmentError::BadMagic(0xdead))));
+    assert!(matches!(
+        MappedSegment::open(&path),
+        Err(SegmentError::BadMagic(0xdead))
+    ));
     seg.header().magic.store(SEGMENT_MAGIC, Relaxed);
     seg.header().lane_capacity.store(7, Relaxed);
-    assert!(matches!(MappedSegment::open(&path), Err(SegmentError::BadGeometry("lane_capacity"))));
-    seg.header().lane_capacity.store(LANE_CAPACITY as u32, Relaxed);
+    assert!(matches!(
+        MappedSegment::open(&path),
+        Err(SegmentError::BadGeometry("lane_capacity"))
+    ));
+    seg.header()
+        .lane_capacity
+        .store(LANE_CAPACITY as u32, Relaxed);
     let other = dir.path().join(segment_file_name(4243, 777));
     std::fs::hard_link(&path, &other).unwrap();
-    assert!(matches!(MappedSegment::open(&other), Err(SegmentError::NameMismatch { .. })));
+    assert!(matches!(
+        MappedSegment::open(&other),
+        Err(SegmentError::NameMismatch { .. })
+    ));
     let short = dir.path().join(segment_file_name(9, 9));
     std::fs::write(&short, b"short").unwrap();
-    assert!(matches!(MappedSegment::open(&short), Err(SegmentError::WrongSize(5))));
+    assert!(matches!(
+        MappedSegment::open(&short),
+        Err(SegmentError::WrongSize(5))
+    ));
     let link = dir.path().join(segment_file_name(10, 10));
     std::os::unix::fs::symlink(&path, &link).unwrap();
-    assert!(matches!(MappedSegment::open(&link), Err(SegmentError::Io(_))), "symlinks are never followed");
+    assert!(
+        matches!(MappedSegment::open(&link), Err(SegmentError::Io(_))),
+        "symlinks are never followed"
+    );
     assert!(MappedSegment::open(&path).is_ok());
 }

@@ -7,7 +7,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tttrack::aggregator::{Aggregator, Config, Verbosity};
 
 #[derive(Parser, Debug)]
-#[command(name = "tt-aggregator", version, about = "Drain tttrack lanes into exact per-device, per-process memory accounting")]
+#[command(
+    name = "tt-aggregator",
+    version,
+    about = "Drain tttrack lanes into exact per-device, per-process memory accounting"
+)]
 struct Args {
     /// Tracking directory (default: $TTTRACK_DIR, else /dev/shm/tttrack).
     #[arg(long)]

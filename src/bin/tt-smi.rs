@@ -1,5 +1,140 @@
-//! tt-smi: not built yet (see the project's issues). Says so instead of pretending.
+//! tt-smi: memory and telemetry of Tenstorrent devices and the processes using them.
+//!
+//! Exit codes: 0 shown; 1 the counters page cannot be read (other layout version,
+//! malformed); 2 bad command line; 3 `--buffers` with no aggregator running;
+//! 4 `-w` without a terminal.
+
+use clap::Parser;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Duration;
+use tttrack::smi::{json, model::Model, text, tui};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tt-smi",
+    version,
+    about = "Tenstorrent device memory (per buffer, per process) and telemetry"
+)]
+struct Args {
+    /// Watch: a live terminal UI (1 main, 2 charts, 3 telemetry, ? help, q quit).
+    #[arg(short = 'w', long)]
+    watch: bool,
+    /// Refresh period of the watch view, in milliseconds.
+    #[arg(short = 'r', long = "refresh", default_value_t = 500, value_parser = clap::value_parser!(u64).range(50..=60000))]
+    refresh_ms: u64,
+    /// One JSON document (schema in the README) instead of the table.
+    #[arg(long, conflicts_with_all = ["watch", "buffers"])]
+    json: bool,
+    /// The live buffers, largest first (leak hunting).
+    #[arg(long, conflicts_with = "watch")]
+    buffers: bool,
+    /// With --buffers: only this process.
+    #[arg(long, requires = "buffers")]
+    pid: Option<u32>,
+    /// With --buffers: only this device.
+    #[arg(long, requires = "buffers")]
+    device: Option<i32>,
+    /// Tracking directory (default: $TTTRACK_DIR, else /dev/shm/tttrack).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// No colour (also when NO_COLOR is set or the output is not a terminal).
+    #[arg(long)]
+    no_color: bool,
+    /// Accepted for compatibility with the original tt_smi_umd (telemetry is always
+    /// read from sysfs here).
+    #[arg(long)]
+    sysfs: bool,
+}
+
 fn main() {
-    eprintln!("tt-smi: not implemented yet in this build of tttrack; only libtttrack.so (the producer side) is available.");
-    std::process::exit(2);
+    let args = Args::parse();
+    let _ = args.sysfs;
+    let dir = args
+        .dir
+        .clone()
+        .unwrap_or_else(tttrack::sys::tracking_dir_from_env);
+    let tty = std::io::stdout().is_terminal();
+    let color = tty && !args.no_color && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    if args.buffers {
+        std::process::exit(buffers(&dir, args.pid, args.device));
+    }
+    if args.watch {
+        if !tty {
+            eprintln!(
+                "tt-smi: -w needs a terminal; use tt-smi (snapshot) or tt-smi --json in scripts"
+            );
+            std::process::exit(4);
+        }
+        let mut src = tui::DirSource(dir);
+        if let Err(e) = tui::run(&mut src, Duration::from_millis(args.refresh_ms), color) {
+            eprintln!("tt-smi: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    let model = match Model::load(&dir, 0) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("tt-smi: {}", e.0);
+            std::process::exit(1);
+        }
+    };
+    if args.json {
+        print!("{}", json::render(&model));
+    } else {
+        print!("{}", text::render(&model, &text::Style { color }));
+    }
+}
+
+fn buffers(dir: &std::path::Path, pid: Option<u32>, device: Option<i32>) -> i32 {
+    let mut q = String::from("buffers");
+    if let Some(p) = pid {
+        q.push_str(&format!(" pid={p}"));
+    }
+    if let Some(d) = device {
+        q.push_str(&format!(" device={d}"));
+    }
+    let text = match tttrack::control::request(dir, &q) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!(
+                "tt-smi: cannot ask tt-aggregator for buffers ({e}): is it running on {}? start it with: tt-aggregator",
+                dir.display()
+            );
+            return 3;
+        }
+    };
+    let now = tttrack::sys::unix_ns() / 1_000_000_000;
+    let mut n = 0;
+    let mut total = 0u64;
+    println!(
+        "{:>8}  {:<16} {:>3}  {:<13} {:>18}  {:>10}  {:>4}  {:>8}",
+        "PID", "Name", "Dev", "Type", "Address", "Size", "Refs", "Age"
+    );
+    for line in text.lines() {
+        if line.contains("\"error\"") {
+            eprintln!("tt-smi: {line}");
+            return 1;
+        }
+        let Ok(b) = serde_json::from_str::<tttrack::control::BufferLine>(line) else {
+            continue;
+        };
+        n += 1;
+        total += b.size;
+        let age = now.saturating_sub(b.first_seen_unix_s as u64);
+        println!(
+            "{:>8}  {:<16} {:>3}  {:<13} {:>#18x}  {:>10}  {:>4}  {:>7}s",
+            b.pid,
+            b.comm,
+            b.device,
+            b.btype,
+            b.address,
+            tttrack::sys::human_bytes(b.size),
+            b.refcount,
+            age
+        );
+    }
+    println!("{n} live buffers, {}", tttrack::sys::human_bytes(total));
+    0
 }

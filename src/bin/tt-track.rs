@@ -1,5 +1,353 @@
-//! tt-track: not built yet (see the project's issues). Says so instead of pretending.
+//! tt-track: run things under tracking.
+//!
+//! - `tt-track demo`: the whole pipeline in one command: a tt-aggregator, a synthetic
+//!   TT-Metal-like workload (several processes coming and going, one of them leaking)
+//!   and the live view; `q` ends all of it and removes what it created.
+//! - `tt-track workload`: one process of that workload (reports through libtttrack.so).
+//! - `tt-track run [--] CMD [ARGS...]`: runs CMD with libtttrack.so preloaded and
+//!   tracking enabled, and passes its exit status through.
+
+use clap::{Parser, Subcommand};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tttrack::workload;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tt-track",
+    version,
+    about = "Run programs and demos under tttrack memory tracking"
+)]
+struct Args {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Aggregator + synthetic workload + live view, together.
+    Demo {
+        /// Tracking directory for the demo (default: a fresh one under /dev/shm,
+        /// removed at the end).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// No live view: run for --duration seconds, then print a snapshot.
+        #[arg(long)]
+        no_ui: bool,
+        /// Seconds to run with --no-ui.
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        /// Workload processes running at once.
+        #[arg(long, default_value_t = 3)]
+        processes: usize,
+    },
+    /// One process of the demo workload (a stand-in for a TT-Metal model).
+    Workload {
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Program cycles (0: until killed).
+        #[arg(long, default_value_t = 0)]
+        cycles: u64,
+        /// Milliseconds per program.
+        #[arg(long, default_value_t = 50)]
+        pace_ms: u64,
+        /// Exit holding part of the memory.
+        #[arg(long)]
+        leak: bool,
+        /// Process name (as shown by tt-smi).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Run a command with libtttrack.so preloaded and tracking on.
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        cmd: Vec<String>,
+    },
+}
+
 fn main() {
-    eprintln!("tt-track: not implemented yet in this build of tttrack.");
-    std::process::exit(2);
+    let args = Args::parse();
+    let code = match args.cmd {
+        Cmd::Demo {
+            dir,
+            no_ui,
+            duration,
+            processes,
+        } => demo(dir, no_ui, duration, processes),
+        Cmd::Workload {
+            seed,
+            cycles,
+            pace_ms,
+            leak,
+            name,
+        } => run_workload(seed, cycles, pace_ms, leak, name),
+        Cmd::Run { cmd } => run_cmd(cmd),
+    };
+    std::process::exit(code);
+}
+
+fn lib_or_exit() -> PathBuf {
+    match workload::library_path() {
+        Some(p) if p.exists() => p,
+        Some(p) => {
+            eprintln!(
+                "tt-track: {} does not exist; set TTTRACK_LIB to the path of libtttrack.so",
+                p.display()
+            );
+            std::process::exit(127);
+        }
+        None => {
+            eprintln!(
+                "tt-track: libtttrack.so not found beside this tt-track; build it with `cargo build --release` \
+                 or set TTTRACK_LIB to its path"
+            );
+            std::process::exit(127);
+        }
+    }
+}
+
+extern "C" fn stop_workload(_: libc::c_int) {
+    workload::STOP.store(true, Ordering::Relaxed);
+}
+
+fn run_workload(seed: u64, cycles: u64, pace_ms: u64, leak: bool, name: Option<String>) -> i32 {
+    // SAFETY: the handler only stores to an atomic.
+    unsafe {
+        libc::signal(
+            libc::SIGTERM,
+            stop_workload as *const () as libc::sighandler_t,
+        );
+        libc::signal(
+            libc::SIGINT,
+            stop_workload as *const () as libc::sighandler_t,
+        );
+    }
+    if let Some(n) = name {
+        if let Ok(c) = std::ffi::CString::new(n) {
+            // SAFETY: PR_SET_NAME with a valid C string (truncated by the kernel to 15 bytes).
+            unsafe { libc::prctl(libc::PR_SET_NAME, c.as_ptr() as libc::c_ulong, 0, 0, 0) };
+        }
+    }
+    let lib = match workload::Lib::load(&lib_or_exit()) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("tt-track: {e}");
+            return 127;
+        }
+    };
+    // SAFETY: C ABI function with no arguments.
+    if unsafe { (lib.enabled)() } == 0 {
+        eprintln!("tt-track workload: tracking is off (set TT_ALLOC_TRACKING_ENABLED=1); running untracked");
+    }
+    let dropped = workload::run(
+        &lib,
+        &workload::Options {
+            seed,
+            cycles,
+            pace: Duration::from_millis(pace_ms),
+            leak,
+        },
+    );
+    if dropped > 0 {
+        eprintln!("tt-track workload: {dropped} events could not be delivered");
+    }
+    0
+}
+
+fn run_cmd(cmd: Vec<String>) -> i32 {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = cmd;
+    if cmd.first().is_some_and(|c| c == "--") {
+        cmd.remove(0);
+    }
+    let Some((prog, rest)) = cmd.split_first() else {
+        eprintln!("tt-track run: no command given (usage: tt-track run [--] CMD [ARGS...])");
+        return 2;
+    };
+    let lib = lib_or_exit();
+    let mut preload = lib.display().to_string();
+    if let Some(old) = std::env::var_os("LD_PRELOAD") {
+        let old = old.to_string_lossy();
+        if !old.trim().is_empty() {
+            preload = format!("{preload}:{old}");
+        }
+    }
+    let err = Command::new(prog)
+        .args(rest)
+        .env("LD_PRELOAD", preload)
+        .env("TT_ALLOC_TRACKING_ENABLED", "1")
+        .exec();
+    eprintln!("tt-track run: cannot run {prog}: {err}");
+    if err.kind() == std::io::ErrorKind::NotFound {
+        127
+    } else {
+        126
+    }
+}
+
+/// The demo's cast: name, cycles (0 = runs until the demo ends), leaks.
+const CAST: [(&str, u64, bool); 6] = [
+    ("llama-70b", 0, false),
+    ("resnet50", 120, false),
+    ("bert-large", 80, true),
+    ("whisper", 100, false),
+    ("falcon-7b", 90, false),
+    ("sd-unet", 60, true),
+];
+
+fn demo(dir: Option<PathBuf>, no_ui: bool, duration: u64, processes: usize) -> i32 {
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("tt-track"));
+    let bindir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    let agg_bin = bindir.join("tt-aggregator");
+    if !agg_bin.exists() {
+        eprintln!(
+            "tt-track demo: {} not found; build everything with `cargo build --release`",
+            agg_bin.display()
+        );
+        return 127;
+    }
+    lib_or_exit();
+    let ui = !no_ui && std::io::stdout().is_terminal();
+    if !no_ui && !ui {
+        eprintln!("tt-track demo: no terminal for the live view; running --no-ui for {duration} s");
+    }
+    let owned = dir.is_none();
+    let dir = dir
+        .unwrap_or_else(|| PathBuf::from(format!("/dev/shm/tttrack-demo-{}", std::process::id())));
+    if owned {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    if let Err(e) = tttrack::sys::ensure_tracking_dir(&dir) {
+        eprintln!("tt-track demo: cannot create {}: {e}", dir.display());
+        return 1;
+    }
+    let log_path = std::env::temp_dir().join(format!("tttrack-demo-{}.log", std::process::id()));
+    let log = match std::fs::File::create(&log_path) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("tt-track demo: cannot create {}: {e}", log_path.display());
+            return 1;
+        }
+    };
+    let mut agg = match Command::new(&agg_bin)
+        .arg("--dir")
+        .arg(&dir)
+        .stdout(log.try_clone().map(Stdio::from).unwrap_or(Stdio::null()))
+        .stderr(Stdio::from(log))
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("tt-track demo: cannot start {}: {e}", agg_bin.display());
+            return 1;
+        }
+    };
+    let t = Instant::now();
+    while !dir.join("counters").exists() && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let children: Arc<Mutex<Vec<Child>>> = Arc::new(Mutex::new(Vec::new()));
+    let spawner = {
+        let (stop, children, dir, exe) = (stop.clone(), children.clone(), dir.clone(), exe.clone());
+        std::thread::spawn(move || {
+            let mut next = 0usize;
+            let mut seed = 1u64;
+            while !stop.load(Ordering::Relaxed) {
+                {
+                    let mut ch = children.lock().unwrap_or_else(|e| e.into_inner());
+                    ch.retain_mut(|c| !matches!(c.try_wait(), Ok(Some(_))));
+                    if ch.len() < processes {
+                        let (name, cycles, leak) = CAST[next % CAST.len()];
+                        let mut cmd = Command::new(&exe);
+                        cmd.args([
+                            "workload",
+                            "--seed",
+                            &seed.to_string(),
+                            "--cycles",
+                            &cycles.to_string(),
+                            "--name",
+                            name,
+                        ])
+                        .env("TT_ALLOC_TRACKING_ENABLED", "1")
+                        .env("TTTRACK_DIR", &dir)
+                        .stdin(Stdio::null())
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null());
+                        if leak {
+                            cmd.arg("--leak");
+                        }
+                        if let Ok(c) = cmd.spawn() {
+                            ch.push(c);
+                        }
+                        next += 1;
+                        seed += 1;
+                        drop(ch);
+                        std::thread::sleep(Duration::from_millis(700));
+                        continue;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
+    };
+    let mut code = 0;
+    if ui {
+        let mut src = tttrack::smi::tui::DirSource(dir.clone());
+        let color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+        if let Err(e) = tttrack::smi::tui::run(&mut src, Duration::from_millis(500), color) {
+            eprintln!("tt-track demo: {e}");
+            code = 1;
+        }
+    } else {
+        let end = Instant::now() + Duration::from_secs(duration);
+        while Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        match tttrack::smi::model::Model::load(&dir, 0) {
+            Ok(m) => print!(
+                "{}",
+                tttrack::smi::text::render(&m, &tttrack::smi::text::Style { color: false })
+            ),
+            Err(e) => eprintln!("tt-track demo: {}", e.0),
+        }
+    }
+    // Shut everything down and clean up.
+    stop.store(true, Ordering::Relaxed);
+    let _ = spawner.join();
+    for c in children
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter_mut()
+    {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        let _ = c.wait();
+    }
+    // Give the aggregator a moment to release the last processes, then stop it.
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(agg.id() as i32, libc::SIGTERM) };
+    let _ = agg.wait();
+    let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+    let leaks: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("exited holding"))
+        .collect();
+    println!(
+        "tt-track demo: done. The aggregator reported {} process(es) that exited holding memory:",
+        leaks.len()
+    );
+    for l in leaks.iter().rev().take(5).rev() {
+        println!("  {l}");
+    }
+    println!("  (full aggregator log: {})", log_path.display());
+    if owned {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    code
 }

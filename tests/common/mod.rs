@@ -14,7 +14,10 @@ use tttrack::shm_layout::{Event, NUM_LANES};
 pub fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     // target/<profile>/deps/<test-binary>
-    exe.parent().and_then(Path::parent).expect("target dir").to_path_buf()
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf()
 }
 
 pub fn repo_dir() -> PathBuf {
@@ -30,7 +33,11 @@ pub fn lib_dir() -> PathBuf {
 
 pub fn lib_path() -> PathBuf {
     let p = lib_dir().join("libtttrack.so");
-    assert!(p.exists(), "{} not built (cargo build builds it)", p.display());
+    assert!(
+        p.exists(),
+        "{} not built (cargo build builds it)",
+        p.display()
+    );
     p
 }
 
@@ -274,7 +281,10 @@ impl AggProc {
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        panic!("timed out waiting for {what}; aggregator log:\n{}", self.output());
+        panic!(
+            "timed out waiting for {what}; aggregator log:\n{}",
+            self.output()
+        );
     }
 
     pub fn kill9(&mut self) {

@@ -1,0 +1,229 @@
+//! What tt-smi shows, in one data type: built from the counters page (or from nothing
+//! when no aggregator runs), drawn by the snapshot, JSON and watch views, which never
+//! read files themselves.
+
+use crate::counters_page::*;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+/// Aggregator status as shown.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AggInfo {
+    pub pid: u32,
+    pub uptime_s: f64,
+    pub events_applied: u64,
+    pub events_lost: u64,
+    pub unknown_frees: u64,
+    pub invalid_events: u64,
+    pub processes_tracked: u32,
+    pub process_overflow: u32,
+    pub segments_rejected: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceView {
+    pub id: u32,
+    pub arch: String,
+    pub board: String,
+    pub remote: bool,
+    pub dram_total: Option<u64>,
+    pub l1_total: Option<u64>,
+    pub figures: [Figure; NUM_CATS],
+    pub telemetry: Telemetry,
+    /// Whether memory figures come from a running aggregator.
+    pub memory_known: bool,
+}
+
+impl DeviceView {
+    /// Everything resident in L1: L1 buffers, L1_SMALL, circular buffers, kernels.
+    pub fn l1_resident(&self) -> u64 {
+        self.figures[CAT_L1].used
+            + self.figures[CAT_L1_SMALL].used
+            + self.figures[CAT_CB].used
+            + self.figures[CAT_KERNEL].used
+    }
+
+    pub fn display_name(&self) -> String {
+        let arch = match self.arch.as_str() {
+            "wormhole_b0" => "Wormhole",
+            "blackhole" => "Blackhole",
+            "grayskull" => "Grayskull",
+            "" | "unknown" => "Unknown",
+            other => other,
+        };
+        if self.board.is_empty() {
+            arch.to_string()
+        } else {
+            format!("{arch} {}", self.board)
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcDevView {
+    pub id: i32,
+    pub used: [u64; NUM_CATS],
+    pub peak: [u64; NUM_CATS],
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcessView {
+    pub pid: u32,
+    pub name: String,
+    pub exact: bool,
+    pub events_lost: u64,
+    pub buffers: u64,
+    pub untracked: bool,
+    pub devices: Vec<ProcDevView>,
+}
+
+impl ProcessView {
+    /// Device memory held (DRAM, L1-resident, TRACE), for sorting.
+    pub fn device_bytes(&self) -> u64 {
+        self.devices
+            .iter()
+            .map(|d| {
+                d.used[CAT_DRAM]
+                    + d.used[CAT_L1]
+                    + d.used[CAT_L1_SMALL]
+                    + d.used[CAT_TRACE]
+                    + d.used[CAT_CB]
+                    + d.used[CAT_KERNEL]
+            })
+            .sum()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub time: SystemTime,
+    pub dir: PathBuf,
+    pub aggregator: Option<AggInfo>,
+    /// Why memory is N/A, when it is.
+    pub not_running: Option<String>,
+    pub devices: Vec<DeviceView>,
+    pub processes: Vec<ProcessView>,
+    pub history: Vec<HistorySample>,
+}
+
+/// Why tt-smi cannot read the page at all (as opposed to "no aggregator").
+#[derive(Debug)]
+pub struct FatalPage(pub String);
+
+impl Model {
+    /// Reads the counters page of `dir`. A missing or stale page gives a model with
+    /// memory N/A and a reason; a page of another layout version is fatal.
+    pub fn load(dir: &Path, history_samples: usize) -> Result<Model, FatalPage> {
+        let now = SystemTime::now();
+        let not_running = |why: String| Model {
+            time: now,
+            dir: dir.to_path_buf(),
+            aggregator: None,
+            not_running: Some(why),
+            devices: Vec::new(),
+            processes: Vec::new(),
+            history: Vec::new(),
+        };
+        let reader = match CountersReader::open(dir) {
+            Ok(r) => r,
+            Err(PageError::Missing) => {
+                return Ok(not_running(format!(
+                    "tt-aggregator is not running (no counters page in {}); start it with: tt-aggregator",
+                    dir.display()
+                )))
+            }
+            Err(e @ PageError::Version { .. }) => return Err(FatalPage(e.to_string())),
+            Err(e) => {
+                return Err(FatalPage(format!(
+                    "cannot read the counters page in {}: {e}",
+                    dir.display()
+                )))
+            }
+        };
+        if !reader.aggregator_alive() {
+            return Ok(not_running(format!(
+                "tt-aggregator is not running (its counters page in {} is stale); start it with: tt-aggregator",
+                dir.display()
+            )));
+        }
+        let Some(snap) = reader.view().snapshot() else {
+            return Err(FatalPage("the counters page stayed busy; try again".into()));
+        };
+        let history = if history_samples > 0 {
+            reader.view().history(history_samples).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        Ok(Self::from_snapshot(dir, &snap, history, now))
+    }
+
+    pub fn from_snapshot(
+        dir: &Path,
+        snap: &Snapshot,
+        history: Vec<HistorySample>,
+        now: SystemTime,
+    ) -> Model {
+        let st = &snap.status;
+        let now_ns = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        let agg = AggInfo {
+            pid: st.pid,
+            uptime_s: now_ns.saturating_sub(st.start_unix_ns) as f64 / 1e9,
+            events_applied: st.events_applied,
+            events_lost: st.events_lost,
+            unknown_frees: st.unknown_frees,
+            invalid_events: st.invalid_events,
+            processes_tracked: st.processes_tracked,
+            process_overflow: st.process_overflow,
+            segments_rejected: st.segments_rejected,
+        };
+        let devices = snap
+            .devices
+            .iter()
+            .map(|d| DeviceView {
+                id: d.id,
+                arch: get_str(&d.arch),
+                board: get_str(&d.board),
+                remote: d.flags & DEV_REMOTE != 0,
+                dram_total: (d.dram_total > 0).then_some(d.dram_total),
+                l1_total: (d.l1_total > 0).then_some(d.l1_total),
+                figures: d.figures,
+                telemetry: d.telemetry,
+                memory_known: true,
+            })
+            .collect();
+        let me = std::process::id();
+        let processes = snap
+            .processes
+            .iter()
+            .filter(|p| p.pid != me)
+            .map(|p| ProcessView {
+                pid: p.pid,
+                name: get_str(&p.comm),
+                exact: p.flags & PROC_EXACT != 0,
+                events_lost: p.events_lost,
+                buffers: p.buffers,
+                untracked: p.flags & PROC_UNTRACKED != 0,
+                devices: p.devices[..(p.num_devices as usize).min(MAX_PROCESS_DEVICES)]
+                    .iter()
+                    .map(|d| ProcDevView {
+                        id: d.device,
+                        used: d.used,
+                        peak: d.peak,
+                    })
+                    .collect(),
+            })
+            .collect();
+        Model {
+            time: now,
+            dir: dir.to_path_buf(),
+            aggregator: Some(agg),
+            not_running: None,
+            devices,
+            processes,
+            history,
+        }
+    }
+}

@@ -1,0 +1,398 @@
+//! `tt-smi` snapshot: the device table, the memory breakdown with bars, the process
+//! table. Plain text, with colour only when asked for (a terminal, no `NO_COLOR`).
+
+use super::model::{DeviceView, Model};
+use crate::counters_page::*;
+use crate::sys::human_bytes;
+use std::fmt::Write;
+
+pub struct Style {
+    pub color: bool,
+}
+
+impl Style {
+    fn paint(&self, code: &str, s: &str) -> String {
+        if self.color {
+            format!("\x1b[{code}m{s}\x1b[0m")
+        } else {
+            s.to_string()
+        }
+    }
+    fn bold(&self, s: &str) -> String {
+        self.paint("1", s)
+    }
+    fn dim(&self, s: &str) -> String {
+        self.paint("2", s)
+    }
+    fn level(&self, pct: f64, s: &str) -> String {
+        let code = if pct >= 90.0 {
+            "31"
+        } else if pct >= 70.0 {
+            "33"
+        } else {
+            "32"
+        };
+        self.paint(code, s)
+    }
+    fn warn(&self, s: &str) -> String {
+        self.paint("33", s)
+    }
+}
+
+/// A bar of `width` cells for `used` of `total`.
+pub fn bar(used: u64, total: u64, width: usize) -> String {
+    let frac = if total == 0 {
+        0.0
+    } else {
+        (used as f64 / total as f64).min(1.0)
+    };
+    let full = (frac * width as f64).round() as usize;
+    format!("[{}{}]", "█".repeat(full), "░".repeat(width - full))
+}
+
+pub fn telemetry_cells(d: &DeviceView) -> (String, String, String) {
+    let t = &d.telemetry;
+    let na = || "N/A".to_string();
+    let temp = if t.valid & TEL_TEMP != 0 {
+        format!("{:.0}°C", t.asic_temp_mc as f64 / 1000.0)
+    } else {
+        na()
+    };
+    let power = if t.valid & TEL_POWER != 0 {
+        format!("{:.0} W", t.power_uw as f64 / 1e6)
+    } else {
+        na()
+    };
+    let clk = if t.valid & TEL_AICLK != 0 {
+        format!("{} MHz", t.aiclk_mhz)
+    } else {
+        na()
+    };
+    (temp, power, clk)
+}
+
+pub fn memory_cell(d: &DeviceView) -> String {
+    if !d.memory_known {
+        return "N/A".into();
+    }
+    let used = d.figures[CAT_DRAM].used;
+    match d.dram_total {
+        Some(t) => format!("{} / {}", human_bytes(used), human_bytes(t)),
+        None => format!("{} / ?", human_bytes(used)),
+    }
+}
+
+fn pct(used: u64, total: Option<u64>) -> Option<f64> {
+    total
+        .filter(|&t| t > 0)
+        .map(|t| used as f64 * 100.0 / t as f64)
+}
+
+pub fn render(m: &Model, st: &Style) -> String {
+    let mut o = String::new();
+    let when = humantime::format_rfc3339_seconds(m.time).to_string();
+    let _ = writeln!(
+        o,
+        "{}  {}",
+        st.bold(&format!("tt-smi {} (tttrack)", env!("CARGO_PKG_VERSION"))),
+        st.dim(&when)
+    );
+    match &m.aggregator {
+        Some(a) => {
+            let _ = writeln!(
+                o,
+                "aggregator: pid {}, up {}, {} events applied, {} lost, {} unknown frees, {} processes",
+                a.pid,
+                fmt_uptime(a.uptime_s),
+                a.events_applied,
+                a.events_lost,
+                a.unknown_frees,
+                a.processes_tracked
+            );
+        }
+        None => {
+            let _ = writeln!(
+                o,
+                "{}",
+                st.warn(&format!(
+                    "memory: N/A, {}",
+                    m.not_running.clone().unwrap_or_default()
+                ))
+            );
+        }
+    }
+    o.push('\n');
+    if m.devices.is_empty() {
+        let _ = writeln!(
+            o,
+            "No Tenstorrent devices found (none in sysfs, none reported by a tracked process)."
+        );
+    } else {
+        let rows: Vec<[String; 6]> = m
+            .devices
+            .iter()
+            .map(|d| {
+                let (t, p, c) = telemetry_cells(d);
+                [
+                    format!("{}{}", d.id, if d.remote { " R" } else { "" }),
+                    d.display_name(),
+                    t,
+                    p,
+                    c,
+                    memory_cell(d),
+                ]
+            })
+            .collect();
+        let head = [
+            "Dev",
+            "Name",
+            "Temp",
+            "Power",
+            "AICLK",
+            "Memory-Usage (DRAM)",
+        ];
+        let mut w = head.map(|h| h.chars().count());
+        for r in &rows {
+            for (i, c) in r.iter().enumerate() {
+                w[i] = w[i].max(c.chars().count());
+            }
+        }
+        let line = |l: &str, m: &str, r: &str| {
+            let mut s = l.to_string();
+            for (i, wi) in w.iter().enumerate() {
+                s.push_str(&"─".repeat(wi + 2));
+                s.push_str(if i + 1 == w.len() { r } else { m });
+            }
+            s
+        };
+        let row = |cells: &[String]| {
+            let mut s = "│".to_string();
+            for (c, wi) in cells.iter().zip(w.iter()) {
+                let pad = wi - c.chars().count();
+                s.push_str(&format!(" {c}{} │", " ".repeat(pad)));
+            }
+            s
+        };
+        let _ = writeln!(o, "{}", line("┌", "┬", "┐"));
+        let _ = writeln!(o, "{}", row(&head.map(String::from)));
+        let _ = writeln!(o, "{}", line("├", "┼", "┤"));
+        for r in &rows {
+            let _ = writeln!(o, "{}", row(r));
+        }
+        let _ = writeln!(o, "{}", line("└", "┴", "┘"));
+        if m.devices.iter().any(|d| d.remote) {
+            let _ = writeln!(o, "{}", st.dim("R: remote chip (reached over Ethernet): memory tracked, telemetry N/A by design"));
+        }
+    }
+    if m.aggregator.is_some() && !m.devices.is_empty() {
+        o.push('\n');
+        let _ = writeln!(o, "{}", st.bold("Memory breakdown"));
+        for d in &m.devices {
+            breakdown(&mut o, d, st);
+        }
+    }
+    if m.aggregator.is_some() {
+        o.push('\n');
+        processes(&mut o, m, st);
+    }
+    o
+}
+
+fn fmt_uptime(s: f64) -> String {
+    let s = s.max(0.0) as u64;
+    if s >= 3600 {
+        format!("{}h {}m", s / 3600, (s % 3600) / 60)
+    } else if s >= 60 {
+        format!("{}m {}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+fn breakdown(o: &mut String, d: &DeviceView, st: &Style) {
+    let f = &d.figures;
+    let _ = writeln!(
+        o,
+        "Device {}{} ({}):",
+        d.id,
+        if d.remote { " R" } else { "" },
+        d.display_name()
+    );
+    let main = |o: &mut String, name: &str, used: u64, total: Option<u64>, peak: u64| {
+        let tot = total.map(human_bytes).unwrap_or_else(|| "?".into());
+        let (b, p) = match pct(used, total) {
+            Some(p) => (
+                st.level(p, &bar(used, total.unwrap_or(0), 24)),
+                format!("{p:5.1}%"),
+            ),
+            None => (st.dim(&bar(0, 0, 24)), "    ?".to_string()),
+        };
+        let _ = writeln!(
+            o,
+            "  {name:<10} {:>10} / {:<10} {b} {p}   peak {}",
+            human_bytes(used),
+            tot,
+            human_bytes(peak)
+        );
+    };
+    let part = |o: &mut String, name: &str, used: u64, peak: u64, count: u64, unit: &str| {
+        let _ = writeln!(
+            o,
+            "    {name:<12} {:>10}   peak {:<10} {count} {unit}",
+            human_bytes(used),
+            human_bytes(peak)
+        );
+    };
+    main(o, "DRAM", f[CAT_DRAM].used, d.dram_total, f[CAT_DRAM].peak);
+    let l1_peak = f[CAT_L1].peak.max(d.l1_resident());
+    main(o, "L1", d.l1_resident(), d.l1_total, l1_peak);
+    part(
+        o,
+        "buffers",
+        f[CAT_L1].used,
+        f[CAT_L1].peak,
+        f[CAT_L1].count,
+        "buffers",
+    );
+    part(
+        o,
+        "L1_SMALL",
+        f[CAT_L1_SMALL].used,
+        f[CAT_L1_SMALL].peak,
+        f[CAT_L1_SMALL].count,
+        "buffers",
+    );
+    part(
+        o,
+        "CBs",
+        f[CAT_CB].used,
+        f[CAT_CB].peak,
+        f[CAT_CB].count,
+        "CBs",
+    );
+    part(
+        o,
+        "kernels",
+        f[CAT_KERNEL].used,
+        f[CAT_KERNEL].peak,
+        f[CAT_KERNEL].count,
+        "kernels",
+    );
+    let _ = writeln!(
+        o,
+        "      {}",
+        st.dim(&format!(
+            "application {}, fabric {}, dispatch {}",
+            human_bytes(f[CAT_KERNEL_APP].used),
+            human_bytes(f[CAT_KERNEL_FABRIC].used),
+            human_bytes(f[CAT_KERNEL_DISPATCH].used)
+        ))
+    );
+    let _ = writeln!(
+        o,
+        "  {:<10} {:>10}   peak {:<10} {} buffers",
+        "TRACE",
+        human_bytes(f[CAT_TRACE].used),
+        human_bytes(f[CAT_TRACE].peak),
+        f[CAT_TRACE].count
+    );
+    if f[CAT_SYSTEM_MEMORY].used > 0 || f[CAT_SYSTEM_MEMORY].peak > 0 {
+        let _ = writeln!(
+            o,
+            "  {:<10} {:>10}   peak {:<10} {}",
+            "HOST",
+            human_bytes(f[CAT_SYSTEM_MEMORY].used),
+            human_bytes(f[CAT_SYSTEM_MEMORY].peak),
+            st.dim("(SYSTEM_MEMORY buffers: host memory, not device memory)")
+        );
+    }
+}
+
+fn processes(o: &mut String, m: &Model, st: &Style) {
+    let _ = writeln!(o, "{}", st.bold("Processes"));
+    if m.processes.is_empty() {
+        let _ = writeln!(o, "  no tracked processes");
+        return;
+    }
+    let head = [
+        "PID",
+        "Name",
+        "Dev",
+        "DRAM",
+        "L1",
+        "L1_SMALL",
+        "TRACE",
+        "CB",
+        "Kernel",
+        "Peak DRAM",
+        "Peak L1",
+    ];
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    let mut inexact = false;
+    for p in &m.processes {
+        let mark = if p.untracked {
+            " (untracked)"
+        } else if !p.exact {
+            inexact = true;
+            " *"
+        } else {
+            ""
+        };
+        if p.devices.is_empty() {
+            rows.push(vec![format!("{}{mark}", p.pid), p.name.clone(), "-".into()]);
+            continue;
+        }
+        for (i, d) in p.devices.iter().enumerate() {
+            let (pid, name) = if i == 0 {
+                (format!("{}{mark}", p.pid), p.name.clone())
+            } else {
+                (String::new(), String::new())
+            };
+            let u = &d.used;
+            rows.push(vec![
+                pid,
+                name,
+                d.id.to_string(),
+                human_bytes(u[CAT_DRAM]),
+                human_bytes(u[CAT_L1]),
+                human_bytes(u[CAT_L1_SMALL]),
+                human_bytes(u[CAT_TRACE]),
+                human_bytes(u[CAT_CB]),
+                human_bytes(u[CAT_KERNEL]),
+                human_bytes(d.peak[CAT_DRAM]),
+                human_bytes(d.peak[CAT_L1]),
+            ]);
+        }
+    }
+    let mut w: Vec<usize> = head.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.chars().count());
+        }
+    }
+    let fmt_row = |cells: &[String]| {
+        let mut s = String::from(" ");
+        for (i, c) in cells.iter().enumerate() {
+            let pad = w[i].saturating_sub(c.chars().count());
+            if i < 2 {
+                s.push_str(&format!(" {c}{}", " ".repeat(pad)));
+            } else {
+                s.push_str(&format!(" {}{c}", " ".repeat(pad)));
+            }
+        }
+        s.trim_end().to_string()
+    };
+    let _ = writeln!(o, "{}", st.bold(&fmt_row(&head.map(String::from))));
+    for r in &rows {
+        let _ = writeln!(o, "{}", fmt_row(r));
+    }
+    if inexact {
+        let _ = writeln!(
+            o,
+            "{}",
+            st.warn(
+                "  * inexact: events of this process were lost (see tt-smi --json: events_lost)"
+            )
+        );
+    }
+}

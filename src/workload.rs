@@ -1,0 +1,271 @@
+//! The demo workload: a stand-in for a TT-Metal model run, reporting through
+//! libtttrack.so's C ABI (loaded with `dlopen`, exactly as an instrumented program
+//! would link it).
+//!
+//! It describes an n300 (chip 0 local, chip 1 remote), loads persistent dispatch and
+//! fabric kernels, loads weights into DRAM, reserves a trace region, then runs
+//! "programs": circular buffers and application kernels in L1, activations in L1 and
+//! L1_SMALL, program-cache re-reports of live weights, a worker thread that frees what
+//! the main thread allocated, and phases (a KV cache that grows and is released) so
+//! that charts move. With `leak`, it exits holding part of its memory.
+
+use crate::shm_layout::DeviceInfo;
+use std::ffi::CString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+type AllocFn = unsafe extern "C" fn(i32, u64, u8, u64);
+type FreeFn = unsafe extern "C" fn(i32, u64);
+type CbFn = unsafe extern "C" fn(i32, u64, u64);
+type KLoadFn = unsafe extern "C" fn(i32, u64, u64, u8);
+type KUnloadFn = unsafe extern "C" fn(i32, u64, u64);
+type InfoFn = unsafe extern "C" fn(i32, *const DeviceInfo);
+type DroppedFn = unsafe extern "C" fn() -> u64;
+type EnabledFn = unsafe extern "C" fn() -> i32;
+
+/// libtttrack.so, loaded at run time.
+#[derive(Clone, Copy)]
+pub struct Lib {
+    pub alloc: AllocFn,
+    pub free: FreeFn,
+    pub cb_alloc: CbFn,
+    pub cb_free: CbFn,
+    pub kernel_load: KLoadFn,
+    pub kernel_unload: KUnloadFn,
+    pub device_info: InfoFn,
+    pub dropped: DroppedFn,
+    pub enabled: EnabledFn,
+}
+
+/// Where libtttrack.so is: `$TTTRACK_LIB`, else beside the running executable.
+pub fn library_path() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("TTTRACK_LIB") {
+        return Some(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?;
+    for cand in [dir.join("libtttrack.so"), dir.join("deps/libtttrack.so")] {
+        if cand.exists() {
+            return Some(cand);
+        }
+    }
+    None
+}
+
+impl Lib {
+    pub fn load(path: &Path) -> Result<Lib, String> {
+        let c = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
+        // SAFETY: dlopen of a path; the handle is checked and never closed (the
+        // functions stay valid for the life of the process).
+        let h = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
+        if h.is_null() {
+            // SAFETY: dlerror returns a C string or null.
+            let e = unsafe { libc::dlerror() };
+            let msg = if e.is_null() {
+                "unknown error".to_string()
+            } else {
+                // SAFETY: non-null C string from dlerror.
+                unsafe { std::ffi::CStr::from_ptr(e) }
+                    .to_string_lossy()
+                    .into_owned()
+            };
+            return Err(format!("cannot load {}: {msg}", path.display()));
+        }
+        let sym = |name: &str| -> Result<*mut libc::c_void, String> {
+            let n = CString::new(name).map_err(|e| e.to_string())?;
+            // SAFETY: h is a valid handle, n a valid C string.
+            let p = unsafe { libc::dlsym(h, n.as_ptr()) };
+            if p.is_null() {
+                Err(format!("{} has no symbol {name}", path.display()))
+            } else {
+                Ok(p)
+            }
+        };
+        // SAFETY: each symbol is the exported C ABI function of that name, whose
+        // signature is declared in cabi/tttrack.h and matches the type it is cast to.
+        unsafe {
+            Ok(Lib {
+                alloc: std::mem::transmute::<*mut libc::c_void, AllocFn>(sym("tttrack_alloc")?),
+                free: std::mem::transmute::<*mut libc::c_void, FreeFn>(sym("tttrack_free")?),
+                cb_alloc: std::mem::transmute::<*mut libc::c_void, CbFn>(sym("tttrack_cb_alloc")?),
+                cb_free: std::mem::transmute::<*mut libc::c_void, CbFn>(sym("tttrack_cb_free")?),
+                kernel_load: std::mem::transmute::<*mut libc::c_void, KLoadFn>(sym(
+                    "tttrack_kernel_load",
+                )?),
+                kernel_unload: std::mem::transmute::<*mut libc::c_void, KUnloadFn>(sym(
+                    "tttrack_kernel_unload",
+                )?),
+                device_info: std::mem::transmute::<*mut libc::c_void, InfoFn>(sym(
+                    "tttrack_device_info",
+                )?),
+                dropped: std::mem::transmute::<*mut libc::c_void, DroppedFn>(sym(
+                    "tttrack_dropped_events",
+                )?),
+                enabled: std::mem::transmute::<*mut libc::c_void, EnabledFn>(sym(
+                    "tttrack_enabled",
+                )?),
+            })
+        }
+    }
+}
+
+/// A small deterministic generator (xorshift64*).
+pub struct Rng(u64);
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo).max(1)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub seed: u64,
+    /// Number of program cycles (0: until killed).
+    pub cycles: u64,
+    /// Pause between programs.
+    pub pace: Duration,
+    pub leak: bool,
+}
+
+const MIB: u64 = 1 << 20;
+const KIB: u64 = 1 << 10;
+
+pub fn n300_chip(remote: bool) -> DeviceInfo {
+    DeviceInfo {
+        arch: 2,
+        is_remote: remote as u32,
+        num_tensix_cores: 64,
+        num_dram_channels: 12,
+        l1_size_per_core: 1_499_136,
+        dram_size_per_channel: 1 << 30,
+        total_dram_bytes: 12 << 30,
+        total_l1_bytes: 64 * 1_499_136,
+        l1_small_size: 64 * 32 * KIB,
+        trace_region_size: 64 * MIB,
+    }
+}
+
+/// Set (e.g. from a SIGTERM handler) to end the workload after the current program;
+/// it then releases its memory as a well-behaved program would (unless `leak`).
+pub static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Runs the workload. Returns the number of events this process could not deliver.
+pub fn run(lib: &Lib, o: &Options) -> u64 {
+    let l = *lib;
+    let mut rng = Rng::new(o.seed);
+    let base = (o.seed & 0xff) << 40;
+    // SAFETY (every call below): the functions come from libtttrack.so's C ABI, take
+    // plain values, and are safe from any thread.
+    unsafe {
+        (l.device_info)(0, &n300_chip(false));
+        (l.device_info)(1, &n300_chip(true));
+    }
+    let mut next_id = base + 0x1000_0000;
+    let mut id = || {
+        next_id += 0x10_0000;
+        next_id
+    };
+    // Persistent kernels: dispatch and fabric on both chips.
+    let mut persistent = Vec::new();
+    for dev in 0..2 {
+        for (kt, size) in [(2u8, 96 * KIB * 8), (1u8, 48 * KIB * 16)] {
+            let k = id();
+            unsafe { (l.kernel_load)(dev, size, k, kt) };
+            persistent.push((dev, k, size));
+        }
+    }
+    // Weights in DRAM, spread over both chips.
+    let mut weights = Vec::new();
+    for layer in 0..24 {
+        let dev = (layer % 2) as i32;
+        let size = rng.range(24, 96) * MIB;
+        let b = id();
+        unsafe { (l.alloc)(dev, size, 0, b) };
+        weights.push((dev, b, size));
+    }
+    let trace = id();
+    unsafe { (l.alloc)(0, 48 * MIB, 4, trace) };
+    // A worker thread frees what the main thread hands it.
+    let (tx, rx) = std::sync::mpsc::channel::<(i32, u64)>();
+    let worker = std::thread::spawn(move || {
+        for (dev, b) in rx {
+            unsafe { (l.free)(dev, b) };
+        }
+    });
+    let mut kv: Vec<(i32, u64)> = Vec::new();
+    let mut cycle = 0u64;
+    while (o.cycles == 0 || cycle < o.cycles) && !STOP.load(std::sync::atomic::Ordering::Relaxed) {
+        let dev = (cycle % 2) as i32;
+        // One program: CBs, an application kernel, activations.
+        let mut cbs = Vec::new();
+        for _ in 0..rng.range(2, 6) {
+            let (c, size) = (id(), rng.range(64, 512) * KIB);
+            unsafe { (l.cb_alloc)(dev, size, c) };
+            cbs.push((c, size));
+        }
+        let kernel = id();
+        let ksize = rng.range(16, 64) * KIB * 64;
+        unsafe { (l.kernel_load)(dev, ksize, kernel, 0) };
+        let mut acts = Vec::new();
+        for _ in 0..rng.range(2, 8) {
+            let b = id();
+            unsafe { (l.alloc)(dev, rng.range(1, 6) * MIB, 1, b) };
+            acts.push(b);
+        }
+        let small = id();
+        unsafe { (l.alloc)(dev, rng.range(8, 32) * KIB, 3, small) };
+        // Program cache: a live weight reported again, then released once.
+        let (wd, wb, ws) = weights[(cycle as usize) % weights.len()];
+        unsafe { (l.alloc)(wd, ws, 0, wb) };
+        std::thread::sleep(o.pace);
+        unsafe { (l.free)(wd, wb) };
+        // Phases: a KV cache grows for a while, then is released.
+        if (cycle / 20) % 2 == 0 {
+            let b = id();
+            unsafe { (l.alloc)(dev, rng.range(16, 64) * MIB, 0, b) };
+            kv.push((dev, b));
+        } else {
+            for x in kv.drain(..) {
+                let _ = tx.send(x);
+            }
+        }
+        for b in acts {
+            let _ = tx.send((dev, b));
+        }
+        unsafe { (l.free)(dev, small) };
+        for (c, size) in cbs {
+            unsafe { (l.cb_free)(dev, size, c) };
+        }
+        unsafe { (l.kernel_unload)(dev, ksize, kernel) };
+        cycle += 1;
+    }
+    drop(tx);
+    let _ = worker.join();
+    if !o.leak {
+        for (dev, b) in kv {
+            unsafe { (l.free)(dev, b) };
+        }
+        for (dev, b, _) in &weights {
+            unsafe { (l.free)(*dev, *b) };
+        }
+        unsafe { (l.free)(0, trace) };
+        for (dev, k, size) in &persistent {
+            unsafe { (l.kernel_unload)(*dev, *size, *k) };
+        }
+    } else {
+        // Leaks: a third of the weights and the trace buffer stay allocated.
+        for (dev, b, _) in weights.iter().skip(weights.len() / 3) {
+            unsafe { (l.free)(*dev, *b) };
+        }
+    }
+    unsafe { (l.dropped)() }
+}
