@@ -1,0 +1,276 @@
+//! tt-smi and tt-track demo as a person uses them: views rendered from a real counters
+//! page, the real binaries in a real terminal (tmux), JSON checked against known
+//! workloads, and the error paths.
+
+mod common;
+use common::*;
+use ratatui::backend::TestBackend;
+use ratatui::Terminal;
+use std::process::Command;
+use tttrack::smi::model::Model;
+use tttrack::smi::tui::{App, View};
+
+fn screen(app: &App, w: u16, h: u16) -> String {
+    let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
+    t.draw(|f| app.draw(f)).unwrap();
+    let buf = t.backend().buffer().clone();
+    let mut s = String::new();
+    for y in 0..h {
+        for x in 0..w {
+            s.push_str(buf[(x, y)].symbol());
+        }
+        s.push('\n');
+    }
+    s
+}
+
+fn key(app: &mut App, c: char) {
+    use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+    app.on_key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE));
+}
+
+/// An aggregator with two processes: one describing an n300 and holding 3 MiB, one
+/// that dropped events before any aggregator ran.
+fn scene(tag: &str) -> (TempDir, AggProc, Vec<std::process::Child>) {
+    let dir = TempDir::new(tag);
+    let over = tttrack::shm_layout::LANE_CAPACITY as u64 + 10;
+    let mut lossy = spawn_producer(dir.path(), &["burst", &over.to_string()], 60_000);
+    wait_line(&mut lossy, "dropped");
+    let agg = AggProc::start(dir.path(), &[]);
+    let mut info = spawn_producer(dir.path(), &["devinfo"], 60_000);
+    wait_line(&mut info, "dropped");
+    let mut hold = spawn_producer(dir.path(), &["hold", "60", "3"], 0);
+    wait_line(&mut hold, "ready");
+    let (h, l) = (hold.id(), lossy.id());
+    agg.wait_for(
+        || {
+            agg.snapshot().is_some_and(|s| {
+                proc_dev(&s, h, 0).is_some_and(|d| d.used[0] == 3 << 20)
+                    && s.processes.iter().any(|p| p.pid == l && p.events_lost == 10)
+                    && s.devices.len() == 2
+            })
+        },
+        "the scene",
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1100)); // one history sample
+    (dir, agg, vec![lossy, info, hold])
+}
+
+#[test]
+fn every_view_renders_from_a_real_counters_page() {
+    let (dir, _agg, mut kids) = scene("smi-views");
+    let model = Model::load(dir.path(), 60).unwrap();
+    let mut app = App::new(model, true);
+    let main = screen(&app, 130, 40);
+    assert!(main.contains("tt-smi [main]"), "{main}");
+    assert!(main.contains("1 R"), "remote chip marked R:\n{main}");
+    assert!(main.contains("Wormhole"), "{main}");
+    assert!(main.contains("3.0 MiB / 12.0 GiB"), "{main}");
+    assert!(main.contains("Processes (3)"), "{main}");
+    let lossy = kids[0].id();
+    assert!(main.contains(&format!("{lossy} *")), "inexact process marked:\n{main}");
+    // The inexact row is drawn in yellow.
+    let mut t = Terminal::new(TestBackend::new(130, 40)).unwrap();
+    t.draw(|f| app.draw(f)).unwrap();
+    let buf = t.backend().buffer().clone();
+    let yellow = (0..40u16).any(|y| {
+        let line: String = (0..130u16).map(|x| buf[(x, y)].symbol().to_string()).collect();
+        line.contains(&format!("{lossy} *")) && buf[(1, y)].fg == ratatui::style::Color::Yellow
+    });
+    assert!(yellow, "inexact row in yellow");
+    key(&mut app, '2');
+    assert_eq!(app.view, View::Charts);
+    let charts = screen(&app, 130, 40);
+    assert!(charts.contains("dev 0 DRAM (MiB), last 60s"), "{charts}");
+    assert!(charts.contains("dev 1 L1 (MiB)"), "{charts}");
+    key(&mut app, 'w');
+    assert!(screen(&app, 130, 40).contains("last 300s"));
+    key(&mut app, '3');
+    let tel = screen(&app, 130, 40);
+    assert!(tel.contains("ASIC temperature"), "{tel}");
+    assert!(tel.contains("remote chip: telemetry N/A by design"), "{tel}");
+    assert!(!tel.contains("°C"), "no invented telemetry without sysfs:\n{tel}");
+    key(&mut app, '?');
+    assert!(screen(&app, 130, 40).contains("Help"));
+    key(&mut app, '1');
+    key(&mut app, 's');
+    assert!(screen(&app, 130, 40).contains("sorted by pid"));
+    let small = screen(&app, 40, 10);
+    assert!(small.contains("Terminal too small (40x10)"), "{small}");
+    key(&mut app, 'q');
+    assert!(app.quit);
+    for k in kids.iter_mut() {
+        let _ = k.kill();
+        let _ = k.wait();
+    }
+}
+
+#[test]
+fn json_matches_the_known_workload() {
+    let (dir, _agg, mut kids) = scene("smi-json");
+    let out = Command::new(env!("CARGO_BIN_EXE_tt-smi"))
+        .args(["--json", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["schema"], 1);
+    assert!(v["time"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(v["aggregator"]["running"], true);
+    assert_eq!(v["aggregator"]["events_lost"], 10);
+    let d0 = &v["devices"][0];
+    assert_eq!(d0["id"], 0);
+    assert_eq!(d0["arch"], "wormhole_b0");
+    assert_eq!(d0["remote"], false);
+    assert_eq!(v["devices"][1]["remote"], true);
+    // 3 MiB held by `hold`, 111 bytes by `devinfo`.
+    assert_eq!(d0["memory"]["dram"]["used_bytes"], (3u64 << 20) + 111);
+    assert_eq!(d0["memory"]["dram"]["total_bytes"], 12u64 << 30);
+    assert_eq!(d0["memory"]["dram"]["buffers"], 4);
+    assert_eq!(v["devices"][1]["memory"]["dram"]["used_bytes"], 222);
+    assert_eq!(d0["memory"]["l1"]["total_bytes"], 64 * 1_499_136u64);
+    assert_eq!(d0["memory"]["kernel"]["application_bytes"], 0);
+    assert!(d0["telemetry"]["asic_temp_c"].is_null());
+    let hold = kids[2].id();
+    let p = v["processes"].as_array().unwrap().iter().find(|p| p["pid"] == hold).unwrap();
+    assert_eq!(p["exact"], true);
+    assert_eq!(p["devices"][0]["dram_bytes"], 3u64 << 20);
+    let lossy = kids[0].id();
+    let p = v["processes"].as_array().unwrap().iter().find(|p| p["pid"] == lossy).unwrap();
+    assert_eq!(p["exact"], false);
+    assert_eq!(p["events_lost"], 10);
+    // The plain snapshot to a pipe has no escape codes.
+    let out = Command::new(env!("CARGO_BIN_EXE_tt-smi")).arg("--dir").arg(dir.path()).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(!text.contains('\x1b'), "{text}");
+    assert!(text.contains("Memory breakdown") && text.contains("DRAM") && text.contains("3.0 MiB / 12.0 GiB"), "{text}");
+    // --buffers, largest first, for one process.
+    let out = Command::new(env!("CARGO_BIN_EXE_tt-smi"))
+        .args(["--buffers", "--pid", &hold.to_string(), "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("3 live buffers, 3.0 MiB"), "{text}");
+    assert!(text.contains("0x10000") && text.contains("DRAM"), "{text}");
+    for k in kids.iter_mut() {
+        let _ = k.kill();
+        let _ = k.wait();
+    }
+}
+
+#[test]
+fn snapshot_without_aggregator_and_with_a_foreign_page_version() {
+    let dir = TempDir::new("smi-none");
+    let out = Command::new(env!("CARGO_BIN_EXE_tt-smi")).arg("--dir").arg(dir.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!(
+            "memory: N/A, tt-aggregator is not running (no counters page in {}); start it with: tt-aggregator",
+            dir.path().display()
+        )),
+        "{text}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_tt-smi")).args(["--json", "--dir"]).arg(dir.path()).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["aggregator"]["running"], false);
+    let out = Command::new(env!("CARGO_BIN_EXE_tt-smi")).args(["--buffers", "--dir"]).arg(dir.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    // A page from another layout version.
+    let mut page = vec![0u8; 4096];
+    page[0..8].copy_from_slice(&tttrack::shm_layout::COUNTERS_MAGIC.to_le_bytes());
+    page[8..12].copy_from_slice(&99u32.to_le_bytes());
+    std::fs::write(dir.path().join("counters"), &page).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tt-smi")).arg("--dir").arg(dir.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("layout version 99") && err.contains(&format!("reads version {}", tttrack::counters_page::COUNTERS_LAYOUT_VERSION)), "{err}");
+    let out = Command::new(env!("CARGO_BIN_EXE_tt-smi")).arg("-w").arg("--dir").arg(dir.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(4), "-w without a terminal");
+}
+
+fn tmux(args: &[&str]) -> String {
+    let out = Command::new("tmux").args(args).output().expect("tmux is required (apt-get install tmux)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn wait_screen(session: &str, what: &str) -> String {
+    let t = std::time::Instant::now();
+    loop {
+        let s = tmux(&["capture-pane", "-p", "-t", session]);
+        if s.contains(what) {
+            return s;
+        }
+        if t.elapsed() > std::time::Duration::from_secs(20) {
+            panic!("{what:?} never appeared; screen:\n{s}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn watch_view_in_a_real_terminal() {
+    let (dir, _agg, mut kids) = scene("smi-tmux");
+    let session = format!("smi{}", std::process::id());
+    let cmd = format!("{} -w -r 200 --dir {}", env!("CARGO_BIN_EXE_tt-smi"), dir.path().display());
+    tmux(&["new-session", "-d", "-s", &session, "-x", "120", "-y", "40", &cmd]);
+    let s = wait_screen(&session, "tt-smi [main]");
+    assert!(s.contains("1 R"), "{s}");
+    tmux(&["send-keys", "-t", &session, "2"]);
+    wait_screen(&session, "tt-smi [charts]");
+    tmux(&["send-keys", "-t", &session, "3"]);
+    wait_screen(&session, "ASIC temperature");
+    tmux(&["resize-window", "-t", &session, "-x", "50", "-y", "12"]);
+    wait_screen(&session, "Terminal too small");
+    tmux(&["resize-window", "-t", &session, "-x", "120", "-y", "40"]);
+    tmux(&["send-keys", "-t", &session, "1"]);
+    wait_screen(&session, "tt-smi [main]");
+    tmux(&["send-keys", "-t", &session, "q"]);
+    let t = std::time::Instant::now();
+    while Command::new("tmux").args(["has-session", "-t", &session]).status().map(|s| s.success()).unwrap_or(false) {
+        assert!(t.elapsed() < std::time::Duration::from_secs(10), "tt-smi did not quit on q");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    for k in kids.iter_mut() {
+        let _ = k.kill();
+        let _ = k.wait();
+    }
+}
+
+#[test]
+fn demo_runs_in_a_terminal_and_q_ends_everything() {
+    let _h = heavy();
+    let session = format!("demo{}", std::process::id());
+    let exe = env!("CARGO_BIN_EXE_tt-track");
+    tmux(&["new-session", "-d", "-s", &session, "-x", "130", "-y", "40", &format!("{exe} demo; sleep 30")]);
+    let s = wait_screen(&session, "llama-70b");
+    assert!(s.contains("tt-smi [main]") && s.contains("1 R"), "{s}");
+    tmux(&["send-keys", "-t", &session, "2"]);
+    wait_screen(&session, "dev 0 DRAM (MiB)");
+    tmux(&["send-keys", "-t", &session, "q"]);
+    let s = wait_screen(&session, "tt-track demo: done.");
+    assert!(s.contains("exited holding"), "the leaking workload is reported:\n{s}");
+    // Everything it created is gone.
+    let pid_dirs: Vec<_> = std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("tttrack-demo-"))
+        .collect();
+    assert!(pid_dirs.is_empty(), "demo directory removed: {pid_dirs:?}");
+    tmux(&["kill-session", "-t", &session]);
+}
+
+#[test]
+fn demo_without_a_terminal_prints_a_snapshot_and_cleans_up() {
+    let _h = heavy();
+    let out = Command::new(env!("CARGO_BIN_EXE_tt-track"))
+        .args(["demo", "--no-ui", "--duration", "3"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("llama-70b") && text.contains("Memory breakdown"), "{text}");
+    assert!(text.contains("tt-track demo: done."), "{text}");
+}
