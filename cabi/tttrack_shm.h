@@ -86,4 +86,81 @@ typedef struct tttrack_page_presence {
     uint64_t pad[3];
 } tttrack_page_presence_t;
 
+/* ---- The counters page (src/counters_page.rs). All fields are read with atomic
+ * 64-bit loads; the main block and the history are each under a sequence lock
+ * (odd while written): copy, then check the sequence did not move. ---- */
+#define TTTRACK_COUNTERS_LAYOUT_VERSION 1
+#define TTTRACK_PAGE_DEVICES 64
+#define TTTRACK_PAGE_PROCESSES 1024
+#define TTTRACK_PROCESS_DEVICES 8
+#define TTTRACK_HISTORY_LEN 960
+#define TTTRACK_NUM_CATS 10 /* dram l1 system_memory l1_small trace cb kernel kernel_app kernel_fabric kernel_dispatch */
+#define TTTRACK_HIST_FIELDS 6 /* dram l1 l1_small trace cb kernel */
+
+typedef struct tttrack_figure { uint64_t used, peak, count; } tttrack_figure_t;
+
+typedef struct tttrack_aggregator_status {
+    uint32_t pid, num_devices;
+    uint64_t start_unix_ns, heartbeat_unix_ns, events_applied, events_lost;
+    uint64_t unknown_frees, invalid_events, segments_attached, segments_rejected;
+    uint32_t processes_tracked, process_overflow, num_processes, pad;
+    uint64_t restarts_recovered;
+    uint64_t reserved[4];
+} tttrack_aggregator_status_t;
+
+typedef struct tttrack_telemetry {
+    uint64_t valid, sampled_unix_ns;
+    int64_t asic_temp_mc, temp_max_mc;
+    uint64_t vcore_mv, vcore_max_mv, current_ma, current_max_ma, power_uw, power_max_uw;
+    uint64_t fan_rpm, aiclk_mhz, axiclk_mhz, arcclk_mhz, heartbeat, therm_trip_count;
+    uint64_t heartbeat_stalled_samples, pcie_link_speed_milli_gts, pcie_link_width;
+    uint64_t reserved[5];
+} tttrack_telemetry_t;
+
+typedef struct tttrack_device_record {
+    uint32_t id, flags;
+    char arch[16], board[16], serial[24], pci_bdf[16];
+    uint64_t dram_total, l1_total;
+    tttrack_device_info_t info;
+    tttrack_figure_t figures[TTTRACK_NUM_CATS];
+    tttrack_telemetry_t telemetry;
+    char fw_bundle[24];
+    uint64_t reserved[4];
+} tttrack_device_record_t;
+
+typedef struct tttrack_process_device {
+    int32_t device;
+    uint32_t pad;
+    uint64_t used[TTTRACK_NUM_CATS];
+    uint64_t peak[TTTRACK_NUM_CATS];
+} tttrack_process_device_t;
+
+typedef struct tttrack_process_record {
+    uint32_t pid, flags, uid, num_devices;
+    uint64_t start_time;
+    char comm[16];
+    uint64_t first_seen_unix_ns, events_applied, events_lost, buffers;
+    tttrack_process_device_t devices[TTTRACK_PROCESS_DEVICES];
+} tttrack_process_record_t;
+
+typedef struct tttrack_history_sample {
+    uint64_t unix_secs;
+    uint64_t used[TTTRACK_PAGE_DEVICES][TTTRACK_HIST_FIELDS];
+    int32_t temp_mc[TTTRACK_PAGE_DEVICES];
+    uint32_t power_mw[TTTRACK_PAGE_DEVICES];
+} tttrack_history_sample_t;
+
+typedef struct tttrack_page_header {
+    tttrack_page_presence_t presence;
+    uint64_t main_seq, history_seq, history_written;
+    uint64_t pad[5];
+} tttrack_page_header_t;
+
+/* Offsets in the page: header, status, devices, processes, history. */
+#define TTTRACK_STATUS_OFFSET (sizeof(tttrack_page_header_t))
+#define TTTRACK_DEVICES_OFFSET (TTTRACK_STATUS_OFFSET + sizeof(tttrack_aggregator_status_t))
+#define TTTRACK_PROCESSES_OFFSET (TTTRACK_DEVICES_OFFSET + TTTRACK_PAGE_DEVICES * sizeof(tttrack_device_record_t))
+#define TTTRACK_HISTORY_OFFSET (TTTRACK_PROCESSES_OFFSET + TTTRACK_PAGE_PROCESSES * sizeof(tttrack_process_record_t))
+#define TTTRACK_PAGE_SIZE (TTTRACK_HISTORY_OFFSET + TTTRACK_HISTORY_LEN * sizeof(tttrack_history_sample_t))
+
 #endif /* TTTRACK_SHM_H */

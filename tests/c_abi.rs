@@ -16,7 +16,8 @@ fn c_header_sizes_and_offsets_match_rust() {
             (k.to_string(), v.parse().unwrap())
         })
         .collect();
-    let rust = tttrack::shm_layout::layout_table();
+    let mut rust = tttrack::shm_layout::layout_table();
+    rust.extend(tttrack::counters_page::layout_table());
     for (name, v) in &rust {
         assert_eq!(
             c.get(*name),

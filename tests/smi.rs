@@ -46,7 +46,9 @@ fn scene(tag: &str) -> (TempDir, AggProc, Vec<std::process::Child>) {
         || {
             agg.snapshot().is_some_and(|s| {
                 proc_dev(&s, h, 0).is_some_and(|d| d.used[0] == 3 << 20)
-                    && s.processes.iter().any(|p| p.pid == l && p.events_lost == 10)
+                    && s.processes
+                        .iter()
+                        .any(|p| p.pid == l && p.events_lost == 10)
                     && s.devices.len() == 2
             })
         },
@@ -68,13 +70,18 @@ fn every_view_renders_from_a_real_counters_page() {
     assert!(main.contains("3.0 MiB / 12.0 GiB"), "{main}");
     assert!(main.contains("Processes (3)"), "{main}");
     let lossy = kids[0].id();
-    assert!(main.contains(&format!("{lossy} *")), "inexact process marked:\n{main}");
+    assert!(
+        main.contains(&format!("{lossy} *")),
+        "inexact process marked:\n{main}"
+    );
     // The inexact row is drawn in yellow.
     let mut t = Terminal::new(TestBackend::new(130, 40)).unwrap();
     t.draw(|f| app.draw(f)).unwrap();
     let buf = t.backend().buffer().clone();
     let yellow = (0..40u16).any(|y| {
-        let line: String = (0..130u16).map(|x| buf[(x, y)].symbol().to_string()).collect();
+        let line: String = (0..130u16)
+            .map(|x| buf[(x, y)].symbol().to_string())
+            .collect();
         line.contains(&format!("{lossy} *")) && buf[(1, y)].fg == ratatui::style::Color::Yellow
     });
     assert!(yellow, "inexact row in yellow");
@@ -88,8 +95,14 @@ fn every_view_renders_from_a_real_counters_page() {
     key(&mut app, '3');
     let tel = screen(&app, 130, 40);
     assert!(tel.contains("ASIC temperature"), "{tel}");
-    assert!(tel.contains("remote chip: telemetry N/A by design"), "{tel}");
-    assert!(!tel.contains("°C"), "no invented telemetry without sysfs:\n{tel}");
+    assert!(
+        tel.contains("remote chip: telemetry N/A by design"),
+        "{tel}"
+    );
+    assert!(
+        !tel.contains("°C"),
+        "no invented telemetry without sysfs:\n{tel}"
+    );
     key(&mut app, '?');
     assert!(screen(&app, 130, 40).contains("Help"));
     key(&mut app, '1');
@@ -133,18 +146,37 @@ fn json_matches_the_known_workload() {
     assert_eq!(d0["memory"]["kernel"]["application_bytes"], 0);
     assert!(d0["telemetry"]["asic_temp_c"].is_null());
     let hold = kids[2].id();
-    let p = v["processes"].as_array().unwrap().iter().find(|p| p["pid"] == hold).unwrap();
+    let p = v["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["pid"] == hold)
+        .unwrap();
     assert_eq!(p["exact"], true);
     assert_eq!(p["devices"][0]["dram_bytes"], 3u64 << 20);
     let lossy = kids[0].id();
-    let p = v["processes"].as_array().unwrap().iter().find(|p| p["pid"] == lossy).unwrap();
+    let p = v["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["pid"] == lossy)
+        .unwrap();
     assert_eq!(p["exact"], false);
     assert_eq!(p["events_lost"], 10);
     // The plain snapshot to a pipe has no escape codes.
-    let out = Command::new(env!("CARGO_BIN_EXE_tt-smi")).arg("--dir").arg(dir.path()).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tt-smi"))
+        .arg("--dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(!text.contains('\x1b'), "{text}");
-    assert!(text.contains("Memory breakdown") && text.contains("DRAM") && text.contains("3.0 MiB / 12.0 GiB"), "{text}");
+    assert!(
+        text.contains("Memory breakdown")
+            && text.contains("DRAM")
+            && text.contains("3.0 MiB / 12.0 GiB"),
+        "{text}"
+    );
     // --buffers, largest first, for one process.
     let out = Command::new(env!("CARGO_BIN_EXE_tt-smi"))
         .args(["--buffers", "--pid", &hold.to_string(), "--dir"])
@@ -163,7 +195,11 @@ fn json_matches_the_known_workload() {
 #[test]
 fn snapshot_without_aggregator_and_with_a_foreign_page_version() {
     let dir = TempDir::new("smi-none");
-    let out = Command::new(env!("CARGO_BIN_EXE_tt-smi")).arg("--dir").arg(dir.path()).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tt-smi"))
+        .arg("--dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -173,26 +209,53 @@ fn snapshot_without_aggregator_and_with_a_foreign_page_version() {
         )),
         "{text}"
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_tt-smi")).args(["--json", "--dir"]).arg(dir.path()).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tt-smi"))
+        .args(["--json", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["aggregator"]["running"], false);
-    let out = Command::new(env!("CARGO_BIN_EXE_tt-smi")).args(["--buffers", "--dir"]).arg(dir.path()).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tt-smi"))
+        .args(["--buffers", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(3));
     // A page from another layout version.
     let mut page = vec![0u8; 4096];
     page[0..8].copy_from_slice(&tttrack::shm_layout::COUNTERS_MAGIC.to_le_bytes());
     page[8..12].copy_from_slice(&99u32.to_le_bytes());
     std::fs::write(dir.path().join("counters"), &page).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_tt-smi")).arg("--dir").arg(dir.path()).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tt-smi"))
+        .arg("--dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("layout version 99") && err.contains(&format!("reads version {}", tttrack::counters_page::COUNTERS_LAYOUT_VERSION)), "{err}");
-    let out = Command::new(env!("CARGO_BIN_EXE_tt-smi")).arg("-w").arg("--dir").arg(dir.path()).output().unwrap();
+    assert!(
+        err.contains("layout version 99")
+            && err.contains(&format!(
+                "reads version {}",
+                tttrack::counters_page::COUNTERS_LAYOUT_VERSION
+            )),
+        "{err}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_tt-smi"))
+        .arg("-w")
+        .arg("--dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(4), "-w without a terminal");
 }
 
 fn tmux(args: &[&str]) -> String {
-    let out = Command::new("tmux").args(args).output().expect("tmux is required (apt-get install tmux)");
+    let out = Command::new("tmux")
+        .args(args)
+        .output()
+        .expect("tmux is required (apt-get install tmux)");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -214,8 +277,22 @@ fn wait_screen(session: &str, what: &str) -> String {
 fn watch_view_in_a_real_terminal() {
     let (dir, _agg, mut kids) = scene("smi-tmux");
     let session = format!("smi{}", std::process::id());
-    let cmd = format!("{} -w -r 200 --dir {}", env!("CARGO_BIN_EXE_tt-smi"), dir.path().display());
-    tmux(&["new-session", "-d", "-s", &session, "-x", "120", "-y", "40", &cmd]);
+    let cmd = format!(
+        "{} -w -r 200 --dir {}",
+        env!("CARGO_BIN_EXE_tt-smi"),
+        dir.path().display()
+    );
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &session,
+        "-x",
+        "120",
+        "-y",
+        "40",
+        &cmd,
+    ]);
     let s = wait_screen(&session, "tt-smi [main]");
     assert!(s.contains("1 R"), "{s}");
     tmux(&["send-keys", "-t", &session, "2"]);
@@ -229,8 +306,16 @@ fn watch_view_in_a_real_terminal() {
     wait_screen(&session, "tt-smi [main]");
     tmux(&["send-keys", "-t", &session, "q"]);
     let t = std::time::Instant::now();
-    while Command::new("tmux").args(["has-session", "-t", &session]).status().map(|s| s.success()).unwrap_or(false) {
-        assert!(t.elapsed() < std::time::Duration::from_secs(10), "tt-smi did not quit on q");
+    while Command::new("tmux")
+        .args(["has-session", "-t", &session])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+    {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(10),
+            "tt-smi did not quit on q"
+        );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     for k in kids.iter_mut() {
@@ -244,14 +329,27 @@ fn demo_runs_in_a_terminal_and_q_ends_everything() {
     let _h = heavy();
     let session = format!("demo{}", std::process::id());
     let exe = env!("CARGO_BIN_EXE_tt-track");
-    tmux(&["new-session", "-d", "-s", &session, "-x", "130", "-y", "40", &format!("{exe} demo; sleep 30")]);
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &session,
+        "-x",
+        "130",
+        "-y",
+        "40",
+        &format!("{exe} demo; sleep 30"),
+    ]);
     let s = wait_screen(&session, "llama-70b");
     assert!(s.contains("tt-smi [main]") && s.contains("1 R"), "{s}");
     tmux(&["send-keys", "-t", &session, "2"]);
     wait_screen(&session, "dev 0 DRAM (MiB)");
     tmux(&["send-keys", "-t", &session, "q"]);
     let s = wait_screen(&session, "tt-track demo: done.");
-    assert!(s.contains("exited holding"), "the leaking workload is reported:\n{s}");
+    assert!(
+        s.contains("exited holding"),
+        "the leaking workload is reported:\n{s}"
+    );
     // Everything it created is gone.
     let pid_dirs: Vec<_> = std::fs::read_dir("/dev/shm")
         .unwrap()
@@ -271,6 +369,9 @@ fn demo_without_a_terminal_prints_a_snapshot_and_cleans_up() {
         .unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("llama-70b") && text.contains("Memory breakdown"), "{text}");
+    assert!(
+        text.contains("llama-70b") && text.contains("Memory breakdown"),
+        "{text}"
+    );
     assert!(text.contains("tt-track demo: done."), "{text}");
 }

@@ -62,6 +62,18 @@ enum Cmd {
         #[arg(long)]
         name: Option<String>,
     },
+    /// Load generator for benchmarks: THREADS threads, each PAIRS alloc/free pairs
+    /// through libtttrack.so, then KEEP live buffers per thread held for HOLD_MS.
+    Load {
+        #[arg(long, default_value_t = 4)]
+        threads: u64,
+        #[arg(long, default_value_t = 1_000_000)]
+        pairs: u64,
+        #[arg(long, default_value_t = 0)]
+        keep: u64,
+        #[arg(long, default_value_t = 0)]
+        hold_ms: u64,
+    },
     /// Run a command with libtttrack.so preloaded and tracking on.
     Run {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
@@ -86,6 +98,12 @@ fn main() {
             name,
         } => run_workload(seed, cycles, pace_ms, leak, name),
         Cmd::Run { cmd } => run_cmd(cmd),
+        Cmd::Load {
+            threads,
+            pairs,
+            keep,
+            hold_ms,
+        } => load(threads, pairs, keep, hold_ms),
     };
     std::process::exit(code);
 }
@@ -155,6 +173,49 @@ fn run_workload(seed: u64, cycles: u64, pace_ms: u64, leak: bool, name: Option<S
     if dropped > 0 {
         eprintln!("tt-track workload: {dropped} events could not be delivered");
     }
+    0
+}
+
+fn load(threads: u64, pairs: u64, keep: u64, hold_ms: u64) -> i32 {
+    let lib = match workload::Lib::load(&lib_or_exit()) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("tt-track: {e}");
+            return 127;
+        }
+    };
+    let t = Instant::now();
+    let hs: Vec<_> = (0..threads)
+        .map(|th| {
+            std::thread::spawn(move || {
+                let base = th << 40;
+                for k in 0..pairs {
+                    // SAFETY: C ABI functions of libtttrack.so taking plain values.
+                    unsafe {
+                        (lib.alloc)(0, 4096, 0, base + k);
+                        (lib.free)(0, base + k);
+                    }
+                }
+                for k in 0..keep {
+                    // SAFETY: as above.
+                    unsafe { (lib.alloc)(0, 64, 1, base + (1 << 39) + k) };
+                }
+            })
+        })
+        .collect();
+    for h in hs {
+        let _ = h.join();
+    }
+    let secs = t.elapsed().as_secs_f64();
+    // SAFETY: C ABI function with no arguments.
+    let dropped = unsafe { (lib.dropped)() };
+    println!(
+        "events {} seconds {secs:.6} dropped {dropped}",
+        threads * (2 * pairs + keep)
+    );
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    std::thread::sleep(Duration::from_millis(hold_ms));
     0
 }
 

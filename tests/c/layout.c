@@ -47,5 +47,21 @@ int main(void) {
            TTTRACK_NUM_LANES, TTTRACK_LANE_CAPACITY, TTTRACK_LANES_OFFSET, TTTRACK_LANE_STRIDE);
     printf("const MAX_DEVICES %d\nconst DEVICE_SLOTS_OFFSET %d\nconst SEGMENT_LAYOUT_VERSION %d\n",
            TTTRACK_MAX_DEVICES, TTTRACK_DEVICE_SLOTS_OFFSET, TTTRACK_SEGMENT_LAYOUT_VERSION);
+    S("Figure", tttrack_figure_t);
+    S("AggregatorStatus", tttrack_aggregator_status_t);
+    S("Telemetry", tttrack_telemetry_t);
+    S("DeviceRecord", tttrack_device_record_t);
+    S("ProcessDevice", tttrack_process_device_t);
+    S("ProcessRecord", tttrack_process_record_t);
+    S("HistorySample", tttrack_history_sample_t);
+    S("PageHeader", tttrack_page_header_t);
+    O("DeviceRecord", tttrack_device_record_t, figures);
+    O("DeviceRecord", tttrack_device_record_t, telemetry);
+    O("ProcessRecord", tttrack_process_record_t, devices);
+    O("AggregatorStatus", tttrack_aggregator_status_t, events_applied);
+    printf("const PAGE_SIZE %zu\nconst STATUS_OFFSET %zu\nconst DEVICES_OFFSET %zu\n",
+           (size_t)TTTRACK_PAGE_SIZE, (size_t)TTTRACK_STATUS_OFFSET, (size_t)TTTRACK_DEVICES_OFFSET);
+    printf("const PROCESSES_OFFSET %zu\nconst HISTORY_OFFSET %zu\n",
+           (size_t)TTTRACK_PROCESSES_OFFSET, (size_t)TTTRACK_HISTORY_OFFSET);
     return 0;
 }

@@ -1,0 +1,290 @@
+//! End-to-end harness: the real tt-aggregator, producer processes reporting through
+//! libtttrack.so (`tt-track load`), and the counters page. Prints its figures:
+//!
+//! 1. throughput: 2 processes x 4 threads of alloc/free pairs, until the page shows
+//!    every event applied (target: at least 5 million events per second, zero lost);
+//! 2. event-to-page visibility: time from `tttrack_alloc` returning to the page
+//!    showing it, p50/p99 over 500 samples (target: p99 at most 10 ms);
+//! 3. aggregator idle CPU with three idle tracked processes, over
+//!    `TTTRACK_BENCH_IDLE_S` seconds (default 60; target: at most 0.5% of a core);
+//! 4. aggregator memory per live buffer: RSS growth with one million live buffers
+//!    (target: at most 64 bytes).
+//!
+//! Run: `cargo bench --bench end_to_end` (builds in release mode).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tttrack::counters_page::{CountersReader, CAT_DRAM};
+
+fn tt_track() -> &'static str {
+    env!("CARGO_BIN_EXE_tt-track")
+}
+
+fn start_aggregator(dir: &Path) -> Child {
+    let c = Command::new(env!("CARGO_BIN_EXE_tt-aggregator"))
+        .arg("--dir")
+        .arg(dir)
+        .arg("--quiet")
+        .spawn()
+        .expect("tt-aggregator");
+    let t = Instant::now();
+    while !dir.join("counters").exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "aggregator did not start"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    c
+}
+
+fn load(dir: &Path, args: &[&str]) -> Child {
+    Command::new(tt_track())
+        .arg("load")
+        .args(args)
+        .env("TT_ALLOC_TRACKING_ENABLED", "1")
+        .env("TTTRACK_DIR", dir)
+        .env("TTTRACK_LIB", lib_path())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("tt-track load")
+}
+
+fn lib_path() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let deps = exe.parent().unwrap();
+    let p = deps.join("libtttrack.so");
+    if p.exists() {
+        p
+    } else {
+        deps.parent().unwrap().join("libtttrack.so")
+    }
+}
+
+fn page(dir: &Path) -> CountersReader {
+    CountersReader::open(dir).expect("counters page")
+}
+
+fn proc_stat_cpu_ticks(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = s.rsplit_once(')').map(|x| x.1).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 (11 and 12 after the state field).
+    f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn fresh_dir(tag: &str) -> PathBuf {
+    let d = PathBuf::from(format!("/dev/shm/tttrack-e2e-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn throughput() {
+    let dir = fresh_dir("tput");
+    let mut agg = start_aggregator(&dir);
+    let pairs = 2_500_000u64;
+    let threads = 4u64;
+    let total = 2 * threads * 2 * pairs;
+    let t = Instant::now();
+    let kids: Vec<Child> = (0..2)
+        .map(|_| {
+            load(
+                &dir,
+                &[
+                    "--threads",
+                    &threads.to_string(),
+                    "--pairs",
+                    &pairs.to_string(),
+                    "--hold-ms",
+                    "30000",
+                ],
+            )
+        })
+        .collect();
+    let p = page(&dir);
+    let mut lost = 0;
+    loop {
+        let s = p.view().snapshot().unwrap();
+        lost = s.status.events_lost.max(lost);
+        if s.status.events_applied >= total {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(300),
+            "stuck at {} of {total}",
+            s.status.events_applied
+        );
+        std::thread::sleep(Duration::from_micros(500));
+    }
+    let el = t.elapsed().as_secs_f64();
+    println!(
+        "throughput: {total} events from 2 processes x {threads} threads applied in {el:.3} s = {:.2} M events/s end to end, {lost} lost",
+        total as f64 / el / 1e6
+    );
+    for mut k in kids {
+        let _ = k.kill();
+        let _ = k.wait();
+    }
+    let _ = agg.kill();
+    let _ = agg.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn visibility() {
+    let dir = fresh_dir("vis");
+    let mut agg = start_aggregator(&dir);
+    std::env::set_var("TT_ALLOC_TRACKING_ENABLED", "1");
+    std::env::set_var("TTTRACK_DIR", &dir);
+    let p = page(&dir);
+    let mut lat = Vec::new();
+    let mut x = 12345u64;
+    let mut expected = 0u64;
+    for i in 0..500u64 {
+        let size = 4096 + i;
+        let t = Instant::now();
+        tttrack::ffi::tttrack_alloc(0, size, 0, 0x1000 + i);
+        expected += size;
+        loop {
+            let s = p.view().snapshot().unwrap();
+            let used = s
+                .devices
+                .iter()
+                .find(|d| d.id == 0)
+                .map(|d| d.figures[CAT_DRAM].used)
+                .unwrap_or(0);
+            if used == expected {
+                break;
+            }
+            std::hint::spin_loop();
+        }
+        lat.push(t.elapsed());
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        std::thread::sleep(Duration::from_micros(x % 20_000));
+    }
+    lat.sort();
+    println!(
+        "visibility: event to counters page p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms (500 samples)",
+        lat[250].as_secs_f64() * 1e3,
+        lat[495].as_secs_f64() * 1e3,
+        lat[499].as_secs_f64() * 1e3
+    );
+    let _ = agg.kill();
+    let _ = agg.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn idle_cpu() {
+    let secs: u64 = std::env::var("TTTRACK_BENCH_IDLE_S")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60);
+    let dir = fresh_dir("idle");
+    let mut agg = start_aggregator(&dir);
+    let kids: Vec<Child> = (0..3)
+        .map(|_| {
+            load(
+                &dir,
+                &[
+                    "--threads",
+                    "1",
+                    "--pairs",
+                    "0",
+                    "--keep",
+                    "10",
+                    "--hold-ms",
+                    &((secs + 10) * 1000).to_string(),
+                ],
+            )
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let c0 = proc_stat_cpu_ticks(agg.id());
+    let t = Instant::now();
+    std::thread::sleep(Duration::from_secs(secs));
+    let c1 = proc_stat_cpu_ticks(agg.id());
+    let cpu = (c1 - c0) as f64 / tick / t.elapsed().as_secs_f64() * 100.0;
+    println!(
+        "idle: aggregator with 3 idle tracked processes used {cpu:.3}% of a core over {secs} s"
+    );
+    for mut k in kids {
+        let _ = k.kill();
+        let _ = k.wait();
+    }
+    let _ = agg.kill();
+    let _ = agg.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn memory_per_buffer() {
+    let dir = fresh_dir("mem");
+    let mut agg = start_aggregator(&dir);
+    std::thread::sleep(Duration::from_millis(500));
+    let before = rss_kib(agg.id());
+    let n = 1_000_000u64;
+    let mut k = load(
+        &dir,
+        &[
+            "--threads",
+            "1",
+            "--pairs",
+            "0",
+            "--keep",
+            &n.to_string(),
+            "--hold-ms",
+            "600000",
+        ],
+    );
+    let p = page(&dir);
+    let t = Instant::now();
+    loop {
+        let s = p.view().snapshot().unwrap();
+        if s.devices
+            .iter()
+            .any(|d| d.figures[tttrack::counters_page::CAT_L1].count == n)
+        {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(120));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let after = rss_kib(agg.id());
+    println!(
+        "memory: aggregator RSS {} KiB -> {} KiB with {n} live buffers = {:.1} bytes per live buffer",
+        before,
+        after,
+        (after.saturating_sub(before)) as f64 * 1024.0 / n as f64
+    );
+    let _ = k.kill();
+    let _ = k.wait();
+    let _ = agg.kill();
+    let _ = agg.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` would pass nothing: run only
+    // when benchmarking.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("end_to_end: run with `cargo bench --bench end_to_end`");
+        return;
+    }
+    throughput();
+    visibility();
+    memory_per_buffer();
+    idle_cpu();
+}
