@@ -44,12 +44,12 @@ pub fn library_path() -> Option<PathBuf> {
     }
     let exe = std::env::current_exe().ok()?;
     let dir = exe.parent()?;
-    for cand in [dir.join("libtttrack.so"), dir.join("deps/libtttrack.so")] {
-        if cand.exists() {
-            return Some(cand);
-        }
-    }
-    None
+    // Beside the binary; in a cargo target directory `deps/` may hold a newer build.
+    [dir.join("libtttrack.so"), dir.join("deps/libtttrack.so")]
+        .into_iter()
+        .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
+        .max_by_key(|(t, _)| *t)
+        .map(|(_, p)| p)
 }
 
 impl Lib {
