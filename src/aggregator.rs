@@ -51,6 +51,10 @@ pub struct Config {
     pub verbosity: Verbosity,
     /// Root of `/proc` (tests may point elsewhere; normally `/proc`).
     pub proc_root: PathBuf,
+    /// Root under which the driver's files are looked up (`/` normally).
+    pub sysfs_root: PathBuf,
+    /// How often telemetry is sampled.
+    pub telemetry_interval: Duration,
 }
 
 /// A segment being drained.
@@ -123,12 +127,19 @@ pub struct Aggregator {
     dirty: bool,
     last_beat_ns: u64,
     last_activity: Instant,
+    last_devices: Vec<DeviceRecord>,
+    gone_logged: std::collections::BTreeSet<(u32, String)>,
     /// inotify descriptor watching the directory for new segments (-1: polling only).
     inotify: i32,
     /// The bound wake socket (None: producers just wait for the next pass).
     wake: Option<std::os::unix::net::UnixDatagram>,
     buf: Vec<(Event, u64)>,
     pub requests: Option<std::sync::mpsc::Receiver<crate::control::Request>>,
+    /// Latest telemetry sample, written by the sampler thread.
+    telemetry: std::sync::Arc<std::sync::Mutex<crate::devices::Sample>>,
+    sampler_stop: std::sync::Arc<AtomicBool>,
+    /// Local devices seen so far (id, PCI address), to report arrivals and departures.
+    seen_local: std::collections::BTreeSet<(u32, String)>,
 }
 
 fn map_err<E: std::fmt::Display>(what: &str, path: &Path) -> impl FnOnce(E) -> StartError {
@@ -178,10 +189,15 @@ impl Aggregator {
             dirty: true,
             last_beat_ns: 0,
             last_activity: Instant::now(),
+            last_devices: Vec::new(),
+            gone_logged: Default::default(),
             inotify: watch_dir(&cfg.dir),
             wake: bind_wake_socket(&cfg.dir),
             buf: Vec::with_capacity(LANE_BATCH),
             requests: None,
+            telemetry: Default::default(),
+            sampler_stop: Default::default(),
+            seen_local: Default::default(),
             cfg,
         };
         agg.log.info(format!(
@@ -191,6 +207,34 @@ impl Aggregator {
             agg.cfg.dir.join(COUNTERS_FILE_NAME).display(),
             PAGE_SIZE
         ));
+        let first =
+            crate::devices::sample(&agg.cfg.sysfs_root, &Default::default(), sys::unix_ns());
+        if first.devices.is_empty() {
+            agg.log.info(format!(
+                "   no Tenstorrent devices under {} (no sys/class/tenstorrent): devices that processes report are still tracked",
+                agg.cfg.sysfs_root.display()
+            ));
+        }
+        let mut agg = agg;
+        for (d, _, _) in &first.devices {
+            let (dram, l1) = crate::devices::builtin_totals(&d.arch, &d.board);
+            agg.log.info(format!(
+                "   Device {}: {} {} ({} DRAM, {} L1) [Local, {}]",
+                d.id,
+                d.arch,
+                d.board,
+                dram.map(sys::human_bytes).unwrap_or_else(|| "? ".into()),
+                l1.map(sys::human_bytes).unwrap_or_else(|| "? ".into()),
+                if d.pci_bdf.is_empty() {
+                    "no PCI link"
+                } else {
+                    &d.pci_bdf
+                }
+            ));
+            agg.seen_local.insert((d.id, d.pci_bdf.clone()));
+        }
+        *agg.telemetry.lock().unwrap_or_else(|e| e.into_inner()) = first;
+        agg.start_sampler();
         if rec.replayed > 0 || rec.generation > 0 {
             agg.log.info(format!(
                 "   recovered from a previous run: {} processes, {} journaled events replayed{}",
@@ -204,6 +248,23 @@ impl Aggregator {
             ));
         }
         Ok(agg)
+    }
+
+    /// Samples telemetry on its own thread, so that reading the driver's files never
+    /// delays draining.
+    fn start_sampler(&self) {
+        let (root, every) = (self.cfg.sysfs_root.clone(), self.cfg.telemetry_interval);
+        let (slot, stop) = (self.telemetry.clone(), self.sampler_stop.clone());
+        let _ = std::thread::Builder::new()
+            .name("telemetry".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(every);
+                    let prev = slot.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                    let next = crate::devices::sample(&root, &prev, sys::unix_ns());
+                    *slot.lock().unwrap_or_else(|e| e.into_inner()) = next;
+                }
+            });
     }
 
     /// Runs passes until `stop` is set, then shuts down cleanly.
@@ -701,9 +762,42 @@ impl Aggregator {
         st.processes_tracked = self.acc.processes.len() as u32;
         st.process_overflow = self.acc.processes.len().saturating_sub(MAX_PAGE_PROCESSES) as u32;
         self.status = st;
-        let devices = device_records(&self.acc);
-        let processes = process_records(&self.acc);
+        let sample = self
+            .telemetry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        self.note_device_changes(&sample);
+        let devices = merge_devices(device_records(&self.acc), &sample, &self.seen_local);
+        let mut processes = process_records(&self.acc);
+        add_untracked(&mut processes, &sample, &self.cfg.sysfs_root, self.pid);
         self.page.publish_main(&st, &devices, &processes);
+        self.last_devices = devices;
+    }
+
+    /// Logs local devices that appeared or vanished since the last look.
+    fn note_device_changes(&mut self, sample: &crate::devices::Sample) {
+        let now: std::collections::BTreeSet<(u32, String)> = sample
+            .devices
+            .iter()
+            .map(|(d, _, _)| (d.id, d.pci_bdf.clone()))
+            .collect();
+        for k in &now {
+            if !self.seen_local.contains(k) || self.gone_logged.contains(k) {
+                self.log.info(format!("device {} appeared ({})", k.0, k.1));
+                self.seen_local.insert(k.clone());
+            }
+        }
+        let present: std::collections::BTreeSet<u32> = now.iter().map(|k| k.0).collect();
+        for k in self.seen_local.clone() {
+            if !now.contains(&k) && !present.contains(&k.0) && self.gone_logged.insert(k.clone()) {
+                self.log.warn(format!(
+                    "device {} ({}) has vanished (reset, driver reload or unplug?)",
+                    k.0, k.1
+                ));
+            }
+        }
+        self.gone_logged.retain(|k| !now.contains(k));
     }
 
     fn push_history(&mut self) {
@@ -711,6 +805,21 @@ impl Aggregator {
         s.unix_secs = sys::unix_ns() / 1_000_000_000;
         s.temp_mc = [i32::MIN; MAX_PAGE_DEVICES];
         s.power_mw = [u32::MAX; MAX_PAGE_DEVICES];
+        for d in &self.last_devices {
+            let i = d.id as usize;
+            if i < MAX_PAGE_DEVICES {
+                if d.telemetry.valid & TEL_TEMP != 0 {
+                    s.temp_mc[i] = d
+                        .telemetry
+                        .asic_temp_mc
+                        .clamp(i32::MIN as i64 + 1, i32::MAX as i64)
+                        as i32;
+                }
+                if d.telemetry.valid & TEL_POWER != 0 {
+                    s.power_mw[i] = (d.telemetry.power_uw / 1000).min(u32::MAX as u64 - 1) as u32;
+                }
+            }
+        }
         for (&d, dev) in &self.acc.devices {
             if !(0..MAX_PAGE_DEVICES as i32).contains(&d) {
                 continue;
@@ -730,6 +839,7 @@ impl Aggregator {
     /// Final pass, snapshot, and removal of the counters page (readers then say that
     /// no aggregator is running).
     pub fn shutdown(&mut self) {
+        self.sampler_stop.store(true, Ordering::Relaxed);
         self.pass();
         if let Err(e) = self.journal.compact(&self.acc) {
             self.log
@@ -925,6 +1035,94 @@ fn device_records(acc: &Accounting) -> Vec<DeviceRecord> {
             r
         })
         .collect()
+}
+
+/// Adds sysfs devices (identity, telemetry, built-in totals) to the accounting's
+/// devices; a device only a process knows about is remote; one seen in sysfs before
+/// and missing now is marked gone.
+fn merge_devices(
+    mut recs: Vec<DeviceRecord>,
+    sample: &crate::devices::Sample,
+    seen: &std::collections::BTreeSet<(u32, String)>,
+) -> Vec<DeviceRecord> {
+    for (d, t, _) in &sample.devices {
+        if d.id as usize >= MAX_PAGE_DEVICES {
+            continue;
+        }
+        match recs.iter_mut().find(|r| r.id == d.id) {
+            Some(r) => crate::devices::fill_record(r, d, t),
+            None => {
+                let mut r = DeviceRecord {
+                    id: d.id,
+                    ..Default::default()
+                };
+                crate::devices::fill_record(&mut r, d, t);
+                recs.push(r);
+            }
+        }
+    }
+    let local: std::collections::BTreeSet<u32> =
+        sample.devices.iter().map(|(d, _, _)| d.id).collect();
+    let was_local: std::collections::BTreeSet<u32> = seen.iter().map(|k| k.0).collect();
+    for r in recs.iter_mut() {
+        if local.contains(&r.id) {
+            continue;
+        }
+        if was_local.contains(&r.id) {
+            r.flags |= DEV_GONE;
+            r.flags &= !DEV_PRESENT;
+        } else if r.flags & DEV_HAS_INFO == 0 && !local.is_empty() {
+            // Not in sysfs while the driver shows other devices: reached over Ethernet.
+            // (A device a process described keeps the process's own word on this.)
+            r.flags |= DEV_REMOTE;
+        }
+    }
+    for &id in was_local.difference(&local) {
+        if !recs.iter().any(|r| r.id == id) && (id as usize) < MAX_PAGE_DEVICES {
+            recs.push(DeviceRecord {
+                id,
+                flags: DEV_GONE,
+                ..Default::default()
+            });
+        }
+    }
+    recs.sort_by_key(|r| r.id);
+    recs
+}
+
+/// Processes that hold a device (the driver's pid lists) but report nothing.
+fn add_untracked(
+    procs: &mut Vec<ProcessRecord>,
+    sample: &crate::devices::Sample,
+    root: &Path,
+    me: u32,
+) {
+    let mut extra: std::collections::BTreeMap<u32, Vec<i32>> = Default::default();
+    for (d, _, holders) in &sample.devices {
+        for &pid in holders {
+            if pid == me || procs.iter().any(|p| p.pid == pid) {
+                continue;
+            }
+            extra.entry(pid).or_default().push(d.id as i32);
+        }
+    }
+    for (pid, devs) in extra {
+        let comm = sys::proc_info(&root.join("proc"), pid)
+            .map(|i| i.comm)
+            .unwrap_or_else(|| "?".into());
+        let mut r = ProcessRecord {
+            pid,
+            flags: PROC_ALIVE | PROC_UNTRACKED,
+            comm: put_str(&comm),
+            ..Default::default()
+        };
+        for (i, d) in devs.iter().take(MAX_PROCESS_DEVICES).enumerate() {
+            r.devices[i].device = *d;
+            r.num_devices = i as u32 + 1;
+        }
+        procs.push(r);
+    }
+    procs.sort_by_key(|p| p.pid);
 }
 
 fn process_records(acc: &Accounting) -> Vec<ProcessRecord> {

@@ -13,6 +13,7 @@ pub mod accounting;
 pub mod aggregator;
 pub mod control;
 pub mod counters_page;
+pub mod devices;
 pub mod ffi;
 pub mod journal;
 pub mod producer;

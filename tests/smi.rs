@@ -61,7 +61,7 @@ fn scene(tag: &str) -> (TempDir, AggProc, Vec<std::process::Child>) {
 #[test]
 fn every_view_renders_from_a_real_counters_page() {
     let (dir, _agg, mut kids) = scene("smi-views");
-    let model = Model::load(dir.path(), 60).unwrap();
+    let model = Model::load(dir.path(), 60, std::path::Path::new("/nonexistent-sysfs")).unwrap();
     let mut app = App::new(model, true);
     let main = screen(&app, 130, 40);
     assert!(main.contains("tt-smi [main]"), "{main}");

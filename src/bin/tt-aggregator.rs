@@ -22,6 +22,13 @@ struct Args {
     /// Print every event, in the original allocation server's style.
     #[arg(long, short = 'v')]
     verbose: bool,
+    /// Root under which sys/class/tenstorrent, sys/bus/pci/devices and
+    /// proc/driver/tenstorrent are read (default: $TTTRACK_SYSFS_ROOT, else /).
+    #[arg(long)]
+    sysfs_root: Option<PathBuf>,
+    /// Seconds between telemetry samples.
+    #[arg(long, default_value_t = 1.0)]
+    telemetry_interval: f64,
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -32,6 +39,10 @@ extern "C" fn on_signal(_: libc::c_int) {
 
 fn main() {
     let args = Args::parse();
+    if !(args.telemetry_interval.is_finite() && args.telemetry_interval >= 0.05) {
+        eprintln!("tt-aggregator: --telemetry-interval must be a number of seconds, at least 0.05");
+        std::process::exit(2);
+    }
     // SAFETY: installing async-signal-safe handlers that only store to an atomic.
     unsafe {
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
@@ -50,6 +61,8 @@ fn main() {
         dir: dir.clone(),
         verbosity,
         proc_root: PathBuf::from("/proc"),
+        sysfs_root: tttrack::devices::sysfs_root(args.sysfs_root.clone()),
+        telemetry_interval: std::time::Duration::from_secs_f64(args.telemetry_interval.min(3600.0)),
     };
     let mut agg = match Aggregator::start(cfg) {
         Ok(a) => a,

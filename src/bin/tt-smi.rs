@@ -45,6 +45,10 @@ struct Args {
     /// read from sysfs here).
     #[arg(long)]
     sysfs: bool,
+    /// Root under which the driver's sysfs and proc files are read when no aggregator
+    /// runs (default: $TTTRACK_SYSFS_ROOT, else /).
+    #[arg(long)]
+    sysfs_root: Option<PathBuf>,
 }
 
 fn main() {
@@ -54,6 +58,7 @@ fn main() {
         .dir
         .clone()
         .unwrap_or_else(tttrack::sys::tracking_dir_from_env);
+    let sysfs_root = tttrack::devices::sysfs_root(args.sysfs_root.clone());
     let tty = std::io::stdout().is_terminal();
     let color = tty && !args.no_color && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     if args.buffers {
@@ -66,14 +71,14 @@ fn main() {
             );
             std::process::exit(4);
         }
-        let mut src = tui::DirSource(dir);
+        let mut src = tui::DirSource { dir, sysfs_root };
         if let Err(e) = tui::run(&mut src, Duration::from_millis(args.refresh_ms), color) {
             eprintln!("tt-smi: {e}");
             std::process::exit(1);
         }
         return;
     }
-    let model = match Model::load(&dir, 0) {
+    let model = match Model::load(&dir, 0, &sysfs_root) {
         Ok(m) => m,
         Err(e) => {
             eprintln!("tt-smi: {}", e.0);

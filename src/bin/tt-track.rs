@@ -358,7 +358,10 @@ fn demo(dir: Option<PathBuf>, no_ui: bool, duration: u64, processes: usize) -> i
     };
     let mut code = 0;
     if ui {
-        let mut src = tttrack::smi::tui::DirSource(dir.clone());
+        let mut src = tttrack::smi::tui::DirSource {
+            dir: dir.clone(),
+            sysfs_root: tttrack::devices::sysfs_root(None),
+        };
         let color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
         if let Err(e) = tttrack::smi::tui::run(&mut src, Duration::from_millis(500), color) {
             eprintln!("tt-track demo: {e}");
@@ -369,7 +372,7 @@ fn demo(dir: Option<PathBuf>, no_ui: bool, duration: u64, processes: usize) -> i
         while Instant::now() < end {
             std::thread::sleep(Duration::from_millis(100));
         }
-        match tttrack::smi::model::Model::load(&dir, 0) {
+        match tttrack::smi::model::Model::load(&dir, 0, &tttrack::devices::sysfs_root(None)) {
             Ok(m) => print!(
                 "{}",
                 tttrack::smi::text::render(&m, &tttrack::smi::text::Style { color: false })

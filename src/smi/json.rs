@@ -87,6 +87,9 @@ pub fn render(m: &Model) -> String {
                 "arch": if d.arch.is_empty() { Value::Null } else { d.arch.clone().into() },
                 "board": if d.board.is_empty() { Value::Null } else { d.board.clone().into() },
                 "remote": d.remote,
+                "gone": d.gone,
+                "serial": if d.serial.is_empty() { Value::Null } else { d.serial.clone().into() },
+                "pci_address": if d.pci_bdf.is_empty() { Value::Null } else { d.pci_bdf.clone().into() },
                 "memory": {
                     "dram": fig(CAT_DRAM, Some(d.dram_total), "buffers"),
                     "l1": fig(CAT_L1, Some(d.l1_total), "buffers"),

@@ -32,6 +32,10 @@ pub struct DeviceView {
     pub telemetry: Telemetry,
     /// Whether memory figures come from a running aggregator.
     pub memory_known: bool,
+    /// Seen in sysfs earlier, missing now.
+    pub gone: bool,
+    pub serial: String,
+    pub pci_bdf: String,
 }
 
 impl DeviceView {
@@ -51,10 +55,15 @@ impl DeviceView {
             "" | "unknown" => "Unknown",
             other => other,
         };
-        if self.board.is_empty() {
+        let name = if self.board.is_empty() {
             arch.to_string()
         } else {
             format!("{arch} {}", self.board)
+        };
+        if self.gone {
+            format!("{name} (gone)")
+        } else {
+            name
         }
     }
 }
@@ -113,17 +122,9 @@ pub struct FatalPage(pub String);
 impl Model {
     /// Reads the counters page of `dir`. A missing or stale page gives a model with
     /// memory N/A and a reason; a page of another layout version is fatal.
-    pub fn load(dir: &Path, history_samples: usize) -> Result<Model, FatalPage> {
+    pub fn load(dir: &Path, history_samples: usize, sysfs_root: &Path) -> Result<Model, FatalPage> {
         let now = SystemTime::now();
-        let not_running = |why: String| Model {
-            time: now,
-            dir: dir.to_path_buf(),
-            aggregator: None,
-            not_running: Some(why),
-            devices: Vec::new(),
-            processes: Vec::new(),
-            history: Vec::new(),
-        };
+        let not_running = |why: String| Self::from_sysfs(dir, sysfs_root, why, now);
         let reader = match CountersReader::open(dir) {
             Ok(r) => r,
             Err(PageError::Missing) => {
@@ -155,6 +156,71 @@ impl Model {
             Vec::new()
         };
         Ok(Self::from_snapshot(dir, &snap, history, now))
+    }
+
+    /// Without an aggregator: devices and telemetry read from sysfs directly, memory
+    /// N/A, the processes holding devices listed as untracked.
+    pub fn from_sysfs(dir: &Path, root: &Path, why: String, now: SystemTime) -> Model {
+        let sample = crate::devices::sample(root, &Default::default(), 0);
+        let me = std::process::id();
+        let mut processes: Vec<ProcessView> = Vec::new();
+        for (d, _, holders) in &sample.devices {
+            for &pid in holders {
+                if pid == me {
+                    continue;
+                }
+                let dv = ProcDevView {
+                    id: d.id as i32,
+                    used: [0; NUM_CATS],
+                    peak: [0; NUM_CATS],
+                };
+                match processes.iter_mut().find(|p| p.pid == pid) {
+                    Some(p) => p.devices.push(dv),
+                    None => processes.push(ProcessView {
+                        pid,
+                        name: crate::sys::proc_info(&root.join("proc"), pid)
+                            .map(|i| i.comm)
+                            .unwrap_or_else(|| "?".into()),
+                        exact: true,
+                        events_lost: 0,
+                        buffers: 0,
+                        untracked: true,
+                        devices: vec![dv],
+                    }),
+                }
+            }
+        }
+        processes.sort_by_key(|p| p.pid);
+        let devices = sample
+            .devices
+            .iter()
+            .map(|(d, t, _)| {
+                let (dram, l1) = crate::devices::builtin_totals(&d.arch, &d.board);
+                DeviceView {
+                    id: d.id,
+                    arch: d.arch.clone(),
+                    board: d.board.clone(),
+                    remote: false,
+                    dram_total: dram,
+                    l1_total: l1,
+                    figures: Default::default(),
+                    telemetry: *t,
+                    memory_known: false,
+                    gone: false,
+                    serial: d.serial.clone(),
+                    pci_bdf: d.pci_bdf.clone(),
+                }
+            })
+            .collect();
+        Model {
+            time: now,
+            dir: dir.to_path_buf(),
+            aggregator: None,
+            not_running: Some(why),
+            devices,
+            processes,
+            history: Vec::new(),
+        }
     }
 
     pub fn from_snapshot(
@@ -192,6 +258,9 @@ impl Model {
                 figures: d.figures,
                 telemetry: d.telemetry,
                 memory_known: true,
+                gone: d.flags & DEV_GONE != 0,
+                serial: get_str(&d.serial),
+                pci_bdf: get_str(&d.pci_bdf),
             })
             .collect();
         let me = std::process::id();

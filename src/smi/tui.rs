@@ -750,11 +750,14 @@ pub trait ModelSource {
 }
 
 /// The counters page of a directory.
-pub struct DirSource(pub PathBuf);
+pub struct DirSource {
+    pub dir: PathBuf,
+    pub sysfs_root: PathBuf,
+}
 
 impl ModelSource for DirSource {
     fn load(&mut self, history_samples: usize) -> Result<Model, String> {
-        Model::load(&self.0, history_samples).map_err(|e| e.0)
+        Model::load(&self.dir, history_samples, &self.sysfs_root).map_err(|e| e.0)
     }
 }
 

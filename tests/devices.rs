@@ -1,0 +1,456 @@
+//! Devices and telemetry from sysfs fixture trees laid out as tt-kmd does: discovery,
+//! exact unit conversions, missing and malformed files, remote chips, cards that
+//! vanish, stalled heartbeats, processes holding a device, through the real binaries.
+
+mod common;
+use common::*;
+use std::process::Command;
+use tttrack::counters_page::*;
+use tttrack::devices;
+
+fn smi_json(args: &[&str]) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_tt-smi"))
+        .arg("--json")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn n150_telemetry_converted_exactly_without_an_aggregator() {
+    let root = TempDir::new("sysfs-n150");
+    Card::wormhole(0, "0000:01:00.0", "n150").install(root.path());
+    let found = devices::discover(root.path());
+    assert_eq!(found.len(), 1);
+    let d = &found[0];
+    assert_eq!(
+        (d.id, d.arch.as_str(), d.board.as_str()),
+        (0, "wormhole_b0", "n150")
+    );
+    assert_eq!(d.pci_bdf, "0000:01:00.0");
+    let t = devices::read_telemetry(d, None, 0);
+    assert_eq!(t.asic_temp_mc, 45_250);
+    assert_eq!(t.power_uw, 25_000_000);
+    assert_eq!(t.current_ma, 21_000);
+    assert_eq!(t.valid & TEL_FAN, 0, "no fan file on Wormhole");
+    let empty = TempDir::new("smi-empty");
+    let v = smi_json(&[
+        "--dir",
+        empty.path().to_str().unwrap(),
+        "--sysfs-root",
+        root.path().to_str().unwrap(),
+    ]);
+    assert_eq!(v["aggregator"]["running"], false);
+    let d0 = &v["devices"][0];
+    assert_eq!(d0["arch"], "wormhole_b0");
+    assert_eq!(d0["board"], "n150");
+    assert_eq!(d0["serial"], "0000012300000456");
+    assert_eq!(d0["pci_address"], "0000:01:00.0");
+    let t = &d0["telemetry"];
+    assert_eq!(t["asic_temp_c"], 45.25);
+    assert_eq!(t["asic_temp_max_c"], 75.0);
+    assert_eq!(t["power_w"], 25.0);
+    assert_eq!(t["power_max_w"], 150.0);
+    assert_eq!(t["vcore_mv"], 850);
+    assert_eq!(t["current_a"], 21.0);
+    assert_eq!(t["aiclk_mhz"], 1000);
+    assert_eq!(t["axiclk_mhz"], 900);
+    assert_eq!(t["arcclk_mhz"], 540);
+    assert_eq!(t["pcie_link_speed_gts"], 16.0);
+    assert_eq!(t["pcie_link_width"], 16);
+    assert!(t["fan_rpm"].is_null());
+    // Built-in totals until a process reports exact ones; memory itself unknown.
+    assert_eq!(d0["memory"]["dram"]["total_bytes"], 12u64 << 30);
+    assert_eq!(d0["memory"]["l1"]["total_bytes"], 72 * 1_499_136u64);
+    assert!(d0["memory"]["dram"]["used_bytes"].is_null());
+    // The plain snapshot lists the device and its telemetry with no aggregator.
+    let out = Command::new(env!("CARGO_BIN_EXE_tt-smi"))
+        .args([
+            "--dir",
+            empty.path().to_str().unwrap(),
+            "--sysfs-root",
+            root.path().to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("Wormhole n150")
+            && text.contains("45°C")
+            && text.contains("25 W")
+            && text.contains("1000 MHz"),
+        "{text}"
+    );
+    assert!(
+        text.contains("memory: N/A, tt-aggregator is not running"),
+        "{text}"
+    );
+}
+
+#[test]
+fn no_devices_is_one_clear_line() {
+    let root = TempDir::new("sysfs-none");
+    let empty = TempDir::new("smi-none2");
+    let out = Command::new(env!("CARGO_BIN_EXE_tt-smi"))
+        .args([
+            "--dir",
+            empty.path().to_str().unwrap(),
+            "--sysfs-root",
+            root.path().to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("No Tenstorrent devices found"), "{text}");
+}
+
+#[test]
+fn n300_local_chip_with_remote_chip_seen_only_through_a_process() {
+    let root = TempDir::new("sysfs-n300");
+    Card::wormhole(0, "0000:02:00.0", "n300").install(root.path());
+    let dir = TempDir::new("n300");
+    let agg = AggProc::start(
+        dir.path(),
+        &[
+            "--sysfs-root",
+            root.path().to_str().unwrap(),
+            "--telemetry-interval",
+            "0.1",
+        ],
+    );
+    let mut p = spawn_producer(dir.path(), &["devinfo"], 30_000);
+    wait_line(&mut p, "dropped");
+    agg.wait_for(
+        || agg.snapshot().is_some_and(|s| s.devices.len() == 2),
+        "two devices",
+    );
+    let v = smi_json(&["--dir", dir.path().to_str().unwrap()]);
+    let (d0, d1) = (&v["devices"][0], &v["devices"][1]);
+    assert_eq!(d0["remote"], false);
+    assert_eq!(d0["board"], "n300");
+    assert_eq!(
+        d0["telemetry"]["asic_temp_c"], 45.25,
+        "local chip: telemetry from the aggregator's samples"
+    );
+    assert_eq!(d1["remote"], true);
+    assert!(
+        d1["telemetry"]["asic_temp_c"].is_null(),
+        "remote chip: telemetry N/A by design"
+    );
+    assert_eq!(
+        d1["memory"]["dram"]["used_bytes"], 222,
+        "remote chip memory tracked"
+    );
+    // The process's exact figures win over the built-in table.
+    assert_eq!(d0["memory"]["l1"]["total_bytes"], 64 * 1_499_136u64);
+    assert!(
+        agg.output().contains("Device 0: wormhole_b0 n300"),
+        "{}",
+        agg.output()
+    );
+    let _ = p.kill();
+    let _ = p.wait();
+}
+
+#[test]
+fn p150a_and_two_cards_at_once() {
+    let root = TempDir::new("sysfs-two");
+    Card::blackhole(0, "0000:03:00.0", "p150a").install(root.path());
+    Card::wormhole(1, "0000:04:00.0", "n150").install(root.path());
+    let empty = TempDir::new("smi-two");
+    let v = smi_json(&[
+        "--dir",
+        empty.path().to_str().unwrap(),
+        "--sysfs-root",
+        root.path().to_str().unwrap(),
+    ]);
+    let devs = v["devices"].as_array().unwrap();
+    assert_eq!(devs.len(), 2);
+    assert_eq!(devs[0]["arch"], "blackhole");
+    assert_eq!(devs[0]["board"], "p150a");
+    assert_eq!(devs[0]["memory"]["dram"]["total_bytes"], 32u64 << 30);
+    assert_eq!(devs[0]["memory"]["l1"]["total_bytes"], 120 * 1_572_864u64);
+    assert_eq!(devs[0]["telemetry"]["fan_rpm"], 2400);
+    assert_eq!(devs[0]["telemetry"]["thermal_trip_count"], 2);
+    assert_eq!(devs[0]["telemetry"]["power_w"], 120.0);
+    assert_eq!(devs[1]["arch"], "wormhole_b0");
+    assert_ne!(devs[0]["serial"], devs[1]["serial"]);
+}
+
+#[test]
+fn missing_and_malformed_files_make_only_their_field_unknown() {
+    let root = TempDir::new("sysfs-bad");
+    let mut c = Card::wormhole(0, "0000:05:00.0", "n150");
+    c.hwmon_files = vec![
+        ("temp1_input", "garbage\n"),
+        ("in0_input", ""),
+        ("curr1_input", "12000\n"),
+    ];
+    c.class_files = vec![
+        ("tt_aiclk", "\n"),
+        ("tt_axiclk", "-5\n"),
+        ("tt_arcclk", "540\n"),
+    ];
+    c.install(root.path());
+    // A class directory whose device link is absolute (must not escape the root), and
+    // a directory that is not a device at all.
+    let odd = root.path().join("sys/class/tenstorrent/tenstorrent!7");
+    std::fs::create_dir_all(&odd).unwrap();
+    std::os::unix::fs::symlink("/sys/bus/pci/devices/0000:00:00.0", odd.join("device")).unwrap();
+    std::fs::create_dir_all(root.path().join("sys/class/tenstorrent/not-a-device")).unwrap();
+    let empty = TempDir::new("smi-bad");
+    let v = smi_json(&[
+        "--dir",
+        empty.path().to_str().unwrap(),
+        "--sysfs-root",
+        root.path().to_str().unwrap(),
+    ]);
+    let t = &v["devices"][0]["telemetry"];
+    assert!(t["asic_temp_c"].is_null());
+    assert!(t["vcore_mv"].is_null());
+    assert!(t["aiclk_mhz"].is_null());
+    assert!(t["axiclk_mhz"].is_null(), "a negative clock is malformed");
+    assert!(t["power_w"].is_null(), "missing file");
+    assert_eq!(t["current_a"], 12.0);
+    assert_eq!(t["arcclk_mhz"], 540);
+    let d7 = v["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["id"] == 7)
+        .unwrap();
+    assert!(d7["arch"].is_null() && d7["pci_address"].is_null(), "{d7}");
+}
+
+#[test]
+fn a_card_that_vanishes_and_returns_mid_run() {
+    let root = TempDir::new("sysfs-vanish");
+    Card::wormhole(0, "0000:06:00.0", "n150").install(root.path());
+    Card::wormhole(1, "0000:07:00.0", "n150").install(root.path());
+    let dir = TempDir::new("vanish");
+    let agg = AggProc::start(
+        dir.path(),
+        &[
+            "--sysfs-root",
+            root.path().to_str().unwrap(),
+            "--telemetry-interval",
+            "0.1",
+        ],
+    );
+    agg.wait_for(
+        || agg.snapshot().is_some_and(|s| s.devices.len() == 2),
+        "two devices",
+    );
+    std::fs::remove_dir_all(root.path().join("sys/class/tenstorrent/tenstorrent!1")).unwrap();
+    std::fs::remove_dir_all(root.path().join("sys/bus/pci/devices/0000:07:00.0")).unwrap();
+    agg.wait_for(
+        || {
+            agg.snapshot().is_some_and(|s| {
+                s.devices
+                    .iter()
+                    .any(|d| d.id == 1 && d.flags & DEV_GONE != 0)
+            })
+        },
+        "device 1 marked gone",
+    );
+    assert!(
+        agg.output()
+            .contains("device 1 (0000:07:00.0) has vanished"),
+        "{}",
+        agg.output()
+    );
+    let v = smi_json(&["--dir", dir.path().to_str().unwrap()]);
+    assert_eq!(v["devices"][1]["gone"], true);
+    Card::wormhole(1, "0000:07:00.0", "n150").install(root.path());
+    agg.wait_for(
+        || {
+            agg.snapshot().is_some_and(|s| {
+                s.devices
+                    .iter()
+                    .any(|d| d.id == 1 && d.flags & DEV_GONE == 0 && d.flags & DEV_LOCAL != 0)
+            })
+        },
+        "device 1 back",
+    );
+    assert!(
+        agg.output().contains("device 1 appeared"),
+        "{}",
+        agg.output()
+    );
+}
+
+#[test]
+fn a_stalled_heartbeat_is_flagged_and_clears_when_it_moves() {
+    let root = TempDir::new("sysfs-hb");
+    Card::wormhole(0, "0000:08:00.0", "n150").install(root.path());
+    let dir = TempDir::new("hb");
+    let agg = AggProc::start(
+        dir.path(),
+        &[
+            "--sysfs-root",
+            root.path().to_str().unwrap(),
+            "--telemetry-interval",
+            "0.1",
+        ],
+    );
+    agg.wait_for(
+        || {
+            agg.snapshot().is_some_and(|s| {
+                s.devices.first().is_some_and(|d| {
+                    d.telemetry.heartbeat_stalled_samples >= HEARTBEAT_STALL_SAMPLES
+                })
+            })
+        },
+        "stalled heartbeat",
+    );
+    let v = smi_json(&["--dir", dir.path().to_str().unwrap()]);
+    assert_eq!(v["devices"][0]["telemetry"]["heartbeat_stalled"], true);
+    std::fs::write(
+        root.path()
+            .join("sys/class/tenstorrent/tenstorrent!0/tt_heartbeat"),
+        "1001\n",
+    )
+    .unwrap();
+    agg.wait_for(
+        || {
+            agg.snapshot().is_some_and(|s| {
+                s.devices.first().is_some_and(|d| {
+                    d.telemetry.heartbeat == 1001 && d.telemetry.heartbeat_stalled_samples == 0
+                })
+            })
+        },
+        "heartbeat moving again",
+    );
+}
+
+#[test]
+fn processes_holding_a_device_without_reporting_are_listed_untracked() {
+    let root = TempDir::new("sysfs-holders");
+    Card::wormhole(0, "0000:09:00.0", "n150").install(root.path());
+    // A real process, listed by the "driver" as holding device 0, that reports nothing;
+    // and tt-smi's own pid, which must never be listed.
+    let mut holder = Command::new("sleep").arg("30").spawn().unwrap();
+    let hp = holder.id();
+    std::fs::create_dir_all(root.path().join("proc")).unwrap();
+    std::os::unix::fs::symlink(
+        format!("/proc/{hp}"),
+        root.path().join(format!("proc/{hp}")),
+    )
+    .unwrap();
+    set_holders(root.path(), 0, &[hp]);
+    let dir = TempDir::new("holders");
+    let agg = AggProc::start(
+        dir.path(),
+        &[
+            "--sysfs-root",
+            root.path().to_str().unwrap(),
+            "--telemetry-interval",
+            "0.1",
+        ],
+    );
+    agg.wait_for(
+        || {
+            agg.snapshot().is_some_and(|s| {
+                s.processes
+                    .iter()
+                    .any(|p| p.pid == hp && p.flags & PROC_UNTRACKED != 0)
+            })
+        },
+        "the untracked holder",
+    );
+    let v = smi_json(&["--dir", dir.path().to_str().unwrap()]);
+    let p = v["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["pid"] == hp)
+        .unwrap();
+    assert_eq!(p["untracked"], true);
+    assert_eq!(p["name"], "sleep");
+    assert_eq!(p["devices"][0]["id"], 0);
+    let out = Command::new(env!("CARGO_BIN_EXE_tt-smi"))
+        .args(["--dir", dir.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("{hp} (untracked)")), "{text}");
+    let _ = holder.kill();
+    let _ = holder.wait();
+}
+
+#[test]
+fn watch_view_shows_telemetry_in_a_real_terminal() {
+    let root = TempDir::new("sysfs-tmux");
+    Card::blackhole(0, "0000:0a:00.0", "p150a").install(root.path());
+    let dir = TempDir::new("tel-tmux");
+    let _agg = AggProc::start(
+        dir.path(),
+        &[
+            "--sysfs-root",
+            root.path().to_str().unwrap(),
+            "--telemetry-interval",
+            "0.1",
+        ],
+    );
+    let session = format!("tel{}", std::process::id());
+    let cmd = format!(
+        "{} -w -r 200 --dir {}",
+        env!("CARGO_BIN_EXE_tt-smi"),
+        dir.path().display()
+    );
+    Command::new("tmux")
+        .args([
+            "new-session",
+            "-d",
+            "-s",
+            &session,
+            "-x",
+            "120",
+            "-y",
+            "40",
+            &cmd,
+        ])
+        .status()
+        .unwrap();
+    let screen = || {
+        String::from_utf8_lossy(
+            &Command::new("tmux")
+                .args(["capture-pane", "-p", "-t", &session])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .into_owned()
+    };
+    let t = std::time::Instant::now();
+    while !screen().contains("Blackhole p150a") {
+        assert!(t.elapsed().as_secs() < 20, "{}", screen());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(screen().contains("61°C"), "{}", screen());
+    Command::new("tmux")
+        .args(["send-keys", "-t", &session, "3"])
+        .status()
+        .unwrap();
+    let t = std::time::Instant::now();
+    while !screen().contains("2400 RPM") {
+        assert!(t.elapsed().as_secs() < 20, "{}", screen());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let s = screen();
+    assert!(
+        s.contains("61.0 °C") && s.contains("120.0 W") && s.contains("16.0 GT/s x16"),
+        "{s}"
+    );
+    Command::new("tmux")
+        .args(["kill-session", "-t", &session])
+        .status()
+        .unwrap();
+}
