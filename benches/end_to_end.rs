@@ -29,6 +29,7 @@ fn start_aggregator(dir: &Path) -> Child {
         .arg("--dir")
         .arg(dir)
         .arg("--quiet")
+        .arg("--no-compat-socket")
         .spawn()
         .expect("tt-aggregator");
     let t = Instant::now();

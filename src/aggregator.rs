@@ -140,7 +140,14 @@ pub struct Aggregator {
     sampler_stop: std::sync::Arc<AtomicBool>,
     /// Local devices seen so far (id, PCI address), to report arrivals and departures.
     seen_local: std::collections::BTreeSet<(u32, String)>,
+    compat_rx: Option<std::sync::mpsc::Receiver<crate::compat::Msg>>,
+    compat_path: Option<PathBuf>,
+    /// Processes reporting over the compatibility socket, with a pidfd to watch.
+    compat_procs: HashMap<ProcKey, Option<std::os::fd::OwnedFd>>,
 }
+
+/// Journal lane number of events that came over the compatibility socket.
+pub const COMPAT_LANE: u8 = 255;
 
 fn map_err<E: std::fmt::Display>(what: &str, path: &Path) -> impl FnOnce(E) -> StartError {
     let msg = format!("{what} {}", path.display());
@@ -198,6 +205,9 @@ impl Aggregator {
             telemetry: Default::default(),
             sampler_stop: Default::default(),
             seen_local: Default::default(),
+            compat_rx: None,
+            compat_path: None,
+            compat_procs: HashMap::new(),
             cfg,
         };
         agg.log.info(format!(
@@ -265,6 +275,216 @@ impl Aggregator {
                     *slot.lock().unwrap_or_else(|e| e.into_inner()) = next;
                 }
             });
+    }
+
+    /// Serves the original protocol at `path` (see [`crate::compat`]).
+    pub fn enable_compat(&mut self, path: &Path) -> std::io::Result<()> {
+        let l = crate::compat::bind(path)?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        crate::compat::serve(l, tx, self.cfg.proc_root.clone());
+        self.compat_rx = Some(rx);
+        self.compat_path = Some(path.to_path_buf());
+        self.log.info(format!(
+            "   compatibility socket: {} (the original AllocMessage protocol)",
+            path.display()
+        ));
+        Ok(())
+    }
+
+    fn serve_compat(&mut self) -> usize {
+        use crate::compat::*;
+        let Some(rx) = self.compat_rx.take() else {
+            return 0;
+        };
+        let mut n = 0;
+        let now_s = (sys::unix_ns() / 1_000_000_000) as u32;
+        while let Ok(m) = rx.try_recv() {
+            match m {
+                Msg::Connected {
+                    pid,
+                    start_time,
+                    uid,
+                    comm,
+                    pidfd,
+                } => {
+                    let key = (pid, start_time);
+                    if !self.acc.processes.contains_key(&key) {
+                        self.acc.processes.insert(
+                            key,
+                            ProcState::new(pid, start_time, uid, comm.clone(), sys::unix_ns()),
+                        );
+                    }
+                    self.compat_procs.insert(key, pidfd);
+                    self.log.info(format!(
+                        "+ pid {pid} ({comm}) connected to the compatibility socket"
+                    ));
+                    self.dirty = true;
+                }
+                Msg::Event {
+                    pid,
+                    start_time,
+                    ev,
+                } => {
+                    let key = (pid, start_time);
+                    if !self.acc.processes.contains_key(&key) {
+                        continue;
+                    }
+                    self.journal.append(&Record::Event {
+                        key,
+                        lane: COMPAT_LANE,
+                        pos: 0,
+                        ev,
+                    });
+                    let out = self.acc.apply(key, &ev, now_s);
+                    if self.log.verbosity >= Verbosity::Verbose {
+                        self.log.event(describe(pid, &ev, &out));
+                    }
+                    n += 1;
+                }
+                Msg::Query { msg, reply } => {
+                    let _ = reply.send(self.compat_answer(&msg).encode());
+                }
+                Msg::Dump { kernels, reply } => {
+                    let text = self.dump_text(kernels);
+                    self.log.info(text.trim_end());
+                    let _ = reply.send(text);
+                }
+                Msg::Disconnected { pid, bad_messages } => {
+                    self.log.info(format!(
+                        "- pid {pid} disconnected from the compatibility socket{}",
+                        if bad_messages > 0 {
+                            format!(" ({bad_messages} malformed messages skipped)")
+                        } else {
+                            String::new()
+                        }
+                    ));
+                }
+            }
+        }
+        self.compat_rx = Some(rx);
+        if n > 0 {
+            self.dirty = true;
+        }
+        n
+    }
+
+    fn compat_answer(&self, q: &crate::compat::AllocMessage) -> crate::compat::AllocMessage {
+        use crate::compat::*;
+        let mut r = AllocMessage {
+            device_id: q.device_id,
+            ..Default::default()
+        };
+        let devices = merge_devices(
+            device_records(&self.acc),
+            &self.telemetry.lock().unwrap_or_else(|e| e.into_inner()),
+            &self.seen_local,
+        );
+        if q.kind == QUERY {
+            r.kind = RESPONSE;
+            if let Some(d) = devices.iter().find(|d| d.id as i32 == q.device_id) {
+                let f = &d.figures;
+                r.allocated = [
+                    f[CAT_DRAM].used,
+                    f[CAT_L1].used,
+                    f[CAT_L1_SMALL].used,
+                    f[CAT_TRACE].used,
+                    f[CAT_CB].used,
+                    f[CAT_KERNEL].used,
+                ];
+            }
+            return r;
+        }
+        r.kind = DEVICE_INFO_RESPONSE;
+        let present: Vec<&DeviceRecord> =
+            devices.iter().filter(|d| d.flags & DEV_GONE == 0).collect();
+        if q.device_id == -1 {
+            r.num_devices = present.len() as u32;
+            return r;
+        }
+        if let Some(d) = present.iter().find(|d| d.id as i32 == q.device_id) {
+            r.is_available = 1;
+            r.arch_type = match get_str(&d.arch).as_str() {
+                "grayskull" => 1,
+                "wormhole_b0" => 2,
+                "blackhole" => 3,
+                "quasar" => 4,
+                _ => 0,
+            };
+            r.total_dram_size = d.dram_total;
+            r.total_l1_size = d.l1_total;
+            r.num_dram_channels = d.info.num_dram_channels;
+            r.dram_size_per_channel = d.info.dram_size_per_channel.min(u32::MAX as u64) as u32;
+            r.l1_size_per_core = d.info.l1_size_per_core.min(u32::MAX as u64) as u32;
+        }
+        r
+    }
+
+    /// The original's "dump remaining buffers" (or kernels), as text.
+    pub fn dump_text(&self, kernels: bool) -> String {
+        use std::fmt::Write as _;
+        let mut o = String::new();
+        if kernels {
+            let _ = writeln!(o, "=== Loaded kernels ===");
+            for p in self.acc.processes.values() {
+                for (&d, pd) in &p.devices {
+                    for (&id, v) in &pd.kernels {
+                        for (size, kt) in v {
+                            let kt = crate::shm_layout::KernelType::from_u8(*kt)
+                                .map(|k| k.name())
+                                .unwrap_or("?");
+                            let _ = writeln!(
+                                o,
+                                "  device {d}: kernel {id:#x} {kt} {} (pid {} {})",
+                                sys::human_bytes(*size),
+                                p.pid,
+                                p.comm
+                            );
+                        }
+                    }
+                }
+            }
+            return o;
+        }
+        let _ = writeln!(o, "=== Remaining buffers ===");
+        let mut groups: std::collections::BTreeMap<(i32, u8), Vec<(u64, u64, u32, u32, String)>> =
+            Default::default();
+        for p in self.acc.processes.values() {
+            for (&d, pd) in &p.devices {
+                for (&addr, b) in &pd.buffers {
+                    groups.entry((d, b.btype())).or_default().push((
+                        addr,
+                        b.size,
+                        b.refcount(),
+                        p.pid,
+                        p.comm.clone(),
+                    ));
+                }
+            }
+        }
+        if groups.is_empty() {
+            let _ = writeln!(o, "  (none)");
+        }
+        for ((d, t), mut v) in groups {
+            v.sort();
+            let total: u64 = v.iter().map(|x| x.1).sum();
+            let tn = crate::shm_layout::BufferType::from_u8(t)
+                .map(|t| t.name())
+                .unwrap_or("?");
+            let _ = writeln!(
+                o,
+                "Device {d} {tn}: {} buffers, {}",
+                v.len(),
+                sys::human_bytes(total)
+            );
+            for (addr, size, rc, pid, comm) in v {
+                let _ = writeln!(
+                    o,
+                    "  {addr:#x} {} refs {rc} pid {pid} ({comm})",
+                    sys::human_bytes(size)
+                );
+            }
+        }
+        o
     }
 
     /// Runs passes until `stop` is set, then shuts down cleanly.
@@ -353,6 +573,7 @@ impl Aggregator {
             self.reap_dead();
         }
         self.serve_requests();
+        read += self.serve_compat();
         if read > 0 {
             self.dirty = true;
         }
@@ -701,8 +922,47 @@ impl Aggregator {
             }
             self.dirty = true;
         }
+        // Processes of the compatibility socket whose process has ended.
+        let ended: Vec<ProcKey> = self
+            .compat_procs
+            .iter()
+            .filter(|(k, fd)| match fd {
+                Some(fd) => {
+                    let mut p = libc::pollfd {
+                        fd: std::os::fd::AsRawFd::as_raw_fd(fd),
+                        events: libc::POLLIN,
+                        revents: 0,
+                    };
+                    // SAFETY: polling one descriptor we own, without waiting.
+                    unsafe { libc::poll(&mut p, 1, 0) > 0 }
+                }
+                None => {
+                    sys::proc_info(&self.cfg.proc_root, k.0).is_none_or(|i| i.start_time != k.1)
+                }
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for key in ended {
+            self.compat_procs.remove(&key);
+            self.journal.append(&Record::Release { key });
+            let _ = self.journal.flush();
+            if let Some(p) = self.acc.release(key) {
+                match leak_summary(&p) {
+                    Some(line) => self.log.info(line),
+                    None => self
+                        .log
+                        .info(format!("- pid {} ({}) exited", p.pid, p.comm)),
+                }
+            }
+            self.dirty = true;
+        }
         // Processes recovered from the journal whose segment is gone for good.
-        let attached: HashSet<ProcKey> = self.attached.values().map(|a| a.key).collect();
+        let attached: HashSet<ProcKey> = self
+            .attached
+            .values()
+            .map(|a| a.key)
+            .chain(self.compat_procs.keys().copied())
+            .collect();
         let orphans: Vec<ProcKey> = self
             .acc
             .processes
@@ -855,6 +1115,9 @@ impl Aggregator {
         let _ = std::fs::remove_file(self.cfg.dir.join(COUNTERS_FILE_NAME));
         let _ = std::fs::remove_file(self.cfg.dir.join(crate::control::SOCKET_NAME));
         let _ = std::fs::remove_file(self.cfg.dir.join(WAKE_SOCKET_NAME));
+        if let Some(p) = &self.compat_path {
+            let _ = std::fs::remove_file(p);
+        }
         self.log.info(format!(
             "tt-aggregator stopped: {} events applied, {} lost, {} processes still tracked",
             self.acc.events_applied,
@@ -880,10 +1143,12 @@ fn replay(acc: &mut Accounting, r: &Record) {
                 .processes
                 .entry(*key)
                 .or_insert_with(|| ProcState::new(key.0, key.1, 0, String::new(), sys::unix_ns()));
-            let lane = (*lane as usize).min(NUM_LANES - 1);
-            p.lane_applied[lane] = *pos;
-            if ev.seq >= p.next_seq {
-                p.next_seq = ev.seq + 1;
+            if *lane != COMPAT_LANE {
+                let lane = (*lane as usize).min(NUM_LANES - 1);
+                p.lane_applied[lane] = *pos;
+                if ev.seq >= p.next_seq {
+                    p.next_seq = ev.seq + 1;
+                }
             }
             acc.apply(*key, ev, (sys::unix_ns() / 1_000_000_000) as u32);
         }

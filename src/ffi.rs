@@ -91,3 +91,72 @@ pub extern "C" fn tttrack_dropped_events() -> u64 {
 pub extern "C" fn tttrack_thread_detach() {
     guarded((), producer::release_thread_lane)
 }
+
+/// `tt::tt_metal::AllocationClient`'s static members, under their g++ mangled names
+/// (`../shared/reference/tt-metal-integration.md`): loaded with `LD_PRELOAD`, this
+/// library takes the place of the socket client inside an instrumented TT-Metal build,
+/// and its events go through the shared-memory lanes.
+#[allow(non_snake_case)]
+pub mod allocation_client {
+    use super::*;
+
+    #[no_mangle]
+    pub extern "C" fn _ZN2tt8tt_metal16AllocationClient17report_allocationEimhm(
+        device_id: i32,
+        size: u64,
+        buffer_type: u8,
+        buffer_id: u64,
+    ) {
+        tttrack_alloc(device_id, size, buffer_type, buffer_id)
+    }
+
+    #[no_mangle]
+    pub extern "C" fn _ZN2tt8tt_metal16AllocationClient19report_deallocationEim(
+        device_id: i32,
+        buffer_id: u64,
+    ) {
+        tttrack_free(device_id, buffer_id)
+    }
+
+    #[no_mangle]
+    pub extern "C" fn _ZN2tt8tt_metal16AllocationClient20report_cb_allocationEimm(
+        device_id: i32,
+        size: u64,
+        cb_id: u64,
+    ) {
+        tttrack_cb_alloc(device_id, size, cb_id)
+    }
+
+    #[no_mangle]
+    pub extern "C" fn _ZN2tt8tt_metal16AllocationClient22report_cb_deallocationEimm(
+        device_id: i32,
+        size: u64,
+        cb_id: u64,
+    ) {
+        tttrack_cb_free(device_id, size, cb_id)
+    }
+
+    #[no_mangle]
+    pub extern "C" fn _ZN2tt8tt_metal16AllocationClient18report_kernel_loadEimmh(
+        device_id: i32,
+        size: u64,
+        kernel_id: u64,
+        kernel_type: u8,
+    ) {
+        tttrack_kernel_load(device_id, size, kernel_id, kernel_type)
+    }
+
+    #[no_mangle]
+    pub extern "C" fn _ZN2tt8tt_metal16AllocationClient20report_kernel_unloadEimm(
+        device_id: i32,
+        size: u64,
+        kernel_id: u64,
+    ) {
+        tttrack_kernel_unload(device_id, size, kernel_id)
+    }
+
+    #[no_mangle]
+    pub extern "C" fn _ZN2tt8tt_metal16AllocationClient10is_enabledEv() -> bool {
+        tttrack_enabled() != 0
+    }
+}

@@ -11,6 +11,7 @@
 
 pub mod accounting;
 pub mod aggregator;
+pub mod compat;
 pub mod control;
 pub mod counters_page;
 pub mod devices;

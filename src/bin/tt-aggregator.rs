@@ -26,6 +26,12 @@ struct Args {
     /// proc/driver/tenstorrent are read (default: $TTTRACK_SYSFS_ROOT, else /).
     #[arg(long)]
     sysfs_root: Option<PathBuf>,
+    /// Where to serve the original allocation server's socket protocol.
+    #[arg(long, default_value = tttrack::compat::DEFAULT_PATH)]
+    compat_socket: PathBuf,
+    /// Do not serve the original protocol.
+    #[arg(long)]
+    no_compat_socket: bool,
     /// Seconds between telemetry samples.
     #[arg(long, default_value_t = 1.0)]
     telemetry_interval: f64,
@@ -71,6 +77,12 @@ fn main() {
             std::process::exit(1);
         }
     };
+    if !args.no_compat_socket {
+        if let Err(e) = agg.enable_compat(&args.compat_socket) {
+            agg.log
+                .error(format!("compatibility socket not served: {e}"));
+        }
+    }
     match tttrack::control::serve(&dir) {
         Ok(rx) => agg.requests = Some(rx),
         Err(e) => agg.log.warn(format!(

@@ -297,6 +297,7 @@ fn demo(dir: Option<PathBuf>, no_ui: bool, duration: u64, processes: usize) -> i
     let mut agg = match Command::new(&agg_bin)
         .arg("--dir")
         .arg(&dir)
+        .arg("--no-compat-socket")
         .stdout(log.try_clone().map(Stdio::from).unwrap_or(Stdio::null()))
         .stderr(Stdio::from(log))
         .spawn()

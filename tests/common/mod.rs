@@ -246,6 +246,9 @@ impl AggProc {
         let f = std::fs::File::create(&log).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tt-aggregator"));
         cmd.arg("--dir").arg(dir).args(extra);
+        if !extra.contains(&"--compat-socket") {
+            cmd.arg("--no-compat-socket");
+        }
         if !extra.contains(&"--sysfs-root") {
             // No real devices leak into tests on a machine that has some.
             cmd.args(["--sysfs-root", "/nonexistent-tttrack-sysfs"]);
@@ -473,4 +476,61 @@ pub fn set_holders(root: &Path, id: u32, pids: &[u32]) {
     std::fs::create_dir_all(&d).unwrap();
     let text: String = pids.iter().map(|p| format!("{p}\n")).collect();
     std::fs::write(d.join("pids"), text).unwrap();
+}
+
+/// Compiles the C++ stand-in for an instrumented TT-Metal (libfake_metal.so) and a
+/// program linked against it; returns (program, library directory).
+pub fn fake_metal() -> (PathBuf, PathBuf) {
+    static BUILT: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let out = target_dir().join(format!("cpp-test-programs-{}", std::process::id()));
+            std::fs::create_dir_all(&out).unwrap();
+            let src = repo_dir().join("tests/cpp");
+            let ok = Command::new("g++")
+                .args(["-O2", "-shared", "-fPIC", "-o"])
+                .arg(out.join("libfake_metal.so"))
+                .arg(src.join("fake_metal.cpp"))
+                .status()
+                .expect("g++")
+                .success();
+            assert!(ok, "building libfake_metal.so");
+            let ok = Command::new("g++")
+                .args(["-O2", "-o"])
+                .arg(out.join("model"))
+                .arg(src.join("model.cpp"))
+                .arg("-L")
+                .arg(&out)
+                .arg("-lfake_metal")
+                .arg(format!("-Wl,-rpath,{}", out.display()))
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "building the model program");
+            (out.join("model"), out)
+        })
+        .clone()
+}
+
+/// Compiles a C++ program of tests/cpp against cabi/ and libtttrack.so.
+pub fn cpp_program(name: &str) -> PathBuf {
+    let out = target_dir().join(format!("cpp-test-programs-{}", std::process::id()));
+    std::fs::create_dir_all(&out).unwrap();
+    let bin = out.join(name);
+    let ok = Command::new("g++")
+        .args(["-O2", "-std=c++17", "-o"])
+        .arg(&bin)
+        .arg(repo_dir().join("tests/cpp").join(format!("{name}.cpp")))
+        .arg("-I")
+        .arg(repo_dir().join("cabi"))
+        .arg("-L")
+        .arg(lib_dir())
+        .arg("-ltttrack")
+        .arg("-Wl,--disable-new-dtags")
+        .arg(format!("-Wl,-rpath,{}", lib_dir().display()))
+        .status()
+        .expect("g++")
+        .success();
+    assert!(ok, "building {name}");
+    bin
 }

@@ -1,0 +1,431 @@
+//! The original tracking server's socket protocol, so that instrumented TT-Metal builds
+//! that report through `AllocationClient` over `/tmp/tt_allocation_server.sock` keep
+//! working unchanged (`../shared/reference/seed-protocol.md`).
+//!
+//! - Messages are the 144-byte packed `AllocMessage`. The older 112-byte form is not
+//!   accepted: a stream carries no length, and a 112-byte message cannot be told from
+//!   the start of a 144-byte one, so guessing would corrupt figures.
+//! - The process is the peer's real pid (`SO_PEERCRED`), never the claimed
+//!   `process_id`; its memory is released when that process dies (watched with a pidfd,
+//!   which PID reuse cannot fool).
+//! - A message that does not parse is skipped one byte at a time (re-synchronising);
+//!   ten bad messages in a row close the connection. Each connection has its own thread,
+//!   so a client that stops mid-message blocks nobody.
+//! - A client that sends less than one message and closes its side (as
+//!   `echo "" | nc -U SOCKET` does) gets the dump of remaining buffers.
+
+use crate::shm_layout::{Event, EventKind, MAX_DEVICES};
+use std::io::{Read, Write};
+use std::os::unix::io::AsRawFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub const DEFAULT_PATH: &str = "/tmp/tt_allocation_server.sock";
+pub const MSG_SIZE: usize = 144;
+const MAX_BAD_IN_A_ROW: u32 = 10;
+/// The original accepted sizes up to 100 GiB.
+const MAX_SIZE: u64 = 100 << 30;
+
+pub const ALLOC: u8 = 1;
+pub const FREE: u8 = 2;
+pub const QUERY: u8 = 3;
+pub const RESPONSE: u8 = 4;
+pub const DUMP_REMAINING: u8 = 5;
+pub const DEVICE_INFO_QUERY: u8 = 6;
+pub const DEVICE_INFO_RESPONSE: u8 = 7;
+pub const CB_ALLOC: u8 = 8;
+pub const CB_FREE: u8 = 9;
+pub const KERNEL_LOAD: u8 = 10;
+pub const KERNEL_UNLOAD: u8 = 11;
+pub const DUMP_KERNELS: u8 = 12;
+
+/// The fields of an `AllocMessage` (offsets in the reference table).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AllocMessage {
+    pub kind: u8,
+    pub device_id: i32,
+    pub size: u64,
+    pub buffer_type: u8,
+    pub process_id: i32,
+    pub buffer_id: u64,
+    pub timestamp: u64,
+    pub allocated: [u64; 6],
+    pub total_dram_size: u64,
+    pub total_l1_size: u64,
+    pub arch_type: u32,
+    pub num_dram_channels: u32,
+    pub dram_size_per_channel: u32,
+    pub l1_size_per_core: u32,
+    pub is_available: u32,
+    pub num_devices: u32,
+}
+
+fn u32_at(b: &[u8], o: usize) -> u32 {
+    u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
+}
+fn u64_at(b: &[u8], o: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[o..o + 8]);
+    u64::from_le_bytes(a)
+}
+
+impl AllocMessage {
+    pub fn decode(b: &[u8; MSG_SIZE]) -> Self {
+        let mut allocated = [0u64; 6];
+        for (i, a) in allocated.iter_mut().enumerate() {
+            *a = u64_at(b, 40 + 8 * i);
+        }
+        AllocMessage {
+            kind: b[0],
+            device_id: u32_at(b, 4) as i32,
+            size: u64_at(b, 8),
+            buffer_type: b[16],
+            process_id: u32_at(b, 20) as i32,
+            buffer_id: u64_at(b, 24),
+            timestamp: u64_at(b, 32),
+            allocated,
+            total_dram_size: u64_at(b, 88),
+            total_l1_size: u64_at(b, 96),
+            arch_type: u32_at(b, 104),
+            num_dram_channels: u32_at(b, 108),
+            dram_size_per_channel: u32_at(b, 112),
+            l1_size_per_core: u32_at(b, 116),
+            is_available: u32_at(b, 120),
+            num_devices: u32_at(b, 124),
+        }
+    }
+
+    pub fn encode(&self) -> [u8; MSG_SIZE] {
+        let mut b = [0u8; MSG_SIZE];
+        b[0] = self.kind;
+        b[4..8].copy_from_slice(&self.device_id.to_le_bytes());
+        b[8..16].copy_from_slice(&self.size.to_le_bytes());
+        b[16] = self.buffer_type;
+        b[20..24].copy_from_slice(&self.process_id.to_le_bytes());
+        b[24..32].copy_from_slice(&self.buffer_id.to_le_bytes());
+        b[32..40].copy_from_slice(&self.timestamp.to_le_bytes());
+        for (i, a) in self.allocated.iter().enumerate() {
+            b[40 + 8 * i..48 + 8 * i].copy_from_slice(&a.to_le_bytes());
+        }
+        b[88..96].copy_from_slice(&self.total_dram_size.to_le_bytes());
+        b[96..104].copy_from_slice(&self.total_l1_size.to_le_bytes());
+        b[104..108].copy_from_slice(&self.arch_type.to_le_bytes());
+        b[108..112].copy_from_slice(&self.num_dram_channels.to_le_bytes());
+        b[112..116].copy_from_slice(&self.dram_size_per_channel.to_le_bytes());
+        b[116..120].copy_from_slice(&self.l1_size_per_core.to_le_bytes());
+        b[120..124].copy_from_slice(&self.is_available.to_le_bytes());
+        b[124..128].copy_from_slice(&self.num_devices.to_le_bytes());
+        b
+    }
+
+    /// Whether the message is one a client may send, with plausible fields (the
+    /// original's checks, with our device range).
+    pub fn valid_request(&self) -> bool {
+        let dev_ok = (0..MAX_DEVICES as i32).contains(&self.device_id);
+        match self.kind {
+            ALLOC => dev_ok && self.size > 0 && self.size <= MAX_SIZE && self.buffer_type <= 4,
+            FREE => dev_ok,
+            CB_ALLOC | CB_FREE => dev_ok && self.size <= MAX_SIZE,
+            KERNEL_LOAD => {
+                dev_ok && self.size > 0 && self.size <= MAX_SIZE && self.buffer_type <= 2
+            }
+            KERNEL_UNLOAD => dev_ok && self.size <= MAX_SIZE,
+            QUERY => dev_ok,
+            DEVICE_INFO_QUERY => self.device_id == -1 || dev_ok,
+            DUMP_REMAINING | DUMP_KERNELS => true,
+            _ => false,
+        }
+    }
+
+    /// The tracking event this message reports, if it reports one.
+    pub fn event(&self) -> Option<Event> {
+        let (kind, sub) = match self.kind {
+            ALLOC => (EventKind::Alloc, self.buffer_type),
+            FREE => (EventKind::Free, 0),
+            CB_ALLOC => (EventKind::CbAlloc, 0),
+            CB_FREE => (EventKind::CbFree, 0),
+            KERNEL_LOAD => (EventKind::KernelLoad, self.buffer_type),
+            KERNEL_UNLOAD => (EventKind::KernelUnload, 0),
+            _ => return None,
+        };
+        Some(Event {
+            seq: 0,
+            kind: kind as u8,
+            subtype: sub,
+            _reserved: 0,
+            device: self.device_id,
+            size: self.size,
+            id: self.buffer_id,
+        })
+    }
+}
+
+/// What a connection asks of the aggregator's loop.
+pub enum Msg {
+    /// A client connected: its real pid and start time, and a pidfd to watch.
+    Connected {
+        pid: u32,
+        start_time: u64,
+        uid: u32,
+        comm: String,
+        pidfd: Option<std::os::fd::OwnedFd>,
+    },
+    Event {
+        pid: u32,
+        start_time: u64,
+        ev: Event,
+    },
+    Query {
+        msg: AllocMessage,
+        reply: mpsc::Sender<[u8; MSG_SIZE]>,
+    },
+    Dump {
+        kernels: bool,
+        reply: mpsc::Sender<String>,
+    },
+    Disconnected {
+        pid: u32,
+        bad_messages: u64,
+    },
+}
+
+/// Binds `path`: a stale socket (nobody answers) is replaced; a live server's is left
+/// alone and reported as an error.
+pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    match UnixListener::bind(path) {
+        Ok(l) => Ok(l),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            if UnixStream::connect(path).is_ok() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    format!(
+                        "{} belongs to a running server (an allocation_server_poc or another tt-aggregator); \
+                         stop it, or use --compat-socket PATH / --no-compat-socket",
+                        path.display()
+                    ),
+                ));
+            }
+            let meta = std::fs::symlink_metadata(path)?;
+            use std::os::unix::fs::FileTypeExt;
+            if !meta.file_type().is_socket() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    format!(
+                        "{} exists and is not a socket; remove it or choose another path",
+                        path.display()
+                    ),
+                ));
+            }
+            std::fs::remove_file(path)?;
+            UnixListener::bind(path)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Serves the socket on threads; messages go to `tx`.
+pub fn serve(listener: UnixListener, tx: mpsc::Sender<Msg>, proc_root: PathBuf) {
+    let _ = std::thread::Builder::new()
+        .name("compat".into())
+        .spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { continue };
+                let (tx, root) = (tx.clone(), proc_root.clone());
+                let _ = std::thread::Builder::new()
+                    .name("compat-conn".into())
+                    .spawn(move || connection(conn, tx, &root));
+            }
+        });
+}
+
+fn peer(conn: &UnixStream) -> Option<(u32, u32)> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `cred`, a valid ucred.
+    let r = unsafe {
+        libc::getsockopt(
+            conn.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            &mut cred as *mut libc::ucred as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    (r == 0 && cred.pid > 0).then_some((cred.pid as u32, cred.uid))
+}
+
+fn pidfd_open(pid: u32) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open takes a pid and flags; the result is checked.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0) };
+    // SAFETY: a non-negative result is a new descriptor that we own.
+    (fd >= 0).then(|| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
+}
+
+fn connection(mut conn: UnixStream, tx: mpsc::Sender<Msg>, proc_root: &Path) {
+    let Some((pid, uid)) = peer(&conn) else {
+        return;
+    };
+    let pidfd = pidfd_open(pid);
+    let info = crate::sys::proc_info(proc_root, pid);
+    let start_time = info.as_ref().map(|i| i.start_time).unwrap_or(0);
+    let comm = info.map(|i| i.comm).unwrap_or_else(|| "?".into());
+    if tx
+        .send(Msg::Connected {
+            pid,
+            start_time,
+            uid,
+            comm,
+            pidfd,
+        })
+        .is_err()
+    {
+        return;
+    }
+    let _ = conn.set_write_timeout(Some(Duration::from_secs(5)));
+    let mut buf: Vec<u8> = Vec::with_capacity(MSG_SIZE * 64);
+    let mut chunk = [0u8; MSG_SIZE * 32];
+    let mut bad_in_a_row = 0u32;
+    let mut bad_total = 0u64;
+    let mut whole = 0u64;
+    loop {
+        let n = match conn.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        let mut off = 0;
+        while buf.len() - off >= MSG_SIZE {
+            let mut m = [0u8; MSG_SIZE];
+            m.copy_from_slice(&buf[off..off + MSG_SIZE]);
+            let msg = AllocMessage::decode(&m);
+            if !msg.valid_request() {
+                bad_in_a_row += 1;
+                bad_total += 1;
+                if bad_in_a_row >= MAX_BAD_IN_A_ROW {
+                    let _ = tx.send(Msg::Disconnected {
+                        pid,
+                        bad_messages: bad_total,
+                    });
+                    return;
+                }
+                off += 1; // re-synchronise one byte at a time
+                continue;
+            }
+            bad_in_a_row = 0;
+            whole += 1;
+            off += MSG_SIZE;
+            if let Some(ev) = msg.event() {
+                if tx
+                    .send(Msg::Event {
+                        pid,
+                        start_time,
+                        ev,
+                    })
+                    .is_err()
+                {
+                    return;
+                }
+                continue;
+            }
+            match msg.kind {
+                QUERY | DEVICE_INFO_QUERY => {
+                    let (rtx, rrx) = mpsc::channel();
+                    let _ = tx.send(Msg::Query { msg, reply: rtx });
+                    if let Ok(r) = rrx.recv_timeout(Duration::from_secs(5)) {
+                        if conn.write_all(&r).is_err() {
+                            break;
+                        }
+                    }
+                }
+                DUMP_REMAINING | DUMP_KERNELS => {
+                    let (rtx, rrx) = mpsc::channel();
+                    let _ = tx.send(Msg::Dump {
+                        kernels: msg.kind == DUMP_KERNELS,
+                        reply: rtx,
+                    });
+                    if let Ok(text) = rrx.recv_timeout(Duration::from_secs(10)) {
+                        let _ = conn.write_all(text.as_bytes());
+                    }
+                }
+                _ => {}
+            }
+        }
+        buf.drain(..off);
+    }
+    // Less than one message, then end of input: `echo "" | nc -U SOCKET`.
+    if whole == 0 && !buf.is_empty() && buf.len() < MSG_SIZE {
+        let (rtx, rrx) = mpsc::channel();
+        let _ = tx.send(Msg::Dump {
+            kernels: false,
+            reply: rtx,
+        });
+        if let Ok(text) = rrx.recv_timeout(Duration::from_secs(10)) {
+            let _ = conn.write_all(text.as_bytes());
+        }
+    }
+    let _ = tx.send(Msg::Disconnected {
+        pid,
+        bad_messages: bad_total,
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn encode_decode_round_trip_at_documented_offsets() {
+        let m = AllocMessage {
+            kind: ALLOC,
+            device_id: 3,
+            size: 4096,
+            buffer_type: 1,
+            process_id: 999,
+            buffer_id: 0x7f8a_2c00_0000,
+            timestamp: 5,
+            num_devices: 7,
+            arch_type: 2,
+            ..Default::default()
+        };
+        let b = m.encode();
+        assert_eq!(b[0], 1);
+        assert_eq!(&b[4..8], &3i32.to_le_bytes());
+        assert_eq!(&b[8..16], &4096u64.to_le_bytes());
+        assert_eq!(b[16], 1);
+        assert_eq!(&b[20..24], &999i32.to_le_bytes());
+        assert_eq!(&b[24..32], &0x7f8a_2c00_0000u64.to_le_bytes());
+        assert_eq!(&b[104..108], &2u32.to_le_bytes());
+        assert_eq!(&b[124..128], &7u32.to_le_bytes());
+        assert_eq!(AllocMessage::decode(&b), m);
+        assert!(m.valid_request());
+        assert!(!AllocMessage {
+            kind: RESPONSE,
+            ..m
+        }
+        .valid_request());
+        assert!(!AllocMessage {
+            buffer_type: 5,
+            ..m
+        }
+        .valid_request());
+        assert!(!AllocMessage { size: 0, ..m }.valid_request());
+        assert!(!AllocMessage {
+            size: (100 << 30) + 1,
+            ..m
+        }
+        .valid_request());
+        assert!(!AllocMessage { device_id: 64, ..m }.valid_request());
+        assert!(AllocMessage {
+            kind: DEVICE_INFO_QUERY,
+            device_id: -1,
+            ..m
+        }
+        .valid_request());
+    }
+}
