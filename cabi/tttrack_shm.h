@@ -105,7 +105,9 @@ typedef struct tttrack_aggregator_status {
     uint64_t unknown_frees, invalid_events, segments_attached, segments_rejected;
     uint32_t processes_tracked, process_overflow, num_processes, pad;
     uint64_t restarts_recovered;
-    uint64_t reserved[4];
+    uint64_t exits_holding_memory;  /* processes that ended holding device memory */
+    uint64_t leaked_bytes;          /* what they held */
+    uint64_t reserved[2];
 } tttrack_aggregator_status_t;
 
 typedef struct tttrack_telemetry {

@@ -902,6 +902,7 @@ impl Aggregator {
                 self.log.error(format!("cannot write the journal: {e}"));
             }
             if let Some(p) = self.acc.release(a.key) {
+                self.count_leak(&p);
                 let lost = p.events_lost();
                 match leak_summary(&p) {
                     Some(line) => self.log.info(line),
@@ -947,6 +948,7 @@ impl Aggregator {
             self.journal.append(&Record::Release { key });
             let _ = self.journal.flush();
             if let Some(p) = self.acc.release(key) {
+                self.count_leak(&p);
                 match leak_summary(&p) {
                     Some(line) => self.log.info(line),
                     None => self
@@ -975,11 +977,32 @@ impl Aggregator {
             self.journal.append(&Record::Release { key });
             let _ = self.journal.flush();
             if let Some(p) = self.acc.release(key) {
+                self.count_leak(&p);
                 if let Some(line) = leak_summary(&p) {
                     self.log.info(line);
                 }
             }
             self.dirty = true;
+        }
+    }
+
+    /// Counts a released process that still held memory.
+    fn count_leak(&mut self, p: &ProcState) {
+        let held: u64 = p
+            .devices
+            .values()
+            .map(|d| {
+                d.used[CAT_DRAM]
+                    + d.used[CAT_L1]
+                    + d.used[CAT_L1_SMALL]
+                    + d.used[CAT_TRACE]
+                    + d.used[CAT_CB]
+                    + d.used[CAT_KERNEL]
+            })
+            .sum();
+        if held > 0 {
+            self.status.exits_holding_memory += 1;
+            self.status.leaked_bytes += held;
         }
     }
 

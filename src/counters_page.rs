@@ -78,7 +78,11 @@ pub struct AggregatorStatus {
     pub num_processes: u32,
     pub _pad: u32,
     pub restarts_recovered: u64,
-    pub _reserved: [u64; 4],
+    /// Processes that ended while holding device memory (the leak lines).
+    pub exits_holding_memory: u64,
+    /// Bytes those processes still held when they ended.
+    pub leaked_bytes: u64,
+    pub _reserved: [u64; 2],
 }
 
 /// Telemetry of one device. `valid` has bit `TEL_*` set for each field read.

@@ -17,6 +17,7 @@ pub mod counters_page;
 pub mod devices;
 pub mod ffi;
 pub mod journal;
+pub mod metrics;
 pub mod producer;
 pub mod segment;
 pub mod segment_reader;

@@ -32,6 +32,10 @@ struct Args {
     /// Do not serve the original protocol.
     #[arg(long)]
     no_compat_socket: bool,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics (a bare port binds to
+    /// loopback). Off unless given.
+    #[arg(long)]
+    metrics_addr: Option<String>,
     /// Seconds between telemetry samples.
     #[arg(long, default_value_t = 1.0)]
     telemetry_interval: f64,
@@ -81,6 +85,15 @@ fn main() {
         if let Err(e) = agg.enable_compat(&args.compat_socket) {
             agg.log
                 .error(format!("compatibility socket not served: {e}"));
+        }
+    }
+    if let Some(a) = &args.metrics_addr {
+        match tttrack::metrics::parse_addr(a).and_then(|addr| tttrack::metrics::serve(addr, &dir)) {
+            Ok(bound) => agg.log.info(format!("   metrics: http://{bound}/metrics")),
+            Err(e) => {
+                eprintln!("tt-aggregator: {e}");
+                std::process::exit(1);
+            }
         }
     }
     match tttrack::control::serve(&dir) {
