@@ -66,6 +66,9 @@ struct Attached {
     gap_since: Option<Instant>,
     /// Lane positions last published as tails.
     committed: [u64; NUM_LANES],
+    /// Broke the rules (corrupt, truncated): no longer read, only watched until its
+    /// process ends so that what it held is released then.
+    broken: bool,
 }
 
 /// A log line's destination: stdout for information, stderr for problems.
@@ -116,6 +119,7 @@ pub struct Aggregator {
     rejected: HashSet<PathBuf>,
     page_map: memmap2::MmapRaw,
     page: PageView,
+    page_ino: u64,
     _lock: std::fs::File,
     pid: u32,
     started_unix_ns: u64,
@@ -165,10 +169,20 @@ impl Aggregator {
         let lock = take_lock(&cfg.dir)?;
         let pid = std::process::id();
         let started_unix_ns = sys::unix_ns();
-        let jdir = cfg.dir.join("aggregator");
-        let (journal, rec) = Journal::open(&jdir, |acc, r| replay(acc, r))
-            .map_err(map_err("cannot recover the journal in", &jdir))?;
+        // The page first: its fresh heartbeat tells producers with full lanes that an
+        // aggregator is coming while the journal is replayed.
         let (page_map, page) = create_page(&cfg.dir, pid, started_unix_ns)?;
+        let jdir = cfg.dir.join("aggregator");
+        let mut replayed = 0u64;
+        let (journal, rec) = Journal::open(&jdir, |acc, r| {
+            replay(acc, r);
+            replayed += 1;
+            if replayed % 16384 == 0 {
+                page.beat();
+            }
+        })
+        .map_err(map_err("cannot recover the journal in", &jdir))?;
+        page.beat();
         let mut status = AggregatorStatus {
             pid,
             start_unix_ns: started_unix_ns,
@@ -185,6 +199,12 @@ impl Aggregator {
             rejected: HashSet::new(),
             page_map,
             page,
+            page_ino: {
+                use std::os::unix::fs::MetadataExt;
+                std::fs::symlink_metadata(cfg.dir.join(COUNTERS_FILE_NAME))
+                    .map(|m| m.ino())
+                    .unwrap_or(0)
+            },
             _lock: lock,
             pid,
             started_unix_ns,
@@ -583,6 +603,7 @@ impl Aggregator {
         }
         if now.duration_since(self.last_history) >= Duration::from_secs(1) {
             self.last_history = now;
+            self.check_page();
             self.push_history();
         }
         read
@@ -723,6 +744,7 @@ impl Aggregator {
                 pending: Vec::new(),
                 gap_since: None,
                 committed,
+                broken: false,
             },
         );
         self.dirty = true;
@@ -751,6 +773,12 @@ impl Aggregator {
         let Some(a) = self.attached.get_mut(path) else {
             return Ok((0, false));
         };
+        if a.broken {
+            return Ok((0, false));
+        }
+        if a.seg.truncated() {
+            return Err(SegmentError::Truncated);
+        }
         a.seg.heartbeat(self.pid, sys::monotonic_ns());
         let mut read = 0;
         loop {
@@ -890,8 +918,8 @@ impl Aggregator {
             .collect();
         for path in dead {
             if let Err(e) = self.drain(&path, true) {
+                // Release what it held all the same.
                 self.drop_corrupt(&path, e);
-                continue;
             }
             self.persist_and_commit(false);
             let Some(a) = self.attached.remove(&path) else {
@@ -1007,17 +1035,19 @@ impl Aggregator {
     }
 
     /// A segment that broke the rules mid-life: stop reading it. Its process's
-    /// figures stay as they were (it can only have hurt itself), flagged inexact.
+    /// figures stay as they were (it can only have hurt itself), flagged inexact, and
+    /// are released when the process ends.
     fn drop_corrupt(&mut self, path: &Path, e: SegmentError) {
         self.log
             .warn(format!("stopped reading segment {}: {e}", path.display()));
-        if let Some(a) = self.attached.remove(path) {
+        if let Some(a) = self.attached.get_mut(path) {
+            a.broken = true;
+            a.pending.clear();
             if let Some(p) = self.acc.processes.get_mut(&a.key) {
                 p.gap_lost += 1;
             }
         }
         self.status.segments_rejected += 1;
-        self.rejected.insert(path.to_path_buf());
         self.dirty = true;
     }
 
@@ -1056,6 +1086,39 @@ impl Aggregator {
         add_untracked(&mut processes, &sample, &self.cfg.sysfs_root, self.pid);
         self.page.publish_main(&st, &devices, &processes);
         self.last_devices = devices;
+    }
+
+    /// Recreates the counters page if someone removed or replaced it (readers would
+    /// otherwise see no aggregator while this one runs).
+    fn check_page(&mut self) {
+        use std::os::unix::fs::MetadataExt;
+        let path = self.cfg.dir.join(COUNTERS_FILE_NAME);
+        let current = std::fs::symlink_metadata(&path).map(|m| m.ino()).ok();
+        if current == Some(self.page_ino) {
+            return;
+        }
+        // Our old mapping still holds the history, whatever happened to its file.
+        let history = self.page.history(HISTORY_LEN).unwrap_or_default();
+        match create_page(&self.cfg.dir, self.pid, self.started_unix_ns) {
+            Ok((map, view)) => {
+                self.page_map = map;
+                self.page = view;
+                self.page_ino = std::fs::symlink_metadata(&path)
+                    .map(|m| m.ino())
+                    .unwrap_or(0);
+                self.log.warn(format!(
+                    "the counters page {} was removed or replaced; recreated it",
+                    path.display()
+                ));
+                self.publish();
+                for s in &history {
+                    self.page.push_history(s);
+                }
+            }
+            Err(e) => self
+                .log
+                .error(format!("cannot recreate the counters page: {e}")),
+        }
     }
 
     /// Logs local devices that appeared or vanished since the last look.

@@ -162,6 +162,59 @@ impl AllocMessage {
     }
 }
 
+/// What the parser found in a stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Parsed {
+    Message(AllocMessage),
+    /// Ten bad messages in a row: close the connection.
+    Close,
+}
+
+/// Splits a byte stream into messages: a message that does not parse is skipped one
+/// byte at a time; ten bad ones in a row ask for the connection to be closed.
+#[derive(Debug, Default)]
+pub struct StreamParser {
+    buf: Vec<u8>,
+    bad_in_a_row: u32,
+    pub bad_total: u64,
+    pub whole: u64,
+}
+
+impl StreamParser {
+    pub fn feed(&mut self, data: &[u8]) -> Vec<Parsed> {
+        self.buf.extend_from_slice(data);
+        let mut out = Vec::new();
+        let mut off = 0;
+        while self.buf.len() - off >= MSG_SIZE {
+            let mut m = [0u8; MSG_SIZE];
+            m.copy_from_slice(&self.buf[off..off + MSG_SIZE]);
+            let msg = AllocMessage::decode(&m);
+            if !msg.valid_request() {
+                self.bad_in_a_row += 1;
+                self.bad_total += 1;
+                if self.bad_in_a_row >= MAX_BAD_IN_A_ROW {
+                    out.push(Parsed::Close);
+                    self.buf.clear();
+                    return out;
+                }
+                off += 1;
+                continue;
+            }
+            self.bad_in_a_row = 0;
+            self.whole += 1;
+            off += MSG_SIZE;
+            out.push(Parsed::Message(msg));
+        }
+        self.buf.drain(..off);
+        out
+    }
+
+    /// Bytes received that do not yet form a message.
+    pub fn leftover(&self) -> usize {
+        self.buf.len()
+    }
+}
+
 /// What a connection asks of the aggregator's loop.
 pub enum Msg {
     /// A client connected: its real pid and start time, and a pidfd to watch.
@@ -289,38 +342,24 @@ fn connection(mut conn: UnixStream, tx: mpsc::Sender<Msg>, proc_root: &Path) {
         return;
     }
     let _ = conn.set_write_timeout(Some(Duration::from_secs(5)));
-    let mut buf: Vec<u8> = Vec::with_capacity(MSG_SIZE * 64);
+    let mut parser = StreamParser::default();
     let mut chunk = [0u8; MSG_SIZE * 32];
-    let mut bad_in_a_row = 0u32;
-    let mut bad_total = 0u64;
-    let mut whole = 0u64;
-    loop {
+    'read: loop {
         let n = match conn.read(&mut chunk) {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        buf.extend_from_slice(&chunk[..n]);
-        let mut off = 0;
-        while buf.len() - off >= MSG_SIZE {
-            let mut m = [0u8; MSG_SIZE];
-            m.copy_from_slice(&buf[off..off + MSG_SIZE]);
-            let msg = AllocMessage::decode(&m);
-            if !msg.valid_request() {
-                bad_in_a_row += 1;
-                bad_total += 1;
-                if bad_in_a_row >= MAX_BAD_IN_A_ROW {
+        for p in parser.feed(&chunk[..n]) {
+            let msg = match p {
+                Parsed::Close => {
                     let _ = tx.send(Msg::Disconnected {
                         pid,
-                        bad_messages: bad_total,
+                        bad_messages: parser.bad_total,
                     });
                     return;
                 }
-                off += 1; // re-synchronise one byte at a time
-                continue;
-            }
-            bad_in_a_row = 0;
-            whole += 1;
-            off += MSG_SIZE;
+                Parsed::Message(m) => m,
+            };
             if let Some(ev) = msg.event() {
                 if tx
                     .send(Msg::Event {
@@ -340,7 +379,7 @@ fn connection(mut conn: UnixStream, tx: mpsc::Sender<Msg>, proc_root: &Path) {
                     let _ = tx.send(Msg::Query { msg, reply: rtx });
                     if let Ok(r) = rrx.recv_timeout(Duration::from_secs(5)) {
                         if conn.write_all(&r).is_err() {
-                            break;
+                            break 'read;
                         }
                     }
                 }
@@ -357,10 +396,9 @@ fn connection(mut conn: UnixStream, tx: mpsc::Sender<Msg>, proc_root: &Path) {
                 _ => {}
             }
         }
-        buf.drain(..off);
     }
     // Less than one message, then end of input: `echo "" | nc -U SOCKET`.
-    if whole == 0 && !buf.is_empty() && buf.len() < MSG_SIZE {
+    if parser.whole == 0 && parser.leftover() > 0 && parser.leftover() < MSG_SIZE {
         let (rtx, rrx) = mpsc::channel();
         let _ = tx.send(Msg::Dump {
             kernels: false,
@@ -372,7 +410,7 @@ fn connection(mut conn: UnixStream, tx: mpsc::Sender<Msg>, proc_root: &Path) {
     }
     let _ = tx.send(Msg::Disconnected {
         pid,
-        bad_messages: bad_total,
+        bad_messages: parser.bad_total,
     });
 }
 

@@ -19,7 +19,7 @@ pub const RECORD_SIZE: usize = 64;
 const TAG_EVENT: u8 = 1;
 const TAG_RELEASE: u8 = 2;
 /// Compact when the journal grows past this.
-pub const COMPACT_BYTES: u64 = 64 << 20;
+pub const COMPACT_BYTES: u64 = 16 << 20;
 
 /// What a journal record says.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -15,6 +15,7 @@ pub mod compat;
 pub mod control;
 pub mod counters_page;
 pub mod devices;
+pub mod fault_guard;
 pub mod ffi;
 pub mod journal;
 pub mod metrics;

@@ -252,6 +252,11 @@ impl ThreadLane {
                 } else if slept <= 4 * SLEEP_STEP_NS {
                     quiet_ns += slept;
                 }
+                if quiet_ns >= max_wait && aggregator_is_running(seg) == Some(true) {
+                    // Runnable but not getting a core (the machine is oversubscribed):
+                    // that is not a stopped aggregator.
+                    quiet_ns = 0;
+                }
                 let stale = sys::monotonic_ns().saturating_sub(cur.1) >= ATTACH_TIMEOUT_NS;
                 if quiet_ns >= max_wait || (stale && !aggregator_running(sys::monotonic_ns())) {
                     self.shedding.set(Some(tail));
@@ -297,6 +302,43 @@ fn consumer_attached(seg: SegmentView) -> bool {
         return true;
     }
     aggregator_running(now)
+}
+
+/// Whether the aggregator draining `seg` is running or runnable right now (its main
+/// thread's state in `/proc/PID/stat` is `R`); `None` if that cannot be read (it
+/// exited, or lives in another PID namespace). Slow path only.
+fn aggregator_is_running(seg: SegmentView) -> Option<bool> {
+    let pid = seg.header().consumer_pid.load(Relaxed);
+    if pid == 0 {
+        return None;
+    }
+    let mut path = [0u8; 32];
+    {
+        let mut w = std::io::Cursor::new(&mut path[..]);
+        write!(w, "/proc/{pid}/stat").ok()?;
+    }
+    let mut buf = [0u8; 512];
+    // SAFETY: path is NUL-terminated (zero-filled past the text); buf is writable for
+    // its length; the descriptor is checked and closed.
+    let n = unsafe {
+        let fd = libc::open(
+            path.as_ptr() as *const libc::c_char,
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        );
+        if fd < 0 {
+            return None;
+        }
+        let n = libc::read(fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len());
+        libc::close(fd);
+        n
+    };
+    if n <= 0 {
+        return None;
+    }
+    let text = &buf[..n as usize];
+    let close = text.iter().rposition(|&c| c == b')')?;
+    let state = text.get(close + 2)?;
+    Some(*state == b'R')
 }
 
 static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
@@ -361,6 +403,10 @@ static COUNTERS_PATH: std::sync::OnceLock<std::ffi::CString> = std::sync::OnceLo
 /// Reads the counters page's presence block with `pread` (a mapping could fault if
 /// the file were truncated). Slow path only: a lane is full.
 fn aggregator_running(now: u64) -> bool {
+    aggregator_running_inner(now, false)
+}
+
+fn aggregator_running_inner(now: u64, reopened: bool) -> bool {
     let mut fd = COUNTERS_FD.load(Acquire);
     if fd < 0 {
         let last = COUNTERS_LAST_OPEN_NS.load(Relaxed);
@@ -403,9 +449,13 @@ fn aggregator_running(now: u64) -> bool {
             .compare_exchange(fd, -1, AcqRel, Acquire)
             .is_ok()
     {
-        // Perhaps a restarted aggregator replaced the file: reopen next time.
         // SAFETY: fd was ours in COUNTERS_FD and is no longer published.
         unsafe { libc::close(fd) };
+        // A restarted aggregator replaces the file: look at the new one at once.
+        if !reopened {
+            COUNTERS_LAST_OPEN_NS.store(0, Relaxed);
+            return aggregator_running_inner(now, true);
+        }
     }
     alive
 }

@@ -31,6 +31,8 @@ pub enum SegmentError {
         file_pid: u32,
         header_pid: u32,
     },
+    /// The file was truncated while mapped (its pages now read as zeros).
+    Truncated,
     /// A lane's positions broke the ring's rules.
     CorruptLane {
         lane: usize,
@@ -57,6 +59,7 @@ impl fmt::Display for SegmentError {
                 file_pid,
                 header_pid,
             } => write!(f, "file name says pid {file_pid}, header says pid {header_pid}"),
+            Self::Truncated => write!(f, "the file was truncated while in use"),
             Self::CorruptLane { lane, head, tail } => write!(
                 f,
                 "lane {lane} is corrupt (head {head}, consumer position {tail}, capacity {LANE_CAPACITY})"
@@ -77,6 +80,8 @@ pub struct MappedSegment {
     pub header_uid: u32,
     pub comm: String,
     file: File,
+    /// Declared before `map`: unregistered before the range is unmapped.
+    guard: crate::fault_guard::Guard,
     map: memmap2::MmapRaw,
     /// Consumer's read position per lane (may run ahead of the published tail).
     cursors: [u64; NUM_LANES],
@@ -104,6 +109,7 @@ impl MappedSegment {
             .len(SEGMENT_SIZE)
             .map_raw(&file)
             .map_err(|e| SegmentError::Io(e.to_string()))?;
+        let guard = crate::fault_guard::register(map.as_ptr(), SEGMENT_SIZE);
         // SAFETY: map covers SEGMENT_SIZE bytes, page aligned, and lives in self.
         let view = unsafe { SegmentView::new(map.as_mut_ptr()) };
         let h = view.header();
@@ -165,6 +171,7 @@ impl MappedSegment {
             header_uid: h.uid.load(Relaxed),
             comm: view.comm(),
             file,
+            guard,
             map,
             cursors,
         })
@@ -244,6 +251,10 @@ impl MappedSegment {
             ];
             out.push((Event::from_words(w), pos));
         }
+        if self.guard.faulted() {
+            out.truncate(out.len() - n);
+            return Err(SegmentError::Truncated);
+        }
         self.cursors[i] = cur.wrapping_add(n as u64);
         Ok(n)
     }
@@ -251,6 +262,11 @@ impl MappedSegment {
     /// Publishes `pos` as lane `i`'s tail: the producer may reuse every slot below it.
     pub fn commit(&self, i: usize, pos: u64) {
         self.view().lane(i).tail.store(pos, Release);
+    }
+
+    /// Whether the file was truncated under the mapping.
+    pub fn truncated(&self) -> bool {
+        self.guard.faulted()
     }
 
     /// Events the process reported as dropped (all lanes plus lane-less events).
