@@ -39,7 +39,7 @@ pub struct Lib {
 
 /// Where libtttrack.so is: `$TTTRACK_LIB`, else beside the running executable.
 pub fn library_path() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("TTTRACK_LIB") {
+    if let Some(p) = std::env::var_os("TTTRACK_LIB").filter(|p| !p.is_empty()) {
         return Some(PathBuf::from(p));
     }
     let exe = std::env::current_exe().ok()?;

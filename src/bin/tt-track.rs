@@ -61,6 +61,9 @@ enum Cmd {
         /// Process name (as shown by tt-smi).
         #[arg(long)]
         name: Option<String>,
+        /// Ignored: lets a soak script find (and stop) its own workload processes.
+        #[arg(long, hide = true)]
+        soak_dir: Option<PathBuf>,
     },
     /// Load generator for benchmarks: THREADS threads, each PAIRS alloc/free pairs
     /// through libtttrack.so, then KEEP live buffers per thread held for HOLD_MS.
@@ -96,6 +99,7 @@ fn main() {
             pace_ms,
             leak,
             name,
+            soak_dir: _,
         } => run_workload(seed, cycles, pace_ms, leak, name),
         Cmd::Run { cmd } => run_cmd(cmd),
         Cmd::Load {
