@@ -120,6 +120,7 @@ pub struct Aggregator {
     page_map: memmap2::MmapRaw,
     page: PageView,
     page_ino: u64,
+    space_warned: bool,
     _lock: std::fs::File,
     pid: u32,
     started_unix_ns: u64,
@@ -199,6 +200,7 @@ impl Aggregator {
             rejected: HashSet::new(),
             page_map,
             page,
+            space_warned: false,
             page_ino: {
                 use std::os::unix::fs::MetadataExt;
                 std::fs::symlink_metadata(cfg.dir.join(COUNTERS_FILE_NAME))
@@ -604,6 +606,7 @@ impl Aggregator {
         if now.duration_since(self.last_history) >= Duration::from_secs(1) {
             self.last_history = now;
             self.check_page();
+            self.check_space();
             self.push_history();
         }
         read
@@ -1086,6 +1089,29 @@ impl Aggregator {
         add_untracked(&mut processes, &sample, &self.cfg.sysfs_root, self.pid);
         self.page.publish_main(&st, &devices, &processes);
         self.last_devices = devices;
+    }
+
+    /// Warns (once, until it recovers) when the tracking directory's file system is
+    /// nearly full: new processes would get no lane and drop their events.
+    fn check_space(&mut self) {
+        let Ok(c) = sys::cstring(&self.cfg.dir) else {
+            return;
+        };
+        // SAFETY: statvfs into a zeroed struct with a valid path.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+            return;
+        }
+        let free = st.f_bavail as u64 * st.f_frsize as u64;
+        let low = free < 2 * LANE_STRIDE as u64;
+        if low && !self.space_warned {
+            self.log.warn(format!(
+                "the file system of {} has only {} free: new processes cannot get reporting lanes and will drop (and count) their events; free some space",
+                self.cfg.dir.display(),
+                sys::human_bytes(free)
+            ));
+        }
+        self.space_warned = low;
     }
 
     /// Recreates the counters page if someone removed or replaced it (readers would

@@ -70,6 +70,8 @@ static GENERATION: AtomicU64 = AtomicU64::new(1);
 static UNDELIVERED: AtomicU64 = AtomicU64::new(0);
 static MAX_WAIT_NS: AtomicU64 = AtomicU64::new(1_000_000);
 static ATFORK_REGISTERED: AtomicU8 = AtomicU8::new(0);
+/// Set once the "no space for a lane" line has been printed.
+static NO_SPACE_SAID: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
 const NO_LANE: usize = usize::MAX;
 /// One sleep of a producer waiting on a full lane.
@@ -129,6 +131,15 @@ impl ThreadLane {
             if lane.claims.load(Relaxed) == 0 && !reserve_lane_memory(i) {
                 // No memory behind this lane: writing into it could fault. Give it back.
                 lane.state.store(LANE_FREE, Release);
+                if !NO_SPACE_SAID.swap(true, Relaxed) {
+                    let e = std::io::Error::last_os_error();
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "tttrack: no space for a reporting lane in {} ({e}); this thread's events \
+                         are dropped and counted. Free space there or set TTTRACK_DIR.",
+                        sys::tracking_dir_from_env().display()
+                    );
+                }
                 return false;
             }
             lane.owner_tid.store(tid, Relaxed);

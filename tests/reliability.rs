@@ -445,3 +445,50 @@ proptest! {
         }
     }
 }
+
+/// A tracking directory on a nearly full file system (a small tmpfs): the application
+/// runs on, says so in one line, and counts what it could not deliver; the aggregator
+/// reports the problem. Needs root (it mounts a tmpfs), as CI runs.
+#[test]
+fn a_full_tracking_file_system_is_survived_and_reported() {
+    struct Mount(std::path::PathBuf);
+    impl Drop for Mount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let base = TempDir::new("rel-full");
+    let dir = base.path().join("small");
+    std::fs::create_dir_all(&dir).unwrap();
+    let st = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=5500k", "tmpfs"])
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(
+        st.success(),
+        "this test mounts a 5.5 MB tmpfs and needs root (CAP_SYS_ADMIN)"
+    );
+    let _m = Mount(dir.clone());
+    let agg = AggProc::start(&dir, &[]);
+    let out = run_producer(&dir, &["burst", "1000"]);
+    assert!(out.status.success(), "the application runs on");
+    assert_eq!(stdout_value(&out, "dropped "), Some(1000));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err.matches("no space for a reporting lane").count(),
+        1,
+        "one clear line: {err}"
+    );
+    agg.wait_for(
+        || agg.output().contains("cannot get reporting lanes"),
+        "the aggregator's warning",
+    );
+    agg.wait_for(
+        || {
+            agg.snapshot()
+                .is_some_and(|s| s.status.events_lost == 1000 && s.processes.is_empty())
+        },
+        "the loss counted",
+    );
+}
