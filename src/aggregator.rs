@@ -670,10 +670,20 @@ impl Aggregator {
                 seg.file_uid, seg.header_uid
             ));
         }
-        let alive = seg.is_alive();
+        let mut alive = seg.is_alive();
         let mut comm = seg.comm.clone();
+        let info = if alive {
+            sys::proc_info(&self.cfg.proc_root, seg.pid)
+        } else {
+            None
+        };
+        // The process may have ended between the two looks: ask the lock again.
+        if alive && info.as_ref().is_none_or(|i| i.start_time != seg.start_time) && !seg.is_alive()
+        {
+            alive = false;
+        }
         if alive {
-            let Some(info) = sys::proc_info(&self.cfg.proc_root, seg.pid) else {
+            let Some(info) = info else {
                 return Err(format!(
                     "its lock is held but pid {} does not exist here (another PID namespace?)",
                     seg.pid
