@@ -12,7 +12,7 @@
 #include "tttrack.h"
 
 #define TTTRACK_SEGMENT_MAGIC 0x3147455352545454ull /* "TTTRSEG1" little-endian */
-#define TTTRACK_SEGMENT_LAYOUT_VERSION 1
+#define TTTRACK_SEGMENT_LAYOUT_VERSION 2
 #define TTTRACK_NUM_LANES 64
 #define TTTRACK_LANE_CAPACITY 32768
 #define TTTRACK_MAX_DEVICES 64
@@ -51,7 +51,9 @@ typedef struct tttrack_segment_header {
     uint64_t lane_stride;
     char comm[16];
     uint64_t created_unix_ns;
-    uint64_t pad1[5];
+    uint64_t lanes_claimed;     /* bit i: lane i owned by a thread */
+    uint64_t lanes_reserved;    /* bit i: lane i's pages allocated; never touch a lane without it */
+    uint64_t pad1[3];
     uint64_t seq;               /* next sequence number (own cache line) */
     uint64_t pad2[7];
     uint64_t no_lane_dropped;

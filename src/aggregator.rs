@@ -167,6 +167,7 @@ impl Aggregator {
             verbosity: cfg.verbosity,
         };
         sys::ensure_tracking_dir(&cfg.dir).map_err(map_err("cannot create", &cfg.dir))?;
+        warn_about_directory(&cfg.dir, &log);
         let lock = take_lock(&cfg.dir)?;
         let pid = std::process::id();
         let started_unix_ns = sys::unix_ns();
@@ -709,7 +710,8 @@ impl Aggregator {
         if recovered {
             // Resume after the last journaled event of each lane.
             let p = &self.acc.processes[&key];
-            for lane in 0..NUM_LANES {
+            let reserved: Vec<usize> = (0..NUM_LANES).filter(|&l| seg.lane_reserved(l)).collect();
+            for lane in reserved {
                 let applied = p.lane_applied[lane];
                 let tail = seg.cursor(lane);
                 let head = seg.view().lane(lane).head.load(Ordering::Acquire);
@@ -788,9 +790,6 @@ impl Aggregator {
         };
         if a.broken {
             return Ok((0, false));
-        }
-        if a.seg.truncated() {
-            return Err(SegmentError::Truncated);
         }
         a.seg.heartbeat(self.pid, sys::monotonic_ns());
         let mut read = 0;
@@ -923,6 +922,16 @@ impl Aggregator {
     /// Releases every process whose segment lock is gone: drain to the end, release
     /// its memory, report what it held, remove its segment.
     fn reap_dead(&mut self) {
+        // A file cut short under our mapping (checked here, every 100 ms: one fstat).
+        let cut: Vec<PathBuf> = self
+            .attached
+            .iter()
+            .filter(|(_, a)| !a.broken && a.seg.truncated())
+            .map(|(p, _)| p.clone())
+            .collect();
+        for path in cut {
+            self.drop_corrupt(&path, SegmentError::Truncated);
+        }
         let dead: Vec<PathBuf> = self
             .attached
             .iter()
@@ -1029,18 +1038,7 @@ impl Aggregator {
 
     /// Counts a released process that still held memory.
     fn count_leak(&mut self, p: &ProcState) {
-        let held: u64 = p
-            .devices
-            .values()
-            .map(|d| {
-                d.used[CAT_DRAM]
-                    + d.used[CAT_L1]
-                    + d.used[CAT_L1_SMALL]
-                    + d.used[CAT_TRACE]
-                    + d.used[CAT_CB]
-                    + d.used[CAT_KERNEL]
-            })
-            .sum();
+        let held: u64 = p.devices.values().map(|d| device_bytes(&d.used)).sum();
         if held > 0 {
             self.status.exits_holding_memory += 1;
             self.status.leaked_bytes += held;
@@ -1254,6 +1252,30 @@ impl Aggregator {
 
     pub fn started_unix_ns(&self) -> u64 {
         self.started_unix_ns
+    }
+}
+
+/// Says so when the tracking directory is controlled by another user, or writable by
+/// all without the sticky bit (anyone could then remove others' segments).
+fn warn_about_directory(dir: &Path, log: &Log) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(m) = std::fs::symlink_metadata(dir) else {
+        return;
+    };
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if m.uid() != me && m.uid() != 0 {
+        log.warn(format!(
+            "the tracking directory {} is owned by uid {}, not by root or by this user (uid {me}): that user controls which files appear in it (every file is still validated); prefer a directory owned by root or by you (--dir)",
+            dir.display(),
+            m.uid()
+        ));
+    }
+    if m.mode() & 0o002 != 0 && m.mode() & 0o1000 == 0 {
+        log.warn(format!(
+            "the tracking directory {} is writable by all users without the sticky bit: anyone can remove other users' segments; chmod 1777 it",
+            dir.display()
+        ));
     }
 }
 

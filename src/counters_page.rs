@@ -45,6 +45,23 @@ pub const CAT_NAMES: [&str; NUM_CATS] = [
     "kernel_dispatch",
 ];
 
+/// Device memory in a set of per-category figures: DRAM, everything L1-resident
+/// (buffers, L1_SMALL, CBs, kernels) and TRACE; not SYSTEM_MEMORY (host memory), and
+/// the kernel subtypes are already in the kernel total.
+pub fn device_bytes(used: &[u64; NUM_CATS]) -> u64 {
+    [
+        CAT_DRAM,
+        CAT_L1,
+        CAT_L1_SMALL,
+        CAT_TRACE,
+        CAT_CB,
+        CAT_KERNEL,
+    ]
+    .iter()
+    .map(|&c| used[c])
+    .sum()
+}
+
 /// Used bytes, high-water mark and live count of one category.
 #[repr(C)]
 #[derive(

@@ -115,33 +115,35 @@ impl ThreadLane {
         // SAFETY: gettid has no preconditions.
         let tid = unsafe { libc::gettid() } as u32;
         let start = (tid as usize).wrapping_mul(2654435761) % NUM_LANES;
+        let h = seg.header();
         for k in 0..NUM_LANES {
             let i = (start + k) % NUM_LANES;
-            let lane = seg.lane(i);
-            if lane.state.load(Relaxed) != LANE_FREE {
-                continue;
-            }
-            if lane
-                .state
-                .compare_exchange(LANE_FREE, LANE_CLAIMED, AcqRel, Relaxed)
-                .is_err()
+            let bit = 1u64 << i;
+            if h.lanes_claimed.load(Relaxed) & bit != 0
+                || h.lanes_claimed.fetch_or(bit, AcqRel) & bit != 0
             {
                 continue;
             }
-            if lane.claims.load(Relaxed) == 0 && !reserve_lane_memory(i) {
-                // No memory behind this lane: writing into it could fault. Give it back.
-                lane.state.store(LANE_FREE, Release);
-                if !NO_SPACE_SAID.swap(true, Relaxed) {
-                    let e = std::io::Error::last_os_error();
-                    let _ = writeln!(
-                        std::io::stderr(),
-                        "tttrack: no space for a reporting lane in {} ({e}); this thread's events \
-                         are dropped and counted. Free space there or set TTTRACK_DIR.",
-                        sys::tracking_dir_from_env().display()
-                    );
+            // Ours now. Give the lane real pages before touching it (never touch a lane
+            // without its reserved bit: on a full tmpfs that would fault).
+            if h.lanes_reserved.load(Acquire) & bit == 0 {
+                if !reserve_lane_memory(i) {
+                    h.lanes_claimed.fetch_and(!bit, AcqRel);
+                    if !NO_SPACE_SAID.swap(true, Relaxed) {
+                        let e = std::io::Error::last_os_error();
+                        let _ = writeln!(
+                            std::io::stderr(),
+                            "tttrack: no space for a reporting lane in {} ({e}); this thread's events \
+                             are dropped and counted. Free space there or set TTTRACK_DIR.",
+                            sys::tracking_dir_from_env().display()
+                        );
+                    }
+                    return false;
                 }
-                return false;
+                h.lanes_reserved.fetch_or(bit, Release);
             }
+            let lane = seg.lane(i);
+            lane.state.store(LANE_CLAIMED, Relaxed);
             lane.owner_tid.store(tid, Relaxed);
             lane.claims.store(lane.claims.load(Relaxed) + 1, Relaxed);
             self.lane.set(i);
@@ -161,7 +163,8 @@ impl ThreadLane {
             let seg = self.view();
             let lane = seg.lane(i);
             lane.owner_tid.store(0, Relaxed);
-            lane.state.store(LANE_FREE, Release);
+            lane.state.store(LANE_FREE, Relaxed);
+            seg.header().lanes_claimed.fetch_and(!(1u64 << i), Release);
         }
         self.lane.set(NO_LANE);
     }
@@ -787,7 +790,8 @@ pub fn dropped_events() -> u64 {
         // SAFETY: base is the live segment of this generation.
         let seg = unsafe { SegmentView::new(base) };
         n += seg.header().no_lane_dropped.load(Relaxed);
-        for i in 0..NUM_LANES {
+        let reserved = seg.header().lanes_reserved.load(Acquire);
+        for i in (0..NUM_LANES).filter(|i| reserved & (1 << i) != 0) {
             n += seg.lane(i).dropped.load(Relaxed);
         }
     }

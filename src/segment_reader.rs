@@ -160,8 +160,11 @@ impl MappedSegment {
             });
         }
         let mut cursors = [0u64; NUM_LANES];
+        let reserved = h.lanes_reserved.load(Acquire);
         for (i, c) in cursors.iter_mut().enumerate() {
-            *c = view.lane(i).tail.load(Acquire);
+            if reserved & (1 << i) != 0 {
+                *c = view.lane(i).tail.load(Acquire);
+            }
         }
         Ok(Self {
             path: path.to_path_buf(),
@@ -228,8 +231,14 @@ impl MappedSegment {
         max: usize,
     ) -> Result<usize, SegmentError> {
         let view = self.view();
+        if !self.lane_reserved(i) {
+            return Ok(0);
+        }
         let lane = view.lane(i);
         let head = lane.head.load(Acquire);
+        if self.guard.faulted() {
+            return Err(SegmentError::Truncated);
+        }
         let cur = self.cursors[i];
         let avail = head.wrapping_sub(cur);
         if avail > LANE_CAPACITY as u64 {
@@ -259,21 +268,34 @@ impl MappedSegment {
         Ok(n)
     }
 
-    /// Publishes `pos` as lane `i`'s tail: the producer may reuse every slot below it.
-    pub fn commit(&self, i: usize, pos: u64) {
-        self.view().lane(i).tail.store(pos, Release);
+    /// Whether lane `i` has pages (only such lanes are ever touched).
+    pub fn lane_reserved(&self, i: usize) -> bool {
+        i < NUM_LANES && self.view().header().lanes_reserved.load(Acquire) & (1 << i) != 0
     }
 
-    /// Whether the file was truncated under the mapping.
+    /// Publishes `pos` as lane `i`'s tail: the producer may reuse every slot below it.
+    pub fn commit(&self, i: usize, pos: u64) {
+        if self.lane_reserved(i) {
+            self.view().lane(i).tail.store(pos, Release);
+        }
+    }
+
+    /// Whether the file was truncated under the mapping (a fault was caught, or the
+    /// file no longer has its full size).
     pub fn truncated(&self) -> bool {
         self.guard.faulted()
+            || self
+                .file
+                .metadata()
+                .map(|m| m.len() != SEGMENT_SIZE as u64)
+                .unwrap_or(true)
     }
 
     /// Events the process reported as dropped (all lanes plus lane-less events).
     pub fn dropped(&self) -> u64 {
         let v = self.view();
         let mut n = v.header().no_lane_dropped.load(Relaxed);
-        for i in 0..NUM_LANES {
+        for i in (0..NUM_LANES).filter(|&i| self.lane_reserved(i)) {
             n = n.wrapping_add(v.lane(i).dropped.load(Relaxed));
         }
         n

@@ -16,7 +16,7 @@ use core::sync::atomic::{AtomicU32, AtomicU64};
 /// `b"TTTRSEG1"` read as a little-endian u64: the first 8 bytes of every segment file.
 pub const SEGMENT_MAGIC: u64 = u64::from_le_bytes(*b"TTTRSEG1");
 /// Bumped whenever anything in a segment's layout changes meaning or place.
-pub const SEGMENT_LAYOUT_VERSION: u32 = 1;
+pub const SEGMENT_LAYOUT_VERSION: u32 = 2;
 
 /// Lanes per segment: the number of threads of one process that can report at once.
 pub const NUM_LANES: usize = 64;
@@ -220,7 +220,14 @@ pub struct SegmentHeader {
     /// Process name (`comm`), NUL-padded.
     pub comm: [AtomicU64; 2],
     pub created_unix_ns: AtomicU64,
-    pub _pad1: [AtomicU64; 5],
+    /// Bit i: lane i is owned by a thread (claimed with an atomic OR, given back with an
+    /// atomic AND).
+    pub lanes_claimed: AtomicU64,
+    /// Bit i: lane i's pages are allocated (set once after `fallocate`, never cleared).
+    /// Nobody touches a lane whose bit is clear: on a full tmpfs even reading a page
+    /// that was never allocated raises SIGBUS.
+    pub lanes_reserved: AtomicU64,
+    pub _pad1: [AtomicU64; 3],
     /// Next per-process sequence number.
     pub seq: AtomicU64,
     pub _pad2: [AtomicU64; 7],
@@ -242,7 +249,8 @@ pub struct LaneHeader {
     pub head: AtomicU64,
     /// Events this lane's threads could not deliver.
     pub dropped: AtomicU64,
-    /// [`LANE_FREE`] or [`LANE_CLAIMED`].
+    /// [`LANE_CLAIMED`] while a thread owns the lane, else [`LANE_FREE`] (informative:
+    /// ownership itself is the header's `lanes_claimed` bit).
     pub state: AtomicU32,
     /// Kernel thread id of the current owner.
     pub owner_tid: AtomicU32,
@@ -339,6 +347,9 @@ const _: () = {
     assert!(offset_of!(SegmentHeader, lane_stride) == 56);
     assert!(offset_of!(SegmentHeader, comm) == 64);
     assert!(offset_of!(SegmentHeader, created_unix_ns) == 80);
+    assert!(offset_of!(SegmentHeader, lanes_claimed) == 88);
+    assert!(offset_of!(SegmentHeader, lanes_reserved) == 96);
+    assert!(NUM_LANES <= 64);
     assert!(offset_of!(SegmentHeader, seq) == 128);
     assert!(offset_of!(SegmentHeader, no_lane_dropped) == 192);
     assert!(offset_of!(SegmentHeader, consumer_pid) == 256);
@@ -416,6 +427,8 @@ pub fn layout_table() -> Vec<(&'static str, usize)> {
         lane_stride,
         comm,
         created_unix_ns,
+        lanes_claimed,
+        lanes_reserved,
         seq,
         no_lane_dropped,
         consumer_pid,

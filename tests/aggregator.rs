@@ -273,6 +273,10 @@ fn garbage_truncated_and_foreign_segments_are_rejected_without_harm() {
     // SAFETY: the mapping is SEGMENT_SIZE bytes and outlives every use here.
     let seg = unsafe { tttrack::segment::SegmentView::new(map.as_mut_ptr()) };
     tttrack::producer::write_identity(seg, victim.id(), 65534, vinfo.start_time, b"forged");
+    // A test producer owns every lane's pages (sparse files on /dev/shm).
+    seg.header()
+        .lanes_reserved
+        .store(u64::MAX, std::sync::atomic::Ordering::Release);
     tttrack::producer::publish(
         seg,
         0,

@@ -218,11 +218,11 @@ fn thousands_of_short_lived_processes_leave_nothing_behind() {
         "warm-up released",
     );
     let base = rss_kib(agg.child.id());
-    let sequential = 2000u64;
+    let sequential = 10_000u64;
     for _ in 0..sequential {
         assert!(run_producer(dir.path(), &["burst", "10"]).status.success());
     }
-    let batches = 80u64;
+    let batches = 100u64;
     for _ in 0..batches {
         let kids: Vec<_> = (0..100)
             .map(|_| spawn_producer(dir.path(), &["burst", "10"], 0))
@@ -384,8 +384,77 @@ fn truncation_deletion_and_junk_are_survived() {
     let _ = good.wait();
 }
 
+/// A tracking directory owned by another user: the aggregator says so, and still
+/// validates everything in it.
+#[test]
+fn a_directory_owned_by_another_user_is_reported() {
+    use std::os::unix::fs::PermissionsExt;
+    let base = TempDir::new("rel-owner");
+    let dir = base.path().join("theirs");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::os::unix::fs::symlink("/etc/shadow", dir.join("seg.123.456")).unwrap();
+    let agg = AggProc::start(&dir, &[]);
+    agg.wait_for(
+        || agg.output().contains("is owned by uid 65534"),
+        "the ownership warning",
+    );
+    assert!(
+        agg.output().contains("without the sticky bit"),
+        "{}",
+        agg.output()
+    );
+    agg.wait_for(
+        || {
+            agg.snapshot()
+                .is_some_and(|s| s.status.segments_rejected == 1)
+        },
+        "the planted symlink rejected",
+    );
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Random bytes written over a valid segment (header, device slots, lane headers,
+    /// ring slots): opening and draining it never panics, never reads outside the
+    /// mapping, and never yields more than a lane's capacity.
+    #[test]
+    fn segment_reader_survives_any_bytes(patches in prop::collection::vec((0usize..(tttrack::shm_layout::LANES_OFFSET + 3 * tttrack::shm_layout::LANE_STRIDE), prop::collection::vec(any::<u8>(), 1..64)), 1..40)) {
+        use std::os::unix::fs::FileExt;
+        use tttrack::shm_layout::*;
+        let dir = TempDir::new("fuzz-seg");
+        let path = dir.path().join(segment_file_name(777, 888));
+        let f = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&path).unwrap();
+        f.set_len(SEGMENT_SIZE as u64).unwrap();
+        {
+            let map = memmap2::MmapOptions::new().len(SEGMENT_SIZE).map_raw(&f).unwrap();
+            // SAFETY: the mapping is SEGMENT_SIZE bytes and outlives the view.
+            let seg = unsafe { tttrack::segment::SegmentView::new(map.as_mut_ptr()) };
+            tttrack::producer::write_identity(seg, 777, 0, 888, b"fuzz");
+            // A test producer owns every lane's pages (sparse files on /dev/shm).
+            seg.header().lanes_reserved.store(u64::MAX, std::sync::atomic::Ordering::Release);
+            for k in 0..100u64 {
+                tttrack::producer::publish(seg, 1, k, Event { seq: 0, kind: 1, subtype: 0, _reserved: 0, device: 0, size: 8, id: k });
+            }
+        }
+        for (off, bytes) in &patches {
+            f.write_all_at(bytes, *off as u64).unwrap();
+        }
+        if let Ok(mut r) = tttrack::segment_reader::MappedSegment::open(&path) {
+            let mut buf = Vec::new();
+            for lane in 0..NUM_LANES {
+                buf.clear();
+                if let Ok(n) = r.read_lane(lane, &mut buf, usize::MAX) {
+                    prop_assert!(n <= LANE_CAPACITY);
+                }
+            }
+            let _ = r.dropped();
+            let _ = r.view().read_device_info(3);
+            let _ = r.is_alive();
+        }
+    }
 
     /// The compatibility parser on any byte stream, in any chunking: never panics,
     /// yields only valid requests, and closes only after ten bad messages in a row.

@@ -29,6 +29,10 @@ fn segment(dir: &std::path::Path) -> (memmap2::MmapRaw, MappedSegment) {
     // SAFETY: the mapping is SEGMENT_SIZE bytes and outlives every use in the test.
     let seg = unsafe { SegmentView::new(map.as_mut_ptr()) };
     write_identity(seg, 4242, 0, 777, b"ringtest");
+    // A test producer owns every lane's pages (sparse files on /dev/shm).
+    seg.header()
+        .lanes_reserved
+        .store(u64::MAX, std::sync::atomic::Ordering::Release);
     let reader = MappedSegment::open(&path).unwrap();
     (map, reader)
 }

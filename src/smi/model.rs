@@ -89,17 +89,7 @@ pub struct ProcessView {
 impl ProcessView {
     /// Device memory held (DRAM, L1-resident, TRACE), for sorting.
     pub fn device_bytes(&self) -> u64 {
-        self.devices
-            .iter()
-            .map(|d| {
-                d.used[CAT_DRAM]
-                    + d.used[CAT_L1]
-                    + d.used[CAT_L1_SMALL]
-                    + d.used[CAT_TRACE]
-                    + d.used[CAT_CB]
-                    + d.used[CAT_KERNEL]
-            })
-            .sum()
+        self.devices.iter().map(|d| device_bytes(&d.used)).sum()
     }
 }
 

@@ -31,6 +31,7 @@ int main(void) {
     O("SegmentHeader", tttrack_segment_header_t, lane_capacity); O("SegmentHeader", tttrack_segment_header_t, lanes_offset);
     O("SegmentHeader", tttrack_segment_header_t, lane_stride); O("SegmentHeader", tttrack_segment_header_t, comm);
     O("SegmentHeader", tttrack_segment_header_t, created_unix_ns); O("SegmentHeader", tttrack_segment_header_t, seq);
+    O("SegmentHeader", tttrack_segment_header_t, lanes_claimed); O("SegmentHeader", tttrack_segment_header_t, lanes_reserved);
     O("SegmentHeader", tttrack_segment_header_t, no_lane_dropped);
     O("SegmentHeader", tttrack_segment_header_t, consumer_pid);
     O("SegmentHeader", tttrack_segment_header_t, consumer_heartbeat_ns);
