@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Soak: the demo workload with random process churn against a real tt-aggregator for
 # DURATION seconds (default 600). Checks at the end: every process released, device
-# figures back to zero, nothing lost, aggregator RSS flat (growth after the first
-# fifth of the run at most 1 MiB + 5%).
+# figures back to zero, nothing lost, aggregator private memory (RssAnon) flat (growth
+# after the first fifth of the run at most 1 MiB + 5%).
 #
 #   scripts/soak.sh [DURATION_S] [BIN_DIR]     (BIN_DIR default: target/release)
 set -euo pipefail
@@ -22,7 +22,9 @@ trap cleanup EXIT
 "$bin/tt-aggregator" --dir "$dir" --no-compat-socket --quiet >"$log" 2>&1 &
 agg=$!
 sleep 0.5
-rss() { awk '/VmRSS/ {print $2}' "/proc/$agg/status"; }
+# Private memory: the counters page is a shared file mapping whose history pages get
+# touched one per second until the ring wraps (16 min); that is bounded, not growth.
+rss() { awk '/RssAnon/ {print $2}' "/proc/$agg/status"; }
 spawned=0
 start=$(date +%s)
 rss_early=""
@@ -67,8 +69,8 @@ for dev in d["devices"]:
 a = d["aggregator"]
 if a["events_lost"]: problems.append(f"{a['events_lost']} events lost")
 if not a["events_applied"] or spawned == 0: problems.append("no events were applied: the workload did not run")
-if end > early + 1024 + early // 20: problems.append(f"aggregator RSS grew from {early} KiB to {end} KiB")
-print(f"soak: {spawned} processes, {a['events_applied']} events applied, {a['events_lost']} lost, aggregator RSS {early} KiB -> {end} KiB")
+if end > early + 1024 + early // 20: problems.append(f"aggregator private memory grew from {early} KiB to {end} KiB")
+print(f"soak: {spawned} processes, {a['events_applied']} events applied, {a['events_lost']} lost, aggregator private memory (RssAnon) {early} KiB -> {end} KiB")
 for p in problems: print("soak problem:", p)
 print("FAIL" if problems else "OK")
 PY
