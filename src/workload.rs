@@ -26,15 +26,15 @@ type EnabledFn = unsafe extern "C" fn() -> i32;
 /// libtttrack.so, loaded at run time.
 #[derive(Clone, Copy)]
 pub struct Lib {
-    pub alloc: AllocFn,
-    pub free: FreeFn,
-    pub cb_alloc: CbFn,
-    pub cb_free: CbFn,
-    pub kernel_load: KLoadFn,
-    pub kernel_unload: KUnloadFn,
-    pub device_info: InfoFn,
-    pub dropped: DroppedFn,
-    pub enabled: EnabledFn,
+    alloc_fn: AllocFn,
+    free_fn: FreeFn,
+    cb_alloc_fn: CbFn,
+    cb_free_fn: CbFn,
+    kernel_load_fn: KLoadFn,
+    kernel_unload_fn: KUnloadFn,
+    device_info_fn: InfoFn,
+    dropped_fn: DroppedFn,
+    enabled_fn: EnabledFn,
 }
 
 /// Where libtttrack.so is: `$TTTRACK_LIB`, else beside the running executable.
@@ -50,6 +50,48 @@ pub fn library_path() -> Option<PathBuf> {
         .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
         .max_by_key(|(t, _)| *t)
         .map(|(_, p)| p)
+}
+
+// Safe calls: each function pointer is the library's exported C ABI function of that
+// name (checked at load), which takes plain values (or a pointer to a value we own)
+// and is safe from any thread.
+impl Lib {
+    pub fn alloc(&self, device: i32, size: u64, buffer_type: u8, id: u64) {
+        // SAFETY: see the impl comment; plain values.
+        unsafe { (self.alloc_fn)(device, size, buffer_type, id) }
+    }
+    pub fn free(&self, device: i32, id: u64) {
+        // SAFETY: see the impl comment; plain values.
+        unsafe { (self.free_fn)(device, id) }
+    }
+    pub fn cb_alloc(&self, device: i32, size: u64, id: u64) {
+        // SAFETY: see the impl comment; plain values.
+        unsafe { (self.cb_alloc_fn)(device, size, id) }
+    }
+    pub fn cb_free(&self, device: i32, size: u64, id: u64) {
+        // SAFETY: see the impl comment; plain values.
+        unsafe { (self.cb_free_fn)(device, size, id) }
+    }
+    pub fn kernel_load(&self, device: i32, size: u64, id: u64, kernel_type: u8) {
+        // SAFETY: see the impl comment; plain values.
+        unsafe { (self.kernel_load_fn)(device, size, id, kernel_type) }
+    }
+    pub fn kernel_unload(&self, device: i32, size: u64, id: u64) {
+        // SAFETY: see the impl comment; plain values.
+        unsafe { (self.kernel_unload_fn)(device, size, id) }
+    }
+    pub fn device_info(&self, device: i32, info: &DeviceInfo) {
+        // SAFETY: see the impl comment; `info` is a valid reference for the call.
+        unsafe { (self.device_info_fn)(device, info) }
+    }
+    pub fn dropped(&self) -> u64 {
+        // SAFETY: see the impl comment; no arguments.
+        unsafe { (self.dropped_fn)() }
+    }
+    pub fn enabled(&self) -> bool {
+        // SAFETY: see the impl comment; no arguments.
+        unsafe { (self.enabled_fn)() != 0 }
+    }
 }
 
 impl Lib {
@@ -85,23 +127,25 @@ impl Lib {
         // signature is declared in cabi/tttrack.h and matches the type it is cast to.
         unsafe {
             Ok(Lib {
-                alloc: std::mem::transmute::<*mut libc::c_void, AllocFn>(sym("tttrack_alloc")?),
-                free: std::mem::transmute::<*mut libc::c_void, FreeFn>(sym("tttrack_free")?),
-                cb_alloc: std::mem::transmute::<*mut libc::c_void, CbFn>(sym("tttrack_cb_alloc")?),
-                cb_free: std::mem::transmute::<*mut libc::c_void, CbFn>(sym("tttrack_cb_free")?),
-                kernel_load: std::mem::transmute::<*mut libc::c_void, KLoadFn>(sym(
+                alloc_fn: std::mem::transmute::<*mut libc::c_void, AllocFn>(sym("tttrack_alloc")?),
+                free_fn: std::mem::transmute::<*mut libc::c_void, FreeFn>(sym("tttrack_free")?),
+                cb_alloc_fn: std::mem::transmute::<*mut libc::c_void, CbFn>(sym(
+                    "tttrack_cb_alloc",
+                )?),
+                cb_free_fn: std::mem::transmute::<*mut libc::c_void, CbFn>(sym("tttrack_cb_free")?),
+                kernel_load_fn: std::mem::transmute::<*mut libc::c_void, KLoadFn>(sym(
                     "tttrack_kernel_load",
                 )?),
-                kernel_unload: std::mem::transmute::<*mut libc::c_void, KUnloadFn>(sym(
+                kernel_unload_fn: std::mem::transmute::<*mut libc::c_void, KUnloadFn>(sym(
                     "tttrack_kernel_unload",
                 )?),
-                device_info: std::mem::transmute::<*mut libc::c_void, InfoFn>(sym(
+                device_info_fn: std::mem::transmute::<*mut libc::c_void, InfoFn>(sym(
                     "tttrack_device_info",
                 )?),
-                dropped: std::mem::transmute::<*mut libc::c_void, DroppedFn>(sym(
+                dropped_fn: std::mem::transmute::<*mut libc::c_void, DroppedFn>(sym(
                     "tttrack_dropped_events",
                 )?),
-                enabled: std::mem::transmute::<*mut libc::c_void, EnabledFn>(sym(
+                enabled_fn: std::mem::transmute::<*mut libc::c_void, EnabledFn>(sym(
                     "tttrack_enabled",
                 )?),
             })
@@ -163,12 +207,8 @@ pub fn run(lib: &Lib, o: &Options) -> u64 {
     let l = *lib;
     let mut rng = Rng::new(o.seed);
     let base = (o.seed & 0xff) << 40;
-    // SAFETY (every call below): the functions come from libtttrack.so's C ABI, take
-    // plain values, and are safe from any thread.
-    unsafe {
-        (l.device_info)(0, &n300_chip(false));
-        (l.device_info)(1, &n300_chip(true));
-    }
+    l.device_info(0, &n300_chip(false));
+    l.device_info(1, &n300_chip(true));
     let mut next_id = base + 0x1000_0000;
     let mut id = || {
         next_id += 0x10_0000;
@@ -179,7 +219,7 @@ pub fn run(lib: &Lib, o: &Options) -> u64 {
     for dev in 0..2 {
         for (kt, size) in [(2u8, 96 * KIB * 8), (1u8, 48 * KIB * 16)] {
             let k = id();
-            unsafe { (l.kernel_load)(dev, size, k, kt) };
+            l.kernel_load(dev, size, k, kt);
             persistent.push((dev, k, size));
         }
     }
@@ -189,16 +229,16 @@ pub fn run(lib: &Lib, o: &Options) -> u64 {
         let dev = (layer % 2) as i32;
         let size = rng.range(24, 96) * MIB;
         let b = id();
-        unsafe { (l.alloc)(dev, size, 0, b) };
+        l.alloc(dev, size, 0, b);
         weights.push((dev, b, size));
     }
     let trace = id();
-    unsafe { (l.alloc)(0, 48 * MIB, 4, trace) };
+    l.alloc(0, 48 * MIB, 4, trace);
     // A worker thread frees what the main thread hands it.
     let (tx, rx) = std::sync::mpsc::channel::<(i32, u64)>();
     let worker = std::thread::spawn(move || {
         for (dev, b) in rx {
-            unsafe { (l.free)(dev, b) };
+            l.free(dev, b);
         }
     });
     let mut kv: Vec<(i32, u64)> = Vec::new();
@@ -209,29 +249,29 @@ pub fn run(lib: &Lib, o: &Options) -> u64 {
         let mut cbs = Vec::new();
         for _ in 0..rng.range(2, 6) {
             let (c, size) = (id(), rng.range(64, 512) * KIB);
-            unsafe { (l.cb_alloc)(dev, size, c) };
+            l.cb_alloc(dev, size, c);
             cbs.push((c, size));
         }
         let kernel = id();
         let ksize = rng.range(16, 64) * KIB * 64;
-        unsafe { (l.kernel_load)(dev, ksize, kernel, 0) };
+        l.kernel_load(dev, ksize, kernel, 0);
         let mut acts = Vec::new();
         for _ in 0..rng.range(2, 8) {
             let b = id();
-            unsafe { (l.alloc)(dev, rng.range(1, 6) * MIB, 1, b) };
+            l.alloc(dev, rng.range(1, 6) * MIB, 1, b);
             acts.push(b);
         }
         let small = id();
-        unsafe { (l.alloc)(dev, rng.range(8, 32) * KIB, 3, small) };
+        l.alloc(dev, rng.range(8, 32) * KIB, 3, small);
         // Program cache: a live weight reported again, then released once.
         let (wd, wb, ws) = weights[(cycle as usize) % weights.len()];
-        unsafe { (l.alloc)(wd, ws, 0, wb) };
+        l.alloc(wd, ws, 0, wb);
         std::thread::sleep(o.pace);
-        unsafe { (l.free)(wd, wb) };
+        l.free(wd, wb);
         // Phases: a KV cache grows for a while, then is released.
         if (cycle / 20) % 2 == 0 {
             let b = id();
-            unsafe { (l.alloc)(dev, rng.range(16, 64) * MIB, 0, b) };
+            l.alloc(dev, rng.range(16, 64) * MIB, 0, b);
             kv.push((dev, b));
         } else {
             for x in kv.drain(..) {
@@ -241,31 +281,31 @@ pub fn run(lib: &Lib, o: &Options) -> u64 {
         for b in acts {
             let _ = tx.send((dev, b));
         }
-        unsafe { (l.free)(dev, small) };
+        l.free(dev, small);
         for (c, size) in cbs {
-            unsafe { (l.cb_free)(dev, size, c) };
+            l.cb_free(dev, size, c);
         }
-        unsafe { (l.kernel_unload)(dev, ksize, kernel) };
+        l.kernel_unload(dev, ksize, kernel);
         cycle += 1;
     }
     drop(tx);
     let _ = worker.join();
     if !o.leak {
         for (dev, b) in kv {
-            unsafe { (l.free)(dev, b) };
+            l.free(dev, b);
         }
         for (dev, b, _) in &weights {
-            unsafe { (l.free)(*dev, *b) };
+            l.free(*dev, *b);
         }
-        unsafe { (l.free)(0, trace) };
+        l.free(0, trace);
         for (dev, k, size) in &persistent {
-            unsafe { (l.kernel_unload)(*dev, *size, *k) };
+            l.kernel_unload(*dev, *size, *k);
         }
     } else {
         // Leaks: a third of the weights and the trace buffer stay allocated.
         for (dev, b, _) in weights.iter().skip(weights.len() / 3) {
-            unsafe { (l.free)(*dev, *b) };
+            l.free(*dev, *b);
         }
     }
-    unsafe { (l.dropped)() }
+    l.dropped()
 }

@@ -161,8 +161,7 @@ fn run_workload(seed: u64, cycles: u64, pace_ms: u64, leak: bool, name: Option<S
             return 127;
         }
     };
-    // SAFETY: C ABI function with no arguments.
-    if unsafe { (lib.enabled)() } == 0 {
+    if !lib.enabled() {
         eprintln!("tt-track workload: tracking is off (set TT_ALLOC_TRACKING_ENABLED=1); running untracked");
     }
     let dropped = workload::run(
@@ -194,15 +193,11 @@ fn load(threads: u64, pairs: u64, keep: u64, hold_ms: u64) -> i32 {
             std::thread::spawn(move || {
                 let base = th << 40;
                 for k in 0..pairs {
-                    // SAFETY: C ABI functions of libtttrack.so taking plain values.
-                    unsafe {
-                        (lib.alloc)(0, 4096, 0, base + k);
-                        (lib.free)(0, base + k);
-                    }
+                    lib.alloc(0, 4096, 0, base + k);
+                    lib.free(0, base + k);
                 }
                 for k in 0..keep {
-                    // SAFETY: as above.
-                    unsafe { (lib.alloc)(0, 64, 1, base + (1 << 39) + k) };
+                    lib.alloc(0, 64, 1, base + (1 << 39) + k);
                 }
             })
         })
@@ -211,8 +206,7 @@ fn load(threads: u64, pairs: u64, keep: u64, hold_ms: u64) -> i32 {
         let _ = h.join();
     }
     let secs = t.elapsed().as_secs_f64();
-    // SAFETY: C ABI function with no arguments.
-    let dropped = unsafe { (lib.dropped)() };
+    let dropped = lib.dropped();
     println!(
         "events {} seconds {secs:.6} dropped {dropped}",
         threads * (2 * pairs + keep)
