@@ -34,7 +34,8 @@ fn spawn_drainer(dir: std::path::PathBuf, stop: Arc<AtomicBool>) -> std::thread:
         let mut segs: Vec<MappedSegment> = Vec::new();
         let mut buf = Vec::with_capacity(1 << 16);
         let mut total = 0u64;
-        let me = std::process::id();
+        // SAFETY: gettid has no preconditions (the draining thread's id, as the aggregator).
+        let me = unsafe { libc::gettid() } as u32;
         let mut last_scan = Instant::now() - Duration::from_secs(1);
         while !stop.load(Ordering::Relaxed) {
             if last_scan.elapsed() > Duration::from_millis(50) {

@@ -234,7 +234,9 @@ pub struct SegmentHeader {
     /// Events dropped because every lane was taken.
     pub no_lane_dropped: AtomicU64,
     pub _pad3: [AtomicU64; 7],
-    /// PID of the aggregator draining this segment (0: none yet).
+    /// Id of the thread draining this segment (the aggregator's main thread: its pid),
+    /// 0 if none yet. Producers read `/proc/ID/stat` to tell a busy consumer from a
+    /// stopped one.
     pub consumer_pid: AtomicU32,
     pub _pad4: AtomicU32,
     /// CLOCK_MONOTONIC nanoseconds of the aggregator's last drain pass.

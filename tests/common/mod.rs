@@ -175,7 +175,13 @@ impl TestConsumer {
             for lane in 0..NUM_LANES {
                 // Heartbeat often and read in bounded batches, as the aggregator does:
                 // waiting producers take a moving heartbeat as progress.
-                s.heartbeat(std::process::id(), tttrack::sys::monotonic_ns());
+                // The draining thread's id: producers read its /proc state to tell a
+                // busy consumer from a stopped one.
+                // SAFETY: gettid has no preconditions.
+                s.heartbeat(
+                    unsafe { libc::gettid() } as u32,
+                    tttrack::sys::monotonic_ns(),
+                );
                 self.buf.clear();
                 let got = s.read_lane(lane, &mut self.buf, 4096).expect("lane valid");
                 if got > 0 {
