@@ -341,10 +341,27 @@ impl Accounting {
     }
 
     /// Records a device description a process gave.
-    pub fn set_device_info(&mut self, device: i32, info: DeviceInfo) {
-        if (0..MAX_DEVICES as i32).contains(&device) {
-            self.devices.entry(device).or_default().info = Some(info);
+    /// Records a device description a process gave, if it is plausible (it was read
+    /// from shared memory: an absurd one would mislead every reader of that device).
+    /// Returns whether it was taken.
+    pub fn set_device_info(&mut self, device: i32, info: DeviceInfo) -> bool {
+        const TIB: u64 = 1 << 40;
+        let plausible = info.arch <= 4
+            && info.is_remote <= 1
+            && info.num_tensix_cores <= 4096
+            && info.num_dram_channels <= 64
+            && info.total_dram_bytes <= TIB
+            && info.total_l1_bytes <= TIB
+            && info.l1_size_per_core <= TIB
+            && info.dram_size_per_channel <= TIB
+            && info.l1_small_size <= TIB
+            && info.trace_region_size <= TIB;
+        if !plausible || !(0..MAX_DEVICES as i32).contains(&device) {
+            self.invalid_events += 1;
+            return false;
         }
+        self.devices.entry(device).or_default().info = Some(info);
+        true
     }
 
     /// Removes a process and everything it still holds from every figure. Returns the
@@ -506,6 +523,33 @@ mod tests {
         assert_eq!(a.devices[&0].figures[CAT_KERNEL].used, 1000);
         assert_eq!(a.devices[&0].figures[CAT_KERNEL_DISPATCH].used, 0);
         assert_eq!(a.devices[&0].figures[CAT_KERNEL_APP].used, 1000);
+    }
+
+    #[test]
+    fn implausible_device_info_is_refused() {
+        let (mut a, _, _) = acc();
+        let good = DeviceInfo {
+            arch: 2,
+            total_dram_bytes: 12 << 30,
+            total_l1_bytes: 96 << 20,
+            ..Default::default()
+        };
+        assert!(a.set_device_info(0, good));
+        assert!(!a.set_device_info(
+            0,
+            DeviceInfo {
+                total_dram_bytes: u64::MAX,
+                ..good
+            }
+        ));
+        assert!(!a.set_device_info(0, DeviceInfo { arch: 77, ..good }));
+        assert!(!a.set_device_info(64, good));
+        assert_eq!(
+            a.devices[&0].info,
+            Some(good),
+            "the earlier description stays"
+        );
+        assert_eq!(a.invalid_events, 3);
     }
 
     #[test]

@@ -875,8 +875,14 @@ impl Aggregator {
                 if let Some(info) =
                     seg_view.read_device_info(ev.device.clamp(0, MAX_DEVICES as i32 - 1) as usize)
                 {
-                    self.acc.set_device_info(ev.device, info);
-                    snapshot = true;
+                    if self.acc.set_device_info(ev.device, info) {
+                        snapshot = true;
+                    } else {
+                        self.log.warn(format!(
+                            "pid {}: implausible description of device {} ignored",
+                            key.0, ev.device
+                        ));
+                    }
                 }
             }
             if self.log.verbosity >= Verbosity::Verbose {
