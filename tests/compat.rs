@@ -17,7 +17,8 @@ fn sock(dir: &TempDir) -> std::path::PathBuf {
 fn start(dir: &TempDir) -> AggProc {
     let s = sock(dir);
     let agg = AggProc::start(dir.path(), &["--compat-socket", s.to_str().unwrap()]);
-    agg.wait_for(|| s.exists(), "the compatibility socket");
+    // Not just the file: a stale one may be there before the server binds.
+    agg.wait_for(|| UnixStream::connect(&s).is_ok(), "the compatibility socket");
     agg
 }
 

@@ -269,7 +269,12 @@ impl AggProc {
             dir: dir.to_path_buf(),
             log,
         };
-        a.wait_for(|| dir.join("counters").exists(), "the counters page");
+        // This aggregator's page: one killed before it leaves its own page behind.
+        let pid = a.child.id();
+        a.wait_for(
+            || a.snapshot().is_some_and(|s| s.status.pid == pid),
+            "the counters page",
+        );
         a
     }
 
