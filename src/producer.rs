@@ -26,10 +26,11 @@
 //!    aggregator has made no progress during `TTTRACK_MAX_WAIT_US` (default 1000 us)
 //!    of quiet waiting: sleeps that overran their 20 us by more than 4x do not count,
 //!    since on an oversubscribed machine the aggregator could not run either. It also
-//!    gives up when the aggregator's heartbeat is older than 500 ms (stopped, hung or
-//!    gone), whatever the load. The event is then dropped and counted, and the lane
-//!    enters *shedding*: further events on it are dropped at once while it stays
-//!    full, until the aggregator's position moves again.
+//!    gives up when the aggregator's heartbeat is older than 500 ms, or than
+//!    `TTTRACK_MAX_WAIT_US` if that is longer (stopped, hung or gone), whatever the
+//!    load. The event is then dropped and counted, and the lane enters *shedding*:
+//!    further events on it are dropped at once while it stays full, until the
+//!    aggregator's position moves again.
 //!
 //! So an aggregator that is draining loses nothing (a producer faster than the
 //! aggregator is slowed to its pace); an aggregator that stopped costs each lane about
@@ -58,8 +59,17 @@ const ST_FAILED: u8 = 5;
 /// How long a full lane waits for a running aggregator to find a new segment.
 pub const ATTACH_GRACE_NS: u64 = 250_000_000;
 
-/// An aggregator whose heartbeat is older than this is considered absent.
+/// An aggregator whose heartbeat is older than this is considered absent (or older
+/// than `TTTRACK_MAX_WAIT_US`, if that is longer: see [`absent_after_ns`]).
 pub const ATTACH_TIMEOUT_NS: u64 = 500_000_000;
+
+/// Age of a heartbeat past which its aggregator counts as absent: 500 ms, or the
+/// configured `TTTRACK_MAX_WAIT_US` if longer, so that a deployment which asks its
+/// producers to wait through an aggregator restart gets that whatever the restart takes.
+#[inline]
+fn absent_after_ns() -> u64 {
+    MAX_WAIT_NS.load(Relaxed).max(ATTACH_TIMEOUT_NS)
+}
 
 static STATE: AtomicU8 = AtomicU8::new(ST_UNKNOWN);
 static BASE: AtomicPtr<u8> = AtomicPtr::new(core::ptr::null_mut());
@@ -221,7 +231,7 @@ impl ThreadLane {
         // thread's own quiet sleeping: a sleep that overran its request by far means
         // the machine is oversubscribed and the consumer may not have had a core
         // either, so it does not count. A consumer whose heartbeat is older than
-        // ATTACH_TIMEOUT_NS is gone whatever the load.
+        // absent_after_ns() is gone whatever the load.
         let max_wait = MAX_WAIT_NS.load(Relaxed);
         let heartbeat = || seg.header().consumer_heartbeat_ns.load(Relaxed);
         let mut quiet_ns: u64 = 0;
@@ -271,7 +281,7 @@ impl ThreadLane {
                     // that is not a stopped aggregator.
                     quiet_ns = 0;
                 }
-                let stale = sys::monotonic_ns().saturating_sub(cur.1) >= ATTACH_TIMEOUT_NS;
+                let stale = sys::monotonic_ns().saturating_sub(cur.1) >= absent_after_ns();
                 if quiet_ns >= max_wait || (stale && !aggregator_running(sys::monotonic_ns())) {
                     self.shedding.set(Some(tail));
                     self.tail_cache.set(tail);
@@ -312,7 +322,7 @@ fn consumer_attached(seg: SegmentView) -> bool {
     let h = seg.header();
     let hb = h.consumer_heartbeat_ns.load(Acquire);
     let now = sys::monotonic_ns();
-    if h.consumer_pid.load(Relaxed) != 0 && hb != 0 && now.saturating_sub(hb) < ATTACH_TIMEOUT_NS {
+    if h.consumer_pid.load(Relaxed) != 0 && hb != 0 && now.saturating_sub(hb) < absent_after_ns() {
         return true;
     }
     aggregator_running(now)

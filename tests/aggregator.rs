@@ -41,8 +41,9 @@ fn live_figures_are_exact_and_released_when_the_process_exits() {
         },
         "release of the killed process",
     );
+    // A bound for loaded machines; the 1 s target is measured by the end_to_end bench.
     assert!(
-        t.elapsed() < std::time::Duration::from_secs(2),
+        t.elapsed() < std::time::Duration::from_secs(10),
         "released after {:?}",
         t.elapsed()
     );
@@ -72,9 +73,11 @@ fn cross_thread_frees_address_reuse_and_duplicates_are_exact() {
     let _h = heavy();
     let dir = TempDir::new("agg-exact");
     let agg = AggProc::start(dir.path(), &[]);
-    let mut handoff = spawn_producer(dir.path(), &["handoff", "50000"], 20_000);
-    let mut dup = spawn_producer(dir.path(), &["dup"], 20_000);
-    let mut pairs = spawn_producer(dir.path(), &["pairs", "4", "100000"], 20_000);
+    // They linger until killed at the end, however slow the machine.
+    const LINGER_MS: u64 = 300_000;
+    let mut handoff = spawn_producer(dir.path(), &["handoff", "50000"], LINGER_MS);
+    let mut dup = spawn_producer(dir.path(), &["dup"], LINGER_MS);
+    let mut pairs = spawn_producer(dir.path(), &["pairs", "4", "100000"], LINGER_MS);
     for c in [&mut handoff, &mut dup, &mut pairs] {
         assert_eq!(wait_line(c, "dropped"), "dropped 0");
     }
@@ -385,6 +388,12 @@ fn verbose_prints_events_in_the_original_style_and_quiet_prints_nothing() {
     let q = AggProc::start(dir2.path(), &["--quiet"]);
     let mut p = spawn_producer(dir2.path(), &["dup"], 0);
     p.wait().unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(400));
+    q.wait_for(
+        || {
+            q.snapshot()
+                .is_some_and(|s| s.status.events_applied >= 4 && s.processes.is_empty())
+        },
+        "the process applied and released",
+    );
     assert_eq!(q.output(), "", "quiet prints only errors");
 }

@@ -18,7 +18,10 @@ fn start(dir: &TempDir) -> AggProc {
     let s = sock(dir);
     let agg = AggProc::start(dir.path(), &["--compat-socket", s.to_str().unwrap()]);
     // Not just the file: a stale one may be there before the server binds.
-    agg.wait_for(|| UnixStream::connect(&s).is_ok(), "the compatibility socket");
+    agg.wait_for(
+        || UnixStream::connect(&s).is_ok(),
+        "the compatibility socket",
+    );
     agg
 }
 
@@ -54,8 +57,14 @@ fn the_original_python_device_info_query_works() {
     let mut p = spawn_producer(dir.path(), &["devinfo"], 30_000);
     wait_line(&mut p, "dropped");
     agg.wait_for(
-        || agg.snapshot().is_some_and(|s| s.devices.len() == 2),
-        "devices",
+        || {
+            agg.snapshot().is_some_and(|s| {
+                s.devices.len() == 2
+                    && dev_fig(&s, 0, CAT_DRAM).used == 111
+                    && dev_fig(&s, 1, CAT_DRAM).used == 222
+            })
+        },
+        "devices and their allocations",
     );
     // The seed documentation's example, completed.
     let script = format!(
@@ -280,6 +289,8 @@ fn a_stale_socket_is_replaced_and_a_live_one_is_never_stolen() {
     assert!(path.exists());
     let first = start(&dir);
     let mut c = UnixStream::connect(&path).unwrap();
+    c.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
     c.write_all(&msg(DEVICE_INFO_QUERY, -1, 0, 0, 0)).unwrap();
     let mut r = [0u8; MSG_SIZE];
     c.read_exact(&mut r).unwrap();
@@ -292,6 +303,8 @@ fn a_stale_socket_is_replaced_and_a_live_one_is_never_stolen() {
         "the refusal",
     );
     let mut c = UnixStream::connect(&path).unwrap();
+    c.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
     c.write_all(&msg(DEVICE_INFO_QUERY, -1, 0, 0, 0)).unwrap();
     c.read_exact(&mut r).unwrap();
     assert_eq!(r[0], DEVICE_INFO_RESPONSE, "the first server still answers");
@@ -395,7 +408,7 @@ fn tt_track_run_tracks_a_python_ctypes_program_and_passes_its_status() {
     let dir = TempDir::new("compat-run");
     let agg = start(&dir);
     let script = r#"
-import ctypes, sys, time
+import ctypes, sys
 lib = ctypes.CDLL(None)   # libtttrack.so is preloaded: its symbols are global
 lib.tttrack_alloc.argtypes = [ctypes.c_int32, ctypes.c_uint64, ctypes.c_uint8, ctypes.c_uint64]
 lib.tttrack_enabled.restype = ctypes.c_int
@@ -403,13 +416,14 @@ assert lib.tttrack_enabled() == 1
 lib.tttrack_alloc(0, 7 << 20, 0, 0x1000)
 lib.tttrack_alloc(0, 3 << 20, 4, 0x2000)
 print("ok", flush=True)
-time.sleep(float(sys.argv[1]))
+sys.stdin.readline()   # lives until the test has seen its figures
 sys.exit(7)
 "#;
     let mut p = Command::new(env!("CARGO_BIN_EXE_tt-track"))
-        .args(["run", "python3", "-c", script, "1.5"])
+        .args(["run", "python3", "-c", script])
         .env("TTTRACK_LIB", lib_path())
         .env("TTTRACK_DIR", dir.path())
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -424,6 +438,7 @@ sys.exit(7)
         },
         "the python program's figures",
     );
+    drop(p.stdin.take()); // end of input: the program exits
     assert_eq!(
         p.wait().unwrap().code(),
         Some(7),

@@ -128,8 +128,14 @@ fn n300_local_chip_with_remote_chip_seen_only_through_a_process() {
     let mut p = spawn_producer(dir.path(), &["devinfo"], 30_000);
     wait_line(&mut p, "dropped");
     agg.wait_for(
-        || agg.snapshot().is_some_and(|s| s.devices.len() == 2),
-        "two devices",
+        || {
+            agg.snapshot().is_some_and(|s| {
+                s.devices.len() == 2
+                    && dev_fig(&s, 0, CAT_DRAM).used == 111
+                    && dev_fig(&s, 1, CAT_DRAM).used == 222
+            })
+        },
+        "two devices and their allocations",
     );
     let v = smi_json(&["--dir", dir.path().to_str().unwrap()]);
     let (d0, d1) = (&v["devices"][0], &v["devices"][1]);

@@ -3,6 +3,7 @@
 mod common;
 use common::*;
 use std::collections::{HashMap, HashSet};
+use std::process::Command;
 use tttrack::segment_reader::{list_segments, MappedSegment};
 use tttrack::shm_layout::*;
 
@@ -130,10 +131,25 @@ fn a_forked_child_reports_into_its_own_segment() {
 #[test]
 fn a_forked_child_does_not_keep_its_parent_alive() {
     let dir = TempDir::new("forklive");
-    // The parent exits at once; its child lives 2 s more.
-    let out = run_producer(dir.path(), &["fork", "10"]);
+    // The parent exits at once; its child lives on until killed below.
+    let out = Command::new(c_program("producer"))
+        .args(["fork", "10"])
+        .env("TT_ALLOC_TRACKING_ENABLED", "1")
+        .env("TTTRACK_DIR", dir.path())
+        .env("PRODUCER_CHILD_SLEEP_S", "120")
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let parent = stdout_value(&out, "parent ").unwrap() as u32;
+    let child = stdout_value(&out, "child ").unwrap() as i32;
+    struct Kill(i32);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            // SAFETY: signalling the test's own grandchild by its pid.
+            unsafe { libc::kill(self.0, libc::SIGKILL) };
+        }
+    }
+    let _kill = Kill(child);
     let segs = list_segments(dir.path()).unwrap();
     let mut seen_parent = false;
     for p in &segs {
@@ -156,6 +172,7 @@ fn full_lane_without_consumer_drops_and_counts_without_blocking() {
     let dir = TempDir::new("full");
     let extra = 1000u64;
     let n = LANE_CAPACITY as u64 + extra;
+    c_program("producer"); // built before the clock starts
     let t0 = std::time::Instant::now();
     let out = run_producer(dir.path(), &["burst", &n.to_string()]);
     let took = t0.elapsed();

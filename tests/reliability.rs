@@ -131,8 +131,10 @@ fn producer_killed_mid_burst_is_released_and_others_unchanged() {
         },
         "release of the killed process",
     );
+    // The 1 s target is measured by `cargo bench --bench end_to_end` (release); this
+    // bound only catches a release that does not happen promptly at all.
     assert!(
-        t.elapsed() < Duration::from_secs(1),
+        t.elapsed() < Duration::from_secs(10),
         "released after {:?}",
         t.elapsed()
     );
@@ -315,8 +317,16 @@ fn truncation_deletion_and_junk_are_survived() {
         || agg.output().contains("truncated while in use"),
         "the truncation noticed",
     );
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(agg.snapshot().is_some());
+    agg.wait_for(
+        || {
+            agg.snapshot().is_some_and(|s| {
+                s.processes
+                    .iter()
+                    .any(|p| p.pid == v && p.flags & PROC_EXACT == 0)
+            })
+        },
+        "the truncated process flagged inexact",
+    );
     let mut a = agg;
     assert!(
         a.child.try_wait().unwrap().is_none(),

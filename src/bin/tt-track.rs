@@ -307,7 +307,14 @@ fn demo(dir: Option<PathBuf>, no_ui: bool, duration: u64, processes: usize) -> i
         }
     };
     let t = Instant::now();
-    while !dir.join("counters").exists() && t.elapsed() < Duration::from_secs(5) {
+    // This aggregator's page (a page left by one killed earlier may be there already).
+    let ours = |pid: u32| {
+        tttrack::counters_page::CountersReader::open(&dir)
+            .ok()
+            .and_then(|r| r.view().snapshot())
+            .is_some_and(|s| s.status.pid == pid)
+    };
+    while !ours(agg.id()) && t.elapsed() < Duration::from_secs(5) {
         std::thread::sleep(Duration::from_millis(20));
     }
     let stop = Arc::new(AtomicBool::new(false));
@@ -408,9 +415,9 @@ fn demo(dir: Option<PathBuf>, no_ui: bool, duration: u64, processes: usize) -> i
     for l in leaks.iter().rev().take(5).rev() {
         println!("  {l}");
     }
-    println!("  (full aggregator log: {})", log_path.display());
     if owned {
         let _ = std::fs::remove_dir_all(&dir);
     }
+    println!("  (full aggregator log: {})", log_path.display());
     code
 }

@@ -121,7 +121,8 @@ int main(int argc, char **argv) {
             /* Let the parent's reader see EOF while this child lives on. */
             fclose(stdout);
             close(2);
-            sleep(2);
+            const char *cs = getenv("PRODUCER_CHILD_SLEEP_S");
+            sleep(cs ? (unsigned)atoi(cs) : 2);
             _exit(0);
         }
         printf("parent %d\n", (int)getpid());

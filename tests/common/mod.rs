@@ -336,19 +336,43 @@ pub fn spawn_producer(dir: &Path, args: &[&str], linger_ms: u64) -> std::process
         .expect("spawn producer")
 }
 
-/// Reads lines of a child's stdout until one starts with `prefix`.
+/// Reads lines of a child's stdout until one starts with `prefix` (at most 120 s).
+/// Reads byte by byte, so nothing after that line is consumed: the next call sees it.
 pub fn wait_line(child: &mut std::process::Child, prefix: &str) -> String {
-    use std::io::BufRead;
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
     let out = child.stdout.as_mut().expect("piped stdout");
-    let mut r = std::io::BufReader::new(out);
-    let mut line = String::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let mut line = Vec::new();
     loop {
-        line.clear();
-        if r.read_line(&mut line).unwrap_or(0) == 0 {
-            panic!("producer ended before printing {prefix:?}");
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let mut pfd = libc::pollfd {
+            fd: out.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, for the duration of the call.
+        let r = unsafe { libc::poll(&mut pfd, 1, left.as_millis() as i32) };
+        if r < 0 {
+            continue; // interrupted
         }
-        if line.starts_with(prefix) {
-            return line.trim().to_string();
+        if r == 0 {
+            panic!(
+                "no line starting with {prefix:?} within 120 s (so far: {:?})",
+                String::from_utf8_lossy(&line)
+            );
+        }
+        let mut b = [0u8; 1];
+        match out.read(&mut b) {
+            Ok(0) | Err(_) => panic!("the child ended before printing {prefix:?}"),
+            Ok(_) if b[0] == b'\n' => {
+                let text = String::from_utf8_lossy(&line).into_owned();
+                if text.starts_with(prefix) {
+                    return text.trim().to_string();
+                }
+                line.clear();
+            }
+            Ok(_) => line.push(b[0]),
         }
     }
 }
