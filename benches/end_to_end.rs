@@ -215,6 +215,7 @@ fn idle_cpu() {
         })
         .collect();
     std::thread::sleep(Duration::from_secs(2));
+    // SAFETY: sysconf reads a constant and touches no memory of ours.
     let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     let c0 = proc_stat_cpu_ticks(agg.id());
     let t = Instant::now();
@@ -453,6 +454,7 @@ fn smi_watch_cpu() {
         .trim()
         .parse()
         .unwrap_or(0);
+    // SAFETY: sysconf reads a constant and touches no memory of ours.
     let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     let c0 = proc_stat_cpu_ticks(pid);
     let t = Instant::now();

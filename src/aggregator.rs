@@ -179,7 +179,7 @@ impl Aggregator {
         let (journal, rec) = Journal::open(&jdir, |acc, r| {
             replay(acc, r);
             replayed += 1;
-            if replayed % 16384 == 0 {
+            if replayed.is_multiple_of(16384) {
                 page.beat();
             }
         })
@@ -331,12 +331,7 @@ impl Aggregator {
                     pidfd,
                 } => {
                     let key = (pid, start_time);
-                    if !self.acc.processes.contains_key(&key) {
-                        self.acc.processes.insert(
-                            key,
-                            ProcState::new(pid, start_time, uid, comm.clone(), sys::unix_ns()),
-                        );
-                    }
+                    self.acc.processes.entry(key).or_insert_with(|| ProcState::new(pid, start_time, uid, comm.clone(), sys::unix_ns()));
                     self.compat_procs.insert(key, pidfd);
                     self.log.info(format!(
                         "+ pid {pid} ({comm}) connected to the compatibility socket"
@@ -1111,8 +1106,9 @@ impl Aggregator {
         let Ok(c) = sys::cstring(&self.cfg.dir) else {
             return;
         };
-        // SAFETY: statvfs into a zeroed struct with a valid path.
+        // SAFETY: statvfs is plain data; all-zero bytes are a valid value.
         let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: c is a NUL-terminated path and st is writable for the call.
         if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
             return;
         }

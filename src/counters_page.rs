@@ -271,8 +271,8 @@ const _: () = {
     assert!(offset_of!(PageHeader, main_seq) == 64);
     assert!(offset_of!(PageHeader, history_seq) == 72);
     assert!(offset_of!(PageHeader, history_written) == 80);
-    assert!(STATUS_OFFSET % 8 == 0 && DEVICES_OFFSET % 8 == 0);
-    assert!(PROCESSES_OFFSET % 8 == 0 && HISTORY_OFFSET % 8 == 0);
+    assert!(STATUS_OFFSET.is_multiple_of(8) && DEVICES_OFFSET.is_multiple_of(8));
+    assert!(PROCESSES_OFFSET.is_multiple_of(8) && HISTORY_OFFSET.is_multiple_of(8));
 };
 
 /// Sizes and offsets for the test that checks `cabi/tttrack_shm.h`.
@@ -320,7 +320,7 @@ impl PageView {
     /// `base` must be 8-byte aligned and valid for [`PAGE_SIZE`] bytes (read-only
     /// mappings are fine if only the read methods are used) for the life of the view.
     pub unsafe fn new(base: *mut u8) -> Self {
-        debug_assert!(!base.is_null() && (base as usize) % 8 == 0);
+        debug_assert!(!base.is_null() && (base as usize).is_multiple_of(8));
         Self { base }
     }
 
@@ -330,7 +330,7 @@ impl PageView {
     }
 
     fn words(&self, offset: usize, n: usize) -> &[AtomicU64] {
-        assert!(offset % 8 == 0 && offset + n * 8 <= PAGE_SIZE);
+        assert!(offset.is_multiple_of(8) && offset + n * 8 <= PAGE_SIZE);
         // SAFETY: the range is inside the mapping (asserted), 8-aligned; AtomicU64 is
         // valid for any bit pattern.
         unsafe { core::slice::from_raw_parts(self.base.add(offset) as *const AtomicU64, n) }

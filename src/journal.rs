@@ -222,7 +222,7 @@ impl Journal {
     pub fn compact(&mut self, acc: &Accounting) -> io::Result<()> {
         let g = self.generation + 1;
         let bytes = bincode::serialize(acc)
-            .map_err(|e| io::Error::new(io::ErrorKind::Other, e.to_string()))?;
+            .map_err(|e| io::Error::other(e.to_string()))?;
         let tmp = self.dir.join(format!(".state.{g}.tmp"));
         std::fs::write(&tmp, &bytes)?;
         let new_journal = File::create(journal_path(&self.dir, g))?;

@@ -260,7 +260,7 @@ impl ThreadLane {
                 // for new ones within milliseconds): wait for it up to ATTACH_GRACE_NS.
                 let now = sys::monotonic_ns();
                 if now.saturating_sub(wait_start) >= ATTACH_GRACE_NS
-                    || (n % 64 == 0 && !aggregator_running(now))
+                    || (n.is_multiple_of(64) && !aggregator_running(now))
                 {
                     self.shedding.set(Some(tail));
                     self.tail_cache.set(tail);

@@ -21,7 +21,7 @@ impl SegmentView {
     /// `base` must be 64-byte aligned, valid for reads and writes of [`SEGMENT_SIZE`]
     /// bytes, and stay mapped for as long as the view (or anything borrowed from it) is used.
     pub unsafe fn new(base: *mut u8) -> Self {
-        debug_assert!(!base.is_null() && (base as usize) % 64 == 0);
+        debug_assert!(!base.is_null() && (base as usize).is_multiple_of(64));
         Self { base }
     }
 
@@ -102,7 +102,7 @@ impl SegmentView {
         let mut spins = 0u32;
         let s = loop {
             let s = slot.seq.load(Relaxed);
-            if s % 2 == 0
+            if s.is_multiple_of(2)
                 && slot
                     .seq
                     .compare_exchange_weak(s, s.wrapping_add(1), Acquire, Relaxed)

@@ -374,7 +374,7 @@ const _: () = {
     assert!(offset_of!(LaneHeader, owner_tid) == 20);
     assert!(offset_of!(LaneHeader, claims) == 24);
     assert!(offset_of!(LaneHeader, tail) == 64);
-    assert!(LANE_STRIDE % 64 == 0);
+    assert!(LANE_STRIDE.is_multiple_of(64));
 };
 
 /// Every size and offset above, by name, for the test that checks the C header.

@@ -226,7 +226,7 @@ pub fn run(lib: &Lib, o: &Options) -> u64 {
     // Weights in DRAM, spread over both chips.
     let mut weights = Vec::new();
     for layer in 0..24 {
-        let dev = (layer % 2) as i32;
+        let dev = layer % 2;
         let size = rng.range(24, 96) * MIB;
         let b = id();
         l.alloc(dev, size, 0, b);
@@ -269,7 +269,7 @@ pub fn run(lib: &Lib, o: &Options) -> u64 {
         std::thread::sleep(o.pace);
         l.free(wd, wb);
         // Phases: a KV cache grows for a while, then is released.
-        if (cycle / 20) % 2 == 0 {
+        if (cycle / 20).is_multiple_of(2) {
             let b = id();
             l.alloc(dev, rng.range(16, 64) * MIB, 0, b);
             kv.push((dev, b));

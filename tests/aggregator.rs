@@ -295,11 +295,11 @@ fn garbage_truncated_and_foreign_segments_are_rejected_without_harm() {
         },
     );
     chown(&forged, Some(65534), Some(65534)).unwrap();
-    // SAFETY: f is open; hold the lock as a live producer would.
-    assert_eq!(
-        unsafe { libc::flock(std::os::unix::io::AsRawFd::as_raw_fd(&f), libc::LOCK_EX) },
-        0
-    );
+    // Hold the lock as a live producer would.
+    let fd = std::os::unix::io::AsRawFd::as_raw_fd(&f);
+    // SAFETY: fd belongs to f, which stays open for the rest of the test.
+    let locked = unsafe { libc::flock(fd, libc::LOCK_EX) };
+    assert_eq!(locked, 0);
 
     let agg = AggProc::start(dir.path(), &[]);
     let gp = good.id();
