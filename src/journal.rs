@@ -67,7 +67,8 @@ pub fn decode(b: &[u8]) -> Option<Record> {
         return None;
     }
     let c = u64::from_le_bytes(b[56..64].try_into().ok()?);
-    if c != checksum(&b[..56]) {
+    // Only what `encode` writes is accepted: padding must be zero.
+    if c != checksum(&b[..56]) || b[2..4] != [0, 0] {
         return None;
     }
     let key = (
@@ -81,7 +82,9 @@ pub fn decode(b: &[u8]) -> Option<Record> {
             pos: u64::from_le_bytes(b[16..24].try_into().ok()?),
             ev: bytemuck::pod_read_unaligned(&b[24..56]),
         }),
-        TAG_RELEASE => Some(Record::Release { key }),
+        TAG_RELEASE if b[1] == 0 && b[16..56].iter().all(|&x| x == 0) => {
+            Some(Record::Release { key })
+        }
         _ => None,
     }
 }
