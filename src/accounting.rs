@@ -46,8 +46,8 @@ pub struct ProcDev {
     pub buffers: HashMap<u64, BufRec>,
     /// CB id -> sizes of its live allocations (a CB id may be allocated more than once).
     pub cbs: HashMap<u64, Vec<u64>>,
-    /// Kernel id -> (size, kernel type) of its live loads.
-    pub kernels: HashMap<u64, Vec<(u64, u8)>>,
+    /// Kernel id -> (size, kernel type, load time in Unix seconds) of its live loads.
+    pub kernels: HashMap<u64, Vec<(u64, u8, u32)>>,
     pub used: [u64; NUM_CATS],
     pub count: [u64; NUM_CATS],
     pub peak: [u64; NUM_CATS],
@@ -308,7 +308,7 @@ impl Accounting {
                 pd.kernels
                     .entry(ev.id)
                     .or_default()
-                    .push((ev.size, kt as u8));
+                    .push((ev.size, kt as u8, now_unix_s));
                 change(pd, dev, CAT_KERNEL, ev.size, false);
                 change(pd, dev, cat_of_kernel(kt), ev.size, false);
                 Outcome::KernelLoaded {
@@ -323,7 +323,7 @@ impl Accounting {
                     self.unknown_frees += 1;
                     return Outcome::UnknownFree;
                 };
-                let (size, kt) = v.pop().unwrap_or((0, 0));
+                let (size, kt, _) = v.pop().unwrap_or((0, 0, 0));
                 if v.is_empty() {
                     pd.kernels.remove(&ev.id);
                 }

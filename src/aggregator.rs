@@ -443,19 +443,21 @@ impl Aggregator {
         let mut o = String::new();
         if kernels {
             let _ = writeln!(o, "=== Loaded kernels ===");
+            let now_s = sys::unix_ns() / 1_000_000_000;
             for p in self.acc.processes.values() {
                 for (&d, pd) in &p.devices {
                     for (&id, v) in &pd.kernels {
-                        for (size, kt) in v {
-                            let kt = crate::shm_layout::KernelType::from_u8(*kt)
+                        for &(size, kt, loaded_s) in v {
+                            let kt = crate::shm_layout::KernelType::from_u8(kt)
                                 .map(|k| k.name())
                                 .unwrap_or("?");
                             let _ = writeln!(
                                 o,
-                                "  device {d}: kernel {id:#x} {kt} {} (pid {} {})",
-                                sys::human_bytes(*size),
+                                "  device {d}: kernel {id:#x} {kt} {} (pid {} {}), loaded {} ago",
+                                sys::human_bytes(size),
                                 p.pid,
-                                p.comm
+                                p.comm,
+                                sys::human_age(now_s.saturating_sub(loaded_s as u64))
                             );
                         }
                     }
@@ -510,7 +512,8 @@ impl Aggregator {
         while !stop.load(Ordering::Relaxed) {
             let n = self.pass();
             // Let work pile up a little between drains: it keeps us off the producers'
-            // cache lines (see ../shared/reference/perf-notes.md) at no cost in latency.
+            // cache lines (every read of a line the producer is writing moves it between
+            // cores) at no cost in latency.
             if n > 0 {
                 self.last_activity = Instant::now();
             }
@@ -546,13 +549,15 @@ impl Aggregator {
                 revents: 0,
             },
         ];
-        let ms = d.as_micros().div_ceil(1000) as i32;
-        if d < Duration::from_millis(1) {
-            std::thread::sleep(d);
-        } else {
-            // SAFETY: polling two descriptors we own (a negative fd is ignored by poll).
-            unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
-        }
+        // ppoll, not a plain sleep, even for the shortest naps: a producer waiting on a
+        // full lane must be able to wake us at once (it watches whether we run).
+        let ts = libc::timespec {
+            tv_sec: d.as_secs() as libc::time_t,
+            tv_nsec: d.subsec_nanos() as libc::c_long,
+        };
+        // SAFETY: polling two descriptors we own (a negative fd is ignored); ts lives
+        // through the call; no signal mask is passed.
+        unsafe { libc::ppoll(fds.as_mut_ptr(), 2, &ts, std::ptr::null()) };
         if let Some(w) = &self.wake {
             let mut buf = [0u8; 16];
             while w.recv(&mut buf).is_ok() {}

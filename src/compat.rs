@@ -1,6 +1,6 @@
 //! The original tracking server's socket protocol, so that instrumented TT-Metal builds
 //! that report through `AllocationClient` over `/tmp/tt_allocation_server.sock` keep
-//! working unchanged (`../shared/reference/seed-protocol.md`).
+//! working unchanged.
 //!
 //! - Messages are the 144-byte packed `AllocMessage`. The older 112-byte form is not
 //!   accepted: a stream carries no length, and a 112-byte message cannot be told from

@@ -27,7 +27,7 @@ pub fn arch_of_pci_device(id: u32) -> Option<&'static str> {
 }
 
 /// Built-in totals per chip, (DRAM bytes, L1 bytes), by architecture and board, from
-/// `../shared/reference/device-specs.md`. `None` where the figure is not known.
+/// the published specifications of each card. `None` where the figure is not known.
 pub fn builtin_totals(arch: &str, board: &str) -> (Option<u64>, Option<u64>) {
     const GIB: u64 = 1 << 30;
     const WH_L1: u64 = 1_499_136;

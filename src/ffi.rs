@@ -93,7 +93,7 @@ pub extern "C" fn tttrack_thread_detach() {
 }
 
 /// `tt::tt_metal::AllocationClient`'s static members, under their g++ mangled names
-/// (`../shared/reference/tt-metal-integration.md`): loaded with `LD_PRELOAD`, this
+/// (as an instrumented TT-Metal build declares them): loaded with `LD_PRELOAD`, this
 /// library takes the place of the socket client inside an instrumented TT-Metal build,
 /// and its events go through the shared-memory lanes.
 #[allow(non_snake_case)]

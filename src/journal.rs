@@ -18,6 +18,10 @@ use std::path::{Path, PathBuf};
 pub const RECORD_SIZE: usize = 64;
 const TAG_EVENT: u8 = 1;
 const TAG_RELEASE: u8 = 2;
+/// A snapshot file starts with this magic and [`STATE_VERSION`], then the bincode.
+const STATE_MAGIC: &[u8; 8] = b"TTTRKST\0";
+/// Bumped whenever the accounting's serialised form changes (2: kernel load times).
+pub const STATE_VERSION: u32 = 2;
 /// Compact when the journal grows past this.
 pub const COMPACT_BYTES: u64 = 16 << 20;
 
@@ -136,8 +140,22 @@ impl Journal {
         let generation = newest_generation(dir).unwrap_or(0);
         let mut acc = Accounting::default();
         if generation > 0 {
-            let bytes = std::fs::read(state_path(dir, generation))?;
-            acc = bincode::deserialize(&bytes).map_err(|e| {
+            let sp = state_path(dir, generation);
+            let bytes = std::fs::read(&sp)?;
+            let version = (bytes.len() >= 12 && &bytes[..8] == STATE_MAGIC)
+                .then(|| u32::from_le_bytes(bytes[8..12].try_into().unwrap_or_default()));
+            if version != Some(STATE_VERSION) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "snapshot {} was written by another tt-aggregator version (state format {}, this one reads {STATE_VERSION}); its figures cannot be carried over: move the directory {} aside to start afresh",
+                        sp.display(),
+                        version.map_or("1 or unknown".to_string(), |v| v.to_string()),
+                        dir.display()
+                    ),
+                ));
+            }
+            acc = bincode::deserialize(&bytes[12..]).map_err(|e| {
                 io::Error::new(
                     io::ErrorKind::InvalidData,
                     format!(
@@ -224,8 +242,9 @@ impl Journal {
     /// new generation and starts an empty journal for it.
     pub fn compact(&mut self, acc: &Accounting) -> io::Result<()> {
         let g = self.generation + 1;
-        let bytes = bincode::serialize(acc)
-            .map_err(|e| io::Error::other(e.to_string()))?;
+        let mut bytes = STATE_MAGIC.to_vec();
+        bytes.extend_from_slice(&STATE_VERSION.to_le_bytes());
+        bincode::serialize_into(&mut bytes, acc).map_err(|e| io::Error::other(e.to_string()))?;
         let tmp = self.dir.join(format!(".state.{g}.tmp"));
         std::fs::write(&tmp, &bytes)?;
         let new_journal = File::create(journal_path(&self.dir, g))?;
@@ -275,5 +294,46 @@ mod tests {
         assert_eq!(decode(&bad), None);
         assert_eq!(decode(&[0u8; 64]), None);
         assert_eq!(decode(&b[..40]), None);
+    }
+
+    #[test]
+    fn snapshots_round_trip_and_another_format_is_refused_clearly() {
+        let dir = std::env::temp_dir().join(format!("tttrack-journal-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut acc = Accounting::default();
+        let key = (7, 70);
+        acc.processes.insert(
+            key,
+            crate::accounting::ProcState::new(7, 70, 0, "k".into(), 0),
+        );
+        let ev = Event {
+            seq: 0,
+            kind: crate::shm_layout::EventKind::KernelLoad as u8,
+            subtype: 0,
+            _reserved: 0,
+            device: 0,
+            size: 4096,
+            id: 0xd1,
+        };
+        acc.apply(key, &ev, 1_700_000_000);
+        let (mut j, _) = Journal::open(&dir, |_, _| {}).unwrap();
+        j.compact(&acc).unwrap();
+        drop(j);
+        let (_, rec) = Journal::open(&dir, |_, _| {}).unwrap();
+        let pd = &rec.accounting.processes[&key].devices[&0];
+        assert_eq!(pd.kernels[&0xd1], vec![(4096, 0, 1_700_000_000)]);
+        // A snapshot without the header (the format before versions) or of another
+        // version: a clear refusal that says what to do, never a misread.
+        let sp = state_path(&dir, rec.generation);
+        let mut bytes = std::fs::read(&sp).unwrap();
+        bytes[8] = 9;
+        std::fs::write(&sp, &bytes).unwrap();
+        let err = Journal::open(&dir, |_, _| {}).err().unwrap().to_string();
+        assert!(err.contains("state format 9, this one reads 2"), "{err}");
+        assert!(err.contains("aside to start afresh"), "{err}");
+        std::fs::write(&sp, &bytes[12..]).unwrap();
+        let err = Journal::open(&dir, |_, _| {}).err().unwrap().to_string();
+        assert!(err.contains("state format 1 or unknown"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

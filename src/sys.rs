@@ -122,6 +122,16 @@ pub fn self_start_time() -> Option<u64> {
     parse_stat(&stat).map(|(_, st)| st)
 }
 
+/// An age in seconds, for reading: "42 s", "3 min 20 s", "2 h 5 min", "3 d 4 h".
+pub fn human_age(s: u64) -> String {
+    match s {
+        0..=59 => format!("{s} s"),
+        60..=3599 => format!("{} min {} s", s / 60, s % 60),
+        3600..=86_399 => format!("{} h {} min", s / 3600, s % 3600 / 60),
+        _ => format!("{} d {} h", s / 86_400, s % 86_400 / 3600),
+    }
+}
+
 /// Formats a byte count for people: B, KiB, MiB, GiB, TiB.
 pub fn human_bytes(b: u64) -> String {
     const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -155,6 +165,10 @@ mod tests {
         assert_eq!(human_bytes(1023), "1023 B");
         assert_eq!(human_bytes(1024), "1.0 KiB");
         assert_eq!(human_bytes(1536 * 1024 * 1024), "1.5 GiB");
+        assert_eq!(human_age(0), "0 s");
+        assert_eq!(human_age(200), "3 min 20 s");
+        assert_eq!(human_age(7500), "2 h 5 min");
+        assert_eq!(human_age(3 * 86_400 + 4 * 3600 + 5), "3 d 4 h");
     }
     #[test]
     fn own_start_time_matches_proc() {

@@ -273,6 +273,12 @@ fn dump_with_nc_style_input_and_dump_kernels() {
     let mut text = String::new();
     k.read_to_string(&mut text).unwrap();
     assert!(text.contains("kernel 0xd1 Dispatch 4.0 KiB"), "{text}");
+    // Size, owner and age, like the original.
+    let line = text.lines().find(|l| l.contains("kernel 0xd1")).unwrap();
+    assert!(
+        line.contains("(pid ") && line.contains(", loaded ") && line.ends_with(" s ago"),
+        "{line}"
+    );
     assert!(
         agg.output().contains("Remaining buffers"),
         "the dump is also in the log"

@@ -402,8 +402,8 @@ pub fn dev_fig(
         .unwrap_or_default()
 }
 
-/// A card in a sysfs fixture tree, laid out as tt-kmd does (see
-/// ../shared/reference/tt-kmd-sysfs.md).
+/// A card in a sysfs fixture tree, laid out as the tt-kmd driver does (class
+/// directory, hwmon, PCI device, driver's pids file).
 pub struct Card<'a> {
     pub id: u32,
     pub bdf: &'a str,
