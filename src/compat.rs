@@ -247,6 +247,15 @@ pub enum Msg {
 /// Binds `path`: a stale socket (nobody answers) is replaced; a live server's is left
 /// alone and reported as an error.
 pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    let l = bind_inner(path)?;
+    // One server for every user on the host, like the original: any user's process may
+    // report (each is attributed to its own peer pid, so none can touch another's).
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
+    Ok(l)
+}
+
+fn bind_inner(path: &Path) -> std::io::Result<UnixListener> {
     match UnixListener::bind(path) {
         Ok(l) => Ok(l),
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {

@@ -108,6 +108,9 @@ pub fn serve(dir: &Path) -> std::io::Result<mpsc::Receiver<Request>> {
     // We hold the directory's aggregator lock, so any socket here is a stale one.
     let _ = std::fs::remove_file(&path);
     let listener = UnixListener::bind(&path)?;
+    // Every user may ask (`tt-smi --buffers`), as every user may read the counters page.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666))?;
     let (tx, rx) = mpsc::channel();
     std::thread::Builder::new()
         .name("control".into())

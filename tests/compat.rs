@@ -473,3 +473,58 @@ sys.exit(7)
         "{v}"
     );
 }
+
+/// Another user (uid 65534) reports over the compatibility socket and reads the
+/// per-buffer list with tt-smi: both sockets are for every user of the host, like the
+/// tracking directory. Needs root to switch users, as CI runs.
+#[test]
+fn another_user_reports_over_the_socket_and_reads_its_buffers() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let dir = TempDir::new("compat-users");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let agg = start(&dir);
+    let script = format!(
+        r#"
+import socket, struct, sys
+sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+sock.connect({path:?})
+fmt = '<BxxxiQBxxxiQQ' + 'Q'*6 + 'Q'*2 + 'I'*6 + 'I'*4
+sock.send(struct.pack(fmt, 1, 0, 1 << 20, 0, 0, 0xbeef000, 0, *([0]*6), 0, 0, *([0]*6), *([0]*4)))
+print("sent", flush=True)
+sys.stdin.readline()
+"#,
+        path = sock(&dir).to_str().unwrap()
+    );
+    let mut p = Command::new("python3")
+        .arg("-c")
+        .arg(&script)
+        .uid(65534)
+        .gid(65534)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    wait_line(&mut p, "sent");
+    let pid = p.id();
+    agg.wait_for(
+        || figs(&agg, pid, 0).is_some_and(|f| f.0 == 1 << 20),
+        "the other user's allocation",
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_tt-smi"))
+        .args(["--buffers", "--dir"])
+        .arg(dir.path())
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("0xbeef000"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(p.stdin.take());
+    let _ = p.wait();
+}
