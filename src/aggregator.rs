@@ -1030,6 +1030,19 @@ impl Aggregator {
             .copied()
             .collect();
         for key in orphans {
+            // Still running (a client of the compatibility socket from before a restart,
+            // or a process whose segment someone deleted): its memory is still held.
+            // Keep it, and release it when the process ends, not now.
+            let pidfd = crate::compat::pidfd_open(key.0);
+            if sys::proc_info(&self.cfg.proc_root, key.0).is_some_and(|i| i.start_time == key.1) {
+                let comm = self.acc.processes.get(&key).map(|p| p.comm.clone()).unwrap_or_default();
+                self.log.info(format!(
+                    "= pid {} ({comm}) still runs without a segment (a socket client from before a restart?): its figures are kept until it ends",
+                    key.0
+                ));
+                self.compat_procs.insert(key, pidfd);
+                continue;
+            }
             self.journal.append(&Record::Release { key });
             let _ = self.journal.flush();
             if let Some(p) = self.acc.release(key) {

@@ -322,7 +322,7 @@ fn peer(conn: &UnixStream) -> Option<(u32, u32)> {
     (r == 0 && cred.pid > 0).then_some((cred.pid as u32, cred.uid))
 }
 
-fn pidfd_open(pid: u32) -> Option<std::os::fd::OwnedFd> {
+pub(crate) fn pidfd_open(pid: u32) -> Option<std::os::fd::OwnedFd> {
     use std::os::fd::FromRawFd;
     // SAFETY: pidfd_open takes a pid and flags; the result is checked.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0) };

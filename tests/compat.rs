@@ -528,3 +528,50 @@ sys.stdin.readline()
     drop(p.stdin.take());
     let _ = p.wait();
 }
+
+/// A client of the socket that outlives an aggregator restart keeps its figures (it
+/// still holds that memory) and is released, as a leak, only when it ends.
+#[test]
+fn a_socket_client_keeps_its_figures_across_an_aggregator_restart() {
+    let dir = TempDir::new("compat-restart");
+    let mut agg = start(&dir);
+    let script = format!(
+        r#"
+import socket, struct, sys
+sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+sock.connect({path:?})
+fmt = '<BxxxiQBxxxiQQ' + 'Q'*6 + 'Q'*2 + 'I'*6 + 'I'*4
+sock.send(struct.pack(fmt, 1, 0, 1 << 20, 0, 0, 0xbeef000, 0, *([0]*6), 0, 0, *([0]*6), *([0]*4)))
+print("sent", flush=True)
+sys.stdin.readline()
+"#,
+        path = sock(&dir).to_str().unwrap()
+    );
+    let mut p = Command::new("python3")
+        .arg("-c")
+        .arg(&script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    wait_line(&mut p, "sent");
+    let pid = p.id();
+    agg.wait_for(
+        || figs(&agg, pid, 0).is_some_and(|f| f.0 == 1 << 20),
+        "the client's allocation",
+    );
+    agg.kill9();
+    let agg = start(&dir);
+    agg.wait_for(
+        || agg.output().contains("still runs without a segment"),
+        "the live client kept",
+    );
+    assert_eq!(figs(&agg, pid, 0).map(|f| f.0), Some(1 << 20));
+    assert!(!agg.output().contains("exited holding"), "{}", agg.output());
+    drop(p.stdin.take());
+    let _ = p.wait();
+    agg.wait_for(
+        || figs(&agg, pid, 0).is_none() && agg.output().contains("exited holding"),
+        "release when the client ends",
+    );
+}
