@@ -356,6 +356,8 @@ impl Aggregator {
                     let out = self.acc.apply(key, &ev, now_s);
                     if self.log.verbosity >= Verbosity::Verbose {
                         self.log.event(describe(pid, &ev, &out));
+                    } else if out == Outcome::UnknownFree {
+                        self.log_unknown_free(key, &ev, &out);
                     }
                     n += 1;
                 }
@@ -887,6 +889,8 @@ impl Aggregator {
             }
             if self.log.verbosity >= Verbosity::Verbose {
                 self.log.event(describe(key.0, ev, &out));
+            } else if out == Outcome::UnknownFree {
+                self.log_unknown_free(key, ev, &out);
             }
         }
         if applied > 0 {
@@ -1052,6 +1056,21 @@ impl Aggregator {
                 }
             }
             self.dirty = true;
+        }
+    }
+
+    /// Logs a free of something never seen allocated (the count is always kept): the
+    /// first few of each process in the normal log, all of them with -v.
+    fn log_unknown_free(&self, key: ProcKey, ev: &Event, out: &Outcome) {
+        const LOGGED: u64 = 10;
+        let n = self.acc.processes.get(&key).map_or(0, |p| p.unknown_frees);
+        if n <= LOGGED {
+            let more = if n == LOGGED {
+                " (further ones of this process are counted, not logged; -v logs every event)"
+            } else {
+                ""
+            };
+            self.log.info(format!("{}{more}", describe(key.0, ev, out)));
         }
     }
 

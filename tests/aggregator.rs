@@ -113,6 +113,14 @@ fn cross_thread_frees_address_reuse_and_duplicates_are_exact() {
     assert_eq!(dev_fig(&s, 0, CAT_L1).used, 2048);
     assert_eq!(dev_fig(&s, 0, CAT_DRAM).used, 4096);
     assert_eq!(s.status.unknown_frees, 1, "dup's free of id 99");
+    assert!(
+        agg.output().contains(&format!(
+            "[PID {}] Free of unknown id 0x63 on device 0 (allocated before tracking started?)",
+            dup.id()
+        )),
+        "unknown frees are logged: {}",
+        agg.output()
+    );
     assert_eq!(s.status.events_lost, 0);
     assert!(s.processes.iter().all(|r| r.flags & PROC_EXACT != 0));
     // The per-buffer channel shows the live buffers.
