@@ -118,7 +118,9 @@ typedef struct tttrack_telemetry {
     uint64_t vcore_mv, vcore_max_mv, current_ma, current_max_ma, power_uw, power_max_uw;
     uint64_t fan_rpm, aiclk_mhz, axiclk_mhz, arcclk_mhz, heartbeat, therm_trip_count;
     uint64_t heartbeat_stalled_samples, pcie_link_speed_milli_gts, pcie_link_width;
-    uint64_t reserved[5];
+    /* firmware versions, 16 bits a component, A<<48|B<<32|C<<16|D (D = 0xFFFF when the
+       version has three components); 0: not reported */
+    uint64_t arc_fw_ver, eth_fw_ver, m3bl_fw_ver, m3app_fw_ver, ttflash_ver;
 } tttrack_telemetry_t;
 
 typedef struct tttrack_device_record {
@@ -129,7 +131,9 @@ typedef struct tttrack_device_record {
     tttrack_figure_t figures[TTTRACK_NUM_CATS];
     tttrack_telemetry_t telemetry;
     char fw_bundle[24];
-    uint64_t reserved[4];
+    uint64_t l1_resident_peak;  /* high-water mark of L1 buffers + L1_SMALL + CBs + kernels */
+    uint64_t asic_id;           /* tt_asic_id; 0: not reported */
+    uint64_t reserved[2];
 } tttrack_device_record_t;
 
 typedef struct tttrack_process_device {

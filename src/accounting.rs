@@ -108,6 +108,8 @@ impl ProcState {
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct DevState {
     pub figures: [Figure; NUM_CATS],
+    /// High-water mark of everything L1-resident together.
+    pub l1_resident_peak: u64,
     pub info: Option<DeviceInfo>,
 }
 
@@ -196,8 +198,16 @@ fn change(pd: &mut ProcDev, dev: &mut DevState, cat: usize, size: u64, sub: bool
         f.used += size;
         f.count += 1;
         f.peak = f.peak.max(f.used);
+        if L1_RESIDENT.contains(&cat) {
+            let now: u64 = L1_RESIDENT.iter().map(|&c| dev.figures[c].used).sum();
+            dev.l1_resident_peak = dev.l1_resident_peak.max(now);
+        }
     }
 }
+
+/// What lives in L1: buffers, L1_SMALL, circular buffers and kernels (the kernel
+/// subtypes are inside the kernel total).
+const L1_RESIDENT: [usize; 4] = [CAT_L1, CAT_L1_SMALL, CAT_CB, CAT_KERNEL];
 
 impl Accounting {
     /// Applies one validated-or-not event of process `key` (which must exist).
@@ -458,6 +468,23 @@ mod tests {
             size,
             id,
         }
+    }
+
+    #[test]
+    fn l1_resident_peak_is_the_high_water_mark_of_the_sum() {
+        let (mut a, p, _) = acc();
+        let l1 = BufferType::L1 as u8;
+        a.apply(p, &ev(EventKind::Alloc, l1, 0, 1 << 20, 0x10), 0);
+        a.apply(p, &ev(EventKind::CbAlloc, 0, 0, 512 << 10, 1), 0);
+        a.apply(p, &ev(EventKind::Free, l1, 0, 0, 0x10), 0);
+        a.apply(p, &ev(EventKind::KernelLoad, 0, 0, 100, 7), 0);
+        let d = &a.devices[&0];
+        assert_eq!(d.figures[CAT_L1].peak, 1 << 20);
+        assert_eq!(d.figures[CAT_CB].peak, 512 << 10);
+        assert_eq!(d.l1_resident_peak, (1 << 20) + (512 << 10), "both at once");
+        // DRAM does not count.
+        a.apply(p, &ev(EventKind::Alloc, BufferType::Dram as u8, 0, 1 << 30, 0x20), 0);
+        assert_eq!(a.devices[&0].l1_resident_peak, (1 << 20) + (512 << 10));
     }
 
     fn acc() -> (Accounting, ProcKey, ProcKey) {

@@ -1468,6 +1468,7 @@ fn device_records(acc: &Accounting) -> Vec<DeviceRecord> {
                 id: d as u32,
                 flags: DEV_PRESENT,
                 figures: dev.figures,
+                l1_resident_peak: dev.l1_resident_peak,
                 ..Default::default()
             };
             if let Some(info) = dev.info {

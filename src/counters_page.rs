@@ -126,7 +126,37 @@ pub struct Telemetry {
     pub heartbeat_stalled_samples: u64,
     pub pcie_link_speed_milli_gts: u64,
     pub pcie_link_width: u64,
-    pub _reserved: [u64; 5],
+    /// Firmware versions, packed by [`pack_version`] (0: not reported).
+    pub arc_fw_ver: u64,
+    pub eth_fw_ver: u64,
+    pub m3bl_fw_ver: u64,
+    pub m3app_fw_ver: u64,
+    pub ttflash_ver: u64,
+}
+
+/// Packs a firmware version "A.B.C.D" (or "A.B.C") into a u64, 16 bits a component
+/// (a missing fourth component is 0xFFFF); `None` for anything else.
+pub fn pack_version(s: &str) -> Option<u64> {
+    let parts: Vec<u16> = s.split('.').map(|p| p.parse().ok()).collect::<Option<_>>()?;
+    let v = match parts[..] {
+        [a, b, c, d] => (a as u64) << 48 | (b as u64) << 32 | (c as u64) << 16 | d as u64,
+        [a, b, c] => (a as u64) << 48 | (b as u64) << 32 | (c as u64) << 16 | 0xFFFF,
+        _ => return None,
+    };
+    (v != 0).then_some(v)
+}
+
+/// The text of a version packed by [`pack_version`]; `None` for 0 (not reported).
+pub fn version_text(v: u64) -> Option<String> {
+    if v == 0 {
+        return None;
+    }
+    let c = |s: u32| (v >> s) & 0xFFFF;
+    Some(if c(0) == 0xFFFF {
+        format!("{}.{}.{}", c(48), c(32), c(16))
+    } else {
+        format!("{}.{}.{}.{}", c(48), c(32), c(16), c(0))
+    })
 }
 
 /// Bits of `Telemetry::valid`.
@@ -175,7 +205,12 @@ pub struct DeviceRecord {
     pub figures: [Figure; NUM_CATS],
     pub telemetry: Telemetry,
     pub fw_bundle: [u8; 24],
-    pub _reserved: [u64; 4],
+    /// High-water mark of everything L1-resident together (buffers, L1_SMALL, CBs,
+    /// kernels): what an out-of-memory in L1 is about.
+    pub l1_resident_peak: u64,
+    /// The chip's ASIC id (`tt_asic_id`), 0 if not reported.
+    pub asic_id: u64,
+    pub _reserved: [u64; 2],
 }
 
 /// Flags of a process record.

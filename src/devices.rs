@@ -55,6 +55,8 @@ pub struct LocalDevice {
     pub asic_id: String,
     pub pci_bdf: String,
     pub fw_bundle: String,
+    /// Per-component firmware versions, packed (see `counters_page::pack_version`).
+    pub fw: [u64; 5],
     pub class_dir: PathBuf,
     pub pci_dir: Option<PathBuf>,
 }
@@ -138,6 +140,11 @@ pub fn discover(root: &Path) -> Vec<LocalDevice> {
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default(),
                 fw_bundle: attr(&dir.join("tt_fw_bundle_ver")).unwrap_or_default(),
+                fw: FW_FILES.map(|f| {
+                    attr(&dir.join(f))
+                        .and_then(|v| pack_version(&v))
+                        .unwrap_or(0)
+                }),
                 class_dir: dir,
                 pci_dir,
             })
@@ -197,6 +204,13 @@ pub fn read_telemetry(d: &LocalDevice, prev: Option<&Telemetry>, now_unix_ns: u6
         attr_u64(&c.join("tt_therm_trip_count")),
         &mut trips,
     );
+    [
+        t.arc_fw_ver,
+        t.eth_fw_ver,
+        t.m3bl_fw_ver,
+        t.m3app_fw_ver,
+        t.ttflash_ver,
+    ] = d.fw;
     t.aiclk_mhz = aiclk;
     t.axiclk_mhz = axiclk;
     t.arcclk_mhz = arcclk;
@@ -317,6 +331,7 @@ pub fn fill_record(r: &mut DeviceRecord, d: &LocalDevice, t: &Telemetry) {
     r.serial = put_str(&d.serial);
     r.pci_bdf = put_str(&d.pci_bdf);
     r.fw_bundle = put_str(&d.fw_bundle);
+    r.asic_id = u64::from_str_radix(d.asic_id.trim_start_matches("0x"), 16).unwrap_or(0);
     if r.flags & DEV_HAS_INFO == 0 {
         let (dram, l1) = builtin_totals(&d.arch, &d.board);
         r.dram_total = dram.unwrap_or(0);
@@ -324,6 +339,15 @@ pub fn fill_record(r: &mut DeviceRecord, d: &LocalDevice, t: &Telemetry) {
     }
     r.telemetry = *t;
 }
+
+/// The per-component firmware version files, in the order of `LocalDevice::fw`.
+const FW_FILES: [&str; 5] = [
+    "tt_arc_fw_ver",
+    "tt_eth_fw_ver",
+    "tt_m3bl_fw_ver",
+    "tt_m3app_fw_ver",
+    "tt_ttflash_ver",
+];
 
 #[cfg(test)]
 mod tests {

@@ -52,7 +52,14 @@ fn n150_telemetry_converted_exactly_without_an_aggregator() {
     assert_eq!(d0["board"], "n150");
     assert_eq!(d0["serial"], "0000012300000456");
     assert_eq!(d0["pci_address"], "0000:01:00.0");
+    assert_eq!(d0["asic_id"], "00000ABC00000DEF");
+    assert_eq!(d0["firmware_bundle"], "18.2.0.0");
     let t = &d0["telemetry"];
+    assert_eq!(
+        t["firmware"],
+        serde_json::json!({"arc": "2.30.0.0", "eth": "6.14.0", "m3bl": "5.11.0.0",
+                           "m3app": "5.11.1.0", "ttflash": "3.0.0.0"})
+    );
     assert_eq!(t["asic_temp_c"], 45.25);
     assert_eq!(t["asic_temp_max_c"], 75.0);
     assert_eq!(t["power_w"], 25.0);
@@ -454,6 +461,10 @@ fn watch_view_shows_telemetry_in_a_real_terminal() {
     assert!(
         s.contains("61.0 °C") && s.contains("120.0 W") && s.contains("16.0 GT/s x16"),
         "{s}"
+    );
+    assert!(
+        s.contains("bundle 80.15.0.0 · m3app 5.9.0.0"),
+        "firmware versions in the telemetry view:\n{s}"
     );
     Command::new("tmux")
         .args(["kill-session", "-t", &session])

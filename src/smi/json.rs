@@ -33,6 +33,13 @@ pub fn telemetry_json(t: &Telemetry) -> Value {
         "thermal_trip_count": opt(has(TEL_THERM_TRIP), t.therm_trip_count),
         "pcie_link_speed_gts": opt(has(TEL_PCIE), t.pcie_link_speed_milli_gts as f64 / 1000.0),
         "pcie_link_width": opt(has(TEL_PCIE), t.pcie_link_width),
+        "firmware": {
+            "arc": version_text(t.arc_fw_ver),
+            "eth": version_text(t.eth_fw_ver),
+            "m3bl": version_text(t.m3bl_fw_ver),
+            "m3app": version_text(t.m3app_fw_ver),
+            "ttflash": version_text(t.ttflash_ver),
+        },
     })
 }
 
@@ -90,6 +97,9 @@ pub fn render(m: &Model) -> String {
                 "gone": d.gone,
                 "serial": if d.serial.is_empty() { Value::Null } else { d.serial.clone().into() },
                 "pci_address": if d.pci_bdf.is_empty() { Value::Null } else { d.pci_bdf.clone().into() },
+                "asic_id": if d.asic_id.is_empty() { Value::Null } else { d.asic_id.clone().into() },
+                "firmware_bundle": if d.fw_bundle.is_empty() { Value::Null } else { d.fw_bundle.clone().into() },
+                "l1_resident_peak_bytes": opt(d.memory_known, d.l1_resident_peak),
                 "memory": {
                     "dram": fig(CAT_DRAM, Some(d.dram_total), "buffers"),
                     "l1": fig(CAT_L1, Some(d.l1_total), "buffers"),

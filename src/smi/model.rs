@@ -36,6 +36,11 @@ pub struct DeviceView {
     pub gone: bool,
     pub serial: String,
     pub pci_bdf: String,
+    /// `tt_asic_id` as the driver prints it (16 hex digits); empty if not reported.
+    pub asic_id: String,
+    pub fw_bundle: String,
+    /// High-water mark of everything L1-resident together (0 without an aggregator).
+    pub l1_resident_peak: u64,
 }
 
 impl DeviceView {
@@ -199,6 +204,9 @@ impl Model {
                     gone: false,
                     serial: d.serial.clone(),
                     pci_bdf: d.pci_bdf.clone(),
+                    asic_id: d.asic_id.clone(),
+                    fw_bundle: d.fw_bundle.clone(),
+                    l1_resident_peak: 0,
                 }
             })
             .collect();
@@ -251,6 +259,13 @@ impl Model {
                 gone: d.flags & DEV_GONE != 0,
                 serial: get_str(&d.serial),
                 pci_bdf: get_str(&d.pci_bdf),
+                asic_id: if d.asic_id == 0 {
+                    String::new()
+                } else {
+                    format!("{:016X}", d.asic_id)
+                },
+                fw_bundle: get_str(&d.fw_bundle),
+                l1_resident_peak: d.l1_resident_peak,
             })
             .collect();
         let me = std::process::id();

@@ -244,7 +244,7 @@ fn breakdown(o: &mut String, d: &DeviceView, st: &Style) {
         );
     };
     main(o, "DRAM", f[CAT_DRAM].used, d.dram_total, f[CAT_DRAM].peak);
-    let l1_peak = f[CAT_L1].peak.max(d.l1_resident());
+    let l1_peak = d.l1_resident_peak.max(d.l1_resident());
     main(o, "L1", d.l1_resident(), d.l1_total, l1_peak);
     part(
         o,

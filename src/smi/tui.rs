@@ -663,6 +663,12 @@ impl App {
                     ),
                     String::new(),
                 ),
+                ("Firmware", firmware_text(d), String::new()),
+                (
+                    "ASIC id",
+                    if d.asic_id.is_empty() { "N/A".into() } else { d.asic_id.clone() },
+                    String::new(),
+                ),
             ];
             for (i, (name, val, lim)) in fields.into_iter().enumerate() {
                 let stalled = name == "Firmware heartbeat" && val.contains("STALLED");
@@ -695,7 +701,7 @@ impl App {
             [
                 Constraint::Length(5),
                 Constraint::Length(40),
-                Constraint::Length(22),
+                Constraint::Fill(1),
                 Constraint::Length(12),
             ],
         )
@@ -816,4 +822,29 @@ pub fn run(source: &mut dyn ModelSource, refresh: Duration, color: bool) -> std:
     })();
     restore_terminal();
     result
+}
+
+/// "bundle 80.10.0.0 · arc 2.30.0.0 · eth 6.14.0 · ...", the versions the driver reports.
+fn firmware_text(d: &crate::smi::model::DeviceView) -> String {
+    let t = &d.telemetry;
+    let mut parts = Vec::new();
+    if !d.fw_bundle.is_empty() {
+        parts.push(format!("bundle {}", d.fw_bundle));
+    }
+    for (name, v) in [
+        ("arc", t.arc_fw_ver),
+        ("eth", t.eth_fw_ver),
+        ("m3bl", t.m3bl_fw_ver),
+        ("m3app", t.m3app_fw_ver),
+        ("ttflash", t.ttflash_ver),
+    ] {
+        if let Some(s) = version_text(v) {
+            parts.push(format!("{name} {s}"));
+        }
+    }
+    if parts.is_empty() {
+        "N/A".into()
+    } else {
+        parts.join(" · ")
+    }
 }

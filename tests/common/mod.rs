@@ -431,6 +431,11 @@ impl<'a> Card<'a> {
                 ("tt_serial", "0000012300000456\n"),
                 ("tt_asic_id", "00000ABC00000DEF\n"),
                 ("tt_fw_bundle_ver", "18.2.0.0\n"),
+                ("tt_arc_fw_ver", "2.30.0.0\n"),
+                ("tt_eth_fw_ver", "6.14.0\n"),
+                ("tt_m3bl_fw_ver", "5.11.0.0\n"),
+                ("tt_m3app_fw_ver", "5.11.1.0\n"),
+                ("tt_ttflash_ver", "3.0.0.0\n"),
                 ("tt_heartbeat", "1000\n"),
             ],
             hwmon_files: vec![
@@ -456,6 +461,8 @@ impl<'a> Card<'a> {
             class_files: vec![
                 ("tt_aiclk", "1350\n"),
                 ("tt_serial", "100001BC00000777\n"),
+                ("tt_fw_bundle_ver", "80.15.0.0\n"),
+                ("tt_m3app_fw_ver", "5.9.0.0\n"),
                 ("tt_heartbeat", "77\n"),
                 ("tt_therm_trip_count", "2\n"),
             ],
