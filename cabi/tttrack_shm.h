@@ -91,10 +91,10 @@ typedef struct tttrack_page_presence {
 /* ---- The counters page (src/counters_page.rs). All fields are read with atomic
  * 64-bit loads; the main block and the history are each under a sequence lock
  * (odd while written): copy, then check the sequence did not move. ---- */
-#define TTTRACK_COUNTERS_LAYOUT_VERSION 1
+#define TTTRACK_COUNTERS_LAYOUT_VERSION 2
 #define TTTRACK_PAGE_DEVICES 64
 #define TTTRACK_PAGE_PROCESSES 1024
-#define TTTRACK_PROCESS_DEVICES 8
+#define TTTRACK_PROCESS_DEVICES 32
 #define TTTRACK_HISTORY_LEN 960
 #define TTTRACK_NUM_CATS 10 /* dram l1 system_memory l1_small trace cb kernel kernel_app kernel_fabric kernel_dispatch */
 #define TTTRACK_HIST_FIELDS 6 /* dram l1 l1_small trace cb kernel */

@@ -12,11 +12,11 @@ use bytemuck::{Pod, Zeroable};
 use core::mem::{offset_of, size_of};
 use core::sync::atomic::{fence, AtomicU64, Ordering::*};
 
-pub const COUNTERS_LAYOUT_VERSION: u32 = 1;
+pub const COUNTERS_LAYOUT_VERSION: u32 = 2;
 pub const MAX_PAGE_DEVICES: usize = 64;
 pub const MAX_PAGE_PROCESSES: usize = 1024;
 /// Devices a process record can carry figures for.
-pub const MAX_PROCESS_DEVICES: usize = 8;
+pub const MAX_PROCESS_DEVICES: usize = 32;
 /// History samples (one per second): 16 minutes.
 pub const HISTORY_LEN: usize = 960;
 
@@ -246,6 +246,12 @@ pub struct ProcessRecord {
     pub devices: [ProcessDevice; MAX_PROCESS_DEVICES],
 }
 
+/// Bytes of a process record holding `num_devices` devices (clamped to the maximum).
+fn process_record_bytes(num_devices: u32) -> usize {
+    offset_of!(ProcessRecord, devices)
+        + (num_devices as usize).min(MAX_PROCESS_DEVICES) * size_of::<ProcessDevice>()
+}
+
 /// Per-device figures kept in history.
 pub const HIST_DRAM: usize = 0;
 pub const HIST_L1: usize = 1;
@@ -299,7 +305,7 @@ const _: () = {
     assert!(offset_of!(DeviceRecord, figures) == 160);
     assert!(offset_of!(DeviceRecord, telemetry) == 400);
     assert!(size_of::<ProcessDevice>() == 168);
-    assert!(size_of::<ProcessRecord>() == 1416);
+    assert!(size_of::<ProcessRecord>() == 72 + 32 * 168);
     assert!(offset_of!(ProcessRecord, devices) == 72);
     assert!(size_of::<HistorySample>() == 8 + 64 * 48 + 64 * 8);
     assert!(size_of::<PageHeader>() == 128);
@@ -378,6 +384,26 @@ impl PageView {
         }
     }
 
+    /// Stores the first `bytes` (a multiple of 8) of `v`.
+    fn store_prefix<T: Pod>(&self, offset: usize, v: &T, bytes: usize) {
+        let src: &[u64] = bytemuck::cast_slice(core::slice::from_ref(v));
+        let n = (bytes / 8).min(src.len());
+        for (a, w) in self.words(offset, n).iter().zip(&src[..n]) {
+            a.store(*w, Relaxed);
+        }
+    }
+
+    /// Loads the first `bytes` (a multiple of 8) of a `T`; the rest is zero.
+    fn load_prefix<T: Pod>(&self, offset: usize, bytes: usize) -> T {
+        let mut v = T::zeroed();
+        let dst: &mut [u64] = bytemuck::cast_slice_mut(core::slice::from_mut(&mut v));
+        let n = (bytes / 8).min(dst.len());
+        for (d, a) in dst[..n].iter_mut().zip(self.words(offset, n)) {
+            *d = a.load(Relaxed);
+        }
+        v
+    }
+
     fn load<T: Pod>(&self, offset: usize) -> T {
         let mut v = T::zeroed();
         let dst: &mut [u64] = bytemuck::cast_slice_mut(core::slice::from_mut(&mut v));
@@ -425,7 +451,13 @@ impl PageView {
             self.store(DEVICES_OFFSET + i * size_of::<DeviceRecord>(), d);
         }
         for (i, p) in processes.iter().take(MAX_PAGE_PROCESSES).enumerate() {
-            self.store(PROCESSES_OFFSET + i * size_of::<ProcessRecord>(), p);
+            // Only the devices in use: a record has room for a Galaxy's 32 chips, most
+            // processes use one or two.
+            self.store_prefix(
+                PROCESSES_OFFSET + i * size_of::<ProcessRecord>(),
+                p,
+                process_record_bytes(p.num_devices),
+            );
         }
         seq.store((s | 1).wrapping_add(1), Release);
     }
@@ -461,7 +493,13 @@ impl PageView {
                 .map(|i| self.load(DEVICES_OFFSET + i * size_of::<DeviceRecord>()))
                 .collect();
             let processes = (0..np)
-                .map(|i| self.load(PROCESSES_OFFSET + i * size_of::<ProcessRecord>()))
+                .map(|i| {
+                    let off = PROCESSES_OFFSET + i * size_of::<ProcessRecord>();
+                    let head: ProcessRecord =
+                        self.load_prefix(off, offset_of!(ProcessRecord, devices));
+                    // A torn count is caught by the sequence check below.
+                    self.load_prefix(off, process_record_bytes(head.num_devices))
+                })
                 .collect();
             fence(Acquire);
             if seq.load(Relaxed) == s1 {

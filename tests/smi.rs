@@ -377,3 +377,91 @@ fn demo_without_a_terminal_prints_a_snapshot_and_cleans_up() {
     );
     assert!(text.contains("tt-track demo: done."), "{text}");
 }
+
+/// A process on a Galaxy's 32 chips has every chip listed; one on more is marked
+/// truncated, with exact device totals either way.
+#[test]
+fn a_process_on_many_devices_is_listed_in_full_or_marked_truncated() {
+    let dir = TempDir::new("smi-galaxy");
+    let agg = AggProc::start(dir.path(), &[]);
+    let run = |ndev: u32| {
+        let script = format!(
+            r#"
+import ctypes, sys
+lib = ctypes.CDLL(None)
+lib.tttrack_alloc.argtypes = [ctypes.c_int32, ctypes.c_uint64, ctypes.c_uint8, ctypes.c_uint64]
+for d in range({ndev}):
+    lib.tttrack_alloc(d, (d + 1) << 20, 0, 0x1000)
+print("ok", flush=True)
+sys.stdin.readline()
+"#
+        );
+        let mut p = Command::new(env!("CARGO_BIN_EXE_tt-track"))
+            .args(["run", "python3", "-c", &script])
+            .env("TTTRACK_LIB", lib_path())
+            .env("TTTRACK_DIR", dir.path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_line(&mut p, "ok");
+        p
+    };
+    let mut galaxy = run(32);
+    let mut more = run(40);
+    let (g, m) = (galaxy.id(), more.id());
+    agg.wait_for(
+        || {
+            agg.snapshot().is_some_and(|s| {
+                s.processes
+                    .iter()
+                    .filter(|p| (p.pid == g || p.pid == m) && p.events_applied >= 32)
+                    .count()
+                    == 2
+                    && s.status.events_applied >= 72
+            })
+        },
+        "both processes applied",
+    );
+    let v = smi_json_dir(dir.path());
+    let proc_of = |pid: u32| {
+        v["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["pid"] == pid)
+            .unwrap()
+            .clone()
+    };
+    let pg = proc_of(g);
+    assert_eq!(pg["devices_truncated"], false);
+    let devs = pg["devices"].as_array().unwrap();
+    assert_eq!(devs.len(), 32);
+    assert_eq!(devs[31]["id"], 31);
+    assert_eq!(devs[31]["dram_bytes"], 32u64 << 20);
+    let pm = proc_of(m);
+    assert_eq!(pm["devices_truncated"], true);
+    assert_eq!(pm["devices"].as_array().unwrap().len(), 32);
+    // Device 39 exists only in the second process: its total is exact.
+    let d39 = v["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["id"] == 39)
+        .unwrap();
+    assert_eq!(d39["memory"]["dram"]["used_bytes"], 40u64 << 20);
+    for p in [&mut galaxy, &mut more] {
+        drop(p.stdin.take());
+        let _ = p.wait();
+    }
+}
+
+fn smi_json_dir(dir: &std::path::Path) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_tt-smi"))
+        .args(["--json", "--dir"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}

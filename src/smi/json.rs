@@ -123,6 +123,7 @@ pub fn render(m: &Model) -> String {
                 "exact": p.exact,
                 "events_lost": p.events_lost,
                 "untracked": p.untracked,
+                "devices_truncated": p.devices_truncated,
                 "buffers": p.buffers,
                 "devices": p.devices.iter().map(|d| json!({
                     "id": d.id,

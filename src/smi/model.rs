@@ -88,6 +88,8 @@ pub struct ProcessView {
     pub events_lost: u64,
     pub buffers: u64,
     pub untracked: bool,
+    /// Uses more devices than a page record holds (only the first ones are listed).
+    pub devices_truncated: bool,
     pub devices: Vec<ProcDevView>,
 }
 
@@ -180,6 +182,7 @@ impl Model {
                         events_lost: 0,
                         buffers: 0,
                         untracked: true,
+                        devices_truncated: false,
                         devices: vec![dv],
                     }),
                 }
@@ -280,6 +283,7 @@ impl Model {
                 events_lost: p.events_lost,
                 buffers: p.buffers,
                 untracked: p.flags & PROC_UNTRACKED != 0,
+                devices_truncated: p.flags & PROC_DEVICE_OVERFLOW != 0,
                 devices: p.devices[..(p.num_devices as usize).min(MAX_PROCESS_DEVICES)]
                     .iter()
                     .map(|d| ProcDevView {
