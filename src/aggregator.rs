@@ -598,7 +598,15 @@ impl Aggregator {
             self.reap_dead();
         }
         self.serve_requests();
-        read += self.serve_compat();
+        let from_socket = self.serve_compat();
+        if from_socket > 0 {
+            // Journaled before anyone can see them on the page: a socket's events
+            // cannot be read again after a crash, unlike a lane's.
+            if let Err(e) = self.journal.flush() {
+                self.log.error(format!("cannot write the journal ({e})"));
+            }
+        }
+        read += from_socket;
         if read > 0 {
             self.dirty = true;
         }
@@ -1039,7 +1047,16 @@ impl Aggregator {
             // Keep it, and release it when the process ends, not now.
             let pidfd = crate::compat::pidfd_open(key.0);
             if sys::proc_info(&self.cfg.proc_root, key.0).is_some_and(|i| i.start_time == key.1) {
-                let comm = self.acc.processes.get(&key).map(|p| p.comm.clone()).unwrap_or_default();
+                let info = sys::proc_info(&self.cfg.proc_root, key.0);
+                let comm = match self.acc.processes.get_mut(&key) {
+                    Some(p) if p.comm.is_empty() => {
+                        // Recovered from the journal, which does not keep names.
+                        p.comm = info.map(|i| i.comm).unwrap_or_default();
+                        p.comm.clone()
+                    }
+                    Some(p) => p.comm.clone(),
+                    None => String::new(),
+                };
                 self.log.info(format!(
                     "= pid {} ({comm}) still runs without a segment (a socket client from before a restart?): its figures are kept until it ends",
                     key.0

@@ -439,3 +439,33 @@ fn hot_path_makes_no_syscall() {
         window.len()
     );
 }
+
+/// A tracking directory the user cannot write (root's, mode 0755, for uid 65534): the
+/// application runs on, says so in one line, and counts every event as undelivered.
+/// Needs root to switch users, as CI runs.
+#[test]
+fn unwritable_tracking_directory_for_this_user_turns_tracking_off_with_one_line() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let dir = TempDir::new("unwritable");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = Command::new(c_program("producer"))
+        .args(["pairs", "2", "1000"])
+        .env("TT_ALLOC_TRACKING_ENABLED", "1")
+        .env("TTTRACK_DIR", dir.path())
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "the application goes on");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "exactly one line: {err}");
+    assert!(err.contains("tracking is off in this process"), "{err}");
+    assert!(err.contains("ermission denied"), "says why: {err}");
+    assert_eq!(stdout_value(&out, "dropped "), Some(4000));
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "nothing created"
+    );
+}

@@ -572,3 +572,77 @@ fn a_full_tracking_file_system_is_survived_and_reported() {
         "the loss counted",
     );
 }
+
+/// A segment file deleted by someone while its process runs and reports: the
+/// aggregator keeps draining it (it holds the mapping), the figures stay exact, and the
+/// process is released when it ends.
+#[test]
+fn a_segment_deleted_while_in_use_is_drained_to_the_end() {
+    let dir = TempDir::new("rel-segdel");
+    let agg = AggProc::start(dir.path(), &[]);
+    let script = r#"
+import ctypes, sys
+lib = ctypes.CDLL(None)
+lib.tttrack_alloc.argtypes = [ctypes.c_int32, ctypes.c_uint64, ctypes.c_uint8, ctypes.c_uint64]
+lib.tttrack_free.argtypes = [ctypes.c_int32, ctypes.c_uint64]
+lib.tttrack_alloc(0, 2 << 20, 0, 0x1000)
+print("one", flush=True)
+sys.stdin.readline()
+for k in range(100000):
+    lib.tttrack_alloc(0, 4096, 1, 0x100000 + k)
+    lib.tttrack_free(0, 0x100000 + k)
+lib.tttrack_alloc(0, 1 << 20, 0, 0x2000)
+print("two", flush=True)
+sys.stdin.readline()
+"#;
+    let mut p = Command::new(env!("CARGO_BIN_EXE_tt-track"))
+        .args(["run", "python3", "-c", script])
+        .env("TTTRACK_LIB", lib_path())
+        .env("TTTRACK_DIR", dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_line(&mut p, "one");
+    let pid = p.id();
+    agg.wait_for(
+        || agg.snapshot().is_some_and(|s| proc_dev(&s, pid, 0).is_some_and(|d| d.used[CAT_DRAM] == 2 << 20)),
+        "the first allocation",
+    );
+    let seg = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(&format!("seg.{pid}."))
+        })
+        .unwrap();
+    std::fs::remove_file(&seg).unwrap();
+    use std::io::Write;
+    p.stdin.as_mut().unwrap().write_all(b"\n").unwrap();
+    wait_line(&mut p, "two");
+    agg.wait_for(
+        || {
+            agg.snapshot().is_some_and(|s| {
+                s.processes.iter().any(|r| {
+                    r.pid == pid && r.events_applied == 200_002 && r.flags & PROC_EXACT != 0
+                }) && proc_dev(&s, pid, 0).is_some_and(|d| d.used[CAT_DRAM] == 3 << 20 && d.used[CAT_L1] == 0)
+            })
+        },
+        "every event after the deletion applied, exactly",
+    );
+    drop(p.stdin.take());
+    let _ = p.wait();
+    agg.wait_for(
+        || agg.snapshot().is_some_and(|s| s.processes.iter().all(|r| r.pid != pid)),
+        "release at exit",
+    );
+    assert!(
+        agg.output().contains("exited holding"),
+        "its 3 MiB reported as held at exit: {}",
+        agg.output()
+    );
+}

@@ -465,3 +465,36 @@ fn smi_json_dir(dir: &std::path::Path) -> serde_json::Value {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()
 }
+
+/// The counters page deleted while tt-smi -w watches: the aggregator recreates it and
+/// the live view follows the new page (a process started afterwards shows up).
+#[test]
+fn the_live_view_follows_a_counters_page_deleted_and_recreated() {
+    let dir = TempDir::new("smi-pagedel");
+    let agg = AggProc::start(dir.path(), &[]);
+    let mut first = spawn_producer(dir.path(), &["hold", "60", "3"], 0);
+    wait_line(&mut first, "ready");
+    let session = format!("pagedel{}", std::process::id());
+    let cmd = format!(
+        "{} -w -r 200 --dir {}",
+        env!("CARGO_BIN_EXE_tt-smi"),
+        dir.path().display()
+    );
+    tmux(&["new-session", "-d", "-s", &session, "-x", "120", "-y", "40", &cmd]);
+    wait_screen(&session, &first.id().to_string());
+    std::fs::remove_file(dir.path().join("counters")).unwrap();
+    agg.wait_for(
+        || agg.output().contains("was removed or replaced; recreated it"),
+        "the page recreated",
+    );
+    let mut second = spawn_producer(dir.path(), &["hold", "60", "5"], 0);
+    wait_line(&mut second, "ready");
+    let s = wait_screen(&session, &second.id().to_string());
+    assert!(s.contains(&first.id().to_string()), "{s}");
+    assert!(s.contains("tt-smi [main]"), "still running:\n{s}");
+    tmux(&["kill-session", "-t", &session]);
+    for p in [&mut first, &mut second] {
+        let _ = p.kill();
+        let _ = p.wait();
+    }
+}
