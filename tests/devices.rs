@@ -394,6 +394,24 @@ fn processes_holding_a_device_without_reporting_are_listed_untracked() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains(&format!("{hp} (untracked)")), "{text}");
+    // Without an aggregator the plain snapshot still says who holds the card.
+    let empty = TempDir::new("holders-noagg");
+    let out = Command::new(env!("CARGO_BIN_EXE_tt-smi"))
+        .args(["--dir", empty.path().to_str().unwrap()])
+        .args(["--sysfs-root", root.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.contains(&hp.to_string()))
+        .unwrap_or_else(|| panic!("holder not listed:\n{text}"));
+    assert!(
+        text.contains("Processes holding a device (memory N/A)")
+            && line.contains("sleep")
+            && line.ends_with("device 0"),
+        "{text}"
+    );
     let _ = holder.kill();
     let _ = holder.wait();
 }

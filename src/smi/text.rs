@@ -194,6 +194,14 @@ pub fn render(m: &Model, st: &Style) -> String {
     if m.aggregator.is_some() {
         o.push('\n');
         processes(&mut o, m, st);
+    } else if !m.processes.is_empty() {
+        // Without an aggregator the driver still says who holds each card.
+        o.push('\n');
+        let _ = writeln!(o, "{}", st.bold("Processes holding a device (memory N/A)"));
+        for p in &m.processes {
+            let devs: Vec<String> = p.devices.iter().map(|d| d.id.to_string()).collect();
+            let _ = writeln!(o, "  {:>7}  {:<16} device {}", p.pid, p.name, devs.join(", "));
+        }
     }
     o
 }
