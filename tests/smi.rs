@@ -90,6 +90,20 @@ fn every_view_renders_from_a_real_counters_page() {
     let charts = screen(&app, 130, 40);
     assert!(charts.contains("dev 0 DRAM (MiB), last 60s"), "{charts}");
     assert!(charts.contains("dev 1 L1 (MiB)"), "{charts}");
+    // b: braille -> dots -> plain ASCII.
+    key(&mut app, 'b');
+    key(&mut app, 'b');
+    let ascii = screen(&app, 130, 40);
+    let chart_rows: Vec<&str> = ascii
+        .lines()
+        .skip_while(|l| !l.contains("dev 0 DRAM (MiB)"))
+        .take_while(|l| !l.contains("dev 1 DRAM (MiB)"))
+        .collect();
+    assert!(
+        chart_rows.iter().all(|l| l.is_ascii()) && chart_rows.iter().any(|l| l.contains('*')),
+        "charts in plain ASCII:\n{ascii}"
+    );
+    key(&mut app, 'b');
     key(&mut app, 'w');
     assert!(screen(&app, 130, 40).contains("last 300s"));
     key(&mut app, '3');

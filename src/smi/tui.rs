@@ -43,7 +43,7 @@ pub struct App {
     pub sort: SortKey,
     pub scroll: usize,
     pub window: usize,
-    pub braille: bool,
+    pub marker: ChartMarker,
     pub color: bool,
     pub model: Model,
     pub quit: bool,
@@ -57,7 +57,7 @@ impl App {
             sort: SortKey::Memory,
             scroll: 0,
             window: 0,
-            braille: true,
+            marker: ChartMarker::Braille,
             color,
             model,
             quit: false,
@@ -96,7 +96,7 @@ impl App {
             KeyCode::Char('p') => self.sort = SortKey::Pid,
             KeyCode::Char('n') => self.sort = SortKey::Name,
             KeyCode::Char('w') => self.window = (self.window + 1) % WINDOWS.len(),
-            KeyCode::Char('b') => self.braille = !self.braille,
+            KeyCode::Char('b') => self.marker = self.marker.next(),
             KeyCode::Down | KeyCode::Char('j') => self.scroll = self.scroll.saturating_add(1),
             KeyCode::Up | KeyCode::Char('k') => self.scroll = self.scroll.saturating_sub(1),
             KeyCode::PageDown => self.scroll = self.scroll.saturating_add(10),
@@ -539,10 +539,9 @@ impl App {
             .max(1.0);
         let window = self.window_s() as f64;
         let ds = Dataset::default()
-            .marker(if self.braille {
-                Marker::Braille
-            } else {
-                Marker::Dot
+            .marker(match self.marker {
+                ChartMarker::Braille => Marker::Braille,
+                ChartMarker::Dots | ChartMarker::Ascii => Marker::Dot,
             })
             .graph_type(GraphType::Line)
             .style(self.style(Style::default().fg(color)))
@@ -563,6 +562,9 @@ impl App {
                     .labels(vec![Line::from("0"), Line::from(format!("{top:.0}"))]),
             );
         f.render_widget(chart, r);
+        if self.marker == ChartMarker::Ascii {
+            to_ascii(f.buffer_mut(), r);
+        }
     }
 
     fn draw_telemetry(&self, f: &mut Frame, r: Rect) {
@@ -725,7 +727,7 @@ impl App {
             Line::from("m, p, n     sort by memory, pid, name"),
             Line::from("↑ ↓ PgUp PgDn Home End   scroll"),
             Line::from("w           chart window: 60 s, 5 min, 15 min"),
-            Line::from("b           braille / plain dots in charts"),
+            Line::from("b           charts in braille / dots / plain ASCII"),
             Line::from("? or h      this help (Esc closes)"),
             Line::from("q, Esc, Ctrl-C   quit"),
             Line::from(""),
@@ -846,5 +848,43 @@ fn firmware_text(d: &crate::smi::model::DeviceView) -> String {
         "N/A".into()
     } else {
         parts.join(" · ")
+    }
+}
+
+/// How charts draw their lines: braille (finest), dots, or plain ASCII for terminals
+/// and fonts without those glyphs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChartMarker {
+    Braille,
+    Dots,
+    Ascii,
+}
+
+impl ChartMarker {
+    fn next(self) -> Self {
+        match self {
+            Self::Braille => Self::Dots,
+            Self::Dots => Self::Ascii,
+            Self::Ascii => Self::Braille,
+        }
+    }
+}
+
+/// Rewrites an area's line and box glyphs as ASCII: points `*`, lines `|` and `-`,
+/// corners and joints `+`.
+fn to_ascii(buf: &mut ratatui::buffer::Buffer, r: Rect) {
+    for y in r.top()..r.bottom() {
+        for x in r.left()..r.right() {
+            let cell = &mut buf[(x, y)];
+            let ascii = match cell.symbol() {
+                "•" => "*",
+                "│" | "┃" | "║" => "|",
+                "─" | "━" | "═" => "-",
+                "┌" | "┐" | "└" | "┘" | "├" | "┤" | "┬" | "┴" | "┼" | "╭" | "╮" | "╰" | "╯" => "+",
+                s if s.is_ascii() => continue,
+                _ => "?",
+            };
+            cell.set_symbol(ascii);
+        }
     }
 }
