@@ -104,6 +104,13 @@ fn every_view_renders_from_a_real_counters_page() {
         "charts in plain ASCII:\n{ascii}"
     );
     key(&mut app, 'b');
+    // Two devices in 16 rows: one at a time, the arrows scroll to the next.
+    let small = screen(&app, 130, 16);
+    assert!(small.contains("dev 0 DRAM (MiB), last 60s, 1-1 of 2 devices"), "{small}");
+    app.on_key(crossterm::event::KeyEvent::from(crossterm::event::KeyCode::Down));
+    let small = screen(&app, 130, 16);
+    assert!(small.contains("dev 1 DRAM (MiB), last 60s, 2-2 of 2 devices"), "{small}");
+    app.on_key(crossterm::event::KeyEvent::from(crossterm::event::KeyCode::Home));
     key(&mut app, 'w');
     assert!(screen(&app, 130, 40).contains("last 300s"));
     key(&mut app, '3');

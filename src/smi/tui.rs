@@ -470,13 +470,20 @@ impl App {
         }
         let per_row = (r.height / 8).max(1) as usize;
         let shown = devs.len().min(per_row);
+        // More devices than fit (a Galaxy): the arrows scroll through them.
+        let first = self.scroll.min(devs.len() - shown);
         let rows = Layout::default()
             .direction(Direction::Vertical)
             .constraints(vec![Constraint::Ratio(1, shown as u32); shown])
             .split(r);
         let window = self.window_s();
         let now = self.model.history.last().map(|s| s.unix_secs).unwrap_or(0);
-        for (i, d) in devs.iter().take(shown).enumerate() {
+        let more = if shown < devs.len() {
+            format!(", {}-{} of {} devices", first + 1, first + shown, devs.len())
+        } else {
+            String::new()
+        };
+        for (i, d) in devs.iter().skip(first).take(shown).enumerate() {
             let halves = Layout::default()
                 .direction(Direction::Horizontal)
                 .constraints([Constraint::Percentage(50), Constraint::Percentage(50)])
@@ -506,7 +513,7 @@ impl App {
             self.chart(
                 f,
                 halves[0],
-                &format!(" dev {} DRAM (MiB), last {window}s ", d.id),
+                &format!(" dev {} DRAM (MiB), last {window}s{more} ", d.id),
                 &dram,
                 d.dram_total,
                 Color::Cyan,
