@@ -481,11 +481,20 @@ fn main() {
         println!("end_to_end: run with `cargo bench --bench end_to_end`");
         return;
     }
-    throughput();
-    visibility();
-    discovery();
-    release_after_kill();
-    smi_watch_cpu();
-    memory_per_buffer();
-    idle_cpu();
+    // TTTRACK_BENCH_ONLY=name[,name...] runs only those measurements.
+    let only = std::env::var("TTTRACK_BENCH_ONLY").unwrap_or_default();
+    let parts: [(&str, fn()); 7] = [
+        ("throughput", throughput),
+        ("visibility", visibility),
+        ("discovery", discovery),
+        ("release", release_after_kill),
+        ("smi", smi_watch_cpu),
+        ("memory", memory_per_buffer),
+        ("idle", idle_cpu),
+    ];
+    for (name, f) in parts {
+        if only.is_empty() || only.split(',').any(|o| o == name) {
+            f();
+        }
+    }
 }

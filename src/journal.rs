@@ -141,9 +141,15 @@ impl Journal {
         let mut acc = Accounting::default();
         if generation > 0 {
             let sp = state_path(dir, generation);
-            let bytes = std::fs::read(&sp)?;
-            let version = (bytes.len() >= 12 && &bytes[..8] == STATE_MAGIC)
-                .then(|| u32::from_le_bytes(bytes[8..12].try_into().unwrap_or_default()));
+            // Streamed from the file, like it was written (it may be tens of MB).
+            let mut r = io::BufReader::with_capacity(256 << 10, File::open(&sp)?);
+            let mut head = [0u8; 12];
+            let version = match r.read_exact(&mut head) {
+                Ok(()) if &head[..8] == STATE_MAGIC => {
+                    Some(u32::from_le_bytes(head[8..12].try_into().unwrap_or_default()))
+                }
+                _ => None,
+            };
             if version != Some(STATE_VERSION) {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
@@ -155,7 +161,7 @@ impl Journal {
                     ),
                 ));
             }
-            acc = bincode::deserialize(&bytes[12..]).map_err(|e| {
+            acc = bincode::deserialize_from(&mut r).map_err(|e| {
                 io::Error::new(
                     io::ErrorKind::InvalidData,
                     format!(
@@ -242,11 +248,16 @@ impl Journal {
     /// new generation and starts an empty journal for it.
     pub fn compact(&mut self, acc: &Accounting) -> io::Result<()> {
         let g = self.generation + 1;
-        let mut bytes = STATE_MAGIC.to_vec();
-        bytes.extend_from_slice(&STATE_VERSION.to_le_bytes());
-        bincode::serialize_into(&mut bytes, acc).map_err(|e| io::Error::other(e.to_string()))?;
         let tmp = self.dir.join(format!(".state.{g}.tmp"));
-        std::fs::write(&tmp, &bytes)?;
+        {
+            // Streamed to the file: a snapshot of a million buffers is tens of MB, and
+            // building it in memory first would leave the heap that much bigger.
+            let mut w = io::BufWriter::with_capacity(256 << 10, File::create(&tmp)?);
+            w.write_all(STATE_MAGIC)?;
+            w.write_all(&STATE_VERSION.to_le_bytes())?;
+            bincode::serialize_into(&mut w, acc).map_err(|e| io::Error::other(e.to_string()))?;
+            w.flush()?;
+        }
         let new_journal = File::create(journal_path(&self.dir, g))?;
         std::fs::rename(&tmp, state_path(&self.dir, g))?;
         // From here on recovery uses generation g; the old files are garbage.
