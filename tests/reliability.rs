@@ -213,9 +213,18 @@ fn thousands_of_short_lived_processes_leave_nothing_behind() {
     let _h = heavy();
     let dir = TempDir::new("rel-churn");
     let agg = AggProc::start(dir.path(), &["--quiet"]);
-    // Warm up, then take the baseline.
+    // Warm up the way the run goes (one at a time, then 100 at a time) so the heap
+    // reaches its working size, then take the baseline: growth after that is a leak.
     for _ in 0..50 {
         assert!(run_producer(dir.path(), &["burst", "10"]).status.success());
+    }
+    for _ in 0..5 {
+        let kids: Vec<_> = (0..100)
+            .map(|_| spawn_producer(dir.path(), &["burst", "10"], 0))
+            .collect();
+        for mut k in kids {
+            assert!(k.wait().unwrap().success());
+        }
     }
     agg.wait_for(
         || agg.snapshot().is_some_and(|s| s.processes.is_empty()),
@@ -226,6 +235,7 @@ fn thousands_of_short_lived_processes_leave_nothing_behind() {
     for _ in 0..sequential {
         assert!(run_producer(dir.path(), &["burst", "10"]).status.success());
     }
+    let mid = rss_kib(agg.child.id());
     let batches = 100u64;
     for _ in 0..batches {
         let kids: Vec<_> = (0..100)
@@ -235,7 +245,7 @@ fn thousands_of_short_lived_processes_leave_nothing_behind() {
             assert!(k.wait().unwrap().success());
         }
     }
-    let total = 50 + sequential + batches * 100;
+    let total = 50 + 500 + sequential + batches * 100;
     let t = Instant::now();
     loop {
         let s = agg.snapshot().unwrap();
@@ -271,6 +281,9 @@ fn thousands_of_short_lived_processes_leave_nothing_behind() {
         .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
     let after = rss_kib(agg.child.id());
+    eprintln!(
+        "aggregator private memory {base} KiB, {mid} KiB after {sequential} one at a time, {after} KiB after {total} processes"
+    );
     assert!(
         after <= base + 2048,
         "aggregator RSS {base} KiB -> {after} KiB after {total} processes"
