@@ -325,17 +325,19 @@ fn a_stalled_heartbeat_is_flagged_and_clears_when_it_moves() {
     );
     let v = smi_json(&["--dir", dir.path().to_str().unwrap()]);
     assert_eq!(v["devices"][0]["telemetry"]["heartbeat_stalled"], true);
-    std::fs::write(
-        root.path()
-            .join("sys/class/tenstorrent/tenstorrent!0/tt_heartbeat"),
-        "1001\n",
-    )
-    .unwrap();
+    // The firmware comes back: its heartbeat advances (at every poll here, so that a
+    // slow test thread cannot miss the short window between two samples).
+    let hb = root
+        .path()
+        .join("sys/class/tenstorrent/tenstorrent!0/tt_heartbeat");
+    let mut beat = 1000u64;
     agg.wait_for(
         || {
+            beat += 1;
+            std::fs::write(&hb, format!("{beat}\n")).unwrap();
             agg.snapshot().is_some_and(|s| {
                 s.devices.first().is_some_and(|d| {
-                    d.telemetry.heartbeat == 1001 && d.telemetry.heartbeat_stalled_samples == 0
+                    d.telemetry.heartbeat > 1000 && d.telemetry.heartbeat_stalled_samples == 0
                 })
             })
         },
