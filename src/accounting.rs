@@ -483,7 +483,11 @@ mod tests {
         assert_eq!(d.figures[CAT_CB].peak, 512 << 10);
         assert_eq!(d.l1_resident_peak, (1 << 20) + (512 << 10), "both at once");
         // DRAM does not count.
-        a.apply(p, &ev(EventKind::Alloc, BufferType::Dram as u8, 0, 1 << 30, 0x20), 0);
+        a.apply(
+            p,
+            &ev(EventKind::Alloc, BufferType::Dram as u8, 0, 1 << 30, 0x20),
+            0,
+        );
         assert_eq!(a.devices[&0].l1_resident_peak, (1 << 20) + (512 << 10));
     }
 

@@ -331,7 +331,9 @@ impl Aggregator {
                     pidfd,
                 } => {
                     let key = (pid, start_time);
-                    self.acc.processes.entry(key).or_insert_with(|| ProcState::new(pid, start_time, uid, comm.clone(), sys::unix_ns()));
+                    self.acc.processes.entry(key).or_insert_with(|| {
+                        ProcState::new(pid, start_time, uid, comm.clone(), sys::unix_ns())
+                    });
                     self.compat_procs.insert(key, pidfd);
                     self.log.info(format!(
                         "+ pid {pid} ({comm}) connected to the compatibility socket"

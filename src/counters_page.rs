@@ -137,7 +137,10 @@ pub struct Telemetry {
 /// Packs a firmware version "A.B.C.D" (or "A.B.C") into a u64, 16 bits a component
 /// (a missing fourth component is 0xFFFF); `None` for anything else.
 pub fn pack_version(s: &str) -> Option<u64> {
-    let parts: Vec<u16> = s.split('.').map(|p| p.parse().ok()).collect::<Option<_>>()?;
+    let parts: Vec<u16> = s
+        .split('.')
+        .map(|p| p.parse().ok())
+        .collect::<Option<_>>()?;
     let v = match parts[..] {
         [a, b, c, d] => (a as u64) << 48 | (b as u64) << 32 | (c as u64) << 16 | d as u64,
         [a, b, c] => (a as u64) << 48 | (b as u64) << 32 | (c as u64) << 16 | 0xFFFF,

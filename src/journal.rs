@@ -145,9 +145,9 @@ impl Journal {
             let mut r = io::BufReader::with_capacity(256 << 10, File::open(&sp)?);
             let mut head = [0u8; 12];
             let version = match r.read_exact(&mut head) {
-                Ok(()) if &head[..8] == STATE_MAGIC => {
-                    Some(u32::from_le_bytes(head[8..12].try_into().unwrap_or_default()))
-                }
+                Ok(()) if &head[..8] == STATE_MAGIC => Some(u32::from_le_bytes(
+                    head[8..12].try_into().unwrap_or_default(),
+                )),
                 _ => None,
             };
             if version != Some(STATE_VERSION) {

@@ -619,7 +619,10 @@ sys.stdin.readline()
     wait_line(&mut p, "one");
     let pid = p.id();
     agg.wait_for(
-        || agg.snapshot().is_some_and(|s| proc_dev(&s, pid, 0).is_some_and(|d| d.used[CAT_DRAM] == 2 << 20)),
+        || {
+            agg.snapshot()
+                .is_some_and(|s| proc_dev(&s, pid, 0).is_some_and(|d| d.used[CAT_DRAM] == 2 << 20))
+        },
         "the first allocation",
     );
     let seg = std::fs::read_dir(dir.path())
@@ -642,7 +645,8 @@ sys.stdin.readline()
             agg.snapshot().is_some_and(|s| {
                 s.processes.iter().any(|r| {
                     r.pid == pid && r.events_applied == 200_002 && r.flags & PROC_EXACT != 0
-                }) && proc_dev(&s, pid, 0).is_some_and(|d| d.used[CAT_DRAM] == 3 << 20 && d.used[CAT_L1] == 0)
+                }) && proc_dev(&s, pid, 0)
+                    .is_some_and(|d| d.used[CAT_DRAM] == 3 << 20 && d.used[CAT_L1] == 0)
             })
         },
         "every event after the deletion applied, exactly",
@@ -650,7 +654,10 @@ sys.stdin.readline()
     drop(p.stdin.take());
     let _ = p.wait();
     agg.wait_for(
-        || agg.snapshot().is_some_and(|s| s.processes.iter().all(|r| r.pid != pid)),
+        || {
+            agg.snapshot()
+                .is_some_and(|s| s.processes.iter().all(|r| r.pid != pid))
+        },
         "release at exit",
     );
     assert!(

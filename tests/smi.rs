@@ -106,11 +106,21 @@ fn every_view_renders_from_a_real_counters_page() {
     key(&mut app, 'b');
     // Two devices in 16 rows: one at a time, the arrows scroll to the next.
     let small = screen(&app, 130, 16);
-    assert!(small.contains("dev 0 DRAM (MiB), last 60s, 1-1 of 2 devices"), "{small}");
-    app.on_key(crossterm::event::KeyEvent::from(crossterm::event::KeyCode::Down));
+    assert!(
+        small.contains("dev 0 DRAM (MiB), last 60s, 1-1 of 2 devices"),
+        "{small}"
+    );
+    app.on_key(crossterm::event::KeyEvent::from(
+        crossterm::event::KeyCode::Down,
+    ));
     let small = screen(&app, 130, 16);
-    assert!(small.contains("dev 1 DRAM (MiB), last 60s, 2-2 of 2 devices"), "{small}");
-    app.on_key(crossterm::event::KeyEvent::from(crossterm::event::KeyCode::Home));
+    assert!(
+        small.contains("dev 1 DRAM (MiB), last 60s, 2-2 of 2 devices"),
+        "{small}"
+    );
+    app.on_key(crossterm::event::KeyEvent::from(
+        crossterm::event::KeyCode::Home,
+    ));
     key(&mut app, 'w');
     assert!(screen(&app, 130, 40).contains("last 300s"));
     key(&mut app, '3');
@@ -483,7 +493,11 @@ fn smi_json_dir(dir: &std::path::Path) -> serde_json::Value {
         .arg(dir)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -501,11 +515,24 @@ fn the_live_view_follows_a_counters_page_deleted_and_recreated() {
         env!("CARGO_BIN_EXE_tt-smi"),
         dir.path().display()
     );
-    tmux(&["new-session", "-d", "-s", &session, "-x", "120", "-y", "40", &cmd]);
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &session,
+        "-x",
+        "120",
+        "-y",
+        "40",
+        &cmd,
+    ]);
     wait_screen(&session, &first.id().to_string());
     std::fs::remove_file(dir.path().join("counters")).unwrap();
     agg.wait_for(
-        || agg.output().contains("was removed or replaced; recreated it"),
+        || {
+            agg.output()
+                .contains("was removed or replaced; recreated it")
+        },
         "the page recreated",
     );
     let mut second = spawn_producer(dir.path(), &["hold", "60", "5"], 0);

@@ -200,7 +200,13 @@ pub fn render(m: &Model, st: &Style) -> String {
         let _ = writeln!(o, "{}", st.bold("Processes holding a device (memory N/A)"));
         for p in &m.processes {
             let devs: Vec<String> = p.devices.iter().map(|d| d.id.to_string()).collect();
-            let _ = writeln!(o, "  {:>7}  {:<16} device {}", p.pid, p.name, devs.join(", "));
+            let _ = writeln!(
+                o,
+                "  {:>7}  {:<16} device {}",
+                p.pid,
+                p.name,
+                devs.join(", ")
+            );
         }
     }
     o

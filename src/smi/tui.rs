@@ -479,7 +479,12 @@ impl App {
         let window = self.window_s();
         let now = self.model.history.last().map(|s| s.unix_secs).unwrap_or(0);
         let more = if shown < devs.len() {
-            format!(", {}-{} of {} devices", first + 1, first + shown, devs.len())
+            format!(
+                ", {}-{} of {} devices",
+                first + 1,
+                first + shown,
+                devs.len()
+            )
         } else {
             String::new()
         };
@@ -675,7 +680,11 @@ impl App {
                 ("Firmware", firmware_text(d), String::new()),
                 (
                     "ASIC id",
-                    if d.asic_id.is_empty() { "N/A".into() } else { d.asic_id.clone() },
+                    if d.asic_id.is_empty() {
+                        "N/A".into()
+                    } else {
+                        d.asic_id.clone()
+                    },
                     String::new(),
                 ),
             ];
@@ -887,7 +896,9 @@ fn to_ascii(buf: &mut ratatui::buffer::Buffer, r: Rect) {
                 "•" => "*",
                 "│" | "┃" | "║" => "|",
                 "─" | "━" | "═" => "-",
-                "┌" | "┐" | "└" | "┘" | "├" | "┤" | "┬" | "┴" | "┼" | "╭" | "╮" | "╰" | "╯" => "+",
+                "┌" | "┐" | "└" | "┘" | "├" | "┤" | "┬" | "┴" | "┼" | "╭" | "╮" | "╰" | "╯" => {
+                    "+"
+                }
                 s if s.is_ascii() => continue,
                 _ => "?",
             };
