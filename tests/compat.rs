@@ -484,29 +484,7 @@ fn another_user_reports_over_the_socket_and_reads_its_buffers() {
     let dir = TempDir::new("compat-users");
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
     let agg = start(&dir);
-    let script = format!(
-        r#"
-import socket, struct, sys
-sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-sock.connect({path:?})
-fmt = '<BxxxiQBxxxiQQ' + 'Q'*6 + 'Q'*2 + 'I'*6 + 'I'*4
-sock.send(struct.pack(fmt, 1, 0, 1 << 20, 0, 0, 0xbeef000, 0, *([0]*6), 0, 0, *([0]*6), *([0]*4)))
-print("sent", flush=True)
-sys.stdin.readline()
-"#,
-        path = sock(&dir).to_str().unwrap()
-    );
-    let mut p = Command::new("python3")
-        .arg("-c")
-        .arg(&script)
-        .uid(65534)
-        .gid(65534)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3");
-    wait_line(&mut p, "sent");
+    let mut p = holding_client(&dir, Some(65534));
     let pid = p.id();
     agg.wait_for(
         || figs(&agg, pid, 0).is_some_and(|f| f.0 == 1 << 20),
@@ -535,26 +513,7 @@ sys.stdin.readline()
 fn a_socket_client_keeps_its_figures_across_an_aggregator_restart() {
     let dir = TempDir::new("compat-restart");
     let mut agg = start(&dir);
-    let script = format!(
-        r#"
-import socket, struct, sys
-sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-sock.connect({path:?})
-fmt = '<BxxxiQBxxxiQQ' + 'Q'*6 + 'Q'*2 + 'I'*6 + 'I'*4
-sock.send(struct.pack(fmt, 1, 0, 1 << 20, 0, 0, 0xbeef000, 0, *([0]*6), 0, 0, *([0]*6), *([0]*4)))
-print("sent", flush=True)
-sys.stdin.readline()
-"#,
-        path = sock(&dir).to_str().unwrap()
-    );
-    let mut p = Command::new("python3")
-        .arg("-c")
-        .arg(&script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3");
-    wait_line(&mut p, "sent");
+    let mut p = holding_client(&dir, None);
     let pid = p.id();
     agg.wait_for(
         || figs(&agg, pid, 0).is_some_and(|f| f.0 == 1 << 20),
@@ -574,4 +533,33 @@ sys.stdin.readline()
         || figs(&agg, pid, 0).is_none() && agg.output().contains("exited holding"),
         "release when the client ends",
     );
+}
+
+/// A Python client of the socket (as user `uid`, if given) that reports a 1 MiB DRAM
+/// buffer 0xbeef000 on device 0 and lives until its standard input closes.
+fn holding_client(dir: &TempDir, uid: Option<u32>) -> std::process::Child {
+    use std::os::unix::process::CommandExt;
+    let script = format!(
+        r#"
+import socket, struct, sys
+sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+sock.connect({path:?})
+fmt = '<BxxxiQBxxxiQQ' + 'Q'*6 + 'Q'*2 + 'I'*6 + 'I'*4
+sock.send(struct.pack(fmt, 1, 0, 1 << 20, 0, 0, 0xbeef000, 0, *([0]*6), 0, 0, *([0]*6), *([0]*4)))
+print("sent", flush=True)
+sys.stdin.readline()
+"#,
+        path = sock(dir).to_str().unwrap()
+    );
+    let mut cmd = Command::new("python3");
+    cmd.arg("-c")
+        .arg(&script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+    if let Some(u) = uid {
+        cmd.uid(u).gid(u);
+    }
+    let mut p = cmd.spawn().expect("python3");
+    wait_line(&mut p, "sent");
+    p
 }
