@@ -123,15 +123,7 @@ fn n300_local_chip_with_remote_chip_seen_only_through_a_process() {
     let root = TempDir::new("sysfs-n300");
     Card::wormhole(0, "0000:02:00.0", "n300").install(root.path());
     let dir = TempDir::new("n300");
-    let agg = AggProc::start(
-        dir.path(),
-        &[
-            "--sysfs-root",
-            root.path().to_str().unwrap(),
-            "--telemetry-interval",
-            "0.1",
-        ],
-    );
+    let agg = start_sampling(&dir, &root);
     let mut p = spawn_producer(dir.path(), &["devinfo"], 30_000);
     wait_line(&mut p, "dropped");
     agg.wait_for(
@@ -248,15 +240,7 @@ fn a_card_that_vanishes_and_returns_mid_run() {
     Card::wormhole(0, "0000:06:00.0", "n150").install(root.path());
     Card::wormhole(1, "0000:07:00.0", "n150").install(root.path());
     let dir = TempDir::new("vanish");
-    let agg = AggProc::start(
-        dir.path(),
-        &[
-            "--sysfs-root",
-            root.path().to_str().unwrap(),
-            "--telemetry-interval",
-            "0.1",
-        ],
-    );
+    let agg = start_sampling(&dir, &root);
     agg.wait_for(
         || agg.snapshot().is_some_and(|s| s.devices.len() == 2),
         "two devices",
@@ -304,15 +288,7 @@ fn a_stalled_heartbeat_is_flagged_and_clears_when_it_moves() {
     let root = TempDir::new("sysfs-hb");
     Card::wormhole(0, "0000:08:00.0", "n150").install(root.path());
     let dir = TempDir::new("hb");
-    let agg = AggProc::start(
-        dir.path(),
-        &[
-            "--sysfs-root",
-            root.path().to_str().unwrap(),
-            "--telemetry-interval",
-            "0.1",
-        ],
-    );
+    let agg = start_sampling(&dir, &root);
     agg.wait_for(
         || {
             agg.snapshot().is_some_and(|s| {
@@ -361,15 +337,7 @@ fn processes_holding_a_device_without_reporting_are_listed_untracked() {
     .unwrap();
     set_holders(root.path(), 0, &[hp]);
     let dir = TempDir::new("holders");
-    let agg = AggProc::start(
-        dir.path(),
-        &[
-            "--sysfs-root",
-            root.path().to_str().unwrap(),
-            "--telemetry-interval",
-            "0.1",
-        ],
-    );
+    let agg = start_sampling(&dir, &root);
     agg.wait_for(
         || {
             agg.snapshot().is_some_and(|s| {
@@ -423,15 +391,7 @@ fn watch_view_shows_telemetry_in_a_real_terminal() {
     let root = TempDir::new("sysfs-tmux");
     Card::blackhole(0, "0000:0a:00.0", "p150a").install(root.path());
     let dir = TempDir::new("tel-tmux");
-    let _agg = AggProc::start(
-        dir.path(),
-        &[
-            "--sysfs-root",
-            root.path().to_str().unwrap(),
-            "--telemetry-interval",
-            "0.1",
-        ],
-    );
+    let _agg = start_sampling(&dir, &root);
     let session = format!("tel{}", std::process::id());
     let cmd = format!(
         "{} -w -r 200 --dir {}",
@@ -490,4 +450,17 @@ fn watch_view_shows_telemetry_in_a_real_terminal() {
         .args(["kill-session", "-t", &session])
         .status()
         .unwrap();
+}
+
+/// An aggregator over `dir` reading the fixture tree `root`, sampling every 100 ms.
+fn start_sampling(dir: &TempDir, root: &TempDir) -> AggProc {
+    AggProc::start(
+        dir.path(),
+        &[
+            "--sysfs-root",
+            root.path().to_str().unwrap(),
+            "--telemetry-interval",
+            "0.1",
+        ],
+    )
 }
