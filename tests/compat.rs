@@ -425,14 +425,7 @@ print("ok", flush=True)
 sys.stdin.readline()   # lives until the test has seen its figures
 sys.exit(7)
 "#;
-    let mut p = Command::new(env!("CARGO_BIN_EXE_tt-track"))
-        .args(["run", "python3", "-c", script])
-        .env("TTTRACK_LIB", lib_path())
-        .env("TTTRACK_DIR", dir.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut p = tracked_python(dir.path(), script);
     wait_line(&mut p, "ok");
     let pid = p.id();
     agg.wait_for(

@@ -8,20 +8,6 @@ use std::process::Command;
 use tttrack::counters_page::*;
 use tttrack::devices;
 
-fn smi_json(args: &[&str]) -> serde_json::Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_tt-smi"))
-        .arg("--json")
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 #[test]
 fn n150_telemetry_converted_exactly_without_an_aggregator() {
     let root = TempDir::new("sysfs-n150");

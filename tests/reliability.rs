@@ -311,17 +311,7 @@ fn truncation_deletion_and_junk_are_survived() {
         "both",
     );
     // Truncate the victim's segment under the aggregator's mapping.
-    let seg = std::fs::read_dir(dir.path())
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with(&format!("seg.{v}."))
-        })
-        .unwrap();
+    let seg = segment_of(dir.path(), v);
     std::fs::OpenOptions::new()
         .write(true)
         .open(&seg)
@@ -608,14 +598,7 @@ lib.tttrack_alloc(0, 1 << 20, 0, 0x2000)
 print("two", flush=True)
 sys.stdin.readline()
 "#;
-    let mut p = Command::new(env!("CARGO_BIN_EXE_tt-track"))
-        .args(["run", "python3", "-c", script])
-        .env("TTTRACK_LIB", lib_path())
-        .env("TTTRACK_DIR", dir.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut p = tracked_python(dir.path(), script);
     wait_line(&mut p, "one");
     let pid = p.id();
     agg.wait_for(
@@ -625,17 +608,7 @@ sys.stdin.readline()
         },
         "the first allocation",
     );
-    let seg = std::fs::read_dir(dir.path())
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with(&format!("seg.{pid}."))
-        })
-        .unwrap();
+    let seg = segment_of(dir.path(), pid);
     std::fs::remove_file(&seg).unwrap();
     use std::io::Write;
     p.stdin.as_mut().unwrap().write_all(b"\n").unwrap();

@@ -427,14 +427,7 @@ print("ok", flush=True)
 sys.stdin.readline()
 "#
         );
-        let mut p = Command::new(env!("CARGO_BIN_EXE_tt-track"))
-            .args(["run", "python3", "-c", &script])
-            .env("TTTRACK_LIB", lib_path())
-            .env("TTTRACK_DIR", dir.path())
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut p = tracked_python(dir.path(), &script);
         wait_line(&mut p, "ok");
         p
     };
@@ -454,7 +447,7 @@ sys.stdin.readline()
         },
         "both processes applied",
     );
-    let v = smi_json_dir(dir.path());
+    let v = smi_json(&["--dir", dir.path().to_str().unwrap()]);
     let proc_of = |pid: u32| {
         v["processes"]
             .as_array()
@@ -485,20 +478,6 @@ sys.stdin.readline()
         drop(p.stdin.take());
         let _ = p.wait();
     }
-}
-
-fn smi_json_dir(dir: &std::path::Path) -> serde_json::Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_tt-smi"))
-        .args(["--json", "--dir"])
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// The counters page deleted while tt-smi -w watches: the aggregator recreates it and

@@ -576,3 +576,46 @@ pub fn cpp_program(name: &str) -> PathBuf {
     assert!(ok, "building {name}");
     bin
 }
+
+/// `tt-smi --json ARGS`, parsed; panics with tt-smi's error output if it fails.
+pub fn smi_json(args: &[&str]) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_tt-smi"))
+        .arg("--json")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A Python program run under `tt-track run` (libtttrack.so preloaded) reporting into
+/// `dir`, with its standard input and output piped.
+pub fn tracked_python(dir: &Path, script: &str) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_tt-track"))
+        .args(["run", "python3", "-c", script])
+        .env("TTTRACK_LIB", lib_path())
+        .env("TTTRACK_DIR", dir)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("tt-track run python3")
+}
+
+/// The segment file of process `pid` in `dir`.
+pub fn segment_of(dir: &Path, pid: u32) -> PathBuf {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(&format!("seg.{pid}."))
+        })
+        .unwrap_or_else(|| panic!("no segment of pid {pid} in {}", dir.display()))
+}
