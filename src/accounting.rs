@@ -198,16 +198,12 @@ fn change(pd: &mut ProcDev, dev: &mut DevState, cat: usize, size: u64, sub: bool
         f.used += size;
         f.count += 1;
         f.peak = f.peak.max(f.used);
-        if L1_RESIDENT.contains(&cat) {
-            let now: u64 = L1_RESIDENT.iter().map(|&c| dev.figures[c].used).sum();
+        if L1_RESIDENT_CATS.contains(&cat) {
+            let now: u64 = L1_RESIDENT_CATS.iter().map(|&c| dev.figures[c].used).sum();
             dev.l1_resident_peak = dev.l1_resident_peak.max(now);
         }
     }
 }
-
-/// What lives in L1: buffers, L1_SMALL, circular buffers and kernels (the kernel
-/// subtypes are inside the kernel total).
-const L1_RESIDENT: [usize; 4] = [CAT_L1, CAT_L1_SMALL, CAT_CB, CAT_KERNEL];
 
 impl Accounting {
     /// Applies one validated-or-not event of process `key` (which must exist).

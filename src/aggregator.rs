@@ -147,7 +147,8 @@ pub struct Aggregator {
     seen_local: std::collections::BTreeSet<(u32, String)>,
     compat_rx: Option<std::sync::mpsc::Receiver<crate::compat::Msg>>,
     compat_path: Option<PathBuf>,
-    /// Processes reporting over the compatibility socket, with a pidfd to watch.
+    /// Processes without a segment, watched through a pidfd until they end: clients of
+    /// the compatibility socket, and live processes recovered from the journal.
     compat_procs: HashMap<ProcKey, Option<std::os::fd::OwnedFd>>,
 }
 
@@ -356,11 +357,7 @@ impl Aggregator {
                         ev,
                     });
                     let out = self.acc.apply(key, &ev, now_s);
-                    if self.log.verbosity >= Verbosity::Verbose {
-                        self.log.event(describe(pid, &ev, &out));
-                    } else if out == Outcome::UnknownFree {
-                        self.log_unknown_free(key, &ev, &out);
-                    }
+                    self.log_outcome(key, &ev, &out);
                     n += 1;
                 }
                 Msg::Query { msg, reply } => {
@@ -594,21 +591,15 @@ impl Aggregator {
                 Err(e) => self.drop_corrupt(path, e),
             }
         }
+        // The socket's events too, before the journal is written: nothing reaches the
+        // page before it is durable (a socket cannot be read again after a crash).
+        read += self.serve_compat();
         self.persist_and_commit(need_snapshot);
         if now.duration_since(self.last_liveness) >= LIVENESS_INTERVAL {
             self.last_liveness = now;
             self.reap_dead();
         }
         self.serve_requests();
-        let from_socket = self.serve_compat();
-        if from_socket > 0 {
-            // Journaled before anyone can see them on the page: a socket's events
-            // cannot be read again after a crash, unlike a lane's.
-            if let Err(e) = self.journal.flush() {
-                self.log.error(format!("cannot write the journal ({e})"));
-            }
-        }
-        read += from_socket;
         if read > 0 {
             self.dirty = true;
         }
@@ -897,11 +888,7 @@ impl Aggregator {
                     }
                 }
             }
-            if self.log.verbosity >= Verbosity::Verbose {
-                self.log.event(describe(key.0, ev, &out));
-            } else if out == Outcome::UnknownFree {
-                self.log_unknown_free(key, ev, &out);
-            }
+            self.log_outcome(key, ev, &out);
         }
         if applied > 0 {
             self.dirty = true;
@@ -1047,16 +1034,18 @@ impl Aggregator {
             // Still running (a client of the compatibility socket from before a restart,
             // or a process whose segment someone deleted): its memory is still held.
             // Keep it, and release it when the process ends, not now.
+            // The pidfd first, then the check: it then refers to the process checked.
             let pidfd = crate::compat::pidfd_open(key.0);
-            if sys::proc_info(&self.cfg.proc_root, key.0).is_some_and(|i| i.start_time == key.1) {
-                let info = sys::proc_info(&self.cfg.proc_root, key.0);
+            let info = sys::proc_info(&self.cfg.proc_root, key.0);
+            if let Some(info) = info.filter(|i| i.start_time == key.1) {
                 let comm = match self.acc.processes.get_mut(&key) {
-                    Some(p) if p.comm.is_empty() => {
-                        // Recovered from the journal, which does not keep names.
-                        p.comm = info.map(|i| i.comm).unwrap_or_default();
+                    Some(p) => {
+                        if p.comm.is_empty() {
+                            // Recovered from the journal, which does not keep names.
+                            p.comm = info.comm;
+                        }
                         p.comm.clone()
                     }
-                    Some(p) => p.comm.clone(),
                     None => String::new(),
                 };
                 self.log.info(format!(
@@ -1078,10 +1067,17 @@ impl Aggregator {
         }
     }
 
-    /// Logs a free of something never seen allocated (the count is always kept): the
-    /// first few of each process in the normal log, all of them with -v.
-    fn log_unknown_free(&self, key: ProcKey, ev: &Event, out: &Outcome) {
+    /// Logs what applying an event did: every event with -v; otherwise only frees of
+    /// something never seen allocated (always counted), the first few per process.
+    fn log_outcome(&self, key: ProcKey, ev: &Event, out: &Outcome) {
         const LOGGED: u64 = 10;
+        if self.log.verbosity >= Verbosity::Verbose {
+            self.log.event(describe(key.0, ev, out));
+            return;
+        }
+        if *out != Outcome::UnknownFree {
+            return;
+        }
         let n = self.acc.processes.get(&key).map_or(0, |p| p.unknown_frees);
         if n <= LOGGED {
             let more = if n == LOGGED {

@@ -45,6 +45,10 @@ pub const CAT_NAMES: [&str; NUM_CATS] = [
     "kernel_dispatch",
 ];
 
+/// What lives in L1: buffers, L1_SMALL, circular buffers and kernels (the kernel
+/// subtypes are inside the kernel total).
+pub const L1_RESIDENT_CATS: [usize; 4] = [CAT_L1, CAT_L1_SMALL, CAT_CB, CAT_KERNEL];
+
 /// Device memory in a set of per-category figures: DRAM, everything L1-resident
 /// (buffers, L1_SMALL, CBs, kernels) and TRACE; not SYSTEM_MEMORY (host memory), and
 /// the kernel subtypes are already in the kernel total.
@@ -132,6 +136,19 @@ pub struct Telemetry {
     pub m3bl_fw_ver: u64,
     pub m3app_fw_ver: u64,
     pub ttflash_ver: u64,
+}
+
+impl Telemetry {
+    /// The per-component firmware versions with their names, in display order.
+    pub fn firmware(&self) -> [(&'static str, u64); 5] {
+        [
+            ("arc", self.arc_fw_ver),
+            ("eth", self.eth_fw_ver),
+            ("m3bl", self.m3bl_fw_ver),
+            ("m3app", self.m3app_fw_ver),
+            ("ttflash", self.ttflash_ver),
+        ]
+    }
 }
 
 /// Packs a firmware version "A.B.C.D" (or "A.B.C") into a u64, 16 bits a component

@@ -33,13 +33,11 @@ pub fn telemetry_json(t: &Telemetry) -> Value {
         "thermal_trip_count": opt(has(TEL_THERM_TRIP), t.therm_trip_count),
         "pcie_link_speed_gts": opt(has(TEL_PCIE), t.pcie_link_speed_milli_gts as f64 / 1000.0),
         "pcie_link_width": opt(has(TEL_PCIE), t.pcie_link_width),
-        "firmware": {
-            "arc": version_text(t.arc_fw_ver),
-            "eth": version_text(t.eth_fw_ver),
-            "m3bl": version_text(t.m3bl_fw_ver),
-            "m3app": version_text(t.m3app_fw_ver),
-            "ttflash": version_text(t.ttflash_ver),
-        },
+        "firmware": t
+            .firmware()
+            .iter()
+            .map(|&(name, v)| (name.to_string(), json!(version_text(v))))
+            .collect::<serde_json::Map<_, _>>(),
     })
 }
 

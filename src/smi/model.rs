@@ -46,10 +46,7 @@ pub struct DeviceView {
 impl DeviceView {
     /// Everything resident in L1: L1 buffers, L1_SMALL, circular buffers, kernels.
     pub fn l1_resident(&self) -> u64 {
-        self.figures[CAT_L1].used
-            + self.figures[CAT_L1_SMALL].used
-            + self.figures[CAT_CB].used
-            + self.figures[CAT_KERNEL].used
+        L1_RESIDENT_CATS.iter().map(|&c| self.figures[c].used).sum()
     }
 
     pub fn display_name(&self) -> String {

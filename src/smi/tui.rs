@@ -849,13 +849,7 @@ fn firmware_text(d: &crate::smi::model::DeviceView) -> String {
     if !d.fw_bundle.is_empty() {
         parts.push(format!("bundle {}", d.fw_bundle));
     }
-    for (name, v) in [
-        ("arc", t.arc_fw_ver),
-        ("eth", t.eth_fw_ver),
-        ("m3bl", t.m3bl_fw_ver),
-        ("m3app", t.m3app_fw_ver),
-        ("ttflash", t.ttflash_ver),
-    ] {
+    for (name, v) in t.firmware() {
         if let Some(s) = version_text(v) {
             parts.push(format!("{name} {s}"));
         }
