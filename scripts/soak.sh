@@ -54,8 +54,12 @@ while :; do
 done
 for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
 wait "${pids[@]}" 2>/dev/null || true
-sleep 1.5
-json=$("$bin/tt-smi" --json --dir "$dir")
+# Every process released (they are within about 100 ms; up to 30 s on a loaded machine).
+for _ in $(seq 1 300); do
+  json=$("$bin/tt-smi" --json --dir "$dir")
+  python3 -c 'import json,sys; sys.exit(0 if not json.loads(sys.argv[1])["processes"] else 1)' "$json" && break
+  sleep 0.1
+done
 rss_end=$(rss)
 rss_early=${rss_early:-$rss_end}
 result=$(python3 - "$json" "$rss_early" "$rss_end" "$spawned" <<'PY'

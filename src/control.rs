@@ -11,7 +11,7 @@
 
 use crate::accounting::Accounting;
 use crate::shm_layout::BufferType;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -134,7 +134,8 @@ fn handle(conn: UnixStream, tx: mpsc::Sender<Request>) {
         Ok(c) => c,
         Err(_) => return,
     });
-    if r.read_line(&mut line).is_err() {
+    // One short request line; a client dribbling bytes cannot grow it without bound.
+    if (&mut r).take(4096).read_line(&mut line).is_err() {
         return;
     }
     let (rtx, rrx) = mpsc::channel();

@@ -38,7 +38,8 @@ fn gi(v: u64) -> i64 {
 /// stays cheap.
 #[derive(Debug)]
 struct SnapshotCollector {
-    snap: Snapshot,
+    /// Shared, not copied: a snapshot of 1000 processes is megabytes.
+    snap: std::sync::Arc<Snapshot>,
 }
 
 type Enc<'a> = prometheus_client::encoding::DescriptorEncoder<'a>;
@@ -181,10 +182,10 @@ impl prometheus_client::collector::Collector for SnapshotCollector {
             .iter()
             .map(|(_, d)| {
                 [
-                    get_str(&d.arch),
-                    get_str(&d.board),
+                    label(&get_str(&d.arch)),
+                    label(&get_str(&d.board)),
                     (d.flags & DEV_REMOTE != 0).to_string(),
-                    get_str(&d.serial),
+                    label(&get_str(&d.serial)),
                 ]
             })
             .collect();
@@ -209,7 +210,7 @@ impl prometheus_client::collector::Collector for SnapshotCollector {
         let procs: Vec<(String, String, &ProcessRecord)> = s
             .processes
             .iter()
-            .map(|p| (p.pid.to_string(), get_str(&p.comm), p))
+            .map(|p| (p.pid.to_string(), label(&get_str(&p.comm)), p))
             .collect();
         let pdevs: Vec<(usize, String, &ProcessDevice)> = procs
             .iter()
@@ -278,8 +279,24 @@ impl prometheus_client::collector::Collector for SnapshotCollector {
     }
 }
 
+/// A label value escaped as the exposition format requires (`\\`, `\"`, `\n`): the
+/// encoder writes values as given, and a process chooses its own name, so an unescaped
+/// quote would break every series of the scrape.
+fn label(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' => o.push_str("\\\\"),
+            '"' => o.push_str("\\\""),
+            '\n' => o.push_str("\\n"),
+            c => o.push(c),
+        }
+    }
+    o
+}
+
 /// Renders one snapshot (`None`: no aggregator page) as OpenMetrics text.
-pub fn render(snap: Option<&Snapshot>, alive: bool) -> String {
+pub fn render(snap: Option<std::sync::Arc<Snapshot>>, alive: bool) -> String {
     let mut reg = Registry::with_prefix("tt");
     let up = Gauge::<i64, std::sync::atomic::AtomicI64>::default();
     reg.register(
@@ -337,7 +354,7 @@ pub fn render(snap: Option<&Snapshot>, alive: bool) -> String {
         "Processes the aggregator tracks",
         procs,
     );
-    reg.register_collector(Box::new(SnapshotCollector { snap: s.clone() }));
+    reg.register_collector(Box::new(SnapshotCollector { snap: s }));
     encode(&reg)
 }
 
@@ -387,15 +404,16 @@ pub fn serve(addr: std::net::SocketAddr, dir: &Path) -> Result<std::net::SocketA
                     continue;
                 }
                 active.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-                let (dir, active) = (dir.clone(), active.clone());
+                let (dir, mine) = (dir.clone(), active.clone());
                 let spawned = std::thread::Builder::new()
                     .name("metrics-conn".into())
                     .spawn(move || {
                         handle(conn, &dir);
-                        active.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+                        mine.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
                     });
                 if spawned.is_err() {
-                    // The closure (and its counter decrement) never ran.
+                    // The closure (and its decrement) never ran.
+                    active.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
                 }
             }
         })
@@ -486,7 +504,7 @@ fn handle(mut conn: std::net::TcpStream, dir: &Path) {
             let page = CountersReader::open(dir).ok();
             let snap = page.as_ref().and_then(|p| p.view().snapshot());
             let alive = page.as_ref().is_some_and(|p| p.aggregator_alive());
-            let body = render(snap.as_ref(), alive);
+            let body = render(snap.map(std::sync::Arc::new), alive);
             reply(&mut conn, 200, CONTENT_TYPE, body.as_bytes(), head)
         }
         ("GET" | "HEAD", "/") => reply(

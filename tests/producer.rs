@@ -165,6 +165,9 @@ fn a_forked_child_does_not_keep_its_parent_alive() {
         }
     }
     assert!(seen_parent);
+    assert_eq!(segs.len(), 2, "the parent's segment and the child's own");
+    let c = MappedSegment::open(&segment_of(dir.path(), child as u32)).unwrap();
+    assert!(c.is_alive(), "the child's segment is alive");
 }
 
 #[test]

@@ -505,7 +505,8 @@ fn the_live_view_follows_a_counters_page_deleted_and_recreated() {
         "40",
         &cmd,
     ]);
-    wait_screen(&session, &first.id().to_string());
+    let row = |pid: u32| format!("{pid}  ");
+    wait_screen(&session, &row(first.id()));
     std::fs::remove_file(dir.path().join("counters")).unwrap();
     agg.wait_for(
         || {
@@ -516,8 +517,12 @@ fn the_live_view_follows_a_counters_page_deleted_and_recreated() {
     );
     let mut second = spawn_producer(dir.path(), &["hold", "60", "5"], 0);
     wait_line(&mut second, "ready");
-    let s = wait_screen(&session, &second.id().to_string());
-    assert!(s.contains(&first.id().to_string()), "{s}");
+    let s = wait_screen(&session, &row(second.id()));
+    let shown = |pid: u32| {
+        s.lines()
+            .any(|l| l.contains(&row(pid)) && l.contains("producer"))
+    };
+    assert!(shown(first.id()) && shown(second.id()), "{s}");
     assert!(s.contains("tt-smi [main]"), "still running:\n{s}");
     tmux(&["kill-session", "-t", &session]);
     for p in [&mut first, &mut second] {
