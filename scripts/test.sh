@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The test command: makes sure the programs the tests drive are installed (installing
+# the Debian packages when it runs as root with apt-get, otherwise saying in one line
+# what is missing and how to get it), then runs every test. Arguments go to `cargo test`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# command -> Debian package that provides it. gcc/g++/libc6-dev: the C and C++ test
+# programs; binutils: nm; strace: the hot-path syscall test; tmux: tt-smi in a real
+# terminal; python3: socket and Python clients; prometheus (with promtool): the real
+# server the metrics endpoint is scraped by; util-linux: setpriv, to run attackers as
+# another user.
+declare -A PKG=(
+  [cc]=gcc [gcc]=gcc [g++]=g++ [nm]=binutils [strace]=strace [tmux]=tmux
+  [python3]=python3 [prometheus]=prometheus [promtool]=prometheus [setpriv]=util-linux
+)
+missing_pkgs=()
+missing_cmds=()
+for cmd in "${!PKG[@]}"; do
+  if ! command -v "$cmd" >/dev/null 2>&1; then
+    missing_cmds+=("$cmd")
+    missing_pkgs+=("${PKG[$cmd]}")
+  fi
+done
+# The C headers the test programs include.
+if [ ! -e /usr/include/stdio.h ]; then
+  missing_cmds+=("stdio.h")
+  missing_pkgs+=(libc6-dev)
+fi
+
+if [ ${#missing_pkgs[@]} -gt 0 ]; then
+  pkgs=$(printf '%s\n' "${missing_pkgs[@]}" | sort -u | tr '\n' ' ')
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "test.sh: installing ${pkgs}(for ${missing_cmds[*]})" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # shellcheck disable=SC2086
+    apt-get install -y -qq --no-install-recommends $pkgs >/dev/null
+  else
+    echo "test.sh: missing ${missing_cmds[*]}; install them with: sudo apt-get install ${pkgs}" >&2
+    exit 1
+  fi
+fi
+
+exec cargo test "$@"
