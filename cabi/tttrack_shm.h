@@ -91,7 +91,7 @@ typedef struct tttrack_page_presence {
 /* ---- The counters page (src/counters_page.rs). All fields are read with atomic
  * 64-bit loads; the main block and the history are each under a sequence lock
  * (odd while written): copy, then check the sequence did not move. ---- */
-#define TTTRACK_COUNTERS_LAYOUT_VERSION 2
+#define TTTRACK_COUNTERS_LAYOUT_VERSION 3
 #define TTTRACK_PAGE_DEVICES 64
 #define TTTRACK_PAGE_PROCESSES 1024
 #define TTTRACK_PROCESS_DEVICES 32
@@ -121,6 +121,9 @@ typedef struct tttrack_telemetry {
     /* firmware versions, 16 bits a component, A<<48|B<<32|C<<16|D (D = 0xFFFF when the
        version has three components); 0: not reported */
     uint64_t arc_fw_ver, eth_fw_ver, m3bl_fw_ver, m3app_fw_ver, ttflash_ver;
+    uint64_t pcie_max_link_speed_milli_gts, pcie_max_link_width;
+    /* bytes over PCIe since sampling began, and per second over the last interval */
+    uint64_t pcie_h2d_bytes, pcie_d2h_bytes, pcie_h2d_bytes_per_s, pcie_d2h_bytes_per_s;
 } tttrack_telemetry_t;
 
 typedef struct tttrack_device_record {

@@ -12,7 +12,7 @@ use bytemuck::{Pod, Zeroable};
 use core::mem::{offset_of, size_of};
 use core::sync::atomic::{fence, AtomicU64, Ordering::*};
 
-pub const COUNTERS_LAYOUT_VERSION: u32 = 2;
+pub const COUNTERS_LAYOUT_VERSION: u32 = 3;
 pub const MAX_PAGE_DEVICES: usize = 64;
 pub const MAX_PAGE_PROCESSES: usize = 1024;
 /// Devices a process record can carry figures for.
@@ -136,6 +136,16 @@ pub struct Telemetry {
     pub m3bl_fw_ver: u64,
     pub m3app_fw_ver: u64,
     pub ttflash_ver: u64,
+    /// The fastest link the card and its slot can train (`TEL_PCIE_MAX`).
+    pub pcie_max_link_speed_milli_gts: u64,
+    pub pcie_max_link_width: u64,
+    /// Bytes over PCIe since the aggregator began sampling, host to device and device
+    /// to host, and their rates over the last sampling interval (`TEL_PCIE_TRAFFIC`;
+    /// the rates are 0 in the first sample).
+    pub pcie_h2d_bytes: u64,
+    pub pcie_d2h_bytes: u64,
+    pub pcie_h2d_bytes_per_s: u64,
+    pub pcie_d2h_bytes_per_s: u64,
 }
 
 impl Telemetry {
@@ -195,6 +205,8 @@ pub const TEL_ARCCLK: u64 = 1 << 11;
 pub const TEL_HEARTBEAT: u64 = 1 << 12;
 pub const TEL_THERM_TRIP: u64 = 1 << 13;
 pub const TEL_PCIE: u64 = 1 << 14;
+pub const TEL_PCIE_MAX: u64 = 1 << 15;
+pub const TEL_PCIE_TRAFFIC: u64 = 1 << 16;
 /// A heartbeat unchanged for this many samples is shown as stalled (firmware hung?).
 pub const HEARTBEAT_STALL_SAMPLES: u64 = 3;
 
@@ -319,8 +331,8 @@ const _: () = {
     assert!(size_of::<AggregatorStatus>() == 128);
     assert!(offset_of!(AggregatorStatus, events_applied) == 24);
     assert!(offset_of!(AggregatorStatus, processes_tracked) == 72);
-    assert!(size_of::<Telemetry>() == 192);
-    assert!(size_of::<DeviceRecord>() == 648);
+    assert!(size_of::<Telemetry>() == 240);
+    assert!(size_of::<DeviceRecord>() == 696);
     assert!(offset_of!(DeviceRecord, info) == 96);
     assert!(offset_of!(DeviceRecord, figures) == 160);
     assert!(offset_of!(DeviceRecord, telemetry) == 400);

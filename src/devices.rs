@@ -1,15 +1,24 @@
 //! Tenstorrent devices as the kernel driver (tt-kmd) shows them: discovery from sysfs,
-//! telemetry from the class directory and hwmon, the processes holding each device.
+//! telemetry from the class device, hwmon and the PCI function, the processes holding
+//! each device.
 //!
-//! Every path is looked up under a root directory (`/` normally; tests use fixture
-//! trees), and links are only followed when they are relative, so a fixture never
-//! leads to the real `/sys`. Any file may be missing, empty, malformed or fail with
-//! ENODATA/ENODEV: that field is then unknown (its `valid` bit unset), never invented,
-//! and the other fields still read.
+//! How the tree is read (the layout itself is drawn in `simulated.rs`): every
+//! `sys/class/tenstorrent/tenstorrent!N` is resolved physically (`resolve.rs`: each
+//! symlink from where it is, absolute ones from the root, nothing above the root) to
+//! the class device under `sys/devices/`; its `device` link, resolved from there, is
+//! the PCI function, whose directory name is the PCI address and whose `vendor` and
+//! `device` give the architecture; the card's hwmon is the `hwmon/hwmonX` below that
+//! PCI function whose `name` is `wormhole` or `blackhole`, so each card reads its own.
+//! Any file may be missing, empty, malformed or fail with ENODATA/ENODEV: that field is
+//! then unknown (its `valid` bit unset), never invented, and the other fields still read.
 //!
 //! Units, converted exactly: hwmon temperatures are millidegrees Celsius, voltages
 //! millivolts, currents milliamperes, power microwatts (kept as read; shown as °C, mV,
-//! A, W); clocks are MHz; PCIe link speed is kept in thousandths of GT/s.
+//! A, W); clocks are MHz; PCIe link speed is kept in thousandths of GT/s; PCIe traffic
+//! counters count 32-byte flits.
+
+pub mod resolve;
+pub mod simulated;
 
 use crate::counters_page::*;
 use std::path::{Path, PathBuf};
@@ -38,6 +47,10 @@ pub fn builtin_totals(arch: &str, board: &str) -> (Option<u64>, Option<u64>) {
         ("wormhole_b0", "n150") => (Some(12 * GIB), Some(72 * WH_L1)),
         ("wormhole_b0", "n300") => (Some(12 * GIB), Some(64 * WH_L1)),
         ("wormhole_b0", "galaxy-wormhole") => (Some(12 * GIB), None),
+        // A Blackhole Galaxy's chips have a Blackhole's 8 x 4 GiB; how many Tensix
+        // cores each keeps after harvesting is not published: the TT-Metal process
+        // reports it.
+        ("blackhole", "galaxy-blackhole") => (Some(32 * GIB), None),
         ("blackhole", "p100" | "p100a") => (Some(28 * GIB), Some(120 * BH_L1)),
         ("blackhole", "p150a" | "p150b" | "p150c") => (Some(32 * GIB), Some(120 * BH_L1)),
         ("blackhole", "p300a" | "p300b" | "p300c") => (Some(32 * GIB), Some(120 * BH_L1)),
@@ -57,55 +70,84 @@ pub struct LocalDevice {
     pub fw_bundle: String,
     /// Per-component firmware versions, packed (see `counters_page::pack_version`).
     pub fw: [u64; 5],
+    /// The physical class-device directory (under `sys/devices/`).
     pub class_dir: PathBuf,
+    /// The physical PCI function's directory, if the `device` link leads to one.
     pub pci_dir: Option<PathBuf>,
+    /// The card's own hwmon directory, if the driver registered one.
+    pub hwmon_dir: Option<PathBuf>,
+    /// The driver's PCIe performance counters as last read.
+    pub pcie_counters: Option<[u32; 12]>,
 }
 
-/// Reads a small attribute file, trimmed; `None` if missing, unreadable (ENODATA,
-/// ENODEV...) or empty.
-fn attr(p: &Path) -> Option<String> {
-    let s = std::fs::read(p).ok()?;
-    let s = String::from_utf8_lossy(&s).trim().to_string();
-    (!s.is_empty() && s.len() < 256).then_some(s)
+fn attr(dir: &Path, name: &str) -> Option<String> {
+    resolve::read_attr(dir, name)
 }
 
-fn attr_u64(p: &Path) -> Option<u64> {
-    attr(p)?.parse().ok()
+fn attr_u64(dir: &Path, name: &str) -> Option<u64> {
+    attr(dir, name)?.parse().ok()
 }
 
-fn attr_i64(p: &Path) -> Option<i64> {
-    attr(p)?.parse().ok()
+fn attr_i64(dir: &Path, name: &str) -> Option<i64> {
+    attr(dir, name)?.parse().ok()
 }
 
-fn attr_hex(p: &Path) -> Option<u32> {
-    let s = attr(p)?;
+fn attr_hex(dir: &Path, name: &str) -> Option<u32> {
+    let s = attr(dir, name)?;
     u32::from_str_radix(s.strip_prefix("0x").unwrap_or(&s), 16).ok()
 }
 
-/// Follows `link` (a symlink inside `root`) if it is relative; `None` otherwise.
-fn follow(root: &Path, link: &Path) -> Option<PathBuf> {
-    let target = std::fs::read_link(link).ok()?;
-    if target.is_absolute() {
-        // Resolve inside the root, never on the real system.
-        let rel = target.strip_prefix("/").ok()?;
-        return Some(root.join(rel));
-    }
-    let mut p = link.parent()?.to_path_buf();
-    for c in target.components() {
-        match c {
-            std::path::Component::ParentDir => {
-                p.pop();
-            }
-            std::path::Component::Normal(x) => p.push(x),
-            _ => {}
-        }
-    }
-    p.starts_with(root).then_some(p)
+/// The `N` of `tenstorrent!N`, canonical decimal only.
+fn class_index(name: &str) -> Option<u32> {
+    crate::shm_layout::canonical_decimal(name.strip_prefix("tenstorrent!")?)
+}
+
+/// A PCI address as the kernel names a function's directory: `DDDD:BB:SS.F` in
+/// lower-case hex.
+fn is_pci_address(s: &str) -> bool {
+    let b = s.as_bytes();
+    let hex = |r: std::ops::Range<usize>| {
+        b[r].iter()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
+    };
+    b.len() == 12
+        && b[4] == b':'
+        && b[7] == b':'
+        && b[10] == b'.'
+        && hex(0..4)
+        && hex(5..7)
+        && hex(8..10)
+        && hex(11..12)
+}
+
+/// The hwmon directory of a card: `hwmon/hwmonX` under its PCI function, the one whose
+/// `name` is the driver's (`wormhole`, `blackhole`), lowest X first.
+fn find_hwmon(pci_dir: &Path) -> Option<(PathBuf, String)> {
+    let mut found: Vec<(u32, PathBuf, String)> = std::fs::read_dir(pci_dir.join("hwmon"))
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let n: u32 = name.strip_prefix("hwmon")?.parse().ok()?;
+            // A real directory on every kernel: a link here is not followed.
+            let dir = pci_dir.join("hwmon").join(&name);
+            std::fs::symlink_metadata(&dir)
+                .ok()?
+                .is_dir()
+                .then_some(())?;
+            let driver = attr(&dir, "name")?;
+            matches!(driver.as_str(), "wormhole" | "blackhole").then_some((n, dir, driver))
+        })
+        .collect();
+    found.sort();
+    found.into_iter().next().map(|(_, d, n)| (d, n))
 }
 
 /// Every `sys/class/tenstorrent/tenstorrent!N` under `root`, sorted by N.
 pub fn discover(root: &Path) -> Vec<LocalDevice> {
-    let class = root.join("sys/class/tenstorrent");
+    let Some(class) = resolve::resolve_dir(root, Path::new("sys/class/tenstorrent")) else {
+        return Vec::new();
+    };
     let Ok(rd) = std::fs::read_dir(&class) else {
         return Vec::new();
     };
@@ -113,60 +155,86 @@ pub fn discover(root: &Path) -> Vec<LocalDevice> {
         .filter_map(|e| e.ok())
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
-            let id: u32 = name.strip_prefix("tenstorrent!")?.parse().ok()?;
-            let dir = e.path();
-            let pci_dir = follow(root, &dir.join("device")).filter(|p| p.is_dir());
-            let pci_id = pci_dir.as_ref().and_then(|p| attr_hex(&p.join("device")));
-            let arch = pci_id
-                .and_then(arch_of_pci_device)
-                .map(str::to_string)
-                .or_else(|| {
-                    // No PCI link: the hwmon name is the next best witness.
-                    attr(&dir.join("device/hwmon/name")).map(|n| match n.as_str() {
-                        "wormhole" => "wormhole_b0".to_string(),
-                        other => other.to_string(),
-                    })
-                })
-                .unwrap_or_default();
-            Some(LocalDevice {
-                id,
-                arch,
-                board: attr(&dir.join("tt_card_type")).unwrap_or_default(),
-                serial: attr(&dir.join("tt_serial")).unwrap_or_default(),
-                asic_id: attr(&dir.join("tt_asic_id")).unwrap_or_default(),
-                pci_bdf: pci_dir
-                    .as_ref()
-                    .and_then(|p| p.file_name())
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-                fw_bundle: attr(&dir.join("tt_fw_bundle_ver")).unwrap_or_default(),
-                fw: FW_FILES.map(|f| {
-                    attr(&dir.join(f))
-                        .and_then(|v| pack_version(&v))
-                        .unwrap_or(0)
-                }),
-                class_dir: dir,
-                pci_dir,
-            })
+            let id = class_index(&name)?;
+            let rel = Path::new("sys/class/tenstorrent").join(&name);
+            let dir = resolve::resolve_dir(root, &rel)?;
+            Some(describe(root, id, dir))
         })
         .collect();
     v.sort_by_key(|d| d.id);
     v
 }
 
-fn hwmon_dir(d: &LocalDevice) -> Option<PathBuf> {
-    let base = d.pci_dir.as_ref()?.join("hwmon");
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&base)
-        .ok()?
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("hwmon"))
+/// What the class device at the physical `dir` and its PCI function say.
+fn describe(root: &Path, id: u32, dir: PathBuf) -> LocalDevice {
+    let rel_device = dir.strip_prefix(root).unwrap_or(&dir).join("device");
+    // The card's PCI function: named as one, and Tenstorrent's (not, say, the root
+    // port a broken link would lead to).
+    let pci_dir = resolve::resolve_dir(root, &rel_device).filter(|p| {
+        p.file_name()
+            .is_some_and(|n| is_pci_address(&n.to_string_lossy()))
+            && attr_hex(p, "vendor") == Some(VENDOR_TENSTORRENT)
+    });
+    let hwmon = pci_dir.as_deref().and_then(find_hwmon);
+    let arch = pci_dir
+        .as_ref()
+        .and_then(|p| attr_hex(p, "device"))
+        .and_then(arch_of_pci_device)
+        .map(str::to_string)
+        .or_else(|| {
+            // The PCI ids unreadable: the hwmon name is the next best witness.
+            hwmon.as_ref().map(|(_, n)| match n.as_str() {
+                "wormhole" => "wormhole_b0".to_string(),
+                other => other.to_string(),
+            })
         })
-        .collect();
-    dirs.sort();
-    dirs.into_iter().next()
+        .unwrap_or_default();
+    LocalDevice {
+        id,
+        arch,
+        board: attr(&dir, "tt_card_type").unwrap_or_default(),
+        serial: attr(&dir, "tt_serial").unwrap_or_default(),
+        asic_id: attr(&dir, "tt_asic_id").unwrap_or_default(),
+        pci_bdf: pci_dir
+            .as_ref()
+            .and_then(|p| p.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        fw_bundle: attr(&dir, "tt_fw_bundle_ver").unwrap_or_default(),
+        fw: FW_FILES.map(|f| attr(&dir, f).and_then(|v| pack_version(&v)).unwrap_or(0)),
+        pcie_counters: read_pcie_counters(&dir),
+        class_dir: dir,
+        hwmon_dir: hwmon.map(|(d, _)| d),
+        pci_dir,
+    }
+}
+
+/// The driver's 12 PCIe performance counters (`pcie_perf_counters/`, in the order of
+/// `simulated::PCIE_PERF_COUNTERS`), `None` unless every one reads.
+fn read_pcie_counters(class_dir: &Path) -> Option<[u32; 12]> {
+    let dir = class_dir.join("pcie_perf_counters");
+    let mut v = [0u32; 12];
+    for (slot, name) in v.iter_mut().zip(simulated::PCIE_PERF_COUNTERS) {
+        *slot = attr(&dir, name)?.parse().ok()?;
+    }
+    Some(v)
+}
+
+/// Of the 12 counters, those that carry data from the host to the device (the host's
+/// writes through the PCIe interface as NOC master; the device's reads of host
+/// memory, data the interface sends as NOC slave) and from the device to the host
+/// (the host's reads; the device's writes into host memory).
+const PCIE_HOST_TO_DEVICE: [usize; 6] = [2, 3, 4, 5, 10, 11];
+const PCIE_DEVICE_TO_HOST: [usize; 6] = [0, 1, 6, 7, 8, 9];
+/// Bytes a counter step stands for (one 32-byte flit).
+pub const PCIE_FLIT_BYTES: u64 = 32;
+
+/// Flits counted between two readings of 32-bit counters that wrap.
+fn flits_between(prev: &[u32; 12], now: &[u32; 12], which: &[usize]) -> u64 {
+    which
+        .iter()
+        .map(|&i| now[i].wrapping_sub(prev[i]) as u64)
+        .sum()
 }
 
 /// PCIe link speed text such as `16.0 GT/s PCIe` in thousandths of GT/s.
@@ -177,33 +245,49 @@ pub fn parse_link_speed(s: &str) -> Option<u64> {
 }
 
 /// Reads one telemetry sample. `prev` (the previous sample of the same device) lets
-/// the heartbeat stall count carry on.
-pub fn read_telemetry(d: &LocalDevice, prev: Option<&Telemetry>, now_unix_ns: u64) -> Telemetry {
+/// the heartbeat stall count and the PCIe traffic totals carry on.
+pub fn read_telemetry(
+    d: &LocalDevice,
+    prev: Option<(&LocalDevice, &Telemetry)>,
+    now_unix_ns: u64,
+) -> Telemetry {
     let mut t = Telemetry {
         sampled_unix_ns: now_unix_ns,
         ..Default::default()
     };
+    read_class(&mut t, d, prev.map(|p| p.1));
+    if let Some(h) = &d.hwmon_dir {
+        read_hwmon(&mut t, h);
+    }
+    if let Some(p) = &d.pci_dir {
+        read_pci_link(&mut t, p);
+    }
+    read_pcie_traffic(&mut t, d, prev);
+    t
+}
+
+/// Clocks, heartbeat, thermal trips and firmware versions from the class device.
+fn read_class(t: &mut Telemetry, d: &LocalDevice, prev: Option<&Telemetry>) {
     let c = &d.class_dir;
-    let mut set_u = |bit: u64, v: Option<u64>, dst: &mut u64| {
-        if let Some(v) = v {
+    let fields: [(&str, u64, &mut u64); 5] = [
+        ("tt_aiclk", TEL_AICLK, &mut t.aiclk_mhz),
+        ("tt_axiclk", TEL_AXICLK, &mut t.axiclk_mhz),
+        ("tt_arcclk", TEL_ARCCLK, &mut t.arcclk_mhz),
+        ("tt_heartbeat", TEL_HEARTBEAT, &mut t.heartbeat),
+        (
+            "tt_therm_trip_count",
+            TEL_THERM_TRIP,
+            &mut t.therm_trip_count,
+        ),
+    ];
+    let mut valid = 0;
+    for (file, bit, dst) in fields {
+        if let Some(v) = attr_u64(c, file) {
             *dst = v;
-            t.valid |= bit;
+            valid |= bit;
         }
-    };
-    let mut aiclk = 0;
-    let mut axiclk = 0;
-    let mut arcclk = 0;
-    let mut hb = 0;
-    let mut trips = 0;
-    set_u(TEL_AICLK, attr_u64(&c.join("tt_aiclk")), &mut aiclk);
-    set_u(TEL_AXICLK, attr_u64(&c.join("tt_axiclk")), &mut axiclk);
-    set_u(TEL_ARCCLK, attr_u64(&c.join("tt_arcclk")), &mut arcclk);
-    set_u(TEL_HEARTBEAT, attr_u64(&c.join("tt_heartbeat")), &mut hb);
-    set_u(
-        TEL_THERM_TRIP,
-        attr_u64(&c.join("tt_therm_trip_count")),
-        &mut trips,
-    );
+    }
+    t.valid |= valid;
     [
         t.arc_fw_ver,
         t.eth_fw_ver,
@@ -211,68 +295,99 @@ pub fn read_telemetry(d: &LocalDevice, prev: Option<&Telemetry>, now_unix_ns: u6
         t.m3app_fw_ver,
         t.ttflash_ver,
     ] = d.fw;
-    t.aiclk_mhz = aiclk;
-    t.axiclk_mhz = axiclk;
-    t.arcclk_mhz = arcclk;
-    t.heartbeat = hb;
-    t.therm_trip_count = trips;
     if t.valid & TEL_HEARTBEAT != 0 {
         t.heartbeat_stalled_samples = match prev {
-            Some(p) if p.valid & TEL_HEARTBEAT != 0 && p.heartbeat == hb => {
+            Some(p) if p.valid & TEL_HEARTBEAT != 0 && p.heartbeat == t.heartbeat => {
                 p.heartbeat_stalled_samples + 1
             }
             _ => 0,
         };
     }
-    if let Some(h) = hwmon_dir(d) {
-        if let Some(v) = attr_i64(&h.join("temp1_input")) {
-            t.asic_temp_mc = v;
-            t.valid |= TEL_TEMP;
-        }
-        if let Some(v) = attr_i64(&h.join("temp1_max")) {
-            t.temp_max_mc = v;
-            t.valid |= TEL_TEMP_MAX;
-        }
-        let pairs: [(&str, u64, u64); 7] = [
-            ("in0_input", TEL_VCORE, 0),
-            ("in0_max", TEL_VCORE_MAX, 1),
-            ("curr1_input", TEL_CURRENT, 2),
-            ("curr1_max", TEL_CURRENT_MAX, 3),
-            ("power1_input", TEL_POWER, 4),
-            ("power1_max", TEL_POWER_MAX, 5),
-            ("fan1_input", TEL_FAN, 6),
-        ];
-        for (file, bit, slot) in pairs {
-            if let Some(v) = attr_u64(&h.join(file)) {
-                t.valid |= bit;
-                match slot {
-                    0 => t.vcore_mv = v,
-                    1 => t.vcore_max_mv = v,
-                    2 => t.current_ma = v,
-                    3 => t.current_max_ma = v,
-                    4 => t.power_uw = v,
-                    5 => t.power_max_uw = v,
-                    _ => t.fan_rpm = v,
-                }
-            }
+}
+
+/// Temperature, voltage, current, power and fan from the card's hwmon directory.
+fn read_hwmon(t: &mut Telemetry, h: &Path) {
+    if let Some(v) = attr_i64(h, "temp1_input") {
+        t.asic_temp_mc = v;
+        t.valid |= TEL_TEMP;
+    }
+    if let Some(v) = attr_i64(h, "temp1_max") {
+        t.temp_max_mc = v;
+        t.valid |= TEL_TEMP_MAX;
+    }
+    let fields: [(&str, u64, &mut u64); 7] = [
+        ("in0_input", TEL_VCORE, &mut t.vcore_mv),
+        ("in0_max", TEL_VCORE_MAX, &mut t.vcore_max_mv),
+        ("curr1_input", TEL_CURRENT, &mut t.current_ma),
+        ("curr1_max", TEL_CURRENT_MAX, &mut t.current_max_ma),
+        ("power1_input", TEL_POWER, &mut t.power_uw),
+        ("power1_max", TEL_POWER_MAX, &mut t.power_max_uw),
+        ("fan1_input", TEL_FAN, &mut t.fan_rpm),
+    ];
+    let mut valid = 0;
+    for (file, bit, dst) in fields {
+        if let Some(v) = attr_u64(h, file) {
+            *dst = v;
+            valid |= bit;
         }
     }
-    if let Some(p) = &d.pci_dir {
-        let speed = attr(&p.join("current_link_speed")).and_then(|s| parse_link_speed(&s));
-        let width = attr_u64(&p.join("current_link_width"));
-        if let (Some(s), Some(w)) = (speed, width) {
-            t.pcie_link_speed_milli_gts = s;
-            t.pcie_link_width = w;
-            t.valid |= TEL_PCIE;
-        }
+    t.valid |= valid;
+}
+
+/// The PCIe link as trained now and at most, from the kernel's PCI core files.
+fn read_pci_link(t: &mut Telemetry, p: &Path) {
+    let link = |speed: &str, width: &str| {
+        let s = attr(p, speed).and_then(|s| parse_link_speed(&s))?;
+        Some((s, attr_u64(p, width)?))
+    };
+    if let Some((s, w)) = link("current_link_speed", "current_link_width") {
+        (t.pcie_link_speed_milli_gts, t.pcie_link_width) = (s, w);
+        t.valid |= TEL_PCIE;
     }
-    t
+    if let Some((s, w)) = link("max_link_speed", "max_link_width") {
+        (t.pcie_max_link_speed_milli_gts, t.pcie_max_link_width) = (s, w);
+        t.valid |= TEL_PCIE_MAX;
+    }
+}
+
+/// Bytes moved each way since the first sample (the driver's 32-bit counters
+/// extended across wraps, as long as a sample comes before one wraps twice) and the
+/// rate over the last interval.
+fn read_pcie_traffic(t: &mut Telemetry, d: &LocalDevice, prev: Option<(&LocalDevice, &Telemetry)>) {
+    let Some(now) = &d.pcie_counters else {
+        return;
+    };
+    t.valid |= TEL_PCIE_TRAFFIC;
+    let Some((pd, pt)) = prev else {
+        return;
+    };
+    let Some(before) = &pd.pcie_counters else {
+        return;
+    };
+    if pt.valid & TEL_PCIE_TRAFFIC == 0 {
+        return;
+    }
+    let h2d = flits_between(before, now, &PCIE_HOST_TO_DEVICE) * PCIE_FLIT_BYTES;
+    let d2h = flits_between(before, now, &PCIE_DEVICE_TO_HOST) * PCIE_FLIT_BYTES;
+    t.pcie_h2d_bytes = pt.pcie_h2d_bytes.saturating_add(h2d);
+    t.pcie_d2h_bytes = pt.pcie_d2h_bytes.saturating_add(d2h);
+    let dt = t.sampled_unix_ns.saturating_sub(pt.sampled_unix_ns);
+    if dt > 0 {
+        let rate = |b: u64| (b as u128 * 1_000_000_000 / dt as u128).min(u64::MAX as u128) as u64;
+        t.pcie_h2d_bytes_per_s = rate(h2d);
+        t.pcie_d2h_bytes_per_s = rate(d2h);
+    }
 }
 
 /// PIDs holding device `id` open (`proc/driver/tenstorrent/N/pids`, one per line).
 pub fn holders(root: &Path, id: u32) -> Vec<u32> {
-    let p = root.join(format!("proc/driver/tenstorrent/{id}/pids"));
-    let Ok(s) = std::fs::read_to_string(p) else {
+    let rel = format!("proc/driver/tenstorrent/{id}");
+    let Some(s) = resolve::resolve_dir(root, Path::new(&rel)).and_then(|d| {
+        let f = std::fs::File::open(d.join("pids")).ok()?;
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::Read::take(f, 1 << 20), &mut s).ok()?;
+        Some(s)
+    }) else {
         return Vec::new();
     };
     let mut v: Vec<u32> = s
@@ -310,7 +425,7 @@ pub fn sample(root: &Path, prev: &Sample, now_unix_ns: u64) -> Sample {
                 .devices
                 .iter()
                 .find(|(x, _, _)| x.id == d.id && x.pci_bdf == d.pci_bdf)
-                .map(|(_, t, _)| t);
+                .map(|(x, t, _)| (x, t));
             let t = read_telemetry(&d, p, now_unix_ns);
             let h = holders(root, d.id);
             (d, t, h)
@@ -372,6 +487,10 @@ mod tests {
         );
         assert_eq!(builtin_totals("blackhole", "p100a").0, Some(28 << 30));
         assert_eq!(builtin_totals("wormhole_b0", "unknown"), (None, None));
+        assert_eq!(
+            builtin_totals("blackhole", "galaxy-blackhole"),
+            (Some(32 << 30), None)
+        );
         assert_eq!(arch_of_pci_device(0x401e), Some("wormhole_b0"));
         assert_eq!(arch_of_pci_device(0x1234), None);
     }

@@ -169,6 +169,21 @@ impl prometheus_client::collector::Collector for SnapshotCollector {
             Some(&Unit::Other("hertz".into())),
             tel(TEL_AICLK, |t| t.aiclk_mhz as f64 * 1e6),
         )?;
+        let rate = Unit::Other("bytes_per_second".into());
+        family(
+            &mut enc,
+            "device_pcie_host_to_device",
+            "PCIe traffic from the host to the device over the last sampling interval",
+            Some(&rate),
+            tel(TEL_PCIE_TRAFFIC, |t| t.pcie_h2d_bytes_per_s as f64),
+        )?;
+        family(
+            &mut enc,
+            "device_pcie_device_to_host",
+            "PCIe traffic from the device to the host over the last sampling interval",
+            Some(&rate),
+            tel(TEL_PCIE_TRAFFIC, |t| t.pcie_d2h_bytes_per_s as f64),
+        )?;
         family(
             &mut enc,
             "device_heartbeat_stalled",

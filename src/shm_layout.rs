@@ -299,12 +299,24 @@ pub fn segment_file_name(pid: u32, start_time: u64) -> String {
 pub fn parse_segment_file_name(name: &str) -> Option<(u32, u64)> {
     let rest = name.strip_prefix("seg.")?;
     let (pid, st) = rest.split_once('.')?;
-    let pid: u32 = pid.parse().ok()?;
-    let st: u64 = st.parse().ok()?;
+    let pid: u32 = canonical_decimal(pid)?;
+    let st: u64 = canonical_decimal(st)?;
     if pid == 0 {
         return None;
     }
     Some((pid, st))
+}
+
+/// A number written as the producer writes it: decimal digits only, no sign, no
+/// leading zero. `seg.07318.1` and `seg.+7318.1` are not aliases of `seg.7318.1`.
+pub fn canonical_decimal<T: core::str::FromStr>(s: &str) -> Option<T> {
+    let ok =
+        !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && (s == "0" || !s.starts_with('0'));
+    if ok {
+        s.parse().ok()
+    } else {
+        None
+    }
 }
 
 // ---- Layout assertions: any change here is a layout change (bump the version). ----
@@ -454,4 +466,33 @@ pub fn layout_table() -> Vec<(&'static str, usize)> {
         ),
     ]);
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segment_names_are_parsed_strictly() {
+        assert_eq!(
+            parse_segment_file_name("seg.7318.111449"),
+            Some((7318, 111449))
+        );
+        for alias in [
+            "seg.07318.111449",
+            "seg.+7318.111449",
+            "seg.7318.0111449",
+            "seg.7318.+111449",
+            "seg. 7318.111449",
+            "seg.7318.111449 ",
+            "seg.7318.",
+            "seg..111449",
+            "seg.0.5",
+            "seg.4294967296.1",
+        ] {
+            assert_eq!(parse_segment_file_name(alias), None, "{alias}");
+        }
+        assert_eq!(canonical_decimal::<u64>("0"), Some(0));
+        assert_eq!(canonical_decimal::<u64>("00"), None);
+    }
 }

@@ -11,7 +11,9 @@ use tttrack::devices;
 #[test]
 fn n150_telemetry_converted_exactly_without_an_aggregator() {
     let root = TempDir::new("sysfs-n150");
-    Card::wormhole(0, "0000:01:00.0", "n150").install(root.path());
+    SimCard::wormhole(0, "0000:01:00.0", "n150")
+        .install(root.path())
+        .unwrap();
     let found = devices::discover(root.path());
     assert_eq!(found.len(), 1);
     let d = &found[0];
@@ -86,6 +88,189 @@ fn n150_telemetry_converted_exactly_without_an_aggregator() {
     );
 }
 
+/// A host as the kernel lays it out: class devices, PCI functions and hwmon reached
+/// only through symlinks into `sys/devices/`, relative `device` links, a root-port
+/// level, two cards of different architectures whose hwmon numbers run the other way
+/// round from their indices, each with its own readings.
+#[test]
+fn a_real_hosts_layout_gives_each_card_its_own_identity_totals_and_telemetry() {
+    let root = TempDir::new("sysfs-real");
+    let mut wh = SimCard::wormhole(0, "0000:01:00.0", "n300")
+        .hwmon("temp1_input", "48125\n")
+        .hwmon("power1_input", "31000000\n");
+    wh.hwmon_index = 7;
+    wh.install(root.path()).unwrap();
+    let mut bh = SimCard::blackhole(1, "0000:41:00.0", "p150a");
+    bh.hwmon_index = 2;
+    bh.install(root.path()).unwrap();
+    // The class entries are links, and their `device` links are relative: resolved
+    // against the path they were reached by, they would name sys/0000:01:00.0.
+    let class0 = root.path().join("sys/class/tenstorrent/tenstorrent!0");
+    assert!(std::fs::symlink_metadata(&class0)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(
+        std::fs::read_link(wh.class_dir(root.path()).join("device")).unwrap(),
+        std::path::Path::new("../../../0000:01:00.0")
+    );
+    assert!(!root.path().join("sys/0000:01:00.0").exists());
+
+    let found = devices::discover(root.path());
+    assert_eq!(found.len(), 2);
+    assert_eq!(
+        (found[0].arch.as_str(), found[0].pci_bdf.as_str()),
+        ("wormhole_b0", "0000:01:00.0")
+    );
+    assert_eq!(
+        (found[1].arch.as_str(), found[1].pci_bdf.as_str()),
+        ("blackhole", "0000:41:00.0")
+    );
+    assert_eq!(found[0].hwmon_dir, Some(wh.hwmon_dir(root.path())));
+    assert_eq!(found[1].hwmon_dir, Some(bh.hwmon_dir(root.path())));
+
+    let empty = TempDir::new("smi-real");
+    let v = smi_json(&[
+        "--dir",
+        empty.path().to_str().unwrap(),
+        "--sysfs-root",
+        root.path().to_str().unwrap(),
+    ]);
+    let devs = v["devices"].as_array().unwrap();
+    assert_eq!(devs.len(), 2, "{v}");
+    let (d0, d1) = (&devs[0], &devs[1]);
+    assert_eq!(
+        (d0["id"].clone(), d0["arch"].clone()),
+        (0.into(), "wormhole_b0".into())
+    );
+    assert_eq!(d0["pci_address"], "0000:01:00.0");
+    assert_eq!(d0["memory"]["dram"]["total_bytes"], 12u64 << 30);
+    assert_eq!(d0["memory"]["l1"]["total_bytes"], 64 * 1_499_136u64);
+    let t0 = &d0["telemetry"];
+    assert_eq!(t0["asic_temp_c"], 48.125);
+    assert_eq!(t0["asic_temp_max_c"], 75.0);
+    assert_eq!(t0["power_w"], 31.0);
+    assert_eq!(t0["power_max_w"], 150.0);
+    assert_eq!(t0["vcore_mv"], 850);
+    assert_eq!(t0["vcore_max_mv"], 950);
+    assert_eq!(t0["current_a"], 21.0);
+    assert_eq!(t0["current_max_a"], 170.0);
+    assert!(t0["fan_rpm"].is_null(), "no fan on Wormhole");
+    assert_eq!(t0["pcie_link_speed_gts"], 16.0);
+    assert_eq!(t0["pcie_link_width"], 16);
+    assert_eq!(t0["pcie_max_link_speed_gts"], 16.0);
+
+    assert_eq!(
+        (d1["id"].clone(), d1["arch"].clone()),
+        (1.into(), "blackhole".into())
+    );
+    assert_eq!(d1["board"], "p150a");
+    assert_eq!(d1["pci_address"], "0000:41:00.0");
+    assert_eq!(d1["memory"]["dram"]["total_bytes"], 32u64 << 30);
+    assert_eq!(d1["memory"]["l1"]["total_bytes"], 120 * 1_572_864u64);
+    let t1 = &d1["telemetry"];
+    assert_eq!(t1["asic_temp_c"], 61.0);
+    assert_eq!(t1["asic_temp_max_c"], 90.0);
+    assert_eq!(t1["power_w"], 120.0);
+    assert_eq!(t1["power_max_w"], 300.0);
+    assert_eq!(t1["vcore_mv"], 780);
+    assert_eq!(t1["current_a"], 60.0);
+    assert_eq!(t1["fan_rpm"], 2400);
+    assert_eq!(t1["thermal_trip_count"], 2);
+    assert_eq!(t1["pcie_link_speed_gts"], 32.0);
+    assert_eq!(d1["serial"], "100001BC00000777");
+    assert_eq!(d1["asic_id"], "0000077700000888");
+}
+
+/// Hostile or broken trees: a class link that climbs out of the root, an absolute
+/// `device` link, a link loop, a `device` link to something that is not a PCI
+/// function, an hwmon of another driver beside the card's own, non-canonical names.
+#[test]
+fn links_that_leave_the_root_or_loop_lead_nowhere() {
+    let root = TempDir::new("sysfs-hostile");
+    let mut wh = SimCard::wormhole(0, "0000:01:00.0", "n150");
+    wh.hwmon_index = 4;
+    wh.install(root.path()).unwrap();
+    // Another driver's hwmon on the same PCI function, numbered first.
+    let other = root.path().join(wh.pci_path()).join("hwmon/hwmon1");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("name"), "nvme\n").unwrap();
+    std::fs::write(other.join("temp1_input"), "99000\n").unwrap();
+    let class = root.path().join("sys/class/tenstorrent");
+    let up = "../".repeat(40) + "etc";
+    std::os::unix::fs::symlink(&up, class.join("tenstorrent!1")).unwrap();
+    std::os::unix::fs::symlink("/etc", class.join("tenstorrent!2")).unwrap();
+    std::os::unix::fs::symlink("tenstorrent!3", class.join("tenstorrent!3")).unwrap();
+    // A class device whose `device` link points at the root port, not a function.
+    let odd = root
+        .path()
+        .join("sys/devices/virtual/tenstorrent/tenstorrent!4");
+    std::fs::create_dir_all(&odd).unwrap();
+    std::fs::write(odd.join("tt_card_type"), "n150\n").unwrap();
+    std::os::unix::fs::symlink("../../../pci0000:00/0000:00:01.1", odd.join("device")).unwrap();
+    std::os::unix::fs::symlink(
+        "../../devices/virtual/tenstorrent/tenstorrent!4",
+        class.join("tenstorrent!4"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(
+        "../../devices/virtual/tenstorrent/tenstorrent!4",
+        class.join("tenstorrent!04"),
+    )
+    .unwrap();
+    let found = devices::discover(root.path());
+    let ids: Vec<u32> = found.iter().map(|d| d.id).collect();
+    // 1 and 2 resolve inside the root (to its own etc, which does not exist here).
+    assert_eq!(ids, vec![0, 4], "{found:?}");
+    assert_eq!(found[0].hwmon_dir, Some(wh.hwmon_dir(root.path())));
+    let t = devices::read_telemetry(&found[0], None, 0);
+    assert_eq!(t.asic_temp_mc, 45_250, "the card's own hwmon, not nvme's");
+    assert_eq!(
+        found[1].pci_bdf, "",
+        "a root port is not the card's PCI function"
+    );
+    assert_eq!(found[1].arch, "");
+    assert!(found.iter().all(|d| d.class_dir.starts_with(root.path())));
+}
+
+/// The driver lists a pid once per open file descriptor: a process with three open
+/// descriptors is one holder.
+#[test]
+fn a_pid_listed_once_per_open_file_is_one_holder() {
+    let root = TempDir::new("sysfs-pids");
+    SimCard::wormhole(0, "0000:01:00.0", "n150")
+        .install(root.path())
+        .unwrap();
+    set_holders(root.path(), 0, &[4242, 4242, 17, 4242]);
+    assert_eq!(devices::holders(root.path(), 0), vec![17, 4242]);
+}
+
+/// The PCIe performance counters (32-byte flits, 32-bit, wrapping) become bytes each
+/// way and a rate.
+#[test]
+fn pcie_counters_become_bytes_each_way_across_a_wrap() {
+    let root = TempDir::new("sysfs-pcie");
+    let card = SimCard::wormhole(0, "0000:01:00.0", "n150");
+    card.install(root.path()).unwrap();
+    let perf = card.class_dir(root.path()).join("pcie_perf_counters");
+    std::fs::write(perf.join("mst_posted_wr_data_word_sent0"), "4294967290\n").unwrap();
+    std::fs::write(perf.join("slv_posted_wr_data_word_received1"), "100\n").unwrap();
+    let first = devices::sample(root.path(), &Default::default(), 1_000_000_000);
+    assert_eq!(
+        first.devices[0].1.valid & TEL_PCIE_TRAFFIC,
+        TEL_PCIE_TRAFFIC
+    );
+    // Host wrote 10 flits (the counter wrapped), the device wrote 50 into host memory.
+    std::fs::write(perf.join("mst_posted_wr_data_word_sent0"), "4\n").unwrap();
+    std::fs::write(perf.join("slv_posted_wr_data_word_received1"), "150\n").unwrap();
+    let second = devices::sample(root.path(), &first, 3_000_000_000);
+    let t = &second.devices[0].1;
+    assert_eq!(t.pcie_h2d_bytes, 10 * 32);
+    assert_eq!(t.pcie_d2h_bytes, 50 * 32);
+    assert_eq!(t.pcie_h2d_bytes_per_s, 10 * 32 / 2);
+    assert_eq!(t.pcie_d2h_bytes_per_s, 50 * 32 / 2);
+}
+
 #[test]
 fn no_devices_is_one_clear_line() {
     let root = TempDir::new("sysfs-none");
@@ -107,7 +292,9 @@ fn no_devices_is_one_clear_line() {
 #[test]
 fn n300_local_chip_with_remote_chip_seen_only_through_a_process() {
     let root = TempDir::new("sysfs-n300");
-    Card::wormhole(0, "0000:02:00.0", "n300").install(root.path());
+    SimCard::wormhole(0, "0000:02:00.0", "n300")
+        .install(root.path())
+        .unwrap();
     let dir = TempDir::new("n300");
     let agg = start_sampling(&dir, &root);
     let mut p = spawn_producer(dir.path(), &["devinfo"], 30_000);
@@ -153,8 +340,12 @@ fn n300_local_chip_with_remote_chip_seen_only_through_a_process() {
 #[test]
 fn p150a_and_two_cards_at_once() {
     let root = TempDir::new("sysfs-two");
-    Card::blackhole(0, "0000:03:00.0", "p150a").install(root.path());
-    Card::wormhole(1, "0000:04:00.0", "n150").install(root.path());
+    SimCard::blackhole(0, "0000:03:00.0", "p150a")
+        .install(root.path())
+        .unwrap();
+    SimCard::wormhole(1, "0000:04:00.0", "n150")
+        .install(root.path())
+        .unwrap();
     let empty = TempDir::new("smi-two");
     let v = smi_json(&[
         "--dir",
@@ -178,18 +369,17 @@ fn p150a_and_two_cards_at_once() {
 #[test]
 fn missing_and_malformed_files_make_only_their_field_unknown() {
     let root = TempDir::new("sysfs-bad");
-    let mut c = Card::wormhole(0, "0000:05:00.0", "n150");
+    let mut c = SimCard::wormhole(0, "0000:05:00.0", "n150");
     c.hwmon_files = vec![
-        ("temp1_input", "garbage\n"),
-        ("in0_input", ""),
-        ("curr1_input", "12000\n"),
+        ("temp1_input".into(), "garbage\n".into()),
+        ("in0_input".into(), "".into()),
+        ("curr1_input".into(), "12000\n".into()),
     ];
-    c.class_files = vec![
-        ("tt_aiclk", "\n"),
-        ("tt_axiclk", "-5\n"),
-        ("tt_arcclk", "540\n"),
-    ];
-    c.install(root.path());
+    c = c
+        .class("tt_aiclk", "\n")
+        .class("tt_axiclk", "-5\n")
+        .class("tt_arcclk", "540\n");
+    c.install(root.path()).unwrap();
     // A class directory whose device link is absolute (must not escape the root), and
     // a directory that is not a device at all.
     let odd = root.path().join("sys/class/tenstorrent/tenstorrent!7");
@@ -223,16 +413,20 @@ fn missing_and_malformed_files_make_only_their_field_unknown() {
 #[test]
 fn a_card_that_vanishes_and_returns_mid_run() {
     let root = TempDir::new("sysfs-vanish");
-    Card::wormhole(0, "0000:06:00.0", "n150").install(root.path());
-    Card::wormhole(1, "0000:07:00.0", "n150").install(root.path());
+    SimCard::wormhole(0, "0000:06:00.0", "n150")
+        .install(root.path())
+        .unwrap();
+    SimCard::wormhole(1, "0000:07:00.0", "n150")
+        .install(root.path())
+        .unwrap();
     let dir = TempDir::new("vanish");
     let agg = start_sampling(&dir, &root);
     agg.wait_for(
         || agg.snapshot().is_some_and(|s| s.devices.len() == 2),
         "two devices",
     );
-    std::fs::remove_dir_all(root.path().join("sys/class/tenstorrent/tenstorrent!1")).unwrap();
-    std::fs::remove_dir_all(root.path().join("sys/bus/pci/devices/0000:07:00.0")).unwrap();
+    let card1 = SimCard::wormhole(1, "0000:07:00.0", "n150");
+    card1.remove(root.path()).unwrap();
     agg.wait_for(
         || {
             agg.snapshot().is_some_and(|s| {
@@ -251,7 +445,9 @@ fn a_card_that_vanishes_and_returns_mid_run() {
     );
     let v = smi_json(&["--dir", dir.path().to_str().unwrap()]);
     assert_eq!(v["devices"][1]["gone"], true);
-    Card::wormhole(1, "0000:07:00.0", "n150").install(root.path());
+    SimCard::wormhole(1, "0000:07:00.0", "n150")
+        .install(root.path())
+        .unwrap();
     agg.wait_for(
         || {
             agg.snapshot().is_some_and(|s| {
@@ -272,7 +468,9 @@ fn a_card_that_vanishes_and_returns_mid_run() {
 #[test]
 fn a_stalled_heartbeat_is_flagged_and_clears_when_it_moves() {
     let root = TempDir::new("sysfs-hb");
-    Card::wormhole(0, "0000:08:00.0", "n150").install(root.path());
+    SimCard::wormhole(0, "0000:08:00.0", "n150")
+        .install(root.path())
+        .unwrap();
     let dir = TempDir::new("hb");
     let agg = start_sampling(&dir, &root);
     agg.wait_for(
@@ -289,9 +487,9 @@ fn a_stalled_heartbeat_is_flagged_and_clears_when_it_moves() {
     assert_eq!(v["devices"][0]["telemetry"]["heartbeat_stalled"], true);
     // The firmware comes back: its heartbeat advances (at every poll here, so that a
     // slow test thread cannot miss the short window between two samples).
-    let hb = root
-        .path()
-        .join("sys/class/tenstorrent/tenstorrent!0/tt_heartbeat");
+    let hb = SimCard::wormhole(0, "0000:08:00.0", "n150")
+        .class_dir(root.path())
+        .join("tt_heartbeat");
     let mut beat = 1000u64;
     agg.wait_for(
         || {
@@ -310,7 +508,9 @@ fn a_stalled_heartbeat_is_flagged_and_clears_when_it_moves() {
 #[test]
 fn processes_holding_a_device_without_reporting_are_listed_untracked() {
     let root = TempDir::new("sysfs-holders");
-    Card::wormhole(0, "0000:09:00.0", "n150").install(root.path());
+    SimCard::wormhole(0, "0000:09:00.0", "n150")
+        .install(root.path())
+        .unwrap();
     // A real process, listed by the "driver" as holding device 0, that reports nothing;
     // and tt-smi's own pid, which must never be listed.
     let mut holder = Command::new("sleep").arg("30").spawn().unwrap();
@@ -375,7 +575,9 @@ fn processes_holding_a_device_without_reporting_are_listed_untracked() {
 #[test]
 fn watch_view_shows_telemetry_in_a_real_terminal() {
     let root = TempDir::new("sysfs-tmux");
-    Card::blackhole(0, "0000:0a:00.0", "p150a").install(root.path());
+    SimCard::blackhole(0, "0000:0a:00.0", "p150a")
+        .install(root.path())
+        .unwrap();
     let dir = TempDir::new("tel-tmux");
     let _agg = start_sampling(&dir, &root);
     let session = format!("tel{}", std::process::id());
@@ -425,7 +627,11 @@ fn watch_view_shows_telemetry_in_a_real_terminal() {
     }
     let s = screen();
     assert!(
-        s.contains("61.0 °C") && s.contains("120.0 W") && s.contains("16.0 GT/s x16"),
+        s.contains("61.0 °C")
+            && s.contains("120.0 W")
+            && s.contains("32.0 GT/s x16")
+            && s.contains("max 32.0 GT/s x16")
+            && s.contains("to device 0 B/s, to host 0 B/s"),
         "{s}"
     );
     assert!(

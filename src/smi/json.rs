@@ -33,6 +33,12 @@ pub fn telemetry_json(t: &Telemetry) -> Value {
         "thermal_trip_count": opt(has(TEL_THERM_TRIP), t.therm_trip_count),
         "pcie_link_speed_gts": opt(has(TEL_PCIE), t.pcie_link_speed_milli_gts as f64 / 1000.0),
         "pcie_link_width": opt(has(TEL_PCIE), t.pcie_link_width),
+        "pcie_max_link_speed_gts": opt(has(TEL_PCIE_MAX), t.pcie_max_link_speed_milli_gts as f64 / 1000.0),
+        "pcie_max_link_width": opt(has(TEL_PCIE_MAX), t.pcie_max_link_width),
+        "pcie_host_to_device_bytes": opt(has(TEL_PCIE_TRAFFIC), t.pcie_h2d_bytes),
+        "pcie_device_to_host_bytes": opt(has(TEL_PCIE_TRAFFIC), t.pcie_d2h_bytes),
+        "pcie_host_to_device_bytes_per_s": opt(has(TEL_PCIE_TRAFFIC), t.pcie_h2d_bytes_per_s),
+        "pcie_device_to_host_bytes_per_s": opt(has(TEL_PCIE_TRAFFIC), t.pcie_d2h_bytes_per_s),
         "firmware": t
             .firmware()
             .iter()

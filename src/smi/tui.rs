@@ -675,6 +675,26 @@ impl App {
                             t.pcie_link_width
                         ),
                     ),
+                    if has(TEL_PCIE_MAX) {
+                        format!(
+                            "max {:.1} GT/s x{}",
+                            t.pcie_max_link_speed_milli_gts as f64 / 1000.0,
+                            t.pcie_max_link_width
+                        )
+                    } else {
+                        String::new()
+                    },
+                ),
+                (
+                    "PCIe traffic",
+                    v(
+                        has(TEL_PCIE_TRAFFIC),
+                        format!(
+                            "to device {}/s, to host {}/s",
+                            crate::sys::human_bytes(t.pcie_h2d_bytes_per_s),
+                            crate::sys::human_bytes(t.pcie_d2h_bytes_per_s)
+                        ),
+                    ),
                     String::new(),
                 ),
                 ("Firmware", firmware_text(d), String::new()),
@@ -705,8 +725,8 @@ impl App {
             if d.remote {
                 rows.push(Row::new(vec![
                     String::new(),
-                    "(remote chip: telemetry N/A by design)".into(),
                     String::new(),
+                    "(remote chip: telemetry N/A by design)".into(),
                     String::new(),
                 ]));
             }
@@ -718,9 +738,9 @@ impl App {
             rows,
             [
                 Constraint::Length(5),
-                Constraint::Length(40),
+                Constraint::Length(20),
                 Constraint::Fill(1),
-                Constraint::Length(12),
+                Constraint::Length(18),
             ],
         )
         .header(header)

@@ -402,122 +402,12 @@ pub fn dev_fig(
         .unwrap_or_default()
 }
 
-/// A card in a sysfs fixture tree, laid out as the tt-kmd driver does (class
-/// directory, hwmon, PCI device, driver's pids file).
-pub struct Card<'a> {
-    pub id: u32,
-    pub bdf: &'a str,
-    pub pci_device: &'a str,
-    pub board: &'a str,
-    pub hwmon_name: &'a str,
-    /// (file, content) in the class directory.
-    pub class_files: Vec<(&'a str, &'a str)>,
-    /// (file, content) in hwmon.
-    pub hwmon_files: Vec<(&'a str, &'a str)>,
-}
+pub use tttrack::devices::simulated::SimCard;
 
-impl<'a> Card<'a> {
-    pub fn wormhole(id: u32, bdf: &'a str, board: &'a str) -> Self {
-        Card {
-            id,
-            bdf,
-            pci_device: "0x401e",
-            board,
-            hwmon_name: "wormhole",
-            class_files: vec![
-                ("tt_aiclk", "1000\n"),
-                ("tt_axiclk", "900\n"),
-                ("tt_arcclk", "540\n"),
-                ("tt_serial", "0000012300000456\n"),
-                ("tt_asic_id", "00000ABC00000DEF\n"),
-                ("tt_fw_bundle_ver", "18.2.0.0\n"),
-                ("tt_arc_fw_ver", "2.30.0.0\n"),
-                ("tt_eth_fw_ver", "6.14.0\n"),
-                ("tt_m3bl_fw_ver", "5.11.0.0\n"),
-                ("tt_m3app_fw_ver", "5.11.1.0\n"),
-                ("tt_ttflash_ver", "3.0.0.0\n"),
-                ("tt_heartbeat", "1000\n"),
-            ],
-            hwmon_files: vec![
-                ("temp1_input", "45250\n"),
-                ("temp1_max", "75000\n"),
-                ("temp1_label", "asic1_temp\n"),
-                ("in0_input", "850\n"),
-                ("in0_label", "vcore1\n"),
-                ("curr1_input", "21000\n"),
-                ("power1_input", "25000000\n"),
-                ("power1_max", "150000000\n"),
-            ],
-        }
-    }
-
-    pub fn blackhole(id: u32, bdf: &'a str, board: &'a str) -> Self {
-        Card {
-            id,
-            bdf,
-            pci_device: "0xb140",
-            board,
-            hwmon_name: "blackhole",
-            class_files: vec![
-                ("tt_aiclk", "1350\n"),
-                ("tt_serial", "100001BC00000777\n"),
-                ("tt_fw_bundle_ver", "80.15.0.0\n"),
-                ("tt_m3app_fw_ver", "5.9.0.0\n"),
-                ("tt_heartbeat", "77\n"),
-                ("tt_therm_trip_count", "2\n"),
-            ],
-            hwmon_files: vec![
-                ("temp1_input", "61000\n"),
-                ("in0_input", "780\n"),
-                ("curr1_input", "60000\n"),
-                ("power1_input", "120000000\n"),
-                ("fan1_input", "2400\n"),
-                ("fan1_label", "fan_rpm\n"),
-            ],
-        }
-    }
-
-    /// Writes the card under `root`.
-    pub fn install(&self, root: &Path) {
-        let pci = root.join("sys/bus/pci/devices").join(self.bdf);
-        std::fs::create_dir_all(pci.join("hwmon/hwmon3")).unwrap();
-        std::fs::write(pci.join("vendor"), "0x1e52\n").unwrap();
-        std::fs::write(pci.join("device"), format!("{}\n", self.pci_device)).unwrap();
-        std::fs::write(pci.join("current_link_speed"), "16.0 GT/s PCIe\n").unwrap();
-        std::fs::write(pci.join("current_link_width"), "16\n").unwrap();
-        std::fs::write(
-            pci.join("hwmon/hwmon3/name"),
-            format!("{}\n", self.hwmon_name),
-        )
-        .unwrap();
-        for (f, c) in &self.hwmon_files {
-            std::fs::write(pci.join("hwmon/hwmon3").join(f), c).unwrap();
-        }
-        let class = root
-            .join("sys/class/tenstorrent")
-            .join(format!("tenstorrent!{}", self.id));
-        std::fs::create_dir_all(&class).unwrap();
-        std::fs::write(class.join("tt_card_type"), format!("{}\n", self.board)).unwrap();
-        for (f, c) in &self.class_files {
-            std::fs::write(class.join(f), c).unwrap();
-        }
-        let _ = std::fs::remove_file(class.join("device"));
-        std::os::unix::fs::symlink(
-            format!("../../../bus/pci/devices/{}", self.bdf),
-            class.join("device"),
-        )
-        .unwrap();
-        std::fs::create_dir_all(root.join("dev/tenstorrent")).unwrap();
-        std::fs::write(root.join(format!("dev/tenstorrent/{}", self.id)), "").unwrap();
-    }
-}
-
-/// Lists `pids` as holding device `id` (`proc/driver/tenstorrent/N/pids`).
+/// Lists `pids` as holding device `id` (`proc/driver/tenstorrent/N/pids`), one line
+/// each as the driver writes them (a pid repeats once per open file).
 pub fn set_holders(root: &Path, id: u32, pids: &[u32]) {
-    let d = root.join(format!("proc/driver/tenstorrent/{id}"));
-    std::fs::create_dir_all(&d).unwrap();
-    let text: String = pids.iter().map(|p| format!("{p}\n")).collect();
-    std::fs::write(d.join("pids"), text).unwrap();
+    tttrack::devices::simulated::set_holders(root, id, pids).unwrap();
 }
 
 /// Compiles the C++ stand-in for an instrumented TT-Metal (libfake_metal.so) and a
