@@ -578,6 +578,10 @@ fn watch_view_shows_telemetry_in_a_real_terminal() {
     SimCard::blackhole(0, "0000:0a:00.0", "p150a")
         .install(root.path())
         .unwrap();
+    // A second card of the other architecture, hwmon numbered before the first's.
+    let mut wh = SimCard::wormhole(1, "0000:0b:00.0", "n150").hwmon("temp1_input", "48125\n");
+    wh.hwmon_index = 0;
+    wh.install(root.path()).unwrap();
     let dir = TempDir::new("tel-tmux");
     let _agg = start_sampling(&dir, &root);
     let session = format!("tel{}", std::process::id());
@@ -638,6 +642,22 @@ fn watch_view_shows_telemetry_in_a_real_terminal() {
         s.contains("bundle 80.15.0.0 · m3app 5.9.0.0"),
         "firmware versions in the telemetry view:\n{s}"
     );
+    // Each card's own readings: card 1 (Wormhole) below card 0 in the same view.
+    let t = std::time::Instant::now();
+    while !screen().contains("48.1 °C") {
+        assert!(
+            t.elapsed().as_secs() < 20,
+            "card 1's temperature:\n{}",
+            screen()
+        );
+        Command::new("tmux")
+            .args(["send-keys", "-t", &session, "Down"])
+            .status()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let s = screen();
+    assert!(s.contains("25.0 W") && s.contains("16.0 GT/s x16"), "{s}");
     Command::new("tmux")
         .args(["kill-session", "-t", &session])
         .status()
