@@ -94,7 +94,7 @@ impl ProcState {
         }
     }
     pub fn events_lost(&self) -> u64 {
-        self.producer_dropped + self.gap_lost
+        self.producer_dropped.saturating_add(self.gap_lost)
     }
     pub fn exact(&self) -> bool {
         self.events_lost() == 0
@@ -383,17 +383,14 @@ impl Accounting {
                 }
             }
         }
-        self.released_lost += p.events_lost();
+        self.released_lost = self.released_lost.saturating_add(p.events_lost());
         Some(p)
     }
 
     pub fn events_lost(&self) -> u64 {
-        self.released_lost
-            + self
-                .processes
-                .values()
-                .map(|p| p.events_lost())
-                .sum::<u64>()
+        self.processes
+            .values()
+            .fold(self.released_lost, |a, p| a.saturating_add(p.events_lost()))
     }
 }
 

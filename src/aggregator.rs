@@ -15,12 +15,15 @@
 //! after the last event, 10 ms when idle; a producer with a full lane or a new segment
 //! wakes it at once.
 
+pub mod state_dir;
+
 use crate::accounting::{leak_summary, Accounting, Outcome, ProcKey, ProcState};
 use crate::counters_page::*;
 use crate::journal::{Journal, Record};
 use crate::segment_reader::{list_segments, MappedSegment, SegmentError};
 use crate::shm_layout::*;
 use crate::sys;
+use state_dir::StateDir;
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::os::unix::io::AsRawFd;
@@ -122,6 +125,8 @@ pub struct Aggregator {
     page_ino: u64,
     space_warned: bool,
     _lock: std::fs::File,
+    /// The private directory: lock, journal, sockets before they are published.
+    state_dir: StateDir,
     pid: u32,
     started_unix_ns: u64,
     status: AggregatorStatus,
@@ -169,13 +174,14 @@ impl Aggregator {
         };
         sys::ensure_tracking_dir(&cfg.dir).map_err(map_err("cannot create", &cfg.dir))?;
         warn_about_directory(&cfg.dir, &log);
-        let lock = take_lock(&cfg.dir)?;
+        let state_dir = StateDir::open(&cfg.dir, |w| log.warn(w)).map_err(StartError)?;
+        let lock = take_lock(&state_dir, &cfg.dir)?;
         let pid = std::process::id();
         let started_unix_ns = sys::unix_ns();
         // The page first: its fresh heartbeat tells producers with full lanes that an
         // aggregator is coming while the journal is replayed.
         let (page_map, page) = create_page(&cfg.dir, pid, started_unix_ns)?;
-        let jdir = cfg.dir.join("aggregator");
+        let jdir = state_dir.path();
         let mut replayed = 0u64;
         let (journal, rec) = Journal::open(&jdir, |acc, r| {
             replay(acc, r);
@@ -184,7 +190,7 @@ impl Aggregator {
                 page.beat();
             }
         })
-        .map_err(map_err("cannot recover the journal in", &jdir))?;
+        .map_err(map_err("cannot recover the journal in", state_dir.shown()))?;
         page.beat();
         let mut status = AggregatorStatus {
             pid,
@@ -194,6 +200,7 @@ impl Aggregator {
         if rec.replayed > 0 || rec.generation > 0 {
             status.restarts_recovered = 1;
         }
+        let wake = bind_wake_socket(&state_dir, &cfg.dir);
         let agg = Self {
             log,
             acc: rec.accounting,
@@ -210,6 +217,7 @@ impl Aggregator {
                     .unwrap_or(0)
             },
             _lock: lock,
+            state_dir,
             pid,
             started_unix_ns,
             status,
@@ -223,7 +231,7 @@ impl Aggregator {
             last_devices: Vec::new(),
             gone_logged: Default::default(),
             inotify: watch_dir(&cfg.dir),
-            wake: bind_wake_socket(&cfg.dir),
+            wake,
             buf: Vec::with_capacity(LANE_BATCH),
             requests: None,
             telemetry: Default::default(),
@@ -299,6 +307,19 @@ impl Aggregator {
                     *slot.lock().unwrap_or_else(|e| e.into_inner()) = next;
                 }
             });
+    }
+
+    /// Serves the request socket (`aggregator.sock`, every user may ask, as every user
+    /// may read the counters page).
+    pub fn serve_control(&mut self) -> std::io::Result<()> {
+        let l = bind_published(
+            &self.state_dir,
+            &self.cfg.dir,
+            crate::control::SOCKET_NAME,
+            |p| std::os::unix::net::UnixListener::bind(p),
+        )?;
+        self.requests = Some(crate::control::serve(l)?);
+        Ok(())
     }
 
     /// Serves the original protocol at `path` (see [`crate::compat`]).
@@ -708,6 +729,7 @@ impl Aggregator {
             comm = info.comm;
         }
         let key = (seg.pid, seg.start_time);
+        self.check_claim(&seg, key, alive)?;
         let recovered = self.acc.processes.contains_key(&key);
         let mut committed = [0u64; NUM_LANES];
         if recovered {
@@ -740,7 +762,7 @@ impl Aggregator {
             }
             // A segment whose events were already consumed (tails > 0) by an earlier
             // aggregator whose journal is not here: those events are lost to us.
-            p.gap_lost += committed.iter().sum::<u64>();
+            p.gap_lost = committed.iter().fold(0u64, |a, &c| a.saturating_add(c));
             self.acc.processes.insert(key, p);
         }
         if let Some(p) = self.acc.processes.get_mut(&key) {
@@ -766,6 +788,40 @@ impl Aggregator {
             },
         );
         self.dirty = true;
+        Ok(())
+    }
+
+    /// A segment speaks only for a process of its file's owner: one that claims a
+    /// process another segment already reports for, or a process of another user's
+    /// (known to the accounting, a socket client or recovered from the journal, say, or
+    /// in `/proc`, zombies included) is not that process's.
+    fn check_claim(&self, seg: &MappedSegment, key: ProcKey, alive: bool) -> Result<(), String> {
+        if self.attached.values().any(|a| a.key == key) {
+            return Err(format!(
+                "another segment already reports for pid {} started at {}",
+                key.0, key.1
+            ));
+        }
+        if let Some(p) = self.acc.processes.get(&key) {
+            if p.uid != seg.file_uid {
+                return Err(format!(
+                    "claims pid {} started at {}, a process of uid {}, but the file is uid {}'s",
+                    key.0, key.1, p.uid, seg.file_uid
+                ));
+            }
+        }
+        if !alive {
+            // Unlocked: a process that ended (perhaps still a zombie), or a forgery of
+            // a process that runs. Either way it may speak only for its owner's.
+            if let Some(info) = sys::proc_info(&self.cfg.proc_root, seg.pid) {
+                if info.start_time == seg.start_time && info.uid != seg.file_uid {
+                    return Err(format!(
+                        "claims pid {} started at {}, a process of uid {}, but the file is uid {}'s",
+                        seg.pid, seg.start_time, info.uid, seg.file_uid
+                    ));
+                }
+            }
+        }
         Ok(())
     }
 
@@ -832,14 +888,16 @@ impl Aggregator {
         };
         let mut next = p.next_seq;
         let mut late = 0u64;
+        let mut skipped = false;
         for (ev, lane, pos) in a.pending.iter() {
             if ev.seq > next {
                 if !gap_skip {
                     break;
                 }
-                p.gap_lost += ev.seq - next;
+                p.gap_lost = p.gap_lost.saturating_add(ev.seq - next);
                 next = ev.seq;
                 gap_skip = final_drain;
+                skipped = true;
             }
             if ev.seq < next {
                 // A number we skipped earlier after all: apply it late.
@@ -859,8 +917,11 @@ impl Aggregator {
         }
         let p_next = next;
         let batch: Vec<(Event, u8, u64)> = a.pending.drain(..applied).collect();
+        // A gap still open waits its own full time: after a skip the timer restarts.
         a.gap_since = if a.pending.is_empty() {
             None
+        } else if skipped {
+            Some(Instant::now())
         } else {
             Some(a.gap_since.unwrap_or_else(Instant::now))
         };
@@ -1108,7 +1169,7 @@ impl Aggregator {
             a.broken = true;
             a.pending.clear();
             if let Some(p) = self.acc.processes.get_mut(&a.key) {
-                p.gap_lost += 1;
+                p.gap_lost = p.gap_lost.saturating_add(1);
             }
         }
         self.status.segments_rejected += 1;
@@ -1287,10 +1348,12 @@ impl Aggregator {
                 .store(0, Ordering::Relaxed);
         }
         let _ = std::fs::remove_file(self.cfg.dir.join(COUNTERS_FILE_NAME));
-        let _ = std::fs::remove_file(self.cfg.dir.join(crate::control::SOCKET_NAME));
-        let _ = std::fs::remove_file(self.cfg.dir.join(WAKE_SOCKET_NAME));
+        state_dir::remove_own_socket(&self.cfg.dir, crate::control::SOCKET_NAME);
+        state_dir::remove_own_socket(&self.cfg.dir, WAKE_SOCKET_NAME);
         if let Some(p) = &self.compat_path {
-            let _ = std::fs::remove_file(p);
+            if let (Some(d), Some(n)) = (p.parent(), p.file_name()) {
+                state_dir::remove_own_socket(d, &n.to_string_lossy());
+            }
         }
         self.log.info(format!(
             "tt-aggregator stopped: {} events applied, {} lost, {} processes still tracked",
@@ -1356,15 +1419,31 @@ fn replay(acc: &mut Accounting, r: &Record) {
     }
 }
 
-/// Binds the wake socket (replacing a stale one: we hold the directory's lock),
-/// writable by every user so any producer can wake us. None if that fails.
-fn bind_wake_socket(dir: &Path) -> Option<std::os::unix::net::UnixDatagram> {
-    use std::os::unix::fs::PermissionsExt;
-    let path = dir.join(WAKE_SOCKET_NAME);
-    let _ = std::fs::remove_file(&path);
-    let s = std::os::unix::net::UnixDatagram::bind(&path).ok()?;
+/// Binds a socket in the private directory, mode 0666 from its creation (every user's
+/// producers and viewers may connect), and publishes it in the tracking directory under
+/// the same name, replacing whatever is there without following it.
+fn bind_published<T>(
+    state: &StateDir,
+    dir: &Path,
+    name: &str,
+    bind: impl FnOnce(&Path) -> std::io::Result<T>,
+) -> std::io::Result<T> {
+    let private = state.path().join(name);
+    // Ours, left by a crash: nobody else can write in the private directory.
+    let _ = std::fs::remove_file(&private);
+    let s = state_dir::bind_mode_0666(&private, bind)?;
+    state.publish(name, dir, name)?;
+    Ok(s)
+}
+
+/// Binds the wake socket, writable by every user so any producer can wake us. None if
+/// that fails.
+fn bind_wake_socket(state: &StateDir, dir: &Path) -> Option<std::os::unix::net::UnixDatagram> {
+    let s = bind_published(state, dir, WAKE_SOCKET_NAME, |p| {
+        std::os::unix::net::UnixDatagram::bind(p)
+    })
+    .ok()?;
     s.set_nonblocking(true).ok()?;
-    let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666));
     Some(s)
 }
 
@@ -1385,21 +1464,25 @@ fn watch_dir(dir: &Path) -> i32 {
     }
 }
 
-fn take_lock(dir: &Path) -> Result<std::fs::File, StartError> {
+/// Takes the directory's lock, a file in the private directory that no other user can
+/// open (so none can hold it to stop a restart).
+fn take_lock(state: &StateDir, dir: &Path) -> Result<std::fs::File, StartError> {
     use std::os::unix::fs::OpenOptionsExt;
-    let path = dir.join("aggregator.lock");
+    let path = state.path().join("lock");
+    let shown = state.shown().join("lock");
     let f = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
-        .mode(0o644)
+        .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(&path)
-        .map_err(map_err("cannot open", &path))?;
+        .map_err(map_err("cannot open", &shown))?;
     // SAFETY: f is an open descriptor.
     if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        let other = std::fs::read_to_string(&path).unwrap_or_default();
+        let mut other = String::new();
+        let _ = std::io::Read::read_to_string(&mut std::io::Read::take(&f, 32), &mut other);
         let other = other.trim();
         return Err(StartError(format!(
             "another tt-aggregator{} is already running on {}; stop it first, or give this one another directory with --dir",
@@ -1407,10 +1490,10 @@ fn take_lock(dir: &Path) -> Result<std::fs::File, StartError> {
             dir.display()
         )));
     }
-    f.set_len(0).map_err(map_err("cannot write", &path))?;
+    f.set_len(0).map_err(map_err("cannot write", &shown))?;
     use std::os::unix::fs::FileExt;
     f.write_all_at(format!("{}\n", std::process::id()).as_bytes(), 0)
-        .map_err(map_err("cannot write", &path))?;
+        .map_err(map_err("cannot write", &shown))?;
     Ok(f)
 }
 

@@ -246,17 +246,17 @@ pub enum Msg {
 
 /// Binds `path`: a stale socket (nobody answers) is replaced; a live server's is left
 /// alone and reported as an error.
+///
+/// One server for every user on the host, like the original: any user's process may
+/// report (each is attributed to its own peer pid, so none can touch another's), so the
+/// socket is mode 0666, from its creation (never changed through the path, which is in
+/// a directory every user can write). A stale socket is replaced only if it is this
+/// user's: anything another user put there is left alone and reported.
 pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
-    let l = bind_inner(path)?;
-    // One server for every user on the host, like the original: any user's process may
-    // report (each is attributed to its own peer pid, so none can touch another's).
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
-    Ok(l)
-}
-
-fn bind_inner(path: &Path) -> std::io::Result<UnixListener> {
-    match UnixListener::bind(path) {
+    let bind = |p: &Path| {
+        crate::aggregator::state_dir::bind_mode_0666(p, |q: &Path| UnixListener::bind(q))
+    };
+    match bind(path) {
         Ok(l) => Ok(l),
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
             if UnixStream::connect(path).is_ok() {
@@ -280,8 +280,21 @@ fn bind_inner(path: &Path) -> std::io::Result<UnixListener> {
                     ),
                 ));
             }
+            use std::os::unix::fs::MetadataExt;
+            // SAFETY: geteuid has no preconditions.
+            let euid = unsafe { libc::geteuid() };
+            if meta.uid() != euid {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    format!(
+                        "{} is a stale socket of uid {}'s, not ours: it is left alone; its owner or root can remove it, or use --compat-socket PATH",
+                        path.display(),
+                        meta.uid()
+                    ),
+                ));
+            }
             std::fs::remove_file(path)?;
-            UnixListener::bind(path)
+            bind(path)
         }
         Err(e) => Err(e),
     }
@@ -330,14 +343,97 @@ pub(crate) fn pidfd_open(pid: u32) -> Option<std::os::fd::OwnedFd> {
     (fd >= 0).then(|| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
 }
 
+/// `SO_PEERPIDFD` (Linux 6.5): a pidfd of the process that connected, taken at connect
+/// time. (Not in the libc crate yet; the value is the same on every architecture.)
+const SO_PEERPIDFD: libc::c_int = 77;
+
+fn peer_pidfd(conn: &UnixStream) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let mut fd: libc::c_int = -1;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `fd`, a valid c_int.
+    let r = unsafe {
+        libc::getsockopt(
+            conn.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_PEERPIDFD,
+            &mut fd as *mut libc::c_int as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    // SAFETY: on success fd is a new descriptor that we own.
+    (r == 0 && fd >= 0).then(|| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// The pid a pidfd refers to, as `/proc/self/fdinfo` tells it: `None` once that process
+/// has ended (the kernel shows -1), so its pid can no longer name it.
+fn pidfd_pid(fd: &std::os::fd::OwnedFd) -> Option<u32> {
+    use std::os::fd::AsRawFd;
+    let s = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).ok()?;
+    let v: i64 = s
+        .lines()
+        .find_map(|l| l.strip_prefix("Pid:"))?
+        .trim()
+        .parse()
+        .ok()?;
+    (v > 0).then_some(v as u32)
+}
+
+/// Who is at the other end of a connection, bound to that very process.
+pub struct Peer {
+    pub pid: u32,
+    pub uid: u32,
+    pub start_time: u64,
+    pub comm: String,
+    /// The process's pidfd: taken at connect time where the kernel gives one
+    /// (`SO_PEERPIDFD`), else opened by pid here.
+    pub pidfd: Option<std::os::fd::OwnedFd>,
+}
+
+/// Identifies the client of `conn`: its pid and uid from its credentials at connect
+/// time, bound to the process itself through a pidfd taken at connect time, checked
+/// before and after reading its start time and name, and against its uid. `None` when
+/// that process has already ended (a later process with its pid is never taken for
+/// it) or its pid now belongs to another user. On kernels without `SO_PEERPIDFD` the
+/// pid is checked against the credentials' uid only.
+pub fn identify_peer(conn: &UnixStream, proc_root: &Path) -> Option<Peer> {
+    let (pid, uid) = peer(conn)?;
+    let bound = peer_pidfd(conn);
+    if let Some(fd) = &bound {
+        if pidfd_pid(fd) != Some(pid) {
+            return None;
+        }
+    }
+    let info = crate::sys::proc_info(proc_root, pid)?;
+    if info.uid != uid {
+        return None;
+    }
+    if let Some(fd) = &bound {
+        // Still the same process after /proc was read: what was read is its own.
+        if pidfd_pid(fd) != Some(pid) {
+            return None;
+        }
+    }
+    Some(Peer {
+        pid,
+        uid,
+        start_time: info.start_time,
+        comm: info.comm,
+        pidfd: bound.or_else(|| pidfd_open(pid)),
+    })
+}
+
 fn connection(mut conn: UnixStream, tx: mpsc::Sender<Msg>, proc_root: &Path) {
-    let Some((pid, uid)) = peer(&conn) else {
+    let Some(Peer {
+        pid,
+        uid,
+        start_time,
+        comm,
+        pidfd,
+    }) = identify_peer(&conn, proc_root)
+    else {
         return;
     };
-    let pidfd = pidfd_open(pid);
-    let info = crate::sys::proc_info(proc_root, pid);
-    let start_time = info.as_ref().map(|i| i.start_time).unwrap_or(0);
-    let comm = info.map(|i| i.comm).unwrap_or_else(|| "?".into());
     if tx
         .send(Msg::Connected {
             pid,

@@ -101,16 +101,9 @@ fn error(msg: &str) -> String {
     format!("{}\n", serde_json::json!({ "error": msg }))
 }
 
-/// Binds the socket (replacing a stale one) and serves it on a thread; requests go to
-/// the returned receiver, which the aggregator's loop answers between passes.
-pub fn serve(dir: &Path) -> std::io::Result<mpsc::Receiver<Request>> {
-    let path = dir.join(SOCKET_NAME);
-    // We hold the directory's aggregator lock, so any socket here is a stale one.
-    let _ = std::fs::remove_file(&path);
-    let listener = UnixListener::bind(&path)?;
-    // Every user may ask (`tt-smi --buffers`), as every user may read the counters page.
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666))?;
+/// Serves the bound socket on a thread; requests go to the returned receiver, which
+/// the aggregator's loop answers between passes.
+pub fn serve(listener: UnixListener) -> std::io::Result<mpsc::Receiver<Request>> {
     let (tx, rx) = mpsc::channel();
     std::thread::Builder::new()
         .name("control".into())

@@ -592,10 +592,7 @@ pub fn put_str<const N: usize>(s: &str) -> [u8; N] {
 /// Reads a NUL-padded fixed field, replacing anything unprintable.
 pub fn get_str(b: &[u8]) -> String {
     let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
-    String::from_utf8_lossy(&b[..end])
-        .chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
+    crate::sys::printable(&b[..end])
 }
 
 /// A read-only mapping of the counters page in a directory.

@@ -134,9 +134,15 @@ impl Journal {
         dir: &Path,
         mut apply: impl FnMut(&mut Accounting, &Record),
     ) -> io::Result<(Self, Recovered)> {
-        std::fs::create_dir_all(dir)?;
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        // The aggregator gives its verified private directory (see
+        // `aggregator::state_dir`); a new one is made private.
+        if !dir.exists() {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+        }
         let generation = newest_generation(dir).unwrap_or(0);
         let mut acc = Accounting::default();
         if generation > 0 {
@@ -236,12 +242,16 @@ impl Journal {
     }
 
     /// Writes what was appended. Once this returns, the records survive the death of
-    /// this process (they are in the kernel's page cache of the tmpfs file).
+    /// this process (they are in the kernel's page cache of the tmpfs file). Written at
+    /// the journal's known length, so a write that failed part way (a full file system)
+    /// and is tried again rewrites the same bytes in the same place instead of
+    /// appending the records already written a second time.
     pub fn flush(&mut self) -> io::Result<()> {
         if self.buf.is_empty() {
             return Ok(());
         }
-        self.file.write_all(&self.buf)?;
+        use std::os::unix::fs::FileExt;
+        self.file.write_all_at(&self.buf, self.len)?;
         self.len += self.buf.len() as u64;
         self.buf.clear();
         Ok(())

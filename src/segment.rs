@@ -137,9 +137,6 @@ impl SegmentView {
         b[..8].copy_from_slice(&self.header().comm[0].load(Relaxed).to_le_bytes());
         b[8..].copy_from_slice(&self.header().comm[1].load(Relaxed).to_le_bytes());
         let end = b.iter().position(|&c| c == 0).unwrap_or(16);
-        String::from_utf8_lossy(&b[..end])
-            .chars()
-            .map(|c| if c.is_control() { '?' } else { c })
-            .collect()
+        crate::sys::printable(&b[..end])
     }
 }

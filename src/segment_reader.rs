@@ -296,7 +296,7 @@ impl MappedSegment {
         let v = self.view();
         let mut n = v.header().no_lane_dropped.load(Relaxed);
         for i in (0..NUM_LANES).filter(|&i| self.lane_reserved(i)) {
-            n = n.wrapping_add(v.lane(i).dropped.load(Relaxed));
+            n = n.saturating_add(v.lane(i).dropped.load(Relaxed));
         }
         n
     }

@@ -101,6 +101,22 @@ pub fn proc_info(proc_root: &Path, pid: u32) -> Option<ProcInfo> {
     })
 }
 
+/// A name another process chose (its comm, from its segment, `/proc` or a socket), made
+/// safe to print: invalid UTF-8 and every control character (escape codes included)
+/// become `?`.
+pub fn printable(b: &[u8]) -> String {
+    String::from_utf8_lossy(b)
+        .chars()
+        .map(|c| {
+            if c.is_control() || c == '\u{fffd}' {
+                '?'
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
 /// Parses `comm` and `starttime` (field 22) out of a `/proc/PID/stat` line. The comm is
 /// between the first '(' and the last ')', and may itself contain spaces and parens.
 pub fn parse_stat(stat: &[u8]) -> Option<(String, u64)> {
@@ -109,7 +125,7 @@ pub fn parse_stat(stat: &[u8]) -> Option<(String, u64)> {
     if close < open {
         return None;
     }
-    let comm = String::from_utf8_lossy(&stat[open + 1..close]).into_owned();
+    let comm = printable(&stat[open + 1..close]);
     let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
     // After ")": field 3 (state) is the first; starttime is field 22.
     let start_time = rest.split_ascii_whitespace().nth(19)?.parse().ok()?;

@@ -96,8 +96,8 @@ fn main() {
             }
         }
     }
-    match tttrack::control::serve(&dir) {
-        Ok(rx) => agg.requests = Some(rx),
+    match agg.serve_control() {
+        Ok(()) => {}
         Err(e) => agg.log.warn(format!(
             "cannot serve {}/{}: {e}; tt-smi --buffers will not work",
             dir.display(),

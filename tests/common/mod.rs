@@ -402,6 +402,7 @@ pub fn dev_fig(
         .unwrap_or_default()
 }
 
+#[allow(unused_imports)]
 pub use tttrack::devices::simulated::SimCard;
 
 /// Lists `pids` as holding device `id` (`proc/driver/tenstorrent/N/pids`), one line

@@ -1,0 +1,409 @@
+//! Attacks by an unprivileged local user (uid 65534) on a root aggregator and a root
+//! process reporting through `libtttrack.so`: planted links and directories, links
+//! swapped in while sockets are published, a held lock, alias segment names, escape
+//! codes in a process name. Each checks that no file outside the aggregator's own
+//! changed and that the root process's figures stay exact. CI runs as root.
+
+mod common;
+use common::*;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use tttrack::counters_page::*;
+
+const NOBODY: u32 = 65534;
+
+fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "these tests switch to uid 65534 and must run as root, as CI does"
+    );
+}
+
+/// Runs `script` with sh as uid 65534 and returns its status.
+fn as_nobody(script: &str) -> std::process::ExitStatus {
+    Command::new("sh")
+        .args(["-c", script])
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .status()
+        .expect("sh as uid 65534")
+}
+
+/// A tracking directory as the default one is: root's, mode 1777.
+fn shared_dir(tag: &str) -> (TempDir, PathBuf) {
+    let base = TempDir::new(tag);
+    std::fs::set_permissions(base.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = base.path().join("tttrack");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    (base, dir)
+}
+
+/// A root-owned 0600 file with known content: what an attacker would like changed.
+fn victim(base: &Path, name: &str) -> PathBuf {
+    let p = base.join(name);
+    std::fs::write(&p, "root's secret\n").unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    p
+}
+
+fn assert_untouched(p: &Path) {
+    let m = std::fs::metadata(p).unwrap();
+    assert_eq!(m.mode() & 0o7777, 0o600, "{} was chmodded", p.display());
+    assert_eq!(m.uid(), 0);
+    assert_eq!(
+        std::fs::read_to_string(p).unwrap(),
+        "root's secret\n",
+        "{} was written",
+        p.display()
+    );
+}
+
+/// A root process holding `n` MiB of DRAM on device 0, killed when dropped.
+struct Holder(std::process::Child);
+impl Holder {
+    fn id(&self) -> u32 {
+        self.0.id()
+    }
+    fn kill(&mut self) -> std::io::Result<()> {
+        self.0.kill()
+    }
+    fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        self.0.wait()
+    }
+    fn try_wait(&mut self) -> std::io::Result<Option<std::process::ExitStatus>> {
+        self.0.try_wait()
+    }
+}
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn root_holder(dir: &Path, n: u64) -> Holder {
+    let mut p = spawn_producer(dir, &["hold", "600", &n.to_string()], 0);
+    wait_line(&mut p, "ready");
+    Holder(p)
+}
+
+fn dram_of(agg: &AggProc, pid: u32) -> Option<u64> {
+    agg.snapshot()
+        .and_then(|s| proc_dev(&s, pid, 0).map(|d| d.used[CAT_DRAM]))
+}
+
+/// Attack 1: a private directory and journal links planted before the first start.
+#[test]
+fn a_planted_private_directory_is_moved_aside_and_never_followed() {
+    require_root();
+    let (base, dir) = shared_dir("hostile-planted");
+    let v1 = victim(base.path(), "victim-journal");
+    let v2 = victim(base.path(), "victim-state");
+    let d = dir.display();
+    let s = as_nobody(&format!(
+        "mkdir -m 777 {d}/aggregator && ln -s {} {d}/aggregator/journal.0 && \
+         ln -s {} {d}/aggregator/.state.1.tmp && ln -s {} {d}/aggregator/lock && \
+         printf 'forged' > {d}/aggregator/state.1",
+        v1.display(),
+        v2.display(),
+        v1.display()
+    ));
+    assert!(s.success());
+    let mut agg = AggProc::start(&dir, &[]);
+    let mut holder = root_holder(&dir, 3);
+    let pid = holder.id();
+    agg.wait_for(
+        || dram_of(&agg, pid) == Some(3 << 20),
+        "the root process's 3 MiB",
+    );
+    assert!(
+        agg.output()
+            .contains("could not be trusted (it belongs to uid 65534"),
+        "{}",
+        agg.output()
+    );
+    // SIGTERM: a final snapshot is written; then a restart replays the journal.
+    agg.stop();
+    let agg = AggProc::start(&dir, &[]);
+    agg.wait_for(
+        || dram_of(&agg, pid) == Some(3 << 20),
+        "the figures after a restart",
+    );
+    let priv_dir = std::fs::symlink_metadata(dir.join("aggregator")).unwrap();
+    assert!(priv_dir.is_dir() && priv_dir.uid() == 0 && priv_dir.mode() & 0o777 == 0o700);
+    assert_untouched(&v1);
+    assert_untouched(&v2);
+    let _ = holder.kill();
+    let _ = holder.wait();
+}
+
+/// Attack 2: the published socket names swapped for links to a root file while the
+/// aggregator starts and stops, in a tracking directory the attacker owns.
+#[test]
+fn sockets_are_never_chmodded_through_a_swapped_link() {
+    require_root();
+    let base = TempDir::new("hostile-swap");
+    std::fs::set_permissions(base.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = base.path().join("theirs");
+    std::fs::create_dir(&dir).unwrap();
+    std::os::unix::fs::chown(&dir, Some(NOBODY), Some(NOBODY)).unwrap();
+    let v = victim(base.path(), "victim-socket");
+    let stop = base.path().join("stop");
+    let d = dir.display();
+    let mut swapper = Command::new("sh")
+        .args([
+            "-c",
+            &format!(
+                "while [ ! -e {stop} ]; do for n in wake.sock aggregator.sock; do \
+                 rm -f {d}/$n; ln -s {v} {d}/$n 2>/dev/null; done; done",
+                stop = stop.display(),
+                v = v.display()
+            ),
+        ])
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .spawn()
+        .unwrap();
+    for _ in 0..3 {
+        let mut agg = AggProc::start(&dir, &[]);
+        agg.wait_for(|| agg.snapshot().is_some(), "the page");
+        agg.stop();
+    }
+    std::fs::write(&stop, "").unwrap();
+    let _ = swapper.wait();
+    assert_untouched(&v);
+}
+
+/// Attack 4: the lock. The old lock name held with a shared lock stops nothing, and
+/// the real lock cannot be opened by another user.
+#[test]
+fn another_user_cannot_hold_the_lock() {
+    require_root();
+    let (_base, dir) = shared_dir("hostile-lock");
+    let d = dir.display();
+    let mut holder = Command::new("flock")
+        .args(["-s", &format!("{d}/aggregator.lock"), "sleep", "60"])
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    for _ in 0..2 {
+        let mut agg = AggProc::start(&dir, &[]);
+        agg.wait_for(|| agg.snapshot().is_some(), "a started aggregator");
+        let s = as_nobody(&format!("exec 3<{d}/aggregator/lock"));
+        assert!(!s.success(), "uid 65534 opened the aggregator's lock");
+        agg.stop();
+    }
+    let _ = holder.kill();
+    let _ = holder.wait();
+}
+
+/// A segment file of uid 65534's claiming `pid` started at `start` in its header,
+/// with one 3 GiB DRAM event in lane 0, not locked (as a dead process's).
+fn forged_segment(path: &Path, pid: u32, start: u64) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap();
+    f.set_len(tttrack::shm_layout::SEGMENT_SIZE as u64).unwrap();
+    let map = memmap2::MmapOptions::new()
+        .len(tttrack::shm_layout::SEGMENT_SIZE)
+        .map_raw(&f)
+        .unwrap();
+    // SAFETY: the mapping is SEGMENT_SIZE bytes and outlives every use here.
+    let seg = unsafe { tttrack::segment::SegmentView::new(map.as_mut_ptr()) };
+    tttrack::producer::write_identity(seg, pid, NOBODY, start, b"forged");
+    seg.header()
+        .lanes_reserved
+        .store(u64::MAX, std::sync::atomic::Ordering::Release);
+    let ev = tttrack::shm_layout::Event {
+        seq: 0,
+        kind: 1,
+        subtype: 0,
+        _reserved: 0,
+        device: 0,
+        size: 3 << 30,
+        id: 0xdead,
+    };
+    tttrack::producer::publish(seg, 0, 0, ev);
+    std::os::unix::fs::chown(path, Some(NOBODY), Some(NOBODY)).unwrap();
+}
+
+/// Attack 3: segments of uid 65534's under alias names of a root process's segment
+/// (`seg.0PID.START`, `seg.+PID.START`), and under its exact name pattern in another
+/// directory-entry form, claiming root's pid and start time, unlocked as if dead: none
+/// is taken for root's process, root's figures stay exact, root's process runs on.
+#[test]
+fn alias_and_forged_dead_segments_never_touch_another_users_process() {
+    require_root();
+    let (base, dir) = shared_dir("hostile-alias");
+    let agg = AggProc::start(&dir, &[]);
+    let mut holder = root_holder(&dir, 10);
+    let pid = holder.id();
+    agg.wait_for(|| dram_of(&agg, pid) == Some(10 << 20), "root's 10 MiB");
+    let seg = segment_of(&dir, pid);
+    let name = seg.file_name().unwrap().to_string_lossy().into_owned();
+    let rest = name.strip_prefix("seg.").unwrap().to_string();
+    let start: u64 = rest.split_once('.').unwrap().1.parse().unwrap();
+    let own = base.path().join("attacker");
+    std::fs::create_dir(&own).unwrap();
+    std::fs::set_permissions(&own, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    // Made elsewhere, moved in by uid 65534 (as the attacker would write its own file).
+    for (i, alias) in [
+        format!("seg.0{rest}"),
+        format!("seg.+{rest}"),
+        format!("seg.00{rest}"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let made = own.join(format!("forged{i}"));
+        forged_segment(&made, pid, start);
+        let s = as_nobody(&format!("mv {} {}/{alias}", made.display(), dir.display()));
+        assert!(s.success());
+    }
+    // A compatibility-socket client's or a dead process's name with root's pid: the
+    // header claims root's process, the file is uid 65534's.
+    let other_start = start + 1;
+    let made = own.join("forged-dead");
+    forged_segment(&made, pid, other_start);
+    let s = as_nobody(&format!(
+        "mv {} {}/seg.{pid}.{other_start}",
+        made.display(),
+        dir.display()
+    ));
+    assert!(s.success());
+    std::thread::sleep(std::time::Duration::from_millis(1500)); // past a directory scan
+    let snap = agg.snapshot().unwrap();
+    assert_eq!(dram_of(&agg, pid), Some(10 << 20), "root's figures");
+    let root_rows: Vec<_> = snap
+        .processes
+        .iter()
+        .filter(|p| p.pid == pid && p.uid == 0)
+        .collect();
+    assert_eq!(root_rows.len(), 1);
+    assert!(
+        root_rows[0].flags & PROC_EXACT != 0,
+        "root's process is still exact"
+    );
+    assert!(
+        holder.try_wait().unwrap().is_none(),
+        "the root process runs on"
+    );
+    // Root's process was never taken for dead or re-attached; the forged file with a
+    // start time of its own is counted as what it is: uid 65534's own dead process.
+    let log = agg.output();
+    assert!(!log.contains("re-attached"), "{log}");
+    assert_eq!(
+        log.matches(&format!("pid {pid} (producer")).count(),
+        1,
+        "{log}"
+    );
+    let _ = holder.kill();
+    let _ = holder.wait();
+    agg.wait_for(
+        || dram_of(&agg, pid).is_none(),
+        "root's process released at its end",
+    );
+}
+
+/// Attack 11: a process whose name carries terminal escape codes: printed nowhere raw.
+#[test]
+fn escape_codes_in_a_process_name_are_never_printed_raw() {
+    require_root();
+    let (_base, dir) = shared_dir("hostile-escape");
+    let agg = AggProc::start(&dir, &["-v"]);
+    let script = r#"
+import ctypes, sys
+libc = ctypes.CDLL(None)
+libc.prctl(15, b"\x1b[2J\x1b]0;pw\x07", 0, 0, 0)   # PR_SET_NAME
+lib = ctypes.CDLL(None)
+lib.tttrack_alloc.argtypes = [ctypes.c_int32, ctypes.c_uint64, ctypes.c_uint8, ctypes.c_uint64]
+lib.tttrack_alloc(0, 5 << 20, 0, 0x1000)
+print("ok", flush=True)
+sys.stdin.readline()
+"#;
+    let mut p = tracked_python(&dir, script);
+    wait_line(&mut p, "ok");
+    let pid = p.id();
+    agg.wait_for(
+        || dram_of(&agg, pid) == Some(5 << 20),
+        "the program's 5 MiB",
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_tt-smi"))
+        .args(["--buffers", "--dir", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.contains(&pid.to_string()), "{text}");
+    let plain = Command::new(env!("CARGO_BIN_EXE_tt-smi"))
+        .args(["--dir", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    for (what, bytes) in [
+        ("tt-smi --buffers", out.stdout.as_slice()),
+        ("tt-smi", plain.stdout.as_slice()),
+        ("the aggregator's log", agg.output().as_bytes()),
+    ] {
+        assert!(
+            !bytes.iter().any(|&b| b == 0x1b || b == 0x07),
+            "{what} printed a raw escape code:\n{}",
+            String::from_utf8_lossy(bytes)
+        );
+    }
+    drop(p.stdin.take());
+    let _ = p.wait();
+}
+
+/// Attack 9: a socket client that connected and ended before it was looked at is never
+/// bound to the process that gets its pid next: identification goes through a pidfd
+/// taken at connect time.
+#[test]
+fn a_socket_client_is_bound_to_its_own_process_not_to_its_pid() {
+    let base = TempDir::new("hostile-peer");
+    let path = base.path().join("s.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let connect = format!(
+        "import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect('{}'); print('c', flush=True); sys.stdin.readline()",
+        path.display()
+    );
+    // One that ends before we accept.
+    let mut gone = Command::new("python3")
+        .args(["-c", &connect])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_line(&mut gone, "c");
+    drop(gone.stdin.take());
+    gone.wait().unwrap();
+    let (conn, _) = listener.accept().unwrap();
+    assert!(
+        tttrack::compat::identify_peer(&conn, Path::new("/proc")).is_none(),
+        "an ended client must not be identified by its (reusable) pid"
+    );
+    // One that is still there.
+    let mut here = Command::new("python3")
+        .args(["-c", &connect])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_line(&mut here, "c");
+    let (conn, _) = listener.accept().unwrap();
+    let peer = tttrack::compat::identify_peer(&conn, Path::new("/proc")).expect("a live peer");
+    assert_eq!(peer.pid, here.id());
+    assert!(peer.pidfd.is_some());
+    drop(here.stdin.take());
+    let _ = here.wait();
+}
