@@ -119,6 +119,8 @@ pub type ProcKey = (u32, u64);
 /// What applying one event did, for the verbose log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
+    /// A new buffer beyond `limits::MAX_BUFFERS_PER_PROCESS`: not tracked, counted lost.
+    OverLimit,
     Allocated {
         size: u64,
         btype: BufferType,
@@ -235,6 +237,11 @@ impl Accounting {
         if kind == EventKind::DeviceInfo {
             return Outcome::DeviceInfo;
         }
+        let live = if kind == EventKind::Alloc {
+            p.devices.values().map(|d| d.buffers.len()).sum()
+        } else {
+            0
+        };
         let pd = p.devices.entry(ev.device).or_default();
         match kind {
             EventKind::Alloc => {
@@ -247,6 +254,13 @@ impl Accounting {
                     let rc = (b.refcount() + 1).min(0x00ff_ffff);
                     b.rc_type = (b.rc_type & 0xff00_0000) | rc;
                     return Outcome::Referenced { refcount: rc };
+                }
+                if live >= crate::limits::MAX_BUFFERS_PER_PROCESS {
+                    // Refused and counted lost for this process alone (inexact now).
+                    p.events_applied -= 1;
+                    self.events_applied -= 1;
+                    p.gap_lost = p.gap_lost.saturating_add(1);
+                    return Outcome::OverLimit;
                 }
                 pd.buffers.insert(
                     ev.id,

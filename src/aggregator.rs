@@ -75,6 +75,7 @@ struct Attached {
 }
 
 /// A log line's destination: stdout for information, stderr for problems.
+#[derive(Clone)]
 pub struct Log {
     pub verbosity: Verbosity,
 }
@@ -127,6 +128,8 @@ pub struct Aggregator {
     _lock: std::fs::File,
     /// The private directory: lock, journal, sockets before they are published.
     state_dir: StateDir,
+    /// Users at `limits::MAX_SEGMENTS_PER_UID` (told once in the log).
+    uids_at_bound: HashSet<u32>,
     pid: u32,
     started_unix_ns: u64,
     status: AggregatorStatus,
@@ -218,6 +221,7 @@ impl Aggregator {
             },
             _lock: lock,
             state_dir,
+            uids_at_bound: HashSet::new(),
             pid,
             started_unix_ns,
             status,
@@ -325,8 +329,9 @@ impl Aggregator {
     /// Serves the original protocol at `path` (see [`crate::compat`]).
     pub fn enable_compat(&mut self, path: &Path) -> std::io::Result<()> {
         let l = crate::compat::bind(path)?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        crate::compat::serve(l, tx, self.cfg.proc_root.clone());
+        let (tx, rx) = std::sync::mpsc::sync_channel(crate::limits::COMPAT_QUEUE);
+        let log = self.log.clone();
+        crate::compat::serve(l, tx, self.cfg.proc_root.clone(), move |w| log.warn(w));
         self.compat_rx = Some(rx);
         self.compat_path = Some(path.to_path_buf());
         self.log.info(format!(
@@ -343,7 +348,10 @@ impl Aggregator {
         };
         let mut n = 0;
         let now_s = (sys::unix_ns() / 1_000_000_000) as u32;
-        while let Ok(m) = rx.try_recv() {
+        let mut taken = 0;
+        while taken < crate::limits::COMPAT_PER_PASS {
+            let Ok(m) = rx.try_recv() else { break };
+            taken += 1;
             match m {
                 Msg::Connected {
                     pid,
@@ -673,6 +681,9 @@ impl Aggregator {
             if self.attached.contains_key(&path) || self.rejected.contains(&path) {
                 continue;
             }
+            if !self.uid_has_room(&path) {
+                continue;
+            }
             match self.attach(&path) {
                 Ok(()) => {}
                 Err(why) => {
@@ -685,6 +696,32 @@ impl Aggregator {
         }
         // Forget rejections of files that are gone, so a new file of the name is looked at.
         self.rejected.retain(|p| p.exists());
+    }
+
+    /// Whether the owner of the segment file at `path` has fewer than
+    /// `limits::MAX_SEGMENTS_PER_UID` segments attached. One that has that many is told
+    /// once in the log; its further segments wait (their producers count what they
+    /// cannot deliver) until some of its processes end.
+    fn uid_has_room(&mut self, path: &Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(uid) = std::fs::symlink_metadata(path).map(|m| m.uid()) else {
+            return true;
+        };
+        let n = self
+            .attached
+            .values()
+            .filter(|a| a.seg.file_uid == uid)
+            .count();
+        if n < crate::limits::MAX_SEGMENTS_PER_UID {
+            self.uids_at_bound.remove(&uid);
+            return true;
+        }
+        if self.uids_at_bound.insert(uid) {
+            self.log.warn(format!(
+                "uid {uid} has {n} segments attached, the most one user may: its further processes are not tracked until some end (their events are counted undelivered)"
+            ));
+        }
+        false
     }
 
     fn attach(&mut self, path: &Path) -> Result<(), String> {
@@ -903,7 +940,7 @@ impl Aggregator {
                 // A number we skipped earlier after all: apply it late.
                 late += 1;
             } else {
-                next = ev.seq + 1;
+                next = ev.seq.saturating_add(1);
             }
             applied += 1;
             let lane = *lane as usize;
@@ -1136,6 +1173,14 @@ impl Aggregator {
             self.log.event(describe(key.0, ev, out));
             return;
         }
+        if *out == Outcome::OverLimit {
+            // Once per process: the first refusal (the count is in its events lost).
+            let n = self.acc.processes.get(&key).map_or(0, |p| p.gap_lost);
+            if n == 1 {
+                self.log.warn(describe(key.0, ev, out));
+            }
+            return;
+        }
         if *out != Outcome::UnknownFree {
             return;
         }
@@ -1180,7 +1225,7 @@ impl Aggregator {
         let Some(rx) = self.requests.take() else {
             return;
         };
-        while let Ok(req) = rx.try_recv() {
+        for req in rx.try_iter().take(crate::limits::REQUESTS_PER_PASS) {
             let text = crate::control::answer(&self.acc, &req.query);
             let _ = req.reply.send(text);
         }
@@ -1408,7 +1453,7 @@ fn replay(acc: &mut Accounting, r: &Record) {
                 let lane = (*lane as usize).min(NUM_LANES - 1);
                 p.lane_applied[lane] = *pos;
                 if ev.seq >= p.next_seq {
-                    p.next_seq = ev.seq + 1;
+                    p.next_seq = ev.seq.saturating_add(1);
                 }
             }
             acc.apply(*key, ev, (sys::unix_ns() / 1_000_000_000) as u32);
@@ -1713,6 +1758,13 @@ fn process_records(acc: &Accounting) -> Vec<ProcessRecord> {
 pub fn describe(pid: u32, ev: &Event, out: &Outcome) -> String {
     let mb = |b: u64| b as f64 / (1024.0 * 1024.0);
     match out {
+        Outcome::OverLimit => format!(
+            "✗ [PID {pid}] Allocation of {} bytes on device {} (buffer_id={:#x}) not tracked: the process already has {} live buffers, the most one process may; counted lost",
+            ev.size,
+            ev.device,
+            ev.id,
+            crate::limits::MAX_BUFFERS_PER_PROCESS
+        ),
         Outcome::Allocated { size, btype } => format!(
             "✓ [PID {pid}] Allocated {size} bytes of {} on device {} (buffer_id={:#x})",
             btype.name(),

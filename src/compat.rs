@@ -301,21 +301,50 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
 }
 
 /// Serves the socket on threads; messages go to `tx`.
-pub fn serve(listener: UnixListener, tx: mpsc::Sender<Msg>, proc_root: PathBuf) {
+///
+/// Bounded: at most `limits::MAX_COMPAT_CONNECTIONS_PER_UID` connections per uid and
+/// `MAX_COMPAT_CONNECTIONS` in all (more are closed at once, with a line in the log);
+/// `tx` is a bounded queue, so a client sending faster than the aggregator applies waits
+/// in its own connection thread (its socket fills, its `send` blocks), holding nothing.
+pub fn serve(
+    listener: UnixListener,
+    tx: mpsc::SyncSender<Msg>,
+    proc_root: PathBuf,
+    refused: impl Fn(String) + Send + 'static,
+) {
+    let limit = crate::limits::ConnectionLimit::new(
+        crate::limits::MAX_COMPAT_CONNECTIONS_PER_UID,
+        crate::limits::MAX_COMPAT_CONNECTIONS,
+    );
     let _ = std::thread::Builder::new()
         .name("compat".into())
         .spawn(move || {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { continue };
+                let Some((pid, uid)) = peer(&conn) else {
+                    continue;
+                };
+                let slot = match limit.admit(uid) {
+                    Ok(s) => s,
+                    Err(why) => {
+                        refused(format!(
+                            "compatibility socket: connection of pid {pid} refused: {why}"
+                        ));
+                        continue;
+                    }
+                };
                 let (tx, root) = (tx.clone(), proc_root.clone());
                 let _ = std::thread::Builder::new()
                     .name("compat-conn".into())
-                    .spawn(move || connection(conn, tx, &root));
+                    .spawn(move || {
+                        connection(conn, tx, &root);
+                        drop(slot);
+                    });
             }
         });
 }
 
-fn peer(conn: &UnixStream) -> Option<(u32, u32)> {
+pub(crate) fn peer(conn: &UnixStream) -> Option<(u32, u32)> {
     let mut cred = libc::ucred {
         pid: 0,
         uid: 0,
@@ -423,7 +452,7 @@ pub fn identify_peer(conn: &UnixStream, proc_root: &Path) -> Option<Peer> {
     })
 }
 
-fn connection(mut conn: UnixStream, tx: mpsc::Sender<Msg>, proc_root: &Path) {
+fn connection(mut conn: UnixStream, tx: mpsc::SyncSender<Msg>, proc_root: &Path) {
     let Some(Peer {
         pid,
         uid,

@@ -2,9 +2,11 @@
 //! detail that does not fit the fixed counters page, served on request.
 //!
 //! Protocol: the client sends one line, the server answers and closes.
-//! - `buffers [pid=P] [device=D]`: one JSON object per line for each live buffer
-//!   (`pid`, `comm`, `device`, `type`, `address`, `size`, `refcount`, `first_seen_unix_s`),
-//!   largest first;
+//! - `buffers [pid=P] [device=D] [limit=N]`: one JSON object per line for each live
+//!   buffer (`pid`, `comm`, `device`, `type`, `address`, `size`, `refcount`,
+//!   `first_seen_unix_s`), largest first, at most N (default
+//!   `limits::DEFAULT_BUFFERS_ANSWER`, at most `MAX_BUFFERS_ANSWER`); when more are
+//!   live, a last line `{"truncated": true, "shown": N, "total": M}`;
 //! - `ping`: `pong`.
 //!
 //! Anything else gets one line `{"error": "..."}`.
@@ -21,7 +23,37 @@ pub const SOCKET_NAME: &str = "aggregator.sock";
 
 pub struct Request {
     pub query: String,
-    pub reply: mpsc::Sender<String>,
+    pub reply: mpsc::Sender<Answer>,
+}
+
+/// What the aggregator's loop hands back: the buffers chosen (copied out, largest
+/// first), written out as text by the connection's own thread, so that formatting a
+/// large answer never holds up draining.
+pub enum Answer {
+    Text(String),
+    Buffers { lines: Vec<BufferLine>, total: u64 },
+}
+
+impl Answer {
+    pub fn into_text(self) -> String {
+        match self {
+            Answer::Text(t) => t,
+            Answer::Buffers { lines, total } => {
+                let mut out = String::with_capacity(lines.len() * 160);
+                for l in &lines {
+                    out.push_str(&serde_json::to_string(l).unwrap_or_default());
+                    out.push('\n');
+                }
+                if (lines.len() as u64) < total {
+                    out.push_str(&format!(
+                        "{}\n",
+                        serde_json::json!({ "truncated": true, "shown": lines.len(), "total": total })
+                    ));
+                }
+                out
+            }
+        }
+    }
 }
 
 #[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -38,15 +70,25 @@ pub struct BufferLine {
 }
 
 /// Answers one query from the accounting.
-pub fn answer(acc: &Accounting, query: &str) -> String {
+pub fn answer(acc: &Accounting, query: &str) -> Answer {
     let mut words = query.split_whitespace();
     match words.next() {
-        Some("ping") => "pong\n".to_string(),
+        Some("ping") => Answer::Text("pong\n".to_string()),
         Some("buffers") => {
             let mut pid: Option<u32> = None;
             let mut device: Option<i32> = None;
+            let mut limit = crate::limits::DEFAULT_BUFFERS_ANSWER;
             for w in words {
                 match w.split_once('=') {
+                    Some(("limit", v)) => match v.parse::<usize>() {
+                        Ok(v) if (1..=crate::limits::MAX_BUFFERS_ANSWER).contains(&v) => limit = v,
+                        _ => {
+                            return error(&format!(
+                                "limit={v} is not a number from 1 to {}",
+                                crate::limits::MAX_BUFFERS_ANSWER
+                            ))
+                        }
+                    },
                     Some(("pid", v)) => match v.parse() {
                         Ok(v) => pid = Some(v),
                         Err(_) => return error(&format!("pid={v} is not a number")),
@@ -58,70 +100,118 @@ pub fn answer(acc: &Accounting, query: &str) -> String {
                     _ => return error(&format!("unknown argument {w:?} (use pid=P or device=D)")),
                 }
             }
-            let mut lines = Vec::new();
-            for p in acc.processes.values() {
-                if pid.is_some_and(|x| x != p.pid) {
-                    continue;
-                }
-                for (&d, pd) in &p.devices {
-                    if device.is_some_and(|x| x != d) {
-                        continue;
-                    }
-                    for (&addr, b) in &pd.buffers {
-                        lines.push(BufferLine {
-                            pid: p.pid,
-                            comm: p.comm.clone(),
-                            device: d,
-                            btype: BufferType::from_u8(b.btype())
-                                .map(|t| t.name())
-                                .unwrap_or("?")
-                                .to_string(),
-                            address: addr,
-                            size: b.size,
-                            refcount: b.refcount(),
-                            first_seen_unix_s: b.first_seen_unix_s,
-                        });
-                    }
-                }
-            }
-            lines.sort_by(|a, b| b.size.cmp(&a.size).then(a.address.cmp(&b.address)));
-            let mut out = String::with_capacity(lines.len() * 128);
-            for l in &lines {
-                out.push_str(&serde_json::to_string(l).unwrap_or_default());
-                out.push('\n');
-            }
-            out
+            buffers_answer(acc, pid, device, limit)
         }
         Some(other) => error(&format!("unknown request {other:?} (try: buffers, ping)")),
         None => error("empty request (try: buffers, ping)"),
     }
 }
 
-fn error(msg: &str) -> String {
+/// The `limit` largest live buffers matching, largest first: chosen with a heap of
+/// `limit` entries, so neither the time beyond one look at each buffer nor the memory
+/// grows with how many there are.
+fn buffers_answer(acc: &Accounting, pid: Option<u32>, device: Option<i32>, limit: usize) -> Answer {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    // (size, Reverse(address), process key, device): the heap's top is the smallest kept.
+    let mut heap: BinaryHeap<Reverse<(u64, Reverse<u64>, (u32, u64), i32)>> =
+        BinaryHeap::with_capacity(limit + 1);
+    let mut total = 0u64;
+    for (key, p) in &acc.processes {
+        if pid.is_some_and(|x| x != p.pid) {
+            continue;
+        }
+        for (&d, pd) in &p.devices {
+            if device.is_some_and(|x| x != d) {
+                continue;
+            }
+            for (&addr, b) in &pd.buffers {
+                total += 1;
+                let item = Reverse((b.size, Reverse(addr), *key, d));
+                if heap.len() < limit {
+                    heap.push(item);
+                } else if heap.peek().is_some_and(|top| item < *top) {
+                    heap.pop();
+                    heap.push(item);
+                }
+            }
+        }
+    }
+    let mut lines = Vec::with_capacity(heap.len());
+    for Reverse((size, Reverse(addr), key, d)) in heap.into_sorted_vec() {
+        let Some(p) = acc.processes.get(&key) else {
+            continue;
+        };
+        let Some(b) = p.devices.get(&d).and_then(|pd| pd.buffers.get(&addr)) else {
+            continue;
+        };
+        lines.push(BufferLine {
+            pid: p.pid,
+            comm: p.comm.clone(),
+            device: d,
+            btype: BufferType::from_u8(b.btype())
+                .map(|t| t.name())
+                .unwrap_or("?")
+                .to_string(),
+            address: addr,
+            size,
+            refcount: b.refcount(),
+            first_seen_unix_s: b.first_seen_unix_s,
+        });
+    }
+    Answer::Buffers { lines, total }
+}
+
+fn error_text(msg: &str) -> String {
     format!("{}\n", serde_json::json!({ "error": msg }))
+}
+
+fn error(msg: &str) -> Answer {
+    Answer::Text(error_text(msg))
 }
 
 /// Serves the bound socket on a thread; requests go to the returned receiver, which
 /// the aggregator's loop answers between passes.
 pub fn serve(listener: UnixListener) -> std::io::Result<mpsc::Receiver<Request>> {
     let (tx, rx) = mpsc::channel();
+    let limit = crate::limits::ConnectionLimit::new(
+        crate::limits::MAX_REQUEST_CONNECTIONS_PER_UID,
+        crate::limits::MAX_REQUEST_CONNECTIONS,
+    );
     std::thread::Builder::new()
         .name("control".into())
         .spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(conn) = conn else { continue };
+            for mut conn in listener.incoming().flatten() {
+                let Some((_, uid)) = crate::compat::peer(&conn) else {
+                    continue;
+                };
+                let slot = match limit.admit(uid) {
+                    Ok(s) => s,
+                    Err(why) => {
+                        let _ = conn.set_write_timeout(Some(Duration::from_millis(100)));
+                        let _ = conn.write_all(error_text(&format!("refused: {why}")).as_bytes());
+                        continue;
+                    }
+                };
                 let tx = tx.clone();
                 let _ = std::thread::Builder::new()
                     .name("control-conn".into())
-                    .spawn(move || handle(conn, tx));
+                    .spawn(move || {
+                        handle(conn, tx);
+                        drop(slot);
+                    });
             }
         })?;
     Ok(rx)
 }
 
 fn handle(conn: UnixStream, tx: mpsc::Sender<Request>) {
+    // Formatting and writing answers is background work: it yields the CPU to the
+    // draining thread. (Per thread on Linux; harmless where it fails.)
+    // SAFETY: setpriority on this thread's own id has no memory-safety preconditions.
+    unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10) };
     let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
-    let _ = conn.set_write_timeout(Some(Duration::from_secs(10)));
+    let _ = conn.set_write_timeout(Some(Duration::from_secs(2)));
     let mut line = String::new();
     let mut r = BufReader::new(match conn.try_clone() {
         Ok(c) => c,
@@ -141,9 +231,9 @@ fn handle(conn: UnixStream, tx: mpsc::Sender<Request>) {
     {
         return;
     }
-    if let Ok(text) = rrx.recv_timeout(Duration::from_secs(10)) {
+    if let Ok(a) = rrx.recv_timeout(Duration::from_secs(10)) {
         let mut w = conn;
-        let _ = w.write_all(text.as_bytes());
+        let _ = w.write_all(a.into_text().as_bytes());
     }
 }
 

@@ -18,6 +18,7 @@ pub mod devices;
 pub mod fault_guard;
 pub mod ffi;
 pub mod journal;
+pub mod limits;
 pub mod metrics;
 pub mod producer;
 pub mod segment;

@@ -407,3 +407,261 @@ fn a_socket_client_is_bound_to_its_own_process_not_to_its_pid() {
     drop(here.stdin.take());
     let _ = here.wait();
 }
+
+/// Samples the aggregator while `busy` runs: the oldest its page's heartbeat got and
+/// its largest resident memory.
+struct Watch {
+    max_age: std::time::Duration,
+    max_rss_kib: u64,
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn watch_while(agg: &AggProc, mut busy: impl FnMut() -> bool) -> Watch {
+    let mut w = Watch {
+        max_age: std::time::Duration::ZERO,
+        max_rss_kib: 0,
+    };
+    while busy() {
+        if let Some(s) = agg.snapshot() {
+            let age = tttrack::sys::unix_ns().saturating_sub(s.status.heartbeat_unix_ns);
+            w.max_age = w.max_age.max(std::time::Duration::from_nanos(age));
+        }
+        w.max_rss_kib = w.max_rss_kib.max(rss_kib(agg.child.id()));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    w
+}
+
+/// A compatibility-socket client of uid 65534's sending alloc/free pairs with fresh ids
+/// as fast as it can for `secs` seconds.
+fn flooding_client(sock: &Path, secs: u32) -> std::process::Child {
+    let script = format!(
+        r#"
+import socket, struct, time
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect({sock:?})
+fmt = '<BxxxiQBxxxiQQ' + 'Q'*6 + 'Q'*2 + 'I'*6 + 'I'*4
+def msg(t, i): return struct.pack(fmt, t, 0, 4096, 0, 0, i, 0, *([0]*6), 0, 0, *([0]*6), *([0]*4))
+end = time.time() + {secs}
+i = 1
+while time.time() < end:
+    blob = b''.join(msg(1, i + k) + msg(2, i + k) for k in range(2000))
+    i += 2000
+    s.sendall(blob)
+"#,
+        sock = sock.to_str().unwrap()
+    );
+    Command::new("python3")
+        .args(["-c", &script])
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .spawn()
+        .unwrap()
+}
+
+/// Attack 5: two clients of uid 65534's flood the compatibility socket while a root
+/// process reports through its lanes: the root process loses nothing, the heartbeat
+/// stays fresh, the aggregator's memory stays bounded.
+#[test]
+fn a_compatibility_socket_flood_slows_no_one_else() {
+    require_root();
+    let _h = heavy();
+    let (base, dir) = shared_dir("hostile-flood");
+    let sock = base.path().join("compat.sock");
+    let agg = AggProc::start(&dir, &["--compat-socket", sock.to_str().unwrap()]);
+    agg.wait_for(|| sock.exists(), "the compatibility socket");
+    let mut floods = [flooding_client(&sock, 6), flooding_client(&sock, 6)];
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let mut root = spawn_producer(&dir, &["pairs", "1", "2000000"], 0);
+    let w = watch_while(&agg, || root.try_wait().unwrap().is_none());
+    eprintln!(
+        "compat flood: heartbeat at most {:?} old, aggregator RSS at most {} KiB",
+        w.max_age, w.max_rss_kib
+    );
+    let out = root.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("dropped 0"),
+        "the root process dropped events: {text}"
+    );
+    for f in &mut floods {
+        let _ = f.kill();
+        let _ = f.wait();
+    }
+    assert!(
+        w.max_age < std::time::Duration::from_millis(500),
+        "heartbeat {:?} old during the flood",
+        w.max_age
+    );
+    assert!(
+        w.max_rss_kib < 256 * 1024,
+        "aggregator RSS {} KiB",
+        w.max_rss_kib
+    );
+}
+
+/// Attack 6: with many buffers held, eight request clients of uid 65534's ask for
+/// every buffer and never read; draining goes on, and an answer is bounded.
+#[test]
+fn buffers_requests_are_bounded_and_never_stall_draining() {
+    require_root();
+    let _h = heavy();
+    let (_base, dir) = shared_dir("hostile-requests");
+    let agg = AggProc::start(&dir, &[]);
+    let mut holder = root_holder(&dir, 200_000);
+    let pid = holder.id();
+    agg.wait_for(
+        || dram_of(&agg, pid) == Some(200_000 << 20),
+        "200,000 buffers held",
+    );
+    let sock = dir.join("aggregator.sock");
+    let mut askers: Vec<_> = (0..8)
+        .map(|_| {
+            Command::new("python3")
+                .args([
+                    "-c",
+                    &format!(
+                        "import socket,time; s=socket.socket(socket.AF_UNIX); s.connect({:?}); s.sendall(b'buffers limit=100000\\n'); time.sleep(8)",
+                        sock.to_str().unwrap()
+                    ),
+                ])
+                .uid(NOBODY)
+                .gid(NOBODY)
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut root = spawn_producer(&dir, &["pairs", "1", "1000000"], 0);
+    let w = watch_while(&agg, || root.try_wait().unwrap().is_none());
+    eprintln!(
+        "8 pending buffers requests: heartbeat at most {:?} old, aggregator RSS at most {} KiB",
+        w.max_age, w.max_rss_kib
+    );
+    let out = root.wait_with_output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("dropped 0"));
+    assert!(
+        w.max_age < std::time::Duration::from_millis(500),
+        "heartbeat {:?} old while requests were pending",
+        w.max_age
+    );
+    // An answer is at most the default limit, with a line saying what was left out.
+    let text = tttrack::control::request(&dir, "buffers").unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), tttrack::limits::DEFAULT_BUFFERS_ANSWER + 1);
+    let last: serde_json::Value = serde_json::from_str(lines.last().unwrap()).unwrap();
+    assert_eq!(last["truncated"], true);
+    assert_eq!(last["total"], 200_000);
+    let smi = Command::new(env!("CARGO_BIN_EXE_tt-smi"))
+        .args(["--buffers", "--dir", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&smi.stdout).contains("the 10000 largest of 200000 live buffers")
+    );
+    for a in &mut askers {
+        let _ = a.kill();
+        let _ = a.wait();
+    }
+    let _ = holder.kill();
+}
+
+/// Attack 7: one process of uid 65534's allocating more distinct buffers than one
+/// process may: the excess is refused and counted lost for it alone.
+#[test]
+fn buffers_beyond_the_per_process_bound_are_counted_lost_for_that_process() {
+    require_root();
+    let _h = heavy();
+    let (_base, dir) = shared_dir("hostile-bound");
+    let agg = AggProc::start(&dir, &[]);
+    let mut root = root_holder(&dir, 3);
+    let rpid = root.id();
+    let over = tttrack::limits::MAX_BUFFERS_PER_PROCESS as u64 + 500;
+    let mut p = Command::new(c_program("producer"))
+        .args(["keep", "1", &over.to_string()])
+        .env("TT_ALLOC_TRACKING_ENABLED", "1")
+        .env("TTTRACK_DIR", &dir)
+        .env("PRODUCER_LINGER_MS", "30000")
+        .stdout(std::process::Stdio::piped())
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .spawn()
+        .unwrap();
+    let pid = p.id();
+    wait_line(&mut p, "dropped");
+    agg.wait_for(
+        || {
+            agg.snapshot().is_some_and(|s| {
+                s.processes.iter().any(|x| {
+                    x.pid == pid
+                        && x.events_lost == 500
+                        && x.buffers as usize == tttrack::limits::MAX_BUFFERS_PER_PROCESS
+                })
+            })
+        },
+        "the bound reached, 500 counted lost",
+    );
+    let s = agg.snapshot().unwrap();
+    let me = s.processes.iter().find(|x| x.pid == pid).unwrap();
+    assert_eq!(me.flags & PROC_EXACT, 0, "marked inexact");
+    assert_eq!(dram_of(&agg, rpid), Some(3 << 20));
+    let r = s.processes.iter().find(|x| x.pid == rpid).unwrap();
+    assert!(r.flags & PROC_EXACT != 0 && r.events_lost == 0);
+    assert!(
+        agg.output().contains("the most one process may"),
+        "{}",
+        agg.output()
+    );
+    let _ = p.kill();
+    let _ = p.wait();
+    let _ = root.kill();
+}
+
+/// Attack 8: hundreds of idle compatibility connections of uid 65534's: beyond its
+/// bound they are refused, and a root process that starts afterwards is tracked.
+#[test]
+fn idle_connections_of_one_user_cannot_exhaust_the_aggregator() {
+    require_root();
+    let (base, dir) = shared_dir("hostile-fds");
+    let sock = base.path().join("compat.sock");
+    let agg = AggProc::start(&dir, &["--compat-socket", sock.to_str().unwrap()]);
+    agg.wait_for(|| sock.exists(), "the compatibility socket");
+    let n = tttrack::limits::MAX_COMPAT_CONNECTIONS_PER_UID + 72;
+    let mut hog = Command::new("python3")
+        .args([
+            "-c",
+            &format!(
+                "import socket,sys\nss=[]\nfor i in range({n}):\n    s=socket.socket(socket.AF_UNIX); s.connect({:?}); ss.append(s)\nprint('open', flush=True)\nsys.stdin.readline()",
+                sock.to_str().unwrap()
+            ),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .spawn()
+        .unwrap();
+    wait_line(&mut hog, "open");
+    agg.wait_for(
+        || agg.output().contains("already has 128 connections open"),
+        "the refusals logged",
+    );
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", agg.child.id()))
+        .unwrap()
+        .count();
+    assert!(fds < 128 + 100, "the aggregator holds {fds} descriptors");
+    let holder = root_holder(&dir, 4);
+    agg.wait_for(
+        || dram_of(&agg, holder.id()) == Some(4 << 20),
+        "a new root process tracked",
+    );
+    drop(hog.stdin.take());
+    let _ = hog.wait();
+}

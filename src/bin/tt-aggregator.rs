@@ -49,6 +49,7 @@ extern "C" fn on_signal(_: libc::c_int) {
 
 fn main() {
     let args = Args::parse();
+    tttrack::limits::raise_open_file_limit();
     if !(args.telemetry_interval.is_finite() && args.telemetry_interval >= 0.05) {
         eprintln!("tt-aggregator: --telemetry-interval must be a number of seconds, at least 0.05");
         std::process::exit(2);

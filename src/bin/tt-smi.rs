@@ -113,6 +113,7 @@ fn buffers(dir: &std::path::Path, pid: Option<u32>, device: Option<i32>) -> i32 
     let now = tttrack::sys::unix_ns() / 1_000_000_000;
     let mut n = 0;
     let mut total = 0u64;
+    let mut truncated = None;
     println!(
         "{:>8}  {:<16} {:>3}  {:<13} {:>18}  {:>10}  {:>4}  {:>8}",
         "PID", "Name", "Dev", "Type", "Address", "Size", "Refs", "Age"
@@ -123,6 +124,11 @@ fn buffers(dir: &std::path::Path, pid: Option<u32>, device: Option<i32>) -> i32 
             return 1;
         }
         let Ok(b) = serde_json::from_str::<tttrack::control::BufferLine>(line) else {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+                if v["truncated"] == true {
+                    truncated = Some((v["shown"].as_u64(), v["total"].as_u64()));
+                }
+            }
             continue;
         };
         n += 1;
@@ -140,6 +146,13 @@ fn buffers(dir: &std::path::Path, pid: Option<u32>, device: Option<i32>) -> i32 
             age
         );
     }
-    println!("{n} live buffers, {}", tttrack::sys::human_bytes(total));
+    match truncated {
+        Some((Some(shown), Some(all))) => println!(
+            "the {shown} largest of {all} live buffers, {} (the aggregator answers at most {} at a time; narrow with --pid or --device)",
+            tttrack::sys::human_bytes(total),
+            tttrack::limits::DEFAULT_BUFFERS_ANSWER
+        ),
+        _ => println!("{n} live buffers, {}", tttrack::sys::human_bytes(total)),
+    }
     0
 }

@@ -1,0 +1,125 @@
+//! Bounds on what one user can make the aggregator hold, in one place. What is over a
+//! bound is refused and counted for the one who asked (its process marked inexact, or
+//! its connection closed with a reason); nobody else pays for it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Live buffers one process may have tracked (about 55 bytes each in the aggregator);
+/// allocations beyond are counted lost for that process.
+pub const MAX_BUFFERS_PER_PROCESS: usize = 1_000_000;
+
+/// Segments attached at once for one uid; more are left unattached (their processes'
+/// events are counted undelivered by their producers) and logged once.
+pub const MAX_SEGMENTS_PER_UID: usize = 512;
+
+/// Compatibility-socket connections at once: per uid, and in all.
+pub const MAX_COMPAT_CONNECTIONS_PER_UID: usize = 128;
+pub const MAX_COMPAT_CONNECTIONS: usize = 1024;
+
+/// Request-socket connections at once: per uid, and in all.
+pub const MAX_REQUEST_CONNECTIONS_PER_UID: usize = 8;
+pub const MAX_REQUEST_CONNECTIONS: usize = 64;
+
+/// Compatibility-socket messages queued for the aggregator's loop (a client sending
+/// faster than this drains waits in its own connection thread), and applied per pass.
+pub const COMPAT_QUEUE: usize = 65_536;
+pub const COMPAT_PER_PASS: usize = 65_536;
+
+/// Requests answered per pass of the aggregator's loop (the others wait a pass).
+pub const REQUESTS_PER_PASS: usize = 1;
+
+/// Buffers listed in one `buffers` answer: by default, and at most (`limit=N`).
+pub const DEFAULT_BUFFERS_ANSWER: usize = 10_000;
+pub const MAX_BUFFERS_ANSWER: usize = 100_000;
+
+/// Counts connections per uid under a total; a slot is given back when its guard drops.
+#[derive(Clone)]
+pub struct ConnectionLimit {
+    inner: Arc<Mutex<(usize, HashMap<u32, usize>)>>,
+    per_uid: usize,
+    total: usize,
+}
+
+/// One connection's place under a [`ConnectionLimit`].
+pub struct ConnectionSlot {
+    limit: ConnectionLimit,
+    uid: u32,
+}
+
+impl ConnectionLimit {
+    pub fn new(per_uid: usize, total: usize) -> Self {
+        Self {
+            inner: Default::default(),
+            per_uid,
+            total,
+        }
+    }
+
+    /// A slot for a connection of `uid`, or why there is none.
+    pub fn admit(&self, uid: u32) -> Result<ConnectionSlot, String> {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let (all, by_uid) = &mut *g;
+        let mine = by_uid.entry(uid).or_default();
+        if *mine >= self.per_uid {
+            return Err(format!(
+                "uid {uid} already has {} connections open (at most {})",
+                *mine, self.per_uid
+            ));
+        }
+        if *all >= self.total {
+            return Err(format!("{all} connections open (at most {})", self.total));
+        }
+        *mine += 1;
+        *all += 1;
+        Ok(ConnectionSlot {
+            limit: self.clone(),
+            uid,
+        })
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let mut g = self.limit.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let (all, by_uid) = &mut *g;
+        *all = all.saturating_sub(1);
+        if let Some(n) = by_uid.get_mut(&self.uid) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                by_uid.remove(&self.uid);
+            }
+        }
+    }
+}
+
+/// Raises this process's soft limit on open files to its hard limit, so that the
+/// bounds above, not the default of 1024 descriptors, decide who is refused.
+pub fn raise_open_file_limit() {
+    // SAFETY: a zeroed rlimit is a valid out-parameter; getrlimit/setrlimit on our
+    // own process have no other preconditions.
+    unsafe {
+        let mut r: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < r.rlim_max {
+            r.rlim_cur = r.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_counted_per_uid_and_in_all_and_given_back() {
+        let l = ConnectionLimit::new(2, 3);
+        let a = l.admit(1).unwrap();
+        let _b = l.admit(1).unwrap();
+        assert!(l.admit(1).is_err(), "per uid");
+        let _c = l.admit(2).unwrap();
+        assert!(l.admit(3).is_err(), "in all");
+        drop(a);
+        assert!(l.admit(1).is_ok());
+    }
+}
