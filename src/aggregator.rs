@@ -130,6 +130,10 @@ pub struct Aggregator {
     state_dir: StateDir,
     /// Users at `limits::MAX_SEGMENTS_PER_UID` (told once in the log).
     uids_at_bound: HashSet<u32>,
+    /// A compatibility-socket dump waiting for its share of time, and when requests
+    /// may next be answered (see `request_took`).
+    held_compat: Option<crate::compat::Msg>,
+    requests_quiet_until: Instant,
     pid: u32,
     started_unix_ns: u64,
     status: AggregatorStatus,
@@ -222,6 +226,8 @@ impl Aggregator {
             _lock: lock,
             state_dir,
             uids_at_bound: HashSet::new(),
+            held_compat: None,
+            requests_quiet_until: Instant::now(),
             pid,
             started_unix_ns,
             status,
@@ -350,8 +356,15 @@ impl Aggregator {
         let now_s = (sys::unix_ns() / 1_000_000_000) as u32;
         let mut taken = 0;
         while taken < crate::limits::COMPAT_PER_PASS {
-            let Ok(m) = rx.try_recv() else { break };
+            let Some(m) = self.held_compat.take().or_else(|| rx.try_recv().ok()) else {
+                break;
+            };
             taken += 1;
+            if matches!(m, Msg::Dump { .. }) && Instant::now() < self.requests_quiet_until {
+                // A dump looks at every buffer: it waits for the requests' share of time.
+                self.held_compat = Some(m);
+                break;
+            }
             match m {
                 Msg::Connected {
                     pid,
@@ -393,9 +406,11 @@ impl Aggregator {
                     let _ = reply.send(self.compat_answer(&msg).encode());
                 }
                 Msg::Dump { kernels, reply } => {
+                    let t = Instant::now();
                     let text = self.dump_text(kernels);
                     self.log.info(text.trim_end());
                     let _ = reply.send(text);
+                    self.request_took(t.elapsed());
                 }
                 Msg::Disconnected { pid, bad_messages } => {
                     self.log.info(format!(
@@ -474,10 +489,20 @@ impl Aggregator {
         if kernels {
             let _ = writeln!(o, "=== Loaded kernels ===");
             let now_s = sys::unix_ns() / 1_000_000_000;
+            let mut lines = 0usize;
             for p in self.acc.processes.values() {
                 for (&d, pd) in &p.devices {
                     for (&id, v) in &pd.kernels {
                         for &(size, kt, loaded_s) in v {
+                            lines += 1;
+                            if lines > crate::limits::DEFAULT_BUFFERS_ANSWER {
+                                let _ = writeln!(
+                                    o,
+                                    "  ... (at most {} kernels are listed)",
+                                    crate::limits::DEFAULT_BUFFERS_ANSWER
+                                );
+                                return o;
+                            }
                             let kt = crate::shm_layout::KernelType::from_u8(kt)
                                 .map(|k| k.name())
                                 .unwrap_or("?");
@@ -496,34 +521,40 @@ impl Aggregator {
             return o;
         }
         let _ = writeln!(o, "=== Remaining buffers ===");
-        let mut groups: std::collections::BTreeMap<(i32, u8), Vec<(u64, u64, u32, u32, String)>> =
-            Default::default();
+        // Every buffer counted in its group's line; at most `limits::DEFAULT_BUFFERS_ANSWER`
+        // listed (any client may ask, and it is logged too), with what was left out.
+        let cap = crate::limits::DEFAULT_BUFFERS_ANSWER;
+        let mut groups: std::collections::BTreeMap<
+            (i32, u8),
+            (u64, u64, Vec<(u64, u64, u32, u32, String)>),
+        > = Default::default();
+        let mut listed = 0usize;
+        let mut all = 0u64;
         for p in self.acc.processes.values() {
             for (&d, pd) in &p.devices {
                 for (&addr, b) in &pd.buffers {
-                    groups.entry((d, b.btype())).or_default().push((
-                        addr,
-                        b.size,
-                        b.refcount(),
-                        p.pid,
-                        p.comm.clone(),
-                    ));
+                    let g = groups.entry((d, b.btype())).or_default();
+                    g.0 += 1;
+                    g.1 += b.size;
+                    all += 1;
+                    if listed < cap {
+                        listed += 1;
+                        g.2.push((addr, b.size, b.refcount(), p.pid, p.comm.clone()));
+                    }
                 }
             }
         }
         if groups.is_empty() {
             let _ = writeln!(o, "  (none)");
         }
-        for ((d, t), mut v) in groups {
+        for ((d, t), (count, total, mut v)) in groups {
             v.sort();
-            let total: u64 = v.iter().map(|x| x.1).sum();
             let tn = crate::shm_layout::BufferType::from_u8(t)
                 .map(|t| t.name())
                 .unwrap_or("?");
             let _ = writeln!(
                 o,
-                "Device {d} {tn}: {} buffers, {}",
-                v.len(),
+                "Device {d} {tn}: {count} buffers, {}",
                 sys::human_bytes(total)
             );
             for (addr, size, rc, pid, comm) in v {
@@ -533,6 +564,13 @@ impl Aggregator {
                     sys::human_bytes(size)
                 );
             }
+        }
+        if all > listed as u64 {
+            let _ = writeln!(
+                o,
+                "  ... {} more buffers not listed (at most {cap} are; tt-smi --buffers lists the largest)",
+                all - listed as u64
+            );
         }
         o
     }
@@ -1225,11 +1263,26 @@ impl Aggregator {
         let Some(rx) = self.requests.take() else {
             return;
         };
-        for req in rx.try_iter().take(crate::limits::REQUESTS_PER_PASS) {
+        for _ in 0..crate::limits::REQUESTS_PER_PASS {
+            if Instant::now() < self.requests_quiet_until {
+                break;
+            }
+            let Ok(req) = rx.try_recv() else { break };
+            let t = Instant::now();
             let text = crate::control::answer(&self.acc, &req.query);
             let _ = req.reply.send(text);
+            self.request_took(t.elapsed());
         }
         self.requests = Some(rx);
+    }
+
+    /// Requests and dumps (which look at every buffer) get at most
+    /// `limits::REQUEST_SHARE_PERCENT` of the draining thread's time: after one that took
+    /// `d`, the next waits until enough draining time has passed.
+    fn request_took(&mut self, d: Duration) {
+        let rest =
+            d * (100 - crate::limits::REQUEST_SHARE_PERCENT) / crate::limits::REQUEST_SHARE_PERCENT;
+        self.requests_quiet_until = Instant::now() + rest;
     }
 
     /// Builds and publishes the counters page.

@@ -29,6 +29,11 @@ pub const COMPAT_PER_PASS: usize = 65_536;
 /// Requests answered per pass of the aggregator's loop (the others wait a pass).
 pub const REQUESTS_PER_PASS: usize = 1;
 
+/// The share of the draining thread's time that requests and compatibility-socket
+/// dumps (each a look at every buffer) may take, in percent: after one that took `d`,
+/// the next waits `d * (100 - share) / share`.
+pub const REQUEST_SHARE_PERCENT: u32 = 10;
+
 /// Buffers listed in one `buffers` answer: by default, and at most (`limit=N`).
 pub const DEFAULT_BUFFERS_ANSWER: usize = 10_000;
 pub const MAX_BUFFERS_ANSWER: usize = 100_000;

@@ -85,6 +85,9 @@ pub struct MappedSegment {
     map: memmap2::MmapRaw,
     /// Consumer's read position per lane (may run ahead of the published tail).
     cursors: [u64; NUM_LANES],
+    /// The tails this reader last gave back (`commit`): a lane's head may run at most a
+    /// lane's capacity ahead of them, whatever the tail word in shared memory says.
+    committed: [std::cell::Cell<u64>; NUM_LANES],
 }
 
 impl MappedSegment {
@@ -176,6 +179,7 @@ impl MappedSegment {
             file,
             guard,
             map,
+            committed: cursors.map(std::cell::Cell::new),
             cursors,
         })
     }
@@ -240,12 +244,20 @@ impl MappedSegment {
             return Err(SegmentError::Truncated);
         }
         let cur = self.cursors[i];
+        let committed = self.committed[i].get();
         let avail = head.wrapping_sub(cur);
-        if avail > LANE_CAPACITY as u64 {
+        // Measured from what was given back, not only from what was read: a head that
+        // keeps moving a capacity ahead of the read position would otherwise make the
+        // reader hold ever more events that were never given back.
+        let ahead = cur.wrapping_sub(committed);
+        if avail > LANE_CAPACITY as u64
+            || ahead > LANE_CAPACITY as u64
+            || head.wrapping_sub(committed) > LANE_CAPACITY as u64
+        {
             return Err(SegmentError::CorruptLane {
                 lane: i,
                 head,
-                tail: cur,
+                tail: committed,
             });
         }
         let n = (avail as usize).min(max);
@@ -276,6 +288,7 @@ impl MappedSegment {
     /// Publishes `pos` as lane `i`'s tail: the producer may reuse every slot below it.
     pub fn commit(&self, i: usize, pos: u64) {
         if self.lane_reserved(i) {
+            self.committed[i].set(pos);
             self.view().lane(i).tail.store(pos, Release);
         }
     }

@@ -665,3 +665,189 @@ fn idle_connections_of_one_user_cannot_exhaust_the_aggregator() {
     drop(hog.stdin.take());
     let _ = hog.wait();
 }
+
+/// A live segment of this test process (its own pid, start time and uid, its lock
+/// held), for attacks that need a producer writing arbitrary words.
+struct OwnSegment {
+    _file: std::fs::File,
+    map: memmap2::MmapRaw,
+}
+
+impl OwnSegment {
+    fn create(dir: &Path) -> Self {
+        use std::os::unix::fs::OpenOptionsExt;
+        let me = std::process::id();
+        let info = tttrack::sys::proc_info(Path::new("/proc"), me).unwrap();
+        let path = dir.join(tttrack::shm_layout::segment_file_name(me, info.start_time));
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .unwrap();
+        f.set_len(tttrack::shm_layout::SEGMENT_SIZE as u64).unwrap();
+        // SAFETY: f is open; the lock goes with it.
+        assert_eq!(
+            unsafe { libc::flock(std::os::unix::io::AsRawFd::as_raw_fd(&f), libc::LOCK_EX) },
+            0
+        );
+        let map = memmap2::MmapOptions::new()
+            .len(tttrack::shm_layout::SEGMENT_SIZE)
+            .map_raw(&f)
+            .unwrap();
+        let s = OwnSegment { _file: f, map };
+        tttrack::producer::write_identity(s.view(), me, 0, info.start_time, b"self");
+        s.view()
+            .header()
+            .lanes_reserved
+            .store(1, std::sync::atomic::Ordering::Release);
+        s.view()
+            .header()
+            .lanes_claimed
+            .store(1, std::sync::atomic::Ordering::Release);
+        s
+    }
+    fn view(&self) -> tttrack::segment::SegmentView {
+        // SAFETY: the mapping is SEGMENT_SIZE bytes and lives as long as self.
+        unsafe { tttrack::segment::SegmentView::new(self.map.as_mut_ptr()) }
+    }
+}
+
+/// Attack 10 and the reader's read-ahead: forged drop counts and sequence gaps near
+/// 2^64 saturate the process's loss count instead of wrapping it; a head pushed a
+/// lane's capacity ahead again and again is taken as a broken lane, not read without
+/// end; another process's figures and the aggregator's memory are unaffected.
+#[test]
+fn forged_counters_saturate_and_a_runaway_head_is_not_followed() {
+    require_root();
+    let (_base, dir) = shared_dir("hostile-counters");
+    let agg = AggProc::start(&dir, &[]);
+    let holder = root_holder(&dir, 2);
+    let own = OwnSegment::create(&dir);
+    let v = own.view();
+    let ev = |seq: u64| tttrack::shm_layout::Event {
+        seq,
+        kind: 1,
+        subtype: 0,
+        _reserved: 0,
+        device: 0,
+        size: 4096,
+        id: seq,
+    };
+    v.lane(0)
+        .dropped
+        .store(u64::MAX - 10, std::sync::atomic::Ordering::Relaxed);
+    for (pos, seq) in [0u64, u64::MAX - 3, u64::MAX - 1].into_iter().enumerate() {
+        v.header()
+            .seq
+            .store(seq, std::sync::atomic::Ordering::Relaxed);
+        tttrack::producer::publish(v, 0, pos as u64, ev(seq));
+    }
+    let me = std::process::id();
+    agg.wait_for(
+        || {
+            agg.snapshot().is_some_and(|s| {
+                s.processes
+                    .iter()
+                    .any(|p| p.pid == me && p.events_applied == 3)
+            })
+        },
+        "the three events applied, the gaps skipped",
+    );
+    let s = agg.snapshot().unwrap();
+    let p = s.processes.iter().find(|p| p.pid == me).unwrap();
+    assert_eq!(p.events_lost, u64::MAX, "saturated, not wrapped");
+    assert_eq!(s.status.events_lost, u64::MAX);
+    let base_rss = rss_kib(agg.child.id());
+    // Now the head runs away: a capacity ahead of what was given back, again and again.
+    let cap = tttrack::shm_layout::LANE_CAPACITY as u64;
+    let mut head = 3u64;
+    let t = std::time::Instant::now();
+    while t.elapsed() < std::time::Duration::from_secs(2) {
+        head += cap;
+        v.lane(0)
+            .head
+            .store(head, std::sync::atomic::Ordering::Release);
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    agg.wait_for(
+        || agg.output().contains("lane 0"),
+        "the runaway lane reported",
+    );
+    let grew = rss_kib(agg.child.id()).saturating_sub(base_rss);
+    assert!(grew < 16 * 1024, "the aggregator grew by {grew} KiB");
+    assert_eq!(
+        dram_of(&agg, holder.id()),
+        Some(2 << 20),
+        "the other process's figures"
+    );
+    assert!(agg.child.id() > 0 && agg.snapshot().is_some());
+}
+
+/// Attack 6, through the compatibility socket: a client of uid 65534's asking for the
+/// remaining-buffers dump over and over while 200,000 buffers are held. Each dump lists
+/// at most 10,000 (the group lines count every buffer), dumps get a bounded share of
+/// the draining thread, and a root process reporting meanwhile loses nothing.
+#[test]
+fn compatibility_dumps_are_bounded_and_share_the_draining_thread() {
+    require_root();
+    let _h = heavy();
+    let (base, dir) = shared_dir("hostile-dumps");
+    let sock = base.path().join("compat.sock");
+    let agg = AggProc::start(&dir, &["--compat-socket", sock.to_str().unwrap()]);
+    agg.wait_for(|| sock.exists(), "the compatibility socket");
+    let holder = root_holder(&dir, 200_000);
+    agg.wait_for(
+        || dram_of(&agg, holder.id()) == Some(200_000 << 20),
+        "200,000 buffers",
+    );
+    let script = format!(
+        r#"
+import socket, struct, time
+fmt = '<BxxxiQBxxxiQQ' + 'Q'*6 + 'Q'*2 + 'I'*6 + 'I'*4
+dump = struct.pack(fmt, 5, 0, 0, 0, 0, 0, 0, *([0]*6), 0, 0, *([0]*6), *([0]*4))
+end = time.time() + 4
+first = None
+while time.time() < end:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect({sock:?})
+    s.sendall(dump * 20)
+    s.shutdown(socket.SHUT_WR)
+    data = b''
+    while True:
+        b = s.recv(1 << 20)
+        if not b: break
+        data += b
+    if first is None:
+        first = data
+        print(len(data.splitlines()), flush=True)
+"#,
+        sock = sock.to_str().unwrap()
+    );
+    let mut dumper = Command::new("python3")
+        .args(["-c", &script])
+        .stdout(std::process::Stdio::piped())
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .spawn()
+        .unwrap();
+    let mut root = spawn_producer(&dir, &["pairs", "1", "1000000"], 0);
+    let w = watch_while(&agg, || root.try_wait().unwrap().is_none());
+    eprintln!(
+        "compatibility dumps: heartbeat at most {:?} old, aggregator RSS at most {} KiB",
+        w.max_age, w.max_rss_kib
+    );
+    let out = root.wait_with_output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("dropped 0"));
+    assert!(
+        w.max_age < std::time::Duration::from_millis(500),
+        "heartbeat {:?}",
+        w.max_age
+    );
+    let lines: usize = wait_line(&mut dumper, "").trim().parse().unwrap_or(0);
+    // 20 dumps of at most 10,000 buffer lines, a header, group lines and a trailer each.
+    assert!(lines > 0 && lines <= 20 * (10_000 + 10), "{lines} lines");
+    let _ = dumper.kill();
+    let _ = dumper.wait();
+}
