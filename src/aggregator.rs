@@ -180,6 +180,7 @@ impl Aggregator {
             verbosity: cfg.verbosity,
         };
         sys::ensure_tracking_dir(&cfg.dir).map_err(map_err("cannot create", &cfg.dir))?;
+        refuse_foreign_directory(&cfg.dir)?;
         warn_about_directory(&cfg.dir, &log);
         let state_dir = StateDir::open(&cfg.dir, |w| log.warn(w)).map_err(StartError)?;
         let lock = take_lock(&state_dir, &cfg.dir)?;
@@ -1472,20 +1473,35 @@ impl Aggregator {
 
 /// Says so when the tracking directory is controlled by another user, or writable by
 /// all without the sticky bit (anyone could then remove others' segments).
+/// A tracking directory owned by another user (not root, not us) is refused: its owner
+/// could swap it for a link at any moment and have the aggregator create its page and
+/// sockets wherever that leads.
+fn refuse_foreign_directory(dir: &Path) -> Result<(), StartError> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(dir).map_err(map_err("cannot inspect", dir))?;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if !m.file_type().is_dir() {
+        return Err(StartError(format!(
+            "{} is not a directory (a link?); remove it, or give another --dir",
+            dir.display()
+        )));
+    }
+    if m.uid() != me && m.uid() != 0 {
+        return Err(StartError(format!(
+            "the tracking directory {} is owned by uid {}, not by root or by this user (uid {me}): that user could replace it with a link at any moment, so it is not used. Remove it (the aggregator makes a new one, mode 1777), or give a directory of root's or yours with --dir",
+            dir.display(),
+            m.uid()
+        )));
+    }
+    Ok(())
+}
+
 fn warn_about_directory(dir: &Path, log: &Log) {
     use std::os::unix::fs::MetadataExt;
     let Ok(m) = std::fs::symlink_metadata(dir) else {
         return;
     };
-    // SAFETY: geteuid has no preconditions.
-    let me = unsafe { libc::geteuid() };
-    if m.uid() != me && m.uid() != 0 {
-        log.warn(format!(
-            "the tracking directory {} is owned by uid {}, not by root or by this user (uid {me}): that user controls which files appear in it (every file is still validated); prefer a directory owned by root or by you (--dir)",
-            dir.display(),
-            m.uid()
-        ));
-    }
     if m.mode() & 0o002 != 0 && m.mode() & 0o1000 == 0 {
         log.warn(format!(
             "the tracking directory {} is writable by all users without the sticky bit: anyone can remove other users' segments; chmod 1777 it",

@@ -102,6 +102,28 @@ pub struct Journal {
     len: u64,
 }
 
+/// Opens a file of the journal directory for reading, never through a link.
+fn open_read(p: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(p)
+}
+
+/// Creates (or empties) a file of the journal directory for writing, mode 0600, never
+/// through a link.
+fn create_write(p: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(p)
+}
+
 fn state_path(dir: &Path, g: u64) -> PathBuf {
     dir.join(format!("state.{g}"))
 }
@@ -148,7 +170,7 @@ impl Journal {
         if generation > 0 {
             let sp = state_path(dir, generation);
             // Streamed from the file, like it was written (it may be tens of MB).
-            let mut r = io::BufReader::with_capacity(256 << 10, File::open(&sp)?);
+            let mut r = io::BufReader::with_capacity(256 << 10, open_read(&sp)?);
             let mut head = [0u8; 12];
             let version = match r.read_exact(&mut head) {
                 Ok(()) if &head[..8] == STATE_MAGIC => Some(u32::from_le_bytes(
@@ -182,7 +204,7 @@ impl Journal {
         let mut torn = false;
         let jp = journal_path(dir, generation);
         let mut valid_len = 0u64;
-        if let Ok(mut f) = File::open(&jp) {
+        if let Ok(mut f) = open_read(&jp) {
             let mut bytes = Vec::new();
             f.read_to_end(&mut bytes)?;
             for chunk in bytes.chunks(RECORD_SIZE) {
@@ -199,11 +221,16 @@ impl Journal {
                 }
             }
         }
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(false)
-            .open(&jp)?;
+        let file = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(false)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(&jp)?
+        };
         // Cut a torn tail so that new records follow whole ones.
         file.set_len(valid_len)?;
         let mut j = Self {
@@ -269,13 +296,13 @@ impl Journal {
         {
             // Streamed to the file: a snapshot of a million buffers is tens of MB, and
             // building it in memory first would leave the heap that much bigger.
-            let mut w = io::BufWriter::with_capacity(256 << 10, File::create(&tmp)?);
+            let mut w = io::BufWriter::with_capacity(256 << 10, create_write(&tmp)?);
             w.write_all(STATE_MAGIC)?;
             w.write_all(&STATE_VERSION.to_le_bytes())?;
             bincode::serialize_into(&mut w, acc).map_err(|e| io::Error::other(e.to_string()))?;
             w.flush()?;
         }
-        let new_journal = File::create(journal_path(&self.dir, g))?;
+        let new_journal = create_write(&journal_path(&self.dir, g))?;
         std::fs::rename(&tmp, state_path(&self.dir, g))?;
         // From here on recovery uses generation g; the old files are garbage.
         let old = self.generation;

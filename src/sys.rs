@@ -43,11 +43,31 @@ pub fn ensure_tracking_dir(dir: &Path) -> io::Result<()> {
         if e.kind() != io::ErrorKind::AlreadyExists {
             return Err(e);
         }
-        return Ok(());
+        // Someone made it meanwhile: it must still be a real directory.
+        return match std::fs::symlink_metadata(dir) {
+            Ok(m) if m.file_type().is_dir() => Ok(()),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{} appeared meanwhile and is not a directory",
+                    dir.display()
+                ),
+            )),
+        };
     }
-    // mkdir applies the umask; set the mode exactly.
-    // SAFETY: c is a valid NUL-terminated path.
-    unsafe { libc::chmod(c.as_ptr(), 0o1777) };
+    // mkdir applies the umask; set the mode exactly, on the directory we made (opened
+    // without following a link), never through its path.
+    // SAFETY: c is a valid NUL-terminated path; the descriptor is checked and closed.
+    unsafe {
+        let fd = libc::open(
+            c.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        );
+        if fd >= 0 {
+            libc::fchmod(fd, 0o1777);
+            libc::close(fd);
+        }
+    }
     Ok(())
 }
 

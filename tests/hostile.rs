@@ -143,15 +143,12 @@ fn a_planted_private_directory_is_moved_aside_and_never_followed() {
 }
 
 /// Attack 2: the published socket names swapped for links to a root file while the
-/// aggregator starts and stops, in a tracking directory the attacker owns.
+/// aggregator starts and stops, in the shared tracking directory; and a tracking
+/// directory the attacker owns (which it could swap for a link) is refused outright.
 #[test]
 fn sockets_are_never_chmodded_through_a_swapped_link() {
     require_root();
-    let base = TempDir::new("hostile-swap");
-    std::fs::set_permissions(base.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let dir = base.path().join("theirs");
-    std::fs::create_dir(&dir).unwrap();
-    std::os::unix::fs::chown(&dir, Some(NOBODY), Some(NOBODY)).unwrap();
+    let (base, dir) = shared_dir("hostile-swap");
     let v = victim(base.path(), "victim-socket");
     let stop = base.path().join("stop");
     let d = dir.display();
@@ -160,7 +157,7 @@ fn sockets_are_never_chmodded_through_a_swapped_link() {
             "-c",
             &format!(
                 "while [ ! -e {stop} ]; do for n in wake.sock aggregator.sock; do \
-                 rm -f {d}/$n; ln -s {v} {d}/$n 2>/dev/null; done; done",
+                 rm -f {d}/$n 2>/dev/null; ln -s {v} {d}/$n 2>/dev/null; done; done",
                 stop = stop.display(),
                 v = v.display()
             ),
@@ -177,6 +174,19 @@ fn sockets_are_never_chmodded_through_a_swapped_link() {
     std::fs::write(&stop, "").unwrap();
     let _ = swapper.wait();
     assert_untouched(&v);
+
+    let theirs = base.path().join("theirs");
+    std::fs::create_dir(&theirs).unwrap();
+    std::os::unix::fs::chown(&theirs, Some(NOBODY), Some(NOBODY)).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tt-aggregator"))
+        .args(["--dir", theirs.to_str().unwrap(), "--no-compat-socket"])
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "a directory uid 65534 owns is not used"
+    );
+    assert_eq!(std::fs::read_dir(&theirs).unwrap().count(), 0);
 }
 
 /// Attack 4: the lock. The old lock name held with a shared lock stops nothing, and
@@ -678,7 +688,8 @@ impl OwnSegment {
         use std::os::unix::fs::OpenOptionsExt;
         let me = std::process::id();
         let info = tttrack::sys::proc_info(Path::new("/proc"), me).unwrap();
-        let path = dir.join(tttrack::shm_layout::segment_file_name(me, info.start_time));
+        // Made under a temporary name, renamed into place once whole (see `publish`).
+        let path = dir.join(".own.tmp");
         let f = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -706,6 +717,11 @@ impl OwnSegment {
             .header()
             .lanes_claimed
             .store(1, std::sync::atomic::Ordering::Release);
+        std::fs::rename(
+            &path,
+            dir.join(tttrack::shm_layout::segment_file_name(me, info.start_time)),
+        )
+        .unwrap();
         s
     }
     fn view(&self) -> tttrack::segment::SegmentView {

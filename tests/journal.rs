@@ -112,7 +112,10 @@ fn each_sequence_gap_is_waited_for_in_full() {
     // This test process is the producer: its own pid and start time, its lock held.
     let me = std::process::id();
     let info = tttrack::sys::proc_info(std::path::Path::new("/proc"), me).unwrap();
-    let path = dir
+    // Made under a temporary name and renamed into place once whole, as a producer
+    // does (an aggregator that saw it half made would reject it).
+    let path = dir.path().join(".seg.tmp");
+    let final_path = dir
         .path()
         .join(tttrack::shm_layout::segment_file_name(me, info.start_time));
     let f = {
@@ -146,6 +149,7 @@ fn each_sequence_gap_is_waited_for_in_full() {
         seg.header().seq.store(seq, Ordering::Relaxed);
         tttrack::producer::publish(seg, 0, pos as u64, event(seq));
     }
+    std::fs::rename(&path, &final_path).unwrap();
     let applied = || {
         agg.snapshot()
             .and_then(|s| {

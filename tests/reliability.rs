@@ -399,26 +399,41 @@ fn truncation_deletion_and_junk_are_survived() {
     let _ = good.wait();
 }
 
-/// A tracking directory owned by another user: the aggregator says so, and still
-/// validates everything in it.
+/// A tracking directory owned by another user is refused (its owner could swap it for
+/// a link at any moment), with nothing created in it; a root-owned one writable by all
+/// without the sticky bit is warned about, and a planted link in it rejected.
 #[test]
-fn a_directory_owned_by_another_user_is_reported() {
+fn a_directory_owned_by_another_user_is_refused() {
     use std::os::unix::fs::PermissionsExt;
     let base = TempDir::new("rel-owner");
     let dir = base.path().join("theirs");
     std::fs::create_dir_all(&dir).unwrap();
     std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
-    std::os::unix::fs::symlink("/etc/shadow", dir.join("seg.123.456")).unwrap();
-    let agg = AggProc::start(&dir, &[]);
-    agg.wait_for(
-        || agg.output().contains("is owned by uid 65534"),
-        "the ownership warning",
-    );
+    let out = Command::new(env!("CARGO_BIN_EXE_tt-aggregator"))
+        .args(["--dir", dir.to_str().unwrap(), "--no-compat-socket"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        agg.output().contains("without the sticky bit"),
-        "{}",
-        agg.output()
+        err.contains("is owned by uid 65534") && err.contains("Remove it"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        0,
+        "nothing created in it"
+    );
+
+    let open = base.path().join("open");
+    std::fs::create_dir_all(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::os::unix::fs::symlink("/etc/shadow", open.join("seg.123.456")).unwrap();
+    let agg = AggProc::start(&open, &[]);
+    agg.wait_for(
+        || agg.output().contains("without the sticky bit"),
+        "the sticky-bit warning",
     );
     agg.wait_for(
         || {

@@ -49,8 +49,19 @@ impl StateDir {
     /// be moved, the error says what to do.
     pub fn open(tracking_dir: &Path, mut warn: impl FnMut(String)) -> Result<Self, String> {
         let shown = tracking_dir.join(STATE_DIR_NAME);
-        let tdir = std::fs::File::open(tracking_dir)
-            .map_err(|e| format!("cannot open {}: {e}", tracking_dir.display()))?;
+        let tdir = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(tracking_dir)
+                .map_err(|e| {
+                    format!(
+                        "cannot open {} as a directory without following a link: {e}",
+                        tracking_dir.display()
+                    )
+                })?
+        };
         let parent = tdir.as_raw_fd();
         let name = cstr(STATE_DIR_NAME);
         // SAFETY: geteuid has no preconditions.
