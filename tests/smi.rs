@@ -382,6 +382,23 @@ fn demo_runs_in_a_terminal_and_q_ends_everything() {
     ]);
     let s = wait_screen(&session, "llama-70b");
     assert!(s.contains("tt-smi [main]") && s.contains("1 R"), "{s}");
+    // Simulated cards laid out as the kernel does: the views are alive and say so.
+    assert!(
+        s.contains("simulated cards")
+            && s.contains("Wormhole n300")
+            && s.contains("Blackhole p150a"),
+        "{s}"
+    );
+    assert!(
+        s.contains("°C") && s.contains(" W "),
+        "live telemetry on the main view:\n{s}"
+    );
+    tmux(&["send-keys", "-t", &session, "3"]);
+    let s = wait_screen(&session, "RPM");
+    assert!(
+        s.contains("bundle 18.2.0.0") && s.contains("PCIe traffic") && s.contains("MHz"),
+        "{s}"
+    );
     tmux(&["send-keys", "-t", &session, "2"]);
     wait_screen(&session, "dev 0 DRAM (MiB)");
     tmux(&["send-keys", "-t", &session, "q"]);

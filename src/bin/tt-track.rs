@@ -292,10 +292,26 @@ fn demo(dir: Option<PathBuf>, no_ui: bool, duration: u64, processes: usize) -> i
             return 1;
         }
     };
+    // Simulated cards, laid out as the kernel lays them out, so every view is alive:
+    // an n300 (chip 0 local; the workload describes chip 1 as remote) and an idle p150a.
+    let sim_root = PathBuf::from(format!("/dev/shm/tttrack-demo-{}-host", std::process::id()));
+    let cards = match simulated_host(&sim_root) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!(
+                "tt-track demo: cannot lay out the simulated cards in {}: {e}",
+                sim_root.display()
+            );
+            return 1;
+        }
+    };
     let mut agg = match Command::new(&agg_bin)
         .arg("--dir")
         .arg(&dir)
         .arg("--no-compat-socket")
+        .arg("--sysfs-root")
+        .arg(&sim_root)
+        .args(["--telemetry-interval", "0.5"])
         .stdout(log.try_clone().map(Stdio::from).unwrap_or(Stdio::null()))
         .stderr(Stdio::from(log))
         .spawn()
@@ -303,6 +319,7 @@ fn demo(dir: Option<PathBuf>, no_ui: bool, duration: u64, processes: usize) -> i
         Ok(c) => c,
         Err(e) => {
             eprintln!("tt-track demo: cannot start {}: {e}", agg_bin.display());
+            let _ = std::fs::remove_dir_all(&sim_root);
             return 1;
         }
     };
@@ -318,6 +335,10 @@ fn demo(dir: Option<PathBuf>, no_ui: bool, duration: u64, processes: usize) -> i
         std::thread::sleep(Duration::from_millis(20));
     }
     let stop = Arc::new(AtomicBool::new(false));
+    let simulator = {
+        let (stop, dir, root) = (stop.clone(), dir.clone(), sim_root.clone());
+        std::thread::spawn(move || simulate(&stop, &dir, &root, &cards))
+    };
     let children: Arc<Mutex<Vec<Child>>> = Arc::new(Mutex::new(Vec::new()));
     let spawner = {
         let (stop, children, dir, exe) = (stop.clone(), children.clone(), dir.clone(), exe.clone());
@@ -366,7 +387,7 @@ fn demo(dir: Option<PathBuf>, no_ui: bool, duration: u64, processes: usize) -> i
     if ui {
         let mut src = tttrack::smi::tui::DirSource {
             dir: dir.clone(),
-            sysfs_root: tttrack::devices::sysfs_root(None),
+            sysfs_root: sim_root.clone(),
         };
         let color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
         if let Err(e) = tttrack::smi::tui::run(&mut src, Duration::from_millis(500), color) {
@@ -378,7 +399,7 @@ fn demo(dir: Option<PathBuf>, no_ui: bool, duration: u64, processes: usize) -> i
         while Instant::now() < end {
             std::thread::sleep(Duration::from_millis(100));
         }
-        match tttrack::smi::model::Model::load(&dir, 0, &tttrack::devices::sysfs_root(None)) {
+        match tttrack::smi::model::Model::load(&dir, 0, &sim_root) {
             Ok(m) => print!(
                 "{}",
                 tttrack::smi::text::render(&m, &tttrack::smi::text::Style { color: false })
@@ -389,6 +410,7 @@ fn demo(dir: Option<PathBuf>, no_ui: bool, duration: u64, processes: usize) -> i
     // Shut everything down and clean up.
     stop.store(true, Ordering::Relaxed);
     let _ = spawner.join();
+    let _ = simulator.join();
     for c in children
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -418,6 +440,100 @@ fn demo(dir: Option<PathBuf>, no_ui: bool, duration: u64, processes: usize) -> i
     if owned {
         let _ = std::fs::remove_dir_all(&dir);
     }
+    let _ = std::fs::remove_dir_all(&sim_root);
     println!("  (full aggregator log: {})", log_path.display());
     code
+}
+
+/// Lays out the demo's simulated host under `root`: card 0 an n300, card 2 a p150a
+/// (card 1 is the n300's remote chip, known only from the workload).
+fn simulated_host(root: &Path) -> std::io::Result<Vec<tttrack::devices::simulated::SimCard>> {
+    use tttrack::devices::simulated::{mark_simulated, SimCard};
+    let _ = std::fs::remove_dir_all(root);
+    std::fs::create_dir_all(root)?;
+    let cards = vec![
+        SimCard::wormhole(0, "0000:01:00.0", "n300"),
+        SimCard::blackhole(2, "0000:41:00.0", "p150a"),
+    ];
+    for c in &cards {
+        c.install(root)?;
+    }
+    mark_simulated(root)?;
+    Ok(cards)
+}
+
+/// Moves the simulated cards' readings with the load the aggregator sees on card 0
+/// (events applied per second, memory in use): power, then temperature, follow it; the
+/// clock drops when idle; the heartbeat advances, except card 2's, which stalls a
+/// minute in to show the warning; PCIe traffic counts up with the events.
+fn simulate(
+    stop: &AtomicBool,
+    dir: &Path,
+    root: &Path,
+    cards: &[tttrack::devices::simulated::SimCard],
+) {
+    let tick = Duration::from_millis(500);
+    let start = Instant::now();
+    let (mut temp, mut last_events, mut beat, mut flits) = (40.0f64, 0u64, 1000u64, 0u64);
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(tick);
+        let snap = tttrack::counters_page::CountersReader::open(dir)
+            .ok()
+            .and_then(|r| r.view().snapshot());
+        let events = snap.as_ref().map_or(0, |s| s.status.events_applied);
+        let rate = events.saturating_sub(last_events) as f64 / tick.as_secs_f64();
+        last_events = events;
+        let busy = (rate / 2_000.0).min(1.0);
+        let power = 22.0 + 95.0 * busy;
+        temp += (38.0 + 0.32 * power - temp) * 0.15;
+        beat += 1;
+        flits = flits.wrapping_add((rate * 8.0) as u64);
+        let w = &cards[0];
+        let _ = w.write_hwmon(root, "power1_input", &format!("{}\n", (power * 1e6) as u64));
+        let _ = w.write_hwmon(
+            root,
+            "temp1_input",
+            &format!("{}\n", (temp * 1000.0) as u64),
+        );
+        let _ = w.write_hwmon(
+            root,
+            "curr1_input",
+            &format!("{}\n", (power / 0.85 * 1000.0) as u64),
+        );
+        let _ = w.write_class(
+            root,
+            "tt_aiclk",
+            if busy > 0.05 { "1000\n" } else { "500\n" },
+        );
+        let _ = w.write_class(root, "tt_heartbeat", &format!("{beat}\n"));
+        let perf = w.class_dir(root).join("pcie_perf_counters");
+        let _ = std::fs::write(
+            perf.join("mst_posted_wr_data_word_sent0"),
+            format!("{}\n", flits as u32),
+        );
+        let _ = std::fs::write(
+            perf.join("mst_rd_data_word_received0"),
+            format!("{}\n", (flits / 3) as u32),
+        );
+        let b = &cards[1];
+        let idle_temp = 41.0 + (start.elapsed().as_secs_f64() / 7.0).sin();
+        let _ = b.write_hwmon(
+            root,
+            "power1_input",
+            &format!("{}\n", ((33.0 + idle_temp / 10.0) * 1e6) as u64),
+        );
+        let _ = b.write_hwmon(
+            root,
+            "temp1_input",
+            &format!("{}\n", (idle_temp * 1000.0) as u64),
+        );
+        let _ = b.write_hwmon(
+            root,
+            "fan1_input",
+            &format!("{}\n", 1100 + (idle_temp * 12.0) as u64),
+        );
+        if start.elapsed() < Duration::from_secs(60) {
+            let _ = b.write_class(root, "tt_heartbeat", &format!("{beat}\n"));
+        }
+    }
 }

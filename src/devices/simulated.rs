@@ -44,6 +44,23 @@ pub const PCIE_PERF_COUNTERS: [&str; 12] = [
     "slv_rd_data_word_sent1",
 ];
 
+/// A file at the root of a simulated host's tree, so that the views can say that the
+/// cards they show are simulated (a real `/` never has it).
+pub const SIMULATED_MARKER: &str = "tttrack-simulated-host";
+
+/// Marks `root` as a simulated host's tree.
+pub fn mark_simulated(root: &Path) -> io::Result<()> {
+    write(
+        &root.join(SIMULATED_MARKER),
+        "cards under this directory are simulated by tt-track demo\n",
+    )
+}
+
+/// Whether `root` is a simulated host's tree.
+pub fn is_simulated(root: &Path) -> bool {
+    std::fs::symlink_metadata(root.join(SIMULATED_MARKER)).is_ok_and(|m| m.is_file())
+}
+
 /// The character-device major the tests give tenstorrent devices (`dev` files).
 const CHAR_MAJOR: u32 = 511;
 

@@ -107,6 +107,8 @@ pub struct Model {
     pub devices: Vec<DeviceView>,
     pub processes: Vec<ProcessView>,
     pub history: Vec<HistorySample>,
+    /// The cards come from a simulated host's tree (`tt-track demo`), not a real one.
+    pub simulated: bool,
 }
 
 /// Why tt-smi cannot read the page at all (as opposed to "no aggregator").
@@ -117,6 +119,16 @@ impl Model {
     /// Reads the counters page of `dir`. A missing or stale page gives a model with
     /// memory N/A and a reason; a page of another layout version is fatal.
     pub fn load(dir: &Path, history_samples: usize, sysfs_root: &Path) -> Result<Model, FatalPage> {
+        let mut m = Self::load_page(dir, history_samples, sysfs_root)?;
+        m.simulated = crate::devices::simulated::is_simulated(sysfs_root);
+        Ok(m)
+    }
+
+    fn load_page(
+        dir: &Path,
+        history_samples: usize,
+        sysfs_root: &Path,
+    ) -> Result<Model, FatalPage> {
         let now = SystemTime::now();
         let not_running = |why: String| Self::from_sysfs(dir, sysfs_root, why, now);
         let reader = match CountersReader::open(dir) {
@@ -211,6 +223,7 @@ impl Model {
             })
             .collect();
         Model {
+            simulated: false,
             time: now,
             dir: dir.to_path_buf(),
             aggregator: None,
@@ -292,6 +305,7 @@ impl Model {
             })
             .collect();
         Model {
+            simulated: false,
             time: now,
             dir: dir.to_path_buf(),
             aggregator: Some(agg),

@@ -97,6 +97,9 @@ pub fn render(m: &Model, st: &Style) -> String {
         st.bold(&format!("tt-smi {} (tttrack)", env!("CARGO_PKG_VERSION"))),
         st.dim(&when)
     );
+    if m.simulated {
+        let _ = writeln!(o, "cards: simulated by tt-track demo (not real hardware)");
+    }
     match &m.aggregator {
         Some(a) => {
             let _ = writeln!(

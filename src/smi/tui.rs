@@ -176,6 +176,14 @@ impl App {
             ),
             Span::raw(format!("{when}  ")),
             status,
+            Span::styled(
+                if self.model.simulated {
+                    "  · simulated cards (tt-track demo)"
+                } else {
+                    ""
+                },
+                self.style(Style::default().fg(Color::Yellow)),
+            ),
         ]);
         f.render_widget(Paragraph::new(line), r);
     }
