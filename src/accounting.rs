@@ -208,6 +208,29 @@ fn change(pd: &mut ProcDev, dev: &mut DevState, cat: usize, size: u64, sub: bool
 }
 
 impl Accounting {
+    /// The invariant of exactness: every device's figure of every category is the sum
+    /// over the processes on it. `Err` names the first device and category that is not
+    /// (for the property tests and fuzz targets).
+    pub fn check_device_sums(&self) -> Result<(), String> {
+        for (d, dev) in &self.devices {
+            for c in 0..NUM_CATS {
+                let sum: u64 = self
+                    .processes
+                    .values()
+                    .filter_map(|p| p.devices.get(d))
+                    .map(|pd| pd.used[c])
+                    .sum();
+                if dev.figures[c].used != sum {
+                    return Err(format!(
+                        "device {d} category {c}: {} used, processes sum to {sum}",
+                        dev.figures[c].used
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Applies one validated-or-not event of process `key` (which must exist).
     pub fn apply(&mut self, key: ProcKey, ev: &Event, now_unix_s: u32) -> Outcome {
         let Some(p) = self.processes.get_mut(&key) else {

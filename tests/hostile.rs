@@ -676,60 +676,6 @@ fn idle_connections_of_one_user_cannot_exhaust_the_aggregator() {
     let _ = hog.wait();
 }
 
-/// A live segment of this test process (its own pid, start time and uid, its lock
-/// held), for attacks that need a producer writing arbitrary words.
-struct OwnSegment {
-    _file: std::fs::File,
-    map: memmap2::MmapRaw,
-}
-
-impl OwnSegment {
-    fn create(dir: &Path) -> Self {
-        use std::os::unix::fs::OpenOptionsExt;
-        let me = std::process::id();
-        let info = tttrack::sys::proc_info(Path::new("/proc"), me).unwrap();
-        // Made under a temporary name, renamed into place once whole (see `publish`).
-        let path = dir.join(".own.tmp");
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .unwrap();
-        f.set_len(tttrack::shm_layout::SEGMENT_SIZE as u64).unwrap();
-        // SAFETY: f is open; the lock goes with it.
-        assert_eq!(
-            unsafe { libc::flock(std::os::unix::io::AsRawFd::as_raw_fd(&f), libc::LOCK_EX) },
-            0
-        );
-        let map = memmap2::MmapOptions::new()
-            .len(tttrack::shm_layout::SEGMENT_SIZE)
-            .map_raw(&f)
-            .unwrap();
-        let s = OwnSegment { _file: f, map };
-        tttrack::producer::write_identity(s.view(), me, 0, info.start_time, b"self");
-        s.view()
-            .header()
-            .lanes_reserved
-            .store(1, std::sync::atomic::Ordering::Release);
-        s.view()
-            .header()
-            .lanes_claimed
-            .store(1, std::sync::atomic::Ordering::Release);
-        std::fs::rename(
-            &path,
-            dir.join(tttrack::shm_layout::segment_file_name(me, info.start_time)),
-        )
-        .unwrap();
-        s
-    }
-    fn view(&self) -> tttrack::segment::SegmentView {
-        // SAFETY: the mapping is SEGMENT_SIZE bytes and lives as long as self.
-        unsafe { tttrack::segment::SegmentView::new(self.map.as_mut_ptr()) }
-    }
-}
-
 /// Attack 10 and the reader's read-ahead: forged drop counts and sequence gaps near
 /// 2^64 saturate the process's loss count instead of wrapping it; a head pushed a
 /// lane's capacity ahead again and again is taken as a broken lane, not read without

@@ -110,46 +110,13 @@ fn each_sequence_gap_is_waited_for_in_full() {
     let dir = TempDir::new("journal-gaps");
     let agg = AggProc::start(dir.path(), &[]);
     // This test process is the producer: its own pid and start time, its lock held.
+    let own = OwnSegment::create(dir.path());
+    let seg = own.view();
     let me = std::process::id();
-    let info = tttrack::sys::proc_info(std::path::Path::new("/proc"), me).unwrap();
-    // Made under a temporary name and renamed into place once whole, as a producer
-    // does (an aggregator that saw it half made would reject it).
-    let path = dir.path().join(".seg.tmp");
-    let final_path = dir
-        .path()
-        .join(tttrack::shm_layout::segment_file_name(me, info.start_time));
-    let f = {
-        use std::os::unix::fs::OpenOptionsExt;
-        std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .unwrap()
-    };
-    f.set_len(tttrack::shm_layout::SEGMENT_SIZE as u64).unwrap();
-    // SAFETY: f is open; the lock is released when it is closed at the end of the test.
-    assert_eq!(
-        unsafe { libc::flock(std::os::unix::io::AsRawFd::as_raw_fd(&f), libc::LOCK_EX) },
-        0
-    );
-    let map = memmap2::MmapOptions::new()
-        .len(tttrack::shm_layout::SEGMENT_SIZE)
-        .map_raw(&f)
-        .unwrap();
-    // SAFETY: the mapping is SEGMENT_SIZE bytes and outlives every use here.
-    let seg = unsafe { tttrack::segment::SegmentView::new(map.as_mut_ptr()) };
-    // SAFETY: geteuid has no preconditions.
-    let uid = unsafe { libc::geteuid() };
-    tttrack::producer::write_identity(seg, me, uid, info.start_time, b"gaps");
-    seg.header().lanes_reserved.store(1, Ordering::Release);
-    seg.header().lanes_claimed.store(1, Ordering::Release);
     for (pos, seq) in [0u64, 2, 4].into_iter().enumerate() {
         seg.header().seq.store(seq, Ordering::Relaxed);
         tttrack::producer::publish(seg, 0, pos as u64, event(seq));
     }
-    std::fs::rename(&path, &final_path).unwrap();
     let applied = || {
         agg.snapshot()
             .and_then(|s| {
@@ -173,8 +140,7 @@ fn each_sequence_gap_is_waited_for_in_full() {
     let s = agg.snapshot().unwrap();
     let p = s.processes.iter().find(|p| p.pid == me).unwrap();
     assert_eq!(p.events_lost, 2, "two numbers never came");
-    drop(map);
-    drop(f);
+    drop(own);
 }
 
 /// Compaction with millions of live buffers (three processes at the per-process

@@ -66,16 +66,8 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
         }
-        for (d, dev) in &acc.devices {
-            for c in 0..NUM_CATS {
-                let sum: u64 = acc
-                    .processes
-                    .values()
-                    .filter_map(|p| p.devices.get(d))
-                    .map(|pd| pd.used[c])
-                    .sum();
-                assert_eq!(dev.figures[c].used, sum, "device {d} category {c}");
-            }
+        if let Err(e) = acc.check_device_sums() {
+            panic!("{e}");
         }
     }
 });

@@ -510,3 +510,59 @@ pub fn segment_of(dir: &Path, pid: u32) -> PathBuf {
         })
         .unwrap_or_else(|| panic!("no segment of pid {pid} in {}", dir.display()))
 }
+
+/// A live segment of this test process (its own pid, start time and uid, its lock
+/// held, lane 0 claimed), for tests that need a producer writing arbitrary words.
+pub struct OwnSegment {
+    _file: std::fs::File,
+    map: memmap2::MmapRaw,
+}
+
+impl OwnSegment {
+    pub fn create(dir: &Path) -> Self {
+        use std::os::unix::fs::OpenOptionsExt;
+        let me = std::process::id();
+        let info = tttrack::sys::proc_info(std::path::Path::new("/proc"), me).unwrap();
+        // Made under a temporary name, renamed into place once whole (see `publish`).
+        let path = dir.join(".own.tmp");
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .unwrap();
+        f.set_len(tttrack::shm_layout::SEGMENT_SIZE as u64).unwrap();
+        // SAFETY: f is open; the lock goes with it.
+        assert_eq!(
+            unsafe { libc::flock(std::os::unix::io::AsRawFd::as_raw_fd(&f), libc::LOCK_EX) },
+            0
+        );
+        let map = memmap2::MmapOptions::new()
+            .len(tttrack::shm_layout::SEGMENT_SIZE)
+            .map_raw(&f)
+            .unwrap();
+        let s = OwnSegment { _file: f, map };
+        // SAFETY: geteuid has no preconditions.
+        let uid = unsafe { libc::geteuid() };
+        tttrack::producer::write_identity(s.view(), me, uid, info.start_time, b"self");
+        s.view()
+            .header()
+            .lanes_reserved
+            .store(1, std::sync::atomic::Ordering::Release);
+        s.view()
+            .header()
+            .lanes_claimed
+            .store(1, std::sync::atomic::Ordering::Release);
+        std::fs::rename(
+            &path,
+            dir.join(tttrack::shm_layout::segment_file_name(me, info.start_time)),
+        )
+        .unwrap();
+        s
+    }
+    pub fn view(&self) -> tttrack::segment::SegmentView {
+        // SAFETY: the mapping is SEGMENT_SIZE bytes and lives as long as self.
+        unsafe { tttrack::segment::SegmentView::new(self.map.as_mut_ptr()) }
+    }
+}
