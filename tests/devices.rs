@@ -568,6 +568,24 @@ fn processes_holding_a_device_without_reporting_are_listed_untracked() {
         .find(|p| p["pid"] == hp)
         .unwrap();
     assert_eq!(p["untracked"], true);
+    // In the live view it is marked `?` and not drawn in the inexact colour (yellow):
+    // it has no figures at all, rather than inexact ones.
+    let model =
+        tttrack::smi::model::Model::load(dir.path(), 0, std::path::Path::new("/nonexistent"))
+            .unwrap();
+    let app = tttrack::smi::tui::App::new(model, true);
+    let mut t = ratatui::Terminal::new(ratatui::backend::TestBackend::new(130, 40)).unwrap();
+    t.draw(|f| app.draw(f)).unwrap();
+    let buf = t.backend().buffer().clone();
+    let row = (0..40u16)
+        .find(|&y| {
+            let line: String = (0..130u16)
+                .map(|x| buf[(x, y)].symbol().to_string())
+                .collect();
+            line.contains(&format!("{hp} ?"))
+        })
+        .expect("the untracked row in the live view");
+    assert_ne!(buf[(1, row)].fg, ratatui::style::Color::Yellow);
     assert_eq!(p["name"], "sleep");
     assert_eq!(p["devices"][0]["id"], 0);
     let out = Command::new(env!("CARGO_BIN_EXE_tt-smi"))

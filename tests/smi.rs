@@ -118,9 +118,17 @@ fn every_view_renders_from_a_real_counters_page() {
         small.contains("dev 1 DRAM (MiB), last 60s, 2-2 of 2 devices"),
         "{small}"
     );
-    app.on_key(crossterm::event::KeyEvent::from(
-        crossterm::event::KeyCode::Home,
-    ));
+    // End goes to the last device; Up then moves back at once (the offset is clamped
+    // to what the view can scroll, not left far past it).
+    let code = |app: &mut App, c| app.on_key(crossterm::event::KeyEvent::from(c));
+    code(&mut app, crossterm::event::KeyCode::End);
+    assert!(screen(&app, 130, 16).contains("2-2 of 2 devices"));
+    code(&mut app, crossterm::event::KeyCode::Up);
+    assert!(
+        screen(&app, 130, 16).contains("1-1 of 2 devices"),
+        "Up after End"
+    );
+    code(&mut app, crossterm::event::KeyCode::Home);
     key(&mut app, 'w');
     assert!(screen(&app, 130, 40).contains("last 300s"));
     key(&mut app, '3');

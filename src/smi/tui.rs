@@ -47,6 +47,9 @@ pub struct App {
     pub color: bool,
     pub model: Model,
     pub quit: bool,
+    /// How far the view drawn last can scroll (set while drawing): the scroll keys
+    /// stay within it, so Up after End moves at once.
+    max_scroll: std::cell::Cell<usize>,
 }
 
 impl App {
@@ -61,6 +64,7 @@ impl App {
             color,
             model,
             quit: false,
+            max_scroll: std::cell::Cell::new(usize::MAX / 2),
         }
     }
 
@@ -102,9 +106,18 @@ impl App {
             KeyCode::PageDown => self.scroll = self.scroll.saturating_add(10),
             KeyCode::PageUp => self.scroll = self.scroll.saturating_sub(10),
             KeyCode::Home => self.scroll = 0,
-            KeyCode::End => self.scroll = usize::MAX / 2,
+            KeyCode::End => self.scroll = self.max_scroll.get(),
             _ => {}
         }
+        self.scroll = self.scroll.min(self.max_scroll.get());
+    }
+
+    /// The first row to show of `rows` in `visible` lines, remembering how far this
+    /// view can scroll.
+    fn first_row(&self, rows: usize, visible: usize) -> usize {
+        let max = rows.saturating_sub(visible);
+        self.max_scroll.set(max);
+        self.scroll.min(max)
     }
 
     fn style(&self, s: Style) -> Style {
@@ -405,7 +418,10 @@ impl App {
             } else {
                 ""
             };
-            let style = if !p.exact {
+            // Yellow means inexact figures; an untracked process has no figures at all.
+            let style = if p.untracked {
+                self.style(Style::default().fg(Color::DarkGray))
+            } else if !p.exact {
                 self.style(Style::default().fg(Color::Yellow))
             } else {
                 Style::default()
@@ -429,7 +445,9 @@ impl App {
                         name,
                         d.id.to_string(),
                         human_bytes(u[CAT_DRAM]),
-                        human_bytes(u[CAT_L1] + u[CAT_L1_SMALL]),
+                        // L1 buffers, like Peak L1 beside it (L1_SMALL has its own
+                        // line in the memory breakdown).
+                        human_bytes(u[CAT_L1]),
                         human_bytes(u[CAT_CB]),
                         human_bytes(u[CAT_KERNEL]),
                         human_bytes(d.peak[CAT_DRAM]),
@@ -440,8 +458,7 @@ impl App {
             }
         }
         let visible = r.height.saturating_sub(3) as usize;
-        let max_scroll = rows.len().saturating_sub(visible);
-        let skip = self.scroll.min(max_scroll);
+        let skip = self.first_row(rows.len(), visible);
         let rows: Vec<Row> = rows.into_iter().skip(skip).collect();
         let t = Table::new(
             rows,
@@ -479,7 +496,7 @@ impl App {
         let per_row = (r.height / 8).max(1) as usize;
         let shown = devs.len().min(per_row);
         // More devices than fit (a Galaxy): the arrows scroll through them.
-        let first = self.scroll.min(devs.len() - shown);
+        let first = self.first_row(devs.len(), shown);
         let rows = Layout::default()
             .direction(Direction::Vertical)
             .constraints(vec![Constraint::Ratio(1, shown as u32); shown])
@@ -740,7 +757,7 @@ impl App {
             }
         }
         let visible = r.height.saturating_sub(3) as usize;
-        let skip = self.scroll.min(rows.len().saturating_sub(visible));
+        let skip = self.first_row(rows.len(), visible);
         let rows: Vec<Row> = rows.into_iter().skip(skip).collect();
         let t = Table::new(
             rows,
