@@ -85,6 +85,24 @@ fn every_view_renders_from_a_real_counters_page() {
         line.contains(&format!("{lossy} *")) && buf[(1, y)].fg == ratatui::style::Color::Yellow
     });
     assert!(yellow, "inexact row in yellow");
+    // At every width from 80 to 250 columns, the memory bars never touch their text:
+    // a bar cell is next to another bar cell, a space or the border only.
+    for w in [80u16, 100, 120, 160, 250] {
+        let sc = screen(&app, w, 40);
+        let bar = |c: char| c == '█' || c == '░';
+        for line in sc.lines().filter(|l| l.contains("DRAM") && l.contains('░')) {
+            let cs: Vec<char> = line.chars().collect();
+            for i in 1..cs.len() {
+                let (a, b) = (cs[i - 1], cs[i]);
+                let ok = |x: char| bar(x) || x == ' ' || x == '│';
+                assert!(
+                    !(bar(a) && !ok(b)) && !(bar(b) && !ok(a)),
+                    "a bar runs into text at width {w}:\n{line}"
+                );
+            }
+        }
+        assert!(sc.contains("░"), "bars drawn at width {w}:\n{sc}");
+    }
     key(&mut app, '2');
     assert_eq!(app.view, View::Charts);
     let charts = screen(&app, 130, 40);

@@ -12,8 +12,7 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::symbols::Marker;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{
-    Axis, Block, Borders, Cell, Chart, Clear, Dataset, Gauge, GraphType, Paragraph, Row, Table,
-    Wrap,
+    Axis, Block, Borders, Cell, Chart, Clear, Dataset, GraphType, Paragraph, Row, Table, Wrap,
 };
 use ratatui::Frame;
 use std::path::PathBuf;
@@ -291,7 +290,46 @@ impl App {
         self.draw_processes(f, parts[2]);
     }
 
-    fn gauge(&self, label: String, used: u64, total: Option<u64>) -> Gauge<'static> {
+    /// A label and, to its right in the space left, a bar of `used / total`: the bar
+    /// never runs under the text. `labels` go from fullest to shortest; the first that
+    /// leaves room for a bar of at least 4 cells is used; with none, the shortest alone,
+    /// cut one cell before the edge so that it never touches what is beside it.
+    fn labelled_gauge(
+        &self,
+        f: &mut Frame,
+        r: Rect,
+        labels: &[String],
+        used: u64,
+        total: Option<u64>,
+    ) {
+        let fits = labels
+            .iter()
+            .find(|l| r.width >= l.chars().count() as u16 + 1 + 4 + 1);
+        let Some(label) = fits else {
+            let short = labels.last().cloned().unwrap_or_default();
+            let keep = r.width.saturating_sub(1) as usize;
+            f.render_widget(
+                Paragraph::new(short.chars().take(keep).collect::<String>()),
+                r,
+            );
+            return;
+        };
+        let w = label.chars().count() as u16 + 1;
+        let parts = Layout::default()
+            .direction(Direction::Horizontal)
+            .constraints([
+                Constraint::Length(w),
+                Constraint::Min(4),
+                Constraint::Length(1),
+            ])
+            .split(r);
+        f.render_widget(Paragraph::new(label.clone()), parts[0]);
+        f.render_widget(self.bar(used, total, parts[1].width), parts[1]);
+    }
+
+    /// A bar of `used / total` in `width` cells: filled cells in the colour of how full
+    /// it is (green, yellow from 70%, red from 90%), the rest dim.
+    fn bar(&self, used: u64, total: Option<u64>, width: u16) -> Paragraph<'static> {
         let ratio = total
             .filter(|&t| t > 0)
             .map(|t| (used as f64 / t as f64).min(1.0))
@@ -303,10 +341,14 @@ impl App {
         } else {
             Color::Green
         };
-        Gauge::default()
-            .gauge_style(self.style(Style::default().fg(color)))
-            .ratio(ratio)
-            .label(label)
+        let filled = ((ratio * width as f64).round() as usize).min(width as usize);
+        Paragraph::new(Line::from(vec![
+            Span::styled("█".repeat(filled), self.style(Style::default().fg(color))),
+            Span::styled(
+                "░".repeat(width as usize - filled),
+                self.style(Style::default().fg(Color::DarkGray)),
+            ),
+        ]))
     }
 
     fn draw_memory(&self, f: &mut Frame, r: Rect) {
@@ -326,31 +368,32 @@ impl App {
                 .constraints([Constraint::Percentage(50), Constraint::Percentage(50)])
                 .split(Rect::new(inner.x, y, inner.width, 1));
             let total = |t: Option<u64>| t.map(human_bytes).unwrap_or_else(|| "?".into());
-            f.render_widget(
-                self.gauge(
-                    format!(
-                        "dev {} DRAM {} / {} (peak {})",
-                        d.id,
-                        human_bytes(f0[CAT_DRAM].used),
-                        total(d.dram_total),
-                        human_bytes(f0[CAT_DRAM].peak)
-                    ),
-                    f0[CAT_DRAM].used,
-                    d.dram_total,
-                ),
-                halves[0],
+            let dram = format!(
+                "dev {} DRAM {} / {}",
+                d.id,
+                human_bytes(f0[CAT_DRAM].used),
+                total(d.dram_total)
             );
-            f.render_widget(
-                self.gauge(
-                    format!(
-                        "L1 {} / {}",
-                        human_bytes(d.l1_resident()),
-                        total(d.l1_total)
-                    ),
-                    d.l1_resident(),
-                    d.l1_total,
-                ),
+            self.labelled_gauge(
+                f,
+                halves[0],
+                &[
+                    format!("{dram} (peak {})", human_bytes(f0[CAT_DRAM].peak)),
+                    dram,
+                ],
+                f0[CAT_DRAM].used,
+                d.dram_total,
+            );
+            self.labelled_gauge(
+                f,
                 halves[1],
+                &[format!(
+                    "L1 {} / {}",
+                    human_bytes(d.l1_resident()),
+                    total(d.l1_total)
+                )],
+                d.l1_resident(),
+                d.l1_total,
             );
             if per >= 2 {
                 let parts = format!(
