@@ -735,3 +735,135 @@ fn start_sampling(dir: &TempDir, root: &TempDir) -> AggProc {
         ],
     )
 }
+
+/// `tt-smi --query-device` / `--query-process` with `--format=csv`, as nvidia-smi
+/// users script it, parsed by Python's csv module; `-lms` repeats.
+#[test]
+fn queries_give_csv_that_python_parses() {
+    let root = TempDir::new("sysfs-query");
+    SimCard::wormhole(0, "0000:01:00.0", "n150")
+        .install(root.path())
+        .unwrap();
+    SimCard::blackhole(1, "0000:41:00.0", "p150a")
+        .install(root.path())
+        .unwrap();
+    let dir = TempDir::new("query");
+    let agg = start_sampling(&dir, &root);
+    let mut p = spawn_producer(dir.path(), &["hold", "60", "5"], 0);
+    wait_line(&mut p, "ready");
+    let pid = p.id();
+    agg.wait_for(
+        || {
+            agg.snapshot()
+                .is_some_and(|s| dev_fig(&s, 0, CAT_DRAM).used == 5 << 20)
+        },
+        "5 MiB on device 0",
+    );
+    let smi = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_tt-smi"))
+            .args(["--dir", dir.path().to_str().unwrap()])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let parse = |csv: &str| -> serde_json::Value {
+        let mut py = Command::new("python3")
+            .args([
+                "-c",
+                "import csv, json, sys; print(json.dumps(list(csv.reader(sys.stdin, skipinitialspace=True))))",
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        py.stdin.take().unwrap().write_all(csv.as_bytes()).unwrap();
+        let out = py.wait_with_output().unwrap();
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let v = parse(&smi(&[
+        "--query-device=index,name,pci.bus_id,memory.used,memory.total,temperature.gpu,power.draw,fan.rpm",
+        "--format=csv",
+    ]));
+    assert_eq!(
+        v[0],
+        serde_json::json!([
+            "index",
+            "name",
+            "pci.bus_id",
+            "memory.used [MiB]",
+            "memory.total [MiB]",
+            "temperature.gpu [C]",
+            "power.draw [W]",
+            "fan.rpm [RPM]"
+        ])
+    );
+    assert_eq!(
+        v[1],
+        serde_json::json!([
+            "0",
+            "Wormhole n150",
+            "0000:01:00.0",
+            "5 MiB",
+            "12288 MiB",
+            "45.2 C",
+            "25.0 W",
+            "N/A"
+        ])
+    );
+    assert_eq!(v[2][1], "Blackhole p150a");
+    assert_eq!(v[2][7], "2400 RPM");
+    let v = parse(&smi(&[
+        "--query-device=index,memory.used,temperature.gpu",
+        "--format=csv,noheader,nounits",
+    ]));
+    assert_eq!(
+        v,
+        serde_json::json!([["0", "5", "45.2"], ["1", "0", "61.0"]])
+    );
+    let v = parse(&smi(&[
+        "--query-process=pid,process_name,device,used_memory",
+        "--format=csv,noheader",
+    ]));
+    let mine: Vec<&serde_json::Value> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r[0] == pid.to_string())
+        .collect();
+    assert_eq!(mine.len(), 1, "{v}");
+    assert_eq!(mine[0][2], "0");
+    assert_eq!(mine[0][3], "5 MiB");
+    // -lms 100: repeats, the header once.
+    let mut l = Command::new(env!("CARGO_BIN_EXE_tt-smi"))
+        .args(["--dir", dir.path().to_str().unwrap()])
+        .args(["--query-device=index", "--format=csv", "-lms", "100"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let _ = l.kill();
+    let out = l.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.matches("index").count(), 1, "{text}");
+    assert!(text.matches("\n0\n").count() >= 3, "{text}");
+    // Unknown fields and formats say what is wrong.
+    let bad = Command::new(env!("CARGO_BIN_EXE_tt-smi"))
+        .args([
+            "--dir",
+            dir.path().to_str().unwrap(),
+            "--query-device=index,speed",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown device field \"speed\""));
+    let _ = p.kill();
+    let _ = p.wait();
+}

@@ -49,10 +49,85 @@ struct Args {
     /// runs (default: $TTTRACK_SYSFS_ROOT, else /).
     #[arg(long)]
     sysfs_root: Option<PathBuf>,
+    /// For scripts, as nvidia-smi --query-gpu: these device fields, one row per device
+    /// (see --help-query).
+    #[arg(long, value_name = "FIELDS", conflicts_with_all = ["watch", "json", "buffers"])]
+    query_device: Option<String>,
+    /// These process fields, one row per process and device (see --help-query).
+    #[arg(long, value_name = "FIELDS", conflicts_with_all = ["watch", "json", "buffers", "query_device"])]
+    query_process: Option<String>,
+    /// With a query: csv[,noheader][,nounits].
+    #[arg(long, default_value = "csv")]
+    format: String,
+    /// With a query: repeat every SECONDS until interrupted.
+    #[arg(short = 'l', long = "loop", value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    loop_s: Option<u64>,
+    /// With a query: repeat every MS milliseconds (written -lms, as nvidia-smi).
+    #[arg(long = "lms", value_name = "MS", conflicts_with = "loop_s", value_parser = clap::value_parser!(u64).range(50..))]
+    loop_ms: Option<u64>,
+    /// Lists the query fields, their units and what they are.
+    #[arg(long)]
+    help_query: bool,
+}
+
+/// Runs a device or process query, once or every `every`.
+fn query(
+    dir: &std::path::Path,
+    root: &std::path::Path,
+    args: &Args,
+    every: Option<Duration>,
+) -> i32 {
+    use tttrack::smi::query;
+    let f = match query::parse_format(&args.format) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("tt-smi: {e}");
+            return 2;
+        }
+    };
+    let mut first = true;
+    loop {
+        let model = match Model::load(dir, 0, root) {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("tt-smi: {}", e.0);
+                return 1;
+            }
+        };
+        let out = match (&args.query_device, &args.query_process) {
+            (Some(fields), _) => query::devices(&model, fields, f, first),
+            (_, Some(fields)) => query::processes(&model, fields, f, first),
+            _ => return 2,
+        };
+        match out {
+            Ok(t) => {
+                use std::io::Write;
+                let mut so = std::io::stdout();
+                if so.write_all(t.as_bytes()).and_then(|_| so.flush()).is_err() {
+                    return 0; // the reader went away (a closed pipe)
+                }
+            }
+            Err(e) => {
+                eprintln!("tt-smi: {e}");
+                return 2;
+            }
+        }
+        first = false;
+        match every {
+            Some(d) => std::thread::sleep(d),
+            None => return 0,
+        }
+    }
 }
 
 fn main() {
-    let args = Args::parse();
+    // nvidia-smi spells the millisecond loop `-lms`: a long option here.
+    let args =
+        Args::parse_from(std::env::args_os().map(|a| if a == "-lms" { "--lms".into() } else { a }));
+    if args.help_query {
+        print!("{}", tttrack::smi::query::help());
+        return;
+    }
     let _ = args.sysfs;
     let dir = args
         .dir
@@ -63,6 +138,13 @@ fn main() {
     let color = tty && !args.no_color && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     if args.buffers {
         std::process::exit(buffers(&dir, args.pid, args.device));
+    }
+    if args.query_device.is_some() || args.query_process.is_some() {
+        let every = args
+            .loop_ms
+            .map(Duration::from_millis)
+            .or(args.loop_s.map(Duration::from_secs));
+        std::process::exit(query(&dir, &sysfs_root, &args, every));
     }
     if args.watch {
         if !tty {
