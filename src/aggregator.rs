@@ -130,6 +130,8 @@ pub struct Aggregator {
     state_dir: StateDir,
     /// Users at `limits::MAX_SEGMENTS_PER_UID` (told once in the log).
     uids_at_bound: HashSet<u32>,
+    /// Processes told in the log to be past `limits::MAX_BUFFERS_PER_PROCESS`.
+    over_limit_logged: HashSet<ProcKey>,
     /// A compatibility-socket dump waiting for its share of time, and when requests
     /// may next be answered (see `request_took`).
     held_compat: Option<crate::compat::Msg>,
@@ -188,7 +190,7 @@ impl Aggregator {
         let started_unix_ns = sys::unix_ns();
         // The page first: its fresh heartbeat tells producers with full lanes that an
         // aggregator is coming while the journal is replayed.
-        let (page_map, page) = create_page(&cfg.dir, pid, started_unix_ns)?;
+        let (page_map, page, page_ino) = create_page(&state_dir, &cfg.dir, pid, started_unix_ns)?;
         let jdir = state_dir.path();
         let mut replayed = 0u64;
         let (journal, rec) = Journal::open(&jdir, |acc, r| {
@@ -208,7 +210,7 @@ impl Aggregator {
         if rec.replayed > 0 || rec.generation > 0 {
             status.restarts_recovered = 1;
         }
-        let wake = bind_wake_socket(&state_dir, &cfg.dir);
+        let wake = bind_wake_socket(&state_dir);
         let agg = Self {
             log,
             acc: rec.accounting,
@@ -218,15 +220,11 @@ impl Aggregator {
             page_map,
             page,
             space_warned: false,
-            page_ino: {
-                use std::os::unix::fs::MetadataExt;
-                std::fs::symlink_metadata(cfg.dir.join(COUNTERS_FILE_NAME))
-                    .map(|m| m.ino())
-                    .unwrap_or(0)
-            },
+            page_ino,
             _lock: lock,
             state_dir,
             uids_at_bound: HashSet::new(),
+            over_limit_logged: HashSet::new(),
             held_compat: None,
             requests_quiet_until: Instant::now(),
             pid,
@@ -323,12 +321,9 @@ impl Aggregator {
     /// Serves the request socket (`aggregator.sock`, every user may ask, as every user
     /// may read the counters page).
     pub fn serve_control(&mut self) -> std::io::Result<()> {
-        let l = bind_published(
-            &self.state_dir,
-            &self.cfg.dir,
-            crate::control::SOCKET_NAME,
-            |p| std::os::unix::net::UnixListener::bind(p),
-        )?;
+        let l = bind_published(&self.state_dir, crate::control::SOCKET_NAME, |p| {
+            std::os::unix::net::UnixListener::bind(p)
+        })?;
         self.requests = Some(crate::control::serve(l)?);
         Ok(())
     }
@@ -1206,7 +1201,7 @@ impl Aggregator {
 
     /// Logs what applying an event did: every event with -v; otherwise only frees of
     /// something never seen allocated (always counted), the first few per process.
-    fn log_outcome(&self, key: ProcKey, ev: &Event, out: &Outcome) {
+    fn log_outcome(&mut self, key: ProcKey, ev: &Event, out: &Outcome) {
         const LOGGED: u64 = 10;
         if self.log.verbosity >= Verbosity::Verbose {
             self.log.event(describe(key.0, ev, out));
@@ -1214,8 +1209,10 @@ impl Aggregator {
         }
         if *out == Outcome::OverLimit {
             // Once per process: the first refusal (the count is in its events lost).
-            let n = self.acc.processes.get(&key).map_or(0, |p| p.gap_lost);
-            if n == 1 {
+            if self.over_limit_logged.insert(key) {
+                let acc = &self.acc;
+                self.over_limit_logged
+                    .retain(|k| acc.processes.contains_key(k));
                 self.log.warn(describe(key.0, ev, out));
             }
             return;
@@ -1347,13 +1344,16 @@ impl Aggregator {
         }
         // Our old mapping still holds the history, whatever happened to its file.
         let history = self.page.history(HISTORY_LEN).unwrap_or_default();
-        match create_page(&self.cfg.dir, self.pid, self.started_unix_ns) {
-            Ok((map, view)) => {
+        match create_page(
+            &self.state_dir,
+            &self.cfg.dir,
+            self.pid,
+            self.started_unix_ns,
+        ) {
+            Ok((map, view, ino)) => {
                 self.page_map = map;
                 self.page = view;
-                self.page_ino = std::fs::symlink_metadata(&path)
-                    .map(|m| m.ino())
-                    .unwrap_or(0);
+                self.page_ino = ino;
                 self.log.warn(format!(
                     "the counters page {} was removed or replaced; recreated it",
                     path.display()
@@ -1446,7 +1446,10 @@ impl Aggregator {
                 .consumer_pid
                 .store(0, Ordering::Relaxed);
         }
-        let _ = std::fs::remove_file(self.cfg.dir.join(COUNTERS_FILE_NAME));
+        let ino = self.page_ino;
+        state_dir::remove_own(&self.cfg.dir, COUNTERS_FILE_NAME, |m| {
+            std::os::unix::fs::MetadataExt::ino(m) == ino
+        });
         state_dir::remove_own_socket(&self.cfg.dir, crate::control::SOCKET_NAME);
         state_dir::remove_own_socket(&self.cfg.dir, WAKE_SOCKET_NAME);
         if let Some(p) = &self.compat_path {
@@ -1471,8 +1474,6 @@ impl Aggregator {
     }
 }
 
-/// Says so when the tracking directory is controlled by another user, or writable by
-/// all without the sticky bit (anyone could then remove others' segments).
 /// A tracking directory owned by another user (not root, not us) is refused: its owner
 /// could swap it for a link at any moment and have the aggregator create its page and
 /// sockets wherever that leads.
@@ -1497,6 +1498,8 @@ fn refuse_foreign_directory(dir: &Path) -> Result<(), StartError> {
     Ok(())
 }
 
+/// Says so when the tracking directory is writable by all without the sticky bit
+/// (anyone could then remove others' segments).
 fn warn_about_directory(dir: &Path, log: &Log) {
     use std::os::unix::fs::MetadataExt;
     let Ok(m) = std::fs::symlink_metadata(dir) else {
@@ -1538,7 +1541,6 @@ fn replay(acc: &mut Accounting, r: &Record) {
 /// the same name, replacing whatever is there without following it.
 fn bind_published<T>(
     state: &StateDir,
-    dir: &Path,
     name: &str,
     bind: impl FnOnce(&Path) -> std::io::Result<T>,
 ) -> std::io::Result<T> {
@@ -1546,14 +1548,14 @@ fn bind_published<T>(
     // Ours, left by a crash: nobody else can write in the private directory.
     let _ = std::fs::remove_file(&private);
     let s = state_dir::bind_mode_0666(&private, bind)?;
-    state.publish(name, dir, name)?;
+    state.publish(name, name)?;
     Ok(s)
 }
 
 /// Binds the wake socket, writable by every user so any producer can wake us. None if
 /// that fails.
-fn bind_wake_socket(state: &StateDir, dir: &Path) -> Option<std::os::unix::net::UnixDatagram> {
-    let s = bind_published(state, dir, WAKE_SOCKET_NAME, |p| {
+fn bind_wake_socket(state: &StateDir) -> Option<std::os::unix::net::UnixDatagram> {
+    let s = bind_published(state, WAKE_SOCKET_NAME, |p| {
         std::os::unix::net::UnixDatagram::bind(p)
     })
     .ok()?;
@@ -1611,13 +1613,20 @@ fn take_lock(state: &StateDir, dir: &Path) -> Result<std::fs::File, StartError> 
     Ok(f)
 }
 
+/// Makes a fresh counters page in the private directory and publishes it in the
+/// tracking directory `dir` (a rename: whatever stands at `counters` is replaced, never
+/// followed, and nothing is created or removed under a name another user could have
+/// prepared). Returns the mapping, its view and the file's inode.
 fn create_page(
+    state: &StateDir,
     dir: &Path,
     pid: u32,
     started_unix_ns: u64,
-) -> Result<(memmap2::MmapRaw, PageView), StartError> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let tmp = dir.join(format!(".counters.{pid}"));
+) -> Result<(memmap2::MmapRaw, PageView, u64), StartError> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+    const TMP: &str = "counters.tmp";
+    let tmp = state.path().join(TMP);
+    // Ours, left by a crash: nobody else can write in the private directory.
     let _ = std::fs::remove_file(&tmp);
     let f = std::fs::OpenOptions::new()
         .read(true)
@@ -1657,8 +1666,11 @@ fn create_page(
         &[],
         &[],
     );
-    std::fs::rename(&tmp, dir.join(COUNTERS_FILE_NAME)).map_err(map_err("cannot publish", &tmp))?;
-    Ok((map, view))
+    let ino = f.metadata().map(|m| m.ino()).unwrap_or(0);
+    state
+        .publish(TMP, COUNTERS_FILE_NAME)
+        .map_err(map_err("cannot publish", &dir.join(COUNTERS_FILE_NAME)))?;
+    Ok((map, view, ino))
 }
 
 pub fn arch_name(arch: u32) -> &'static str {

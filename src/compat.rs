@@ -319,6 +319,7 @@ pub fn serve(
     let _ = std::thread::Builder::new()
         .name("compat".into())
         .spawn(move || {
+            let mut refusals = 0u64;
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { continue };
                 let Some((pid, uid)) = peer(&conn) else {
@@ -327,9 +328,14 @@ pub fn serve(
                 let slot = match limit.admit(uid) {
                     Ok(s) => s,
                     Err(why) => {
-                        refused(format!(
-                            "compatibility socket: connection of pid {pid} refused: {why}"
-                        ));
+                        // Logged at the 1st, 2nd, 4th, 8th... refusal: a client that
+                        // keeps connecting cannot fill the log.
+                        refusals += 1;
+                        if refusals.is_power_of_two() {
+                            refused(format!(
+                                "compatibility socket: connection of pid {pid} refused: {why} ({refusals} refused so far)"
+                            ));
+                        }
                         continue;
                     }
                 };
@@ -373,10 +379,27 @@ pub(crate) fn pidfd_open(pid: u32) -> Option<std::os::fd::OwnedFd> {
 }
 
 /// `SO_PEERPIDFD` (Linux 6.5): a pidfd of the process that connected, taken at connect
-/// time. (Not in the libc crate yet; the value is the same on every architecture.)
-const SO_PEERPIDFD: libc::c_int = 77;
+/// time. Not in the libc crate yet; 77 is its number in the generic socket numbering
+/// that these architectures use (others fall back to the pid check).
+#[cfg(any(
+    target_arch = "x86_64",
+    target_arch = "x86",
+    target_arch = "aarch64",
+    target_arch = "arm",
+    target_arch = "riscv64"
+))]
+const SO_PEERPIDFD: Option<libc::c_int> = Some(77);
+#[cfg(not(any(
+    target_arch = "x86_64",
+    target_arch = "x86",
+    target_arch = "aarch64",
+    target_arch = "arm",
+    target_arch = "riscv64"
+)))]
+const SO_PEERPIDFD: Option<libc::c_int> = None;
 
 fn peer_pidfd(conn: &UnixStream) -> Option<std::os::fd::OwnedFd> {
+    let opt = SO_PEERPIDFD?;
     use std::os::fd::FromRawFd;
     let mut fd: libc::c_int = -1;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
@@ -385,7 +408,7 @@ fn peer_pidfd(conn: &UnixStream) -> Option<std::os::fd::OwnedFd> {
         libc::getsockopt(
             conn.as_raw_fd(),
             libc::SOL_SOCKET,
-            SO_PEERPIDFD,
+            opt,
             &mut fd as *mut libc::c_int as *mut libc::c_void,
             &mut len,
         )

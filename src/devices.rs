@@ -209,12 +209,28 @@ fn describe(root: &Path, id: u32, dir: PathBuf) -> LocalDevice {
     }
 }
 
+/// The 12 PCIe performance counters of `pcie_perf_counters/` (32 bytes a count).
+pub const PCIE_PERF_COUNTERS: [&str; 12] = [
+    "mst_rd_data_word_received0",
+    "mst_rd_data_word_received1",
+    "mst_nonposted_wr_data_word_sent0",
+    "mst_nonposted_wr_data_word_sent1",
+    "mst_posted_wr_data_word_sent0",
+    "mst_posted_wr_data_word_sent1",
+    "slv_nonposted_wr_data_word_received0",
+    "slv_nonposted_wr_data_word_received1",
+    "slv_posted_wr_data_word_received0",
+    "slv_posted_wr_data_word_received1",
+    "slv_rd_data_word_sent0",
+    "slv_rd_data_word_sent1",
+];
+
 /// The driver's 12 PCIe performance counters (`pcie_perf_counters/`, in the order of
-/// `simulated::PCIE_PERF_COUNTERS`), `None` unless every one reads.
+/// [`PCIE_PERF_COUNTERS`]), `None` unless every one reads.
 fn read_pcie_counters(class_dir: &Path) -> Option<[u32; 12]> {
     let dir = class_dir.join("pcie_perf_counters");
     let mut v = [0u32; 12];
-    for (slot, name) in v.iter_mut().zip(simulated::PCIE_PERF_COUNTERS) {
+    for (slot, name) in v.iter_mut().zip(PCIE_PERF_COUNTERS) {
         *slot = attr(&dir, name)?.parse().ok()?;
     }
     Some(v)

@@ -111,14 +111,14 @@ fn open_read(p: &Path) -> io::Result<File> {
         .open(p)
 }
 
-/// Creates (or empties) a file of the journal directory for writing, mode 0600, never
-/// through a link.
-fn create_write(p: &Path) -> io::Result<File> {
+/// Opens (creating it, mode 0600) a file of the journal directory for writing, emptied
+/// if `empty`, never through a link.
+fn open_write(p: &Path, empty: bool) -> io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new()
         .write(true)
         .create(true)
-        .truncate(true)
+        .truncate(empty)
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(p)
@@ -221,16 +221,7 @@ impl Journal {
                 }
             }
         }
-        let file = {
-            use std::os::unix::fs::OpenOptionsExt;
-            std::fs::OpenOptions::new()
-                .create(true)
-                .write(true)
-                .truncate(false)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-                .open(&jp)?
-        };
+        let file = open_write(&jp, false)?;
         // Cut a torn tail so that new records follow whole ones.
         file.set_len(valid_len)?;
         let mut j = Self {
@@ -296,13 +287,13 @@ impl Journal {
         {
             // Streamed to the file: a snapshot of a million buffers is tens of MB, and
             // building it in memory first would leave the heap that much bigger.
-            let mut w = io::BufWriter::with_capacity(256 << 10, create_write(&tmp)?);
+            let mut w = io::BufWriter::with_capacity(256 << 10, open_write(&tmp, true)?);
             w.write_all(STATE_MAGIC)?;
             w.write_all(&STATE_VERSION.to_le_bytes())?;
             bincode::serialize_into(&mut w, acc).map_err(|e| io::Error::other(e.to_string()))?;
             w.flush()?;
         }
-        let new_journal = create_write(&journal_path(&self.dir, g))?;
+        let new_journal = open_write(&journal_path(&self.dir, g), true)?;
         std::fs::rename(&tmp, state_path(&self.dir, g))?;
         // From here on recovery uses generation g; the old files are garbage.
         let old = self.generation;

@@ -65,17 +65,18 @@ impl ConnectionLimit {
     pub fn admit(&self, uid: u32) -> Result<ConnectionSlot, String> {
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let (all, by_uid) = &mut *g;
-        let mine = by_uid.entry(uid).or_default();
-        if *mine >= self.per_uid {
+        let mine = by_uid.get(&uid).copied().unwrap_or(0);
+        if mine >= self.per_uid {
             return Err(format!(
-                "uid {uid} already has {} connections open (at most {})",
-                *mine, self.per_uid
+                "uid {uid} already has {mine} connections open (at most {})",
+                self.per_uid
             ));
         }
         if *all >= self.total {
             return Err(format!("{all} connections open (at most {})", self.total));
         }
-        *mine += 1;
+        // Only uids with a connection open have an entry.
+        *by_uid.entry(uid).or_default() += 1;
         *all += 1;
         Ok(ConnectionSlot {
             limit: self.clone(),

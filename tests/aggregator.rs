@@ -245,7 +245,6 @@ fn a_late_aggregator_picks_up_running_processes_and_flags_lost_events() {
 
 #[test]
 fn garbage_truncated_and_foreign_segments_are_rejected_without_harm() {
-    use std::os::unix::fs::{chown, OpenOptionsExt};
     let dir = TempDir::new("agg-bad");
     std::fs::create_dir_all(dir.path()).unwrap();
     let mut good = spawn_producer(dir.path(), &["hold", "30", "2"], 0);
@@ -269,40 +268,7 @@ fn garbage_truncated_and_foreign_segments_are_rejected_without_harm() {
         victim.id(),
         vinfo.start_time,
     ));
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&forged)
-        .unwrap();
-    f.set_len(tttrack::shm_layout::SEGMENT_SIZE as u64).unwrap();
-    let map = memmap2::MmapOptions::new()
-        .len(tttrack::shm_layout::SEGMENT_SIZE)
-        .map_raw(&f)
-        .unwrap();
-    // SAFETY: the mapping is SEGMENT_SIZE bytes and outlives every use here.
-    let seg = unsafe { tttrack::segment::SegmentView::new(map.as_mut_ptr()) };
-    tttrack::producer::write_identity(seg, victim.id(), 65534, vinfo.start_time, b"forged");
-    // A test producer owns every lane's pages (sparse files on /dev/shm).
-    seg.header()
-        .lanes_reserved
-        .store(u64::MAX, std::sync::atomic::Ordering::Release);
-    tttrack::producer::publish(
-        seg,
-        0,
-        0,
-        tttrack::shm_layout::Event {
-            seq: 0,
-            kind: 1,
-            subtype: 0,
-            _reserved: 0,
-            device: 0,
-            size: 1 << 30,
-            id: 1,
-        },
-    );
-    chown(&forged, Some(65534), Some(65534)).unwrap();
+    let f = forged_segment(&forged, victim.id(), 65534, vinfo.start_time, 1 << 30);
     // Hold the lock as a live producer would.
     let fd = std::os::unix::io::AsRawFd::as_raw_fd(&f);
     // SAFETY: fd belongs to f, which stays open for the rest of the test.

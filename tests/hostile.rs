@@ -214,41 +214,6 @@ fn another_user_cannot_hold_the_lock() {
     let _ = holder.wait();
 }
 
-/// A segment file of uid 65534's claiming `pid` started at `start` in its header,
-/// with one 3 GiB DRAM event in lane 0, not locked (as a dead process's).
-fn forged_segment(path: &Path, pid: u32, start: u64) {
-    use std::os::unix::fs::OpenOptionsExt;
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .unwrap();
-    f.set_len(tttrack::shm_layout::SEGMENT_SIZE as u64).unwrap();
-    let map = memmap2::MmapOptions::new()
-        .len(tttrack::shm_layout::SEGMENT_SIZE)
-        .map_raw(&f)
-        .unwrap();
-    // SAFETY: the mapping is SEGMENT_SIZE bytes and outlives every use here.
-    let seg = unsafe { tttrack::segment::SegmentView::new(map.as_mut_ptr()) };
-    tttrack::producer::write_identity(seg, pid, NOBODY, start, b"forged");
-    seg.header()
-        .lanes_reserved
-        .store(u64::MAX, std::sync::atomic::Ordering::Release);
-    let ev = tttrack::shm_layout::Event {
-        seq: 0,
-        kind: 1,
-        subtype: 0,
-        _reserved: 0,
-        device: 0,
-        size: 3 << 30,
-        id: 0xdead,
-    };
-    tttrack::producer::publish(seg, 0, 0, ev);
-    std::os::unix::fs::chown(path, Some(NOBODY), Some(NOBODY)).unwrap();
-}
-
 /// Attack 3: segments of uid 65534's under alias names of a root process's segment
 /// (`seg.0PID.START`, `seg.+PID.START`), and under its exact name pattern in another
 /// directory-entry form, claiming root's pid and start time, unlocked as if dead: none
@@ -278,7 +243,7 @@ fn alias_and_forged_dead_segments_never_touch_another_users_process() {
     .enumerate()
     {
         let made = own.join(format!("forged{i}"));
-        forged_segment(&made, pid, start);
+        forged_segment(&made, pid, NOBODY, start, 3 << 30);
         let s = as_nobody(&format!("mv {} {}/{alias}", made.display(), dir.display()));
         assert!(s.success());
     }
@@ -286,7 +251,7 @@ fn alias_and_forged_dead_segments_never_touch_another_users_process() {
     // header claims root's process, the file is uid 65534's.
     let other_start = start + 1;
     let made = own.join("forged-dead");
-    forged_segment(&made, pid, other_start);
+    forged_segment(&made, pid, NOBODY, other_start, 3 << 30);
     let s = as_nobody(&format!(
         "mv {} {}/seg.{pid}.{other_start}",
         made.display(),
@@ -688,15 +653,7 @@ fn forged_counters_saturate_and_a_runaway_head_is_not_followed() {
     let holder = root_holder(&dir, 2);
     let own = OwnSegment::create(&dir);
     let v = own.view();
-    let ev = |seq: u64| tttrack::shm_layout::Event {
-        seq,
-        kind: 1,
-        subtype: 0,
-        _reserved: 0,
-        device: 0,
-        size: 4096,
-        id: seq,
-    };
+    let ev = |seq: u64| alloc_event(seq, 4096, seq);
     v.lane(0)
         .dropped
         .store(u64::MAX - 10, std::sync::atomic::Ordering::Relaxed);

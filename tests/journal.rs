@@ -17,15 +17,7 @@ impl Drop for Mount {
 }
 
 fn event(seq: u64) -> Event {
-    Event {
-        seq,
-        kind: 1,
-        subtype: 0,
-        _reserved: 0,
-        device: 0,
-        size: 4096,
-        id: 0x1000 + seq * 0x1000,
-    }
+    alloc_event(seq, 4096, 0x1000 + seq * 0x1000)
 }
 
 /// A flush that fails part way (the file system fills after the first page) and is

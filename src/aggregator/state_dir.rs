@@ -14,6 +14,8 @@ pub const STATE_DIR_NAME: &str = "aggregator";
 /// An open, verified private directory.
 pub struct StateDir {
     fd: OwnedFd,
+    /// The tracking directory, as opened (without following a link) when this was.
+    tracking: std::fs::File,
     /// Where it was found, for messages only.
     shown: PathBuf,
 }
@@ -97,7 +99,13 @@ impl StateDir {
                     ));
                 }
                 match untrusted(&st, euid) {
-                    None => return Ok(StateDir { fd, shown }),
+                    None => {
+                        return Ok(StateDir {
+                            fd,
+                            tracking: tdir,
+                            shown,
+                        })
+                    }
                     Some(why) => why,
                 }
             };
@@ -140,11 +148,11 @@ impl StateDir {
         &self.shown
     }
 
-    /// Moves `name` from this directory to `dir/to` (publishing a socket bound here);
-    /// an entry already there (a stale socket, or anything someone planted) is
-    /// replaced, never followed.
-    pub fn publish(&self, name: &str, dir: &Path, to: &str) -> std::io::Result<()> {
-        let d = std::fs::File::open(dir)?;
+    /// Moves `name` from this directory to `to` in the tracking directory (publishing a
+    /// socket or the page made here); an entry already there (a stale one, or anything
+    /// someone planted) is replaced, never followed.
+    pub fn publish(&self, name: &str, to: &str) -> std::io::Result<()> {
+        let d = &self.tracking;
         let (from_c, to_c) = (cstr(name), cstr(to));
         // SAFETY: both descriptors are open directories, both names valid C strings.
         let r = unsafe {
@@ -162,18 +170,24 @@ impl StateDir {
     }
 }
 
-/// Removes `dir/name` only if it is a socket of this user's (what the aggregator
-/// published), so shutting down never removes what another user put there.
-pub fn remove_own_socket(dir: &Path, name: &str) {
-    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+/// Removes `dir/name` only if it is this user's and `ours` says it is what the
+/// aggregator published, so shutting down never removes what another user put there.
+pub fn remove_own(dir: &Path, name: &str, ours: impl Fn(&std::fs::Metadata) -> bool) {
+    use std::os::unix::fs::MetadataExt;
     let p = dir.join(name);
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
     if let Ok(m) = std::fs::symlink_metadata(&p) {
-        if m.file_type().is_socket() && m.uid() == euid {
+        if m.uid() == euid && ours(&m) {
             let _ = std::fs::remove_file(&p);
         }
     }
+}
+
+/// Removes `dir/name` only if it is a socket of this user's.
+pub fn remove_own_socket(dir: &Path, name: &str) {
+    use std::os::unix::fs::FileTypeExt;
+    remove_own(dir, name, |m| m.file_type().is_socket());
 }
 
 /// Binds a Unix socket at `path` with mode 0666 from its creation (the umask is set to

@@ -475,11 +475,14 @@ fn simulate(
     let tick = Duration::from_millis(500);
     let start = Instant::now();
     let (mut temp, mut last_events, mut beat, mut flits) = (40.0f64, 0u64, 1000u64, 0u64);
+    let mut reader: Option<tttrack::counters_page::CountersReader> = None;
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(tick);
-        let snap = tttrack::counters_page::CountersReader::open(dir)
-            .ok()
-            .and_then(|r| r.view().snapshot());
+        // Kept mapped between ticks; opened once the aggregator has made it.
+        if reader.as_ref().and_then(|r| r.view().snapshot()).is_none() {
+            reader = tttrack::counters_page::CountersReader::open(dir).ok();
+        }
+        let snap = reader.as_ref().and_then(|r| r.view().snapshot());
         let events = snap.as_ref().map_or(0, |s| s.status.events_applied);
         let rate = events.saturating_sub(last_events) as f64 / tick.as_secs_f64();
         last_events = events;
@@ -506,14 +509,15 @@ fn simulate(
             if busy > 0.05 { "1000\n" } else { "500\n" },
         );
         let _ = w.write_class(root, "tt_heartbeat", &format!("{beat}\n"));
-        let perf = w.class_dir(root).join("pcie_perf_counters");
-        let _ = std::fs::write(
-            perf.join("mst_posted_wr_data_word_sent0"),
-            format!("{}\n", flits as u32),
+        let _ = w.write_class(
+            root,
+            "pcie_perf_counters/mst_posted_wr_data_word_sent0",
+            &format!("{}\n", flits as u32),
         );
-        let _ = std::fs::write(
-            perf.join("mst_rd_data_word_received0"),
-            format!("{}\n", (flits / 3) as u32),
+        let _ = w.write_class(
+            root,
+            "pcie_perf_counters/mst_rd_data_word_received0",
+            &format!("{}\n", (flits / 3) as u32),
         );
         let b = &cards[1];
         let idle_temp = 41.0 + (start.elapsed().as_secs_f64() / 7.0).sin();

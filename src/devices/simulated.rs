@@ -24,25 +24,10 @@
 //!
 //! Real directories exist only under `sys/devices/`; every other path is a link into it.
 
+use super::PCIE_PERF_COUNTERS;
 use std::io;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
-
-/// The 12 PCIe performance counters of `pcie_perf_counters/` (32 bytes a count).
-pub const PCIE_PERF_COUNTERS: [&str; 12] = [
-    "mst_rd_data_word_received0",
-    "mst_rd_data_word_received1",
-    "mst_nonposted_wr_data_word_sent0",
-    "mst_nonposted_wr_data_word_sent1",
-    "mst_posted_wr_data_word_sent0",
-    "mst_posted_wr_data_word_sent1",
-    "slv_nonposted_wr_data_word_received0",
-    "slv_nonposted_wr_data_word_received1",
-    "slv_posted_wr_data_word_received0",
-    "slv_posted_wr_data_word_received1",
-    "slv_rd_data_word_sent0",
-    "slv_rd_data_word_sent1",
-];
 
 /// A file at the root of a simulated host's tree, so that the views can say that the
 /// cards they show are simulated (a real `/` never has it).

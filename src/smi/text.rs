@@ -39,14 +39,19 @@ impl Style {
     }
 }
 
-/// A bar of `width` cells for `used` of `total`.
-pub fn bar(used: u64, total: u64, width: usize) -> String {
+/// How many of `width` bar cells `used` of `total` fills (none for an unknown total).
+pub fn filled_cells(used: u64, total: u64, width: usize) -> usize {
     let frac = if total == 0 {
         0.0
     } else {
         (used as f64 / total as f64).min(1.0)
     };
-    let full = (frac * width as f64).round() as usize;
+    ((frac * width as f64).round() as usize).min(width)
+}
+
+/// A bar of `width` cells for `used` of `total`.
+pub fn bar(used: u64, total: u64, width: usize) -> String {
+    let full = filled_cells(used, total, width);
     format!("[{}{}]", "█".repeat(full), "░".repeat(width - full))
 }
 

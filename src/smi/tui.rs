@@ -341,7 +341,7 @@ impl App {
         } else {
             Color::Green
         };
-        let filled = ((ratio * width as f64).round() as usize).min(width as usize);
+        let filled = super::text::filled_cells(used, total.unwrap_or(0), width as usize);
         Paragraph::new(Line::from(vec![
             Span::styled("█".repeat(filled), self.style(Style::default().fg(color))),
             Span::styled(

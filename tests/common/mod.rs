@@ -566,3 +566,46 @@ impl OwnSegment {
         unsafe { tttrack::segment::SegmentView::new(self.map.as_mut_ptr()) }
     }
 }
+
+/// A DRAM allocation event of `size` bytes with buffer id `id` and sequence number `seq`
+/// on device 0.
+pub fn alloc_event(seq: u64, size: u64, id: u64) -> tttrack::shm_layout::Event {
+    tttrack::shm_layout::Event {
+        seq,
+        kind: 1,
+        subtype: 0,
+        _reserved: 0,
+        device: 0,
+        size,
+        id,
+    }
+}
+
+/// A segment file made by hand at `path`, owned by `uid`, whose header claims process
+/// `pid` started at `start`, with one `size`-byte DRAM allocation in lane 0. Not locked:
+/// the caller holds the returned file's lock to make it look alive.
+pub fn forged_segment(path: &Path, pid: u32, uid: u32, start: u64, size: u64) -> std::fs::File {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap();
+    f.set_len(tttrack::shm_layout::SEGMENT_SIZE as u64).unwrap();
+    let map = memmap2::MmapOptions::new()
+        .len(tttrack::shm_layout::SEGMENT_SIZE)
+        .map_raw(&f)
+        .unwrap();
+    // SAFETY: the mapping is SEGMENT_SIZE bytes and outlives every use here.
+    let seg = unsafe { tttrack::segment::SegmentView::new(map.as_mut_ptr()) };
+    tttrack::producer::write_identity(seg, pid, uid, start, b"forged");
+    // A test producer owns every lane's pages (sparse files on /dev/shm).
+    seg.header()
+        .lanes_reserved
+        .store(u64::MAX, std::sync::atomic::Ordering::Release);
+    tttrack::producer::publish(seg, 0, 0, alloc_event(0, size, 1));
+    std::os::unix::fs::chown(path, Some(uid), Some(uid)).unwrap();
+    f
+}
