@@ -3,7 +3,7 @@
 //! second on one core (at most 50 ns per event). Run: `cargo bench --bench aggregator`.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use tttrack::accounting::{Accounting, ProcState};
+use tttrack::aggregator::accounting::{Accounting, ProcState};
 use tttrack::shm_layout::{Event, EventKind};
 
 fn ev(kind: EventKind, sub: u8, size: u64, id: u64) -> Event {

@@ -157,7 +157,7 @@ fn visibility() {
     for i in 0..500u64 {
         let size = 4096 + i;
         let t = Instant::now();
-        tttrack::ffi::tttrack_alloc(0, size, 0, 0x1000 + i);
+        tttrack::producer::ffi::tttrack_alloc(0, size, 0, 0x1000 + i);
         expected += size;
         loop {
             let s = p.view().snapshot().unwrap();

@@ -60,7 +60,7 @@ fn snapshot() -> Snapshot {
 
 fn bench(c: &mut Criterion) {
     let s = std::sync::Arc::new(snapshot());
-    let text = tttrack::metrics::render(Some(s.clone()), true);
+    let text = tttrack::aggregator::metrics::render(Some(s.clone()), true);
     assert!(text.contains("tt_process_memory_used_bytes"));
     eprintln!(
         "scrape body: {} bytes, {} lines",
@@ -68,7 +68,7 @@ fn bench(c: &mut Criterion) {
         text.lines().count()
     );
     c.bench_function("scrape_64_devices_1000_processes", |b| {
-        b.iter(|| tttrack::metrics::render(Some(s.clone()), true))
+        b.iter(|| tttrack::aggregator::metrics::render(Some(s.clone()), true))
     });
 }
 

@@ -18,8 +18,8 @@ use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tttrack::ffi::{tttrack_alloc, tttrack_free};
-use tttrack::segment_reader::{list_segments, MappedSegment};
+use tttrack::aggregator::segment_reader::{list_segments, MappedSegment};
+use tttrack::producer::ffi::{tttrack_alloc, tttrack_free};
 use tttrack::shm_layout::NUM_LANES;
 
 type Rec = [u64; 4];
@@ -57,7 +57,7 @@ fn spawn_drainer(dir: std::path::PathBuf, stop: Arc<AtomicBool>) -> std::thread:
                         if n > 0 {
                             // Touch the records as an aggregator would.
                             total += buf.iter().map(|(e, _)| e.size).sum::<u64>();
-                            s.commit(lane, s.cursor(lane));
+                            s.release(lane, s.read_pos(lane));
                             got += n;
                         }
                     }
@@ -126,7 +126,7 @@ fn bench(c: &mut Criterion) {
     });
     stop.store(true, Ordering::Relaxed);
     drainer.join().unwrap();
-    let dropped = tttrack::ffi::tttrack_dropped_events();
+    let dropped = tttrack::producer::ffi::tttrack_dropped_events();
     eprintln!("tttrack: events dropped during the benchmark: {dropped}");
 
     // The original: 144-byte send() per event on a Unix stream socket.

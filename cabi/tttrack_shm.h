@@ -106,7 +106,7 @@ typedef struct tttrack_aggregator_status {
     uint64_t start_unix_ns, heartbeat_unix_ns, events_applied, events_lost;
     uint64_t unknown_frees, invalid_events, segments_attached, segments_rejected;
     uint32_t processes_tracked, process_overflow, num_processes, pad;
-    uint64_t restarts_recovered;
+    uint64_t recovered_from_journal;  /* 1: started from an earlier run's journal */
     uint64_t exits_holding_memory;  /* processes that ended holding device memory */
     uint64_t leaked_bytes;          /* what they held */
     uint64_t reserved[2];

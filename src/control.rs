@@ -11,7 +11,7 @@
 //!
 //! Anything else gets one line `{"error": "..."}`.
 
-use crate::accounting::Accounting;
+use crate::aggregator::accounting::Accounting;
 use crate::shm_layout::BufferType;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -77,15 +77,19 @@ pub fn answer(acc: &Accounting, query: &str) -> Answer {
         Some("buffers") => {
             let mut pid: Option<u32> = None;
             let mut device: Option<i32> = None;
-            let mut limit = crate::limits::DEFAULT_BUFFERS_ANSWER;
+            let mut limit = crate::aggregator::limits::DEFAULT_BUFFERS_ANSWER;
             for w in words {
                 match w.split_once('=') {
                     Some(("limit", v)) => match v.parse::<usize>() {
-                        Ok(v) if (1..=crate::limits::MAX_BUFFERS_ANSWER).contains(&v) => limit = v,
+                        Ok(v)
+                            if (1..=crate::aggregator::limits::MAX_BUFFERS_ANSWER).contains(&v) =>
+                        {
+                            limit = v
+                        }
                         _ => {
                             return error(&format!(
                                 "limit={v} is not a number from 1 to {}",
-                                crate::limits::MAX_BUFFERS_ANSWER
+                                crate::aggregator::limits::MAX_BUFFERS_ANSWER
                             ))
                         }
                     },
@@ -174,15 +178,15 @@ fn error(msg: &str) -> Answer {
 /// the aggregator's loop answers between passes.
 pub fn serve(listener: UnixListener) -> std::io::Result<mpsc::Receiver<Request>> {
     let (tx, rx) = mpsc::channel();
-    let limit = crate::limits::ConnectionLimit::new(
-        crate::limits::MAX_REQUEST_CONNECTIONS_PER_UID,
-        crate::limits::MAX_REQUEST_CONNECTIONS,
+    let limit = crate::aggregator::limits::ConnectionLimit::new(
+        crate::aggregator::limits::MAX_REQUEST_CONNECTIONS_PER_UID,
+        crate::aggregator::limits::MAX_REQUEST_CONNECTIONS,
     );
     std::thread::Builder::new()
         .name("control".into())
         .spawn(move || {
             for mut conn in listener.incoming().flatten() {
-                let Some((_, uid)) = crate::compat::peer(&conn) else {
+                let Some((_, uid)) = crate::aggregator::peer::peer(&conn) else {
                     continue;
                 };
                 let slot = match limit.admit(uid) {

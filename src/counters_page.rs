@@ -45,6 +45,11 @@ pub const CAT_NAMES: [&str; NUM_CATS] = [
     "kernel_dispatch",
 ];
 
+/// Every category with its name, in order.
+pub fn categories() -> impl Iterator<Item = (usize, &'static str)> {
+    CAT_NAMES.iter().copied().enumerate()
+}
+
 /// What lives in L1: buffers, L1_SMALL, circular buffers and kernels (the kernel
 /// subtypes are inside the kernel total).
 pub const L1_RESIDENT_CATS: [usize; 4] = [CAT_L1, CAT_L1_SMALL, CAT_CB, CAT_KERNEL];
@@ -53,18 +58,19 @@ pub const L1_RESIDENT_CATS: [usize; 4] = [CAT_L1, CAT_L1_SMALL, CAT_CB, CAT_KERN
 /// (buffers, L1_SMALL, CBs, kernels) and TRACE; not SYSTEM_MEMORY (host memory), and
 /// the kernel subtypes are already in the kernel total.
 pub fn device_bytes(used: &[u64; NUM_CATS]) -> u64 {
-    [
-        CAT_DRAM,
-        CAT_L1,
-        CAT_L1_SMALL,
-        CAT_TRACE,
-        CAT_CB,
-        CAT_KERNEL,
-    ]
-    .iter()
-    .map(|&c| used[c])
-    .sum()
+    DEVICE_CATS.iter().map(|&c| used[c]).sum()
 }
+
+/// The categories of device memory, in the order the history ring and the original
+/// protocol's query answer keep them: DRAM, L1, L1_SMALL, TRACE, CB, kernels.
+pub const DEVICE_CATS: [usize; 6] = [
+    CAT_DRAM,
+    CAT_L1,
+    CAT_L1_SMALL,
+    CAT_TRACE,
+    CAT_CB,
+    CAT_KERNEL,
+];
 
 /// Used bytes, high-water mark and live count of one category.
 #[repr(C)]
@@ -98,7 +104,8 @@ pub struct AggregatorStatus {
     pub process_overflow: u32,
     pub num_processes: u32,
     pub _pad: u32,
-    pub restarts_recovered: u64,
+    /// 1 when this aggregator started from the journal of an earlier one, else 0.
+    pub recovered_from_journal: u64,
     /// Processes that ended while holding device memory (the leak lines).
     pub exits_holding_memory: u64,
     /// Bytes those processes still held when they ended.
@@ -148,7 +155,53 @@ pub struct Telemetry {
     pub pcie_d2h_bytes_per_s: u64,
 }
 
+/// Readings in the units people and tools are given them (the page keeps the driver's
+/// integer units); `None` where the driver did not give the reading. Every view
+/// converts through these.
 impl Telemetry {
+    /// Whether the reading(s) of `bit` (a `TEL_` flag) were given.
+    pub fn has(&self, bit: u64) -> bool {
+        self.valid & bit != 0
+    }
+    fn reading(&self, bit: u64, v: f64) -> Option<f64> {
+        self.has(bit).then_some(v)
+    }
+    /// ASIC temperature, degrees Celsius.
+    pub fn temp_c(&self) -> Option<f64> {
+        self.reading(TEL_TEMP, self.asic_temp_mc as f64 / 1000.0)
+    }
+    pub fn temp_max_c(&self) -> Option<f64> {
+        self.reading(TEL_TEMP_MAX, self.temp_max_mc as f64 / 1000.0)
+    }
+    /// Board power, watts.
+    pub fn power_w(&self) -> Option<f64> {
+        self.reading(TEL_POWER, self.power_uw as f64 / 1e6)
+    }
+    pub fn power_max_w(&self) -> Option<f64> {
+        self.reading(TEL_POWER_MAX, self.power_max_uw as f64 / 1e6)
+    }
+    /// Core current, amperes.
+    pub fn current_a(&self) -> Option<f64> {
+        self.reading(TEL_CURRENT, self.current_ma as f64 / 1000.0)
+    }
+    pub fn current_max_a(&self) -> Option<f64> {
+        self.reading(TEL_CURRENT_MAX, self.current_max_ma as f64 / 1000.0)
+    }
+    /// PCIe link speed, GT/s.
+    pub fn pcie_speed_gts(&self) -> Option<f64> {
+        self.reading(TEL_PCIE, self.pcie_link_speed_milli_gts as f64 / 1000.0)
+    }
+    pub fn pcie_max_speed_gts(&self) -> Option<f64> {
+        self.reading(
+            TEL_PCIE_MAX,
+            self.pcie_max_link_speed_milli_gts as f64 / 1000.0,
+        )
+    }
+    /// The AI clock, hertz.
+    pub fn aiclk_hz(&self) -> Option<f64> {
+        self.reading(TEL_AICLK, self.aiclk_mhz as f64 * 1e6)
+    }
+
     /// The per-component firmware versions with their names, in display order.
     pub fn firmware(&self) -> [(&'static str, u64); 5] {
         [
@@ -284,14 +337,8 @@ fn process_record_bytes(num_devices: u32) -> usize {
         + (num_devices as usize).min(MAX_PROCESS_DEVICES) * size_of::<ProcessDevice>()
 }
 
-/// Per-device figures kept in history.
-pub const HIST_DRAM: usize = 0;
-pub const HIST_L1: usize = 1;
-pub const HIST_L1_SMALL: usize = 2;
-pub const HIST_TRACE: usize = 3;
-pub const HIST_CB: usize = 4;
-pub const HIST_KERNEL: usize = 5;
-pub const HIST_FIELDS: usize = 6;
+/// Per-device figures kept in history: those of [`DEVICE_CATS`], in its order.
+pub const HIST_FIELDS: usize = DEVICE_CATS.len();
 
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Pod, Zeroable)]
@@ -301,6 +348,20 @@ pub struct HistorySample {
     /// Millidegrees (i32::MIN: unknown) and milliwatts (u32::MAX: unknown).
     pub temp_mc: [i32; MAX_PAGE_DEVICES],
     pub power_mw: [u32; MAX_PAGE_DEVICES],
+}
+
+impl HistorySample {
+    /// Bytes of category `cat` (one of [`DEVICE_CATS`]) used on device `dev` (0 for any
+    /// other category or device).
+    pub fn used_of(&self, dev: usize, cat: usize) -> u64 {
+        match (
+            self.used.get(dev),
+            DEVICE_CATS.iter().position(|&c| c == cat),
+        ) {
+            (Some(u), Some(i)) => u[i],
+            _ => 0,
+        }
+    }
 }
 
 /// Header after the presence block.

@@ -25,16 +25,6 @@ use std::path::{Path, PathBuf};
 
 pub const VENDOR_TENSTORRENT: u32 = 0x1e52;
 
-/// Architecture from the PCI device id.
-pub fn arch_of_pci_device(id: u32) -> Option<&'static str> {
-    match id {
-        0xfaca => Some("grayskull"),
-        0x401e => Some("wormhole_b0"),
-        0xb140 => Some("blackhole"),
-        _ => None,
-    }
-}
-
 /// Built-in totals per chip, (DRAM bytes, L1 bytes), by architecture and board, from
 /// the published specifications of each card. `None` where the figure is not known.
 pub fn builtin_totals(arch: &str, board: &str) -> (Option<u64>, Option<u64>) {
@@ -136,7 +126,9 @@ fn find_hwmon(pci_dir: &Path) -> Option<(PathBuf, String)> {
                 .is_dir()
                 .then_some(())?;
             let driver = attr(&dir, "name")?;
-            matches!(driver.as_str(), "wormhole" | "blackhole").then_some((n, dir, driver))
+            crate::arch::by_hwmon(&driver)
+                .is_some()
+                .then_some((n, dir, driver))
         })
         .collect();
     found.sort();
@@ -179,15 +171,10 @@ fn describe(root: &Path, id: u32, dir: PathBuf) -> LocalDevice {
     let arch = pci_dir
         .as_ref()
         .and_then(|p| attr_hex(p, "device"))
-        .and_then(arch_of_pci_device)
-        .map(str::to_string)
-        .or_else(|| {
-            // The PCI ids unreadable: the hwmon name is the next best witness.
-            hwmon.as_ref().map(|(_, n)| match n.as_str() {
-                "wormhole" => "wormhole_b0".to_string(),
-                other => other.to_string(),
-            })
-        })
+        .and_then(crate::arch::by_pci_device)
+        // The PCI ids unreadable: the hwmon name is the next best witness.
+        .or_else(|| hwmon.as_ref().and_then(|(_, n)| crate::arch::by_hwmon(n)))
+        .map(|a| a.name.to_string())
         .unwrap_or_default();
     LocalDevice {
         id,
@@ -507,7 +494,5 @@ mod tests {
             builtin_totals("blackhole", "galaxy-blackhole"),
             (Some(32 << 30), None)
         );
-        assert_eq!(arch_of_pci_device(0x401e), Some("wormhole_b0"));
-        assert_eq!(arch_of_pci_device(0x1234), None);
     }
 }

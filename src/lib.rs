@@ -9,20 +9,14 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
-pub mod accounting;
 pub mod aggregator;
+pub mod arch;
 pub mod compat;
 pub mod control;
 pub mod counters_page;
 pub mod devices;
-pub mod fault_guard;
-pub mod ffi;
-pub mod journal;
-pub mod limits;
-pub mod metrics;
 pub mod producer;
 pub mod segment;
-pub mod segment_reader;
 pub mod shm_layout;
 pub mod smi;
 pub mod sys;

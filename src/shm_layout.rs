@@ -245,9 +245,22 @@ pub struct SegmentHeader {
 }
 
 /// The header of one lane; its ring of [`LANE_CAPACITY`] slots follows.
+///
+/// # A lane's positions
+/// Every position counts slots written to the lane since it was created (the slot is
+/// the position modulo [`LANE_CAPACITY`]), and the project uses these four names only:
+/// - **head** (this header, the producer's): every slot below it is published;
+/// - **read** (the aggregator's, private: `MappedSegment::read_pos`): every slot below
+///   it has been copied out;
+/// - **applied** (the aggregator's, journaled: `ProcState::lane_applied`): every event
+///   below it is in the accounting and in the journal;
+/// - **released** (the `tail` word below, written by the aggregator after the journal
+///   is durable: `MappedSegment::release`): every slot below it may be reused.
+///
+/// Always released <= applied <= read <= head, and head - released <= [`LANE_CAPACITY`].
 #[repr(C)]
 pub struct LaneHeader {
-    /// Producer's position: slots below it are published.
+    /// The head position: slots below it are published.
     pub head: AtomicU64,
     /// Events this lane's threads could not deliver.
     pub dropped: AtomicU64,
@@ -258,7 +271,7 @@ pub struct LaneHeader {
     pub owner_tid: AtomicU32,
     pub claims: AtomicU64,
     pub _pad1: [AtomicU64; 4],
-    /// Consumer's position: slots below it may be overwritten.
+    /// The released position: slots below it may be overwritten.
     pub tail: AtomicU64,
     pub _pad2: [AtomicU64; 7],
 }

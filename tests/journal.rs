@@ -6,7 +6,7 @@ use common::*;
 use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use tttrack::journal::{Journal, Record};
+use tttrack::aggregator::journal::{Journal, Record};
 use tttrack::shm_layout::Event;
 
 struct Mount(std::path::PathBuf);

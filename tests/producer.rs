@@ -4,7 +4,7 @@ mod common;
 use common::*;
 use std::collections::{HashMap, HashSet};
 use std::process::Command;
-use tttrack::segment_reader::{list_segments, MappedSegment};
+use tttrack::aggregator::segment_reader::{list_segments, MappedSegment};
 use tttrack::shm_layout::*;
 
 /// Checks a process's events are every sequence number exactly once, from 0.

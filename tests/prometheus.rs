@@ -278,7 +278,7 @@ fn contrib_rules_and_dashboard_match_the_exported_names() {
         devices: vec![d],
         processes: vec![p],
     };
-    let exported = tttrack::metrics::render(Some(std::sync::Arc::new(snap)), true);
+    let exported = tttrack::aggregator::metrics::render(Some(std::sync::Arc::new(snap)), true);
     assert!(
         exported.contains(r#"comm="a\"b\\c""#),
         "label values escaped:\n{exported}"

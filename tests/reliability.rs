@@ -472,7 +472,7 @@ proptest! {
         for (off, bytes) in &patches {
             f.write_all_at(bytes, *off as u64).unwrap();
         }
-        if let Ok(mut r) = tttrack::segment_reader::MappedSegment::open(&path) {
+        if let Ok(mut r) = tttrack::aggregator::segment_reader::MappedSegment::open(&path) {
             let mut buf = Vec::new();
             for lane in 0..NUM_LANES {
                 buf.clear();
@@ -519,7 +519,7 @@ proptest! {
     /// Any event a process can write changes only that process's figures.
     #[test]
     fn random_events_never_touch_another_process(evs in prop::collection::vec((any::<u8>(), any::<u8>(), -2i32..70, any::<u64>(), 0u64..16), 0..300)) {
-        use tttrack::accounting::*;
+        use tttrack::aggregator::accounting::*;
         let mut acc = Accounting::default();
         acc.processes.insert((1, 1), ProcState::new(1, 1, 0, "a".into(), 0));
         acc.processes.insert((2, 2), ProcState::new(2, 2, 0, "b".into(), 0));

@@ -6,9 +6,9 @@ mod common;
 use common::TempDir;
 use proptest::prelude::*;
 use std::sync::atomic::Ordering::*;
+use tttrack::aggregator::segment_reader::{MappedSegment, SegmentError};
 use tttrack::producer::{publish, write_identity};
 use tttrack::segment::SegmentView;
-use tttrack::segment_reader::{MappedSegment, SegmentError};
 use tttrack::shm_layout::*;
 
 /// Creates a valid segment file for a made-up process and maps it twice: once as the
@@ -84,7 +84,7 @@ proptest! {
                     reader.read_lane(lane, &mut buf, max).unwrap();
                     got.extend(buf.iter().map(|(e, _)| *e));
                 }
-                Op::Commit => reader.commit(lane, reader.cursor(lane)),
+                Op::Commit => reader.release(lane, reader.read_pos(lane)),
             }
         }
         loop {
@@ -156,7 +156,7 @@ fn wrap_around_many_times() {
             assert_eq!(*pos, next);
             next += 1;
         }
-        reader.commit(0, reader.cursor(0));
+        reader.release(0, reader.read_pos(0));
     }
     assert_eq!(seg.lane(0).tail.load(Acquire), total);
 }

@@ -49,7 +49,7 @@ extern "C" fn on_signal(_: libc::c_int) {
 
 fn main() {
     let args = Args::parse();
-    tttrack::limits::raise_open_file_limit();
+    tttrack::aggregator::limits::raise_open_file_limit();
     if !(args.telemetry_interval.is_finite() && args.telemetry_interval >= 0.05) {
         eprintln!("tt-aggregator: --telemetry-interval must be a number of seconds, at least 0.05");
         std::process::exit(2);
@@ -89,7 +89,9 @@ fn main() {
         }
     }
     if let Some(a) = &args.metrics_addr {
-        match tttrack::metrics::parse_addr(a).and_then(|addr| tttrack::metrics::serve(addr, &dir)) {
+        match tttrack::aggregator::metrics::parse_addr(a)
+            .and_then(|addr| tttrack::aggregator::metrics::serve(addr, &dir))
+        {
             Ok(bound) => agg.log.info(format!("   metrics: http://{bound}/metrics")),
             Err(e) => {
                 eprintln!("tt-aggregator: {e}");

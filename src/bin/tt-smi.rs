@@ -232,7 +232,7 @@ fn buffers(dir: &std::path::Path, pid: Option<u32>, device: Option<i32>) -> i32 
         Some((Some(shown), Some(all))) => println!(
             "the {shown} largest of {all} live buffers, {} (the aggregator answers at most {} at a time; narrow with --pid or --device)",
             tttrack::sys::human_bytes(total),
-            tttrack::limits::DEFAULT_BUFFERS_ANSWER
+            tttrack::aggregator::limits::DEFAULT_BUFFERS_ANSWER
         ),
         _ => println!("{n} live buffers, {}", tttrack::sys::human_bytes(total)),
     }

@@ -2,6 +2,7 @@
 //! snapshot ([`text`]), JSON ([`json`]), CSV queries for scripts ([`query`]) and the
 //! live terminal UI ([`tui`]).
 
+pub mod format;
 pub mod json;
 pub mod model;
 pub mod query;

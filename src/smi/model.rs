@@ -50,12 +50,10 @@ impl DeviceView {
     }
 
     pub fn display_name(&self) -> String {
-        let arch = match self.arch.as_str() {
-            "wormhole_b0" => "Wormhole",
-            "blackhole" => "Blackhole",
-            "grayskull" => "Grayskull",
-            "" | "unknown" => "Unknown",
-            other => other,
+        let arch = match crate::arch::by_name(&self.arch) {
+            Some(a) => a.display,
+            None if self.arch.is_empty() || self.arch == "unknown" => "Unknown",
+            None => self.arch.as_str(),
         };
         let name = if self.board.is_empty() {
             arch.to_string()

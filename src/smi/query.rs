@@ -124,42 +124,25 @@ pub const DEVICE_FIELDS: &[DeviceField] = &[
         |d| num(d.memory_known.then(|| mib(d.l1_resident_peak)), 1),
     ),
     DeviceField("temperature.gpu", "C", "ASIC temperature", |d| {
-        num(
-            tel(d, TEL_TEMP).then(|| d.telemetry.asic_temp_mc as f64 / 1000.0),
-            1,
-        )
+        num(d.telemetry.temp_c(), 1)
     }),
     DeviceField(
         "temperature.limit",
         "C",
         "ASIC temperature throttle limit",
-        |d| {
-            num(
-                tel(d, TEL_TEMP_MAX).then(|| d.telemetry.temp_max_mc as f64 / 1000.0),
-                1,
-            )
-        },
+        |d| num(d.telemetry.temp_max_c(), 1),
     ),
     DeviceField("power.draw", "W", "chip (TDP) power", |d| {
-        num(
-            tel(d, TEL_POWER).then(|| d.telemetry.power_uw as f64 / 1e6),
-            1,
-        )
+        num(d.telemetry.power_w(), 1)
     }),
     DeviceField("power.limit", "W", "chip power limit", |d| {
-        num(
-            tel(d, TEL_POWER_MAX).then(|| d.telemetry.power_max_uw as f64 / 1e6),
-            1,
-        )
+        num(d.telemetry.power_max_w(), 1)
     }),
     DeviceField("voltage.core", "mV", "core voltage", |d| {
         int(tel(d, TEL_VCORE).then_some(d.telemetry.vcore_mv))
     }),
     DeviceField("current", "A", "chip current", |d| {
-        num(
-            tel(d, TEL_CURRENT).then(|| d.telemetry.current_ma as f64 / 1000.0),
-            1,
-        )
+        num(d.telemetry.current_a(), 1)
     }),
     DeviceField("fan.rpm", "RPM", "fan speed", |d| {
         int(tel(d, TEL_FAN).then_some(d.telemetry.fan_rpm))
@@ -177,12 +160,7 @@ pub const DEVICE_FIELDS: &[DeviceField] = &[
         "pcie.link.speed.current",
         "GT/s",
         "PCIe link speed as trained",
-        |d| {
-            num(
-                tel(d, TEL_PCIE).then(|| d.telemetry.pcie_link_speed_milli_gts as f64 / 1000.0),
-                1,
-            )
-        },
+        |d| num(d.telemetry.pcie_speed_gts(), 1),
     ),
     DeviceField(
         "pcie.link.width.current",

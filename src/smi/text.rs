@@ -1,6 +1,7 @@
 //! `tt-smi` snapshot: the device table, the memory breakdown with bars, the process
 //! table. Plain text, with colour only when asked for (a terminal, no `NO_COLOR`).
 
+use super::format::{bar, memory_cell, pct, process_rows, telemetry_cells, Level, PROCESS_COLUMNS};
 use super::model::{DeviceView, Model};
 use crate::counters_page::*;
 use crate::sys::human_bytes;
@@ -24,13 +25,11 @@ impl Style {
     fn dim(&self, s: &str) -> String {
         self.paint("2", s)
     }
-    fn level(&self, pct: f64, s: &str) -> String {
-        let code = if pct >= 90.0 {
-            "31"
-        } else if pct >= 70.0 {
-            "33"
-        } else {
-            "32"
+    fn level(&self, level: Level, s: &str) -> String {
+        let code = match level {
+            Level::Full => "31",
+            Level::High => "33",
+            Level::Ok => "32",
         };
         self.paint(code, s)
     }
@@ -39,62 +38,29 @@ impl Style {
     }
 }
 
-/// How many of `width` bar cells `used` of `total` fills (none for an unknown total).
-pub fn filled_cells(used: u64, total: u64, width: usize) -> usize {
-    let frac = if total == 0 {
-        0.0
-    } else {
-        (used as f64 / total as f64).min(1.0)
-    };
-    ((frac * width as f64).round() as usize).min(width)
-}
-
-/// A bar of `width` cells for `used` of `total`.
-pub fn bar(used: u64, total: u64, width: usize) -> String {
-    let full = filled_cells(used, total, width);
-    format!("[{}{}]", "█".repeat(full), "░".repeat(width - full))
-}
-
-pub fn telemetry_cells(d: &DeviceView) -> (String, String, String) {
-    let t = &d.telemetry;
-    let na = || "N/A".to_string();
-    let temp = if t.valid & TEL_TEMP != 0 {
-        format!("{:.0}°C", t.asic_temp_mc as f64 / 1000.0)
-    } else {
-        na()
-    };
-    let power = if t.valid & TEL_POWER != 0 {
-        format!("{:.0} W", t.power_uw as f64 / 1e6)
-    } else {
-        na()
-    };
-    let clk = if t.valid & TEL_AICLK != 0 {
-        format!("{} MHz", t.aiclk_mhz)
-    } else {
-        na()
-    };
-    (temp, power, clk)
-}
-
-pub fn memory_cell(d: &DeviceView) -> String {
-    if !d.memory_known {
-        return "N/A".into();
-    }
-    let used = d.figures[CAT_DRAM].used;
-    match d.dram_total {
-        Some(t) => format!("{} / {}", human_bytes(used), human_bytes(t)),
-        None => format!("{} / ?", human_bytes(used)),
-    }
-}
-
-fn pct(used: u64, total: Option<u64>) -> Option<f64> {
-    total
-        .filter(|&t| t > 0)
-        .map(|t| used as f64 * 100.0 / t as f64)
-}
-
+/// The snapshot: title, device table, memory breakdown, processes.
 pub fn render(m: &Model, st: &Style) -> String {
     let mut o = String::new();
+    title(&mut o, m, st);
+    device_table(&mut o, m, st);
+    if m.aggregator.is_some() && !m.devices.is_empty() {
+        o.push('\n');
+        let _ = writeln!(o, "{}", st.bold("Memory breakdown"));
+        for d in &m.devices {
+            breakdown(&mut o, d, st);
+        }
+    }
+    if m.aggregator.is_some() {
+        o.push('\n');
+        processes(&mut o, m, st);
+    } else if !m.processes.is_empty() {
+        holders(&mut o, m, st);
+    }
+    o
+}
+
+/// The title line, and the aggregator's line (or why memory is N/A).
+fn title(o: &mut String, m: &Model, st: &Style) {
     let when = humantime::format_rfc3339_seconds(m.time).to_string();
     let _ = writeln!(
         o,
@@ -130,6 +96,10 @@ pub fn render(m: &Model, st: &Style) -> String {
         }
     }
     o.push('\n');
+}
+
+/// The device table, boxed.
+fn device_table(o: &mut String, m: &Model, st: &Style) {
     if m.devices.is_empty() {
         let _ = writeln!(
             o,
@@ -192,32 +162,23 @@ pub fn render(m: &Model, st: &Style) -> String {
             let _ = writeln!(o, "{}", st.dim("R: remote chip (reached over Ethernet): memory tracked, telemetry N/A by design"));
         }
     }
-    if m.aggregator.is_some() && !m.devices.is_empty() {
-        o.push('\n');
-        let _ = writeln!(o, "{}", st.bold("Memory breakdown"));
-        for d in &m.devices {
-            breakdown(&mut o, d, st);
-        }
+}
+
+/// Without an aggregator the driver still says who holds each card.
+fn holders(o: &mut String, m: &Model, st: &Style) {
+    // Without an aggregator the driver still says who holds each card.
+    o.push('\n');
+    let _ = writeln!(o, "{}", st.bold("Processes holding a device (memory N/A)"));
+    for p in &m.processes {
+        let devs: Vec<String> = p.devices.iter().map(|d| d.id.to_string()).collect();
+        let _ = writeln!(
+            o,
+            "  {:>7}  {:<16} device {}",
+            p.pid,
+            p.name,
+            devs.join(", ")
+        );
     }
-    if m.aggregator.is_some() {
-        o.push('\n');
-        processes(&mut o, m, st);
-    } else if !m.processes.is_empty() {
-        // Without an aggregator the driver still says who holds each card.
-        o.push('\n');
-        let _ = writeln!(o, "{}", st.bold("Processes holding a device (memory N/A)"));
-        for p in &m.processes {
-            let devs: Vec<String> = p.devices.iter().map(|d| d.id.to_string()).collect();
-            let _ = writeln!(
-                o,
-                "  {:>7}  {:<16} device {}",
-                p.pid,
-                p.name,
-                devs.join(", ")
-            );
-        }
-    }
-    o
 }
 
 fn fmt_uptime(s: f64) -> String {
@@ -244,7 +205,7 @@ fn breakdown(o: &mut String, d: &DeviceView, st: &Style) {
         let tot = total.map(human_bytes).unwrap_or_else(|| "?".into());
         let (b, p) = match pct(used, total) {
             Some(p) => (
-                st.level(p, &bar(used, total.unwrap_or(0), 24)),
+                st.level(Level::of(used, total), &bar(used, total.unwrap_or(0), 24)),
                 format!("{p:5.1}%"),
             ),
             None => (st.dim(&bar(0, 0, 24)), "    ?".to_string()),
@@ -336,56 +297,15 @@ fn processes(o: &mut String, m: &Model, st: &Style) {
         let _ = writeln!(o, "  no tracked processes");
         return;
     }
-    let head = [
-        "PID",
-        "Name",
-        "Dev",
-        "DRAM",
-        "L1",
-        "L1_SMALL",
-        "TRACE",
-        "CB",
-        "Kernel",
-        "Peak DRAM",
-        "Peak L1",
-    ];
-    let mut rows: Vec<Vec<String>> = Vec::new();
-    let mut inexact = false;
-    for p in &m.processes {
-        let mark = if p.untracked {
-            " (untracked)"
-        } else if !p.exact {
-            inexact = true;
-            " *"
-        } else {
-            ""
-        };
-        if p.devices.is_empty() {
-            rows.push(vec![format!("{}{mark}", p.pid), p.name.clone(), "-".into()]);
-            continue;
-        }
-        for (i, d) in p.devices.iter().enumerate() {
-            let (pid, name) = if i == 0 {
-                (format!("{}{mark}", p.pid), p.name.clone())
-            } else {
-                (String::new(), String::new())
-            };
-            let u = &d.used;
-            rows.push(vec![
-                pid,
-                name,
-                d.id.to_string(),
-                human_bytes(u[CAT_DRAM]),
-                human_bytes(u[CAT_L1]),
-                human_bytes(u[CAT_L1_SMALL]),
-                human_bytes(u[CAT_TRACE]),
-                human_bytes(u[CAT_CB]),
-                human_bytes(u[CAT_KERNEL]),
-                human_bytes(d.peak[CAT_DRAM]),
-                human_bytes(d.peak[CAT_L1]),
-            ]);
-        }
-    }
+    let columns: Vec<_> = PROCESS_COLUMNS.iter().collect();
+    let mut head = vec!["PID", "Name", "Dev"];
+    head.extend(columns.iter().map(|c| c.header));
+    let procs: Vec<_> = m.processes.iter().collect();
+    let inexact = procs.iter().any(|p| !p.untracked && !p.exact);
+    let rows: Vec<Vec<String>> = process_rows(&procs, &columns, " (untracked)")
+        .into_iter()
+        .map(|(_, cells)| cells)
+        .collect();
     let mut w: Vec<usize> = head.iter().map(|h| h.len()).collect();
     for r in &rows {
         for (i, c) in r.iter().enumerate() {
@@ -404,7 +324,8 @@ fn processes(o: &mut String, m: &Model, st: &Style) {
         }
         s.trim_end().to_string()
     };
-    let _ = writeln!(o, "{}", st.bold(&fmt_row(&head.map(String::from))));
+    let head: Vec<String> = head.into_iter().map(String::from).collect();
+    let _ = writeln!(o, "{}", st.bold(&fmt_row(&head)));
     for r in &rows {
         let _ = writeln!(o, "{}", fmt_row(r));
     }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
-use tttrack::segment_reader::{list_segments, MappedSegment};
+use tttrack::aggregator::segment_reader::{list_segments, MappedSegment};
 use tttrack::shm_layout::{Event, NUM_LANES};
 
 /// `target/<profile>`, where libtttrack.so and the binaries are.
@@ -190,7 +190,7 @@ impl TestConsumer {
                         .entry(s.pid)
                         .or_insert_with(|| Vec::with_capacity(1 << 20));
                     evs.extend(self.buf.iter().map(|(e, _)| (lane, *e)));
-                    s.commit(lane, s.cursor(lane));
+                    s.release(lane, s.read_pos(lane));
                     n += got;
                 }
             }

@@ -231,156 +231,54 @@ impl Accounting {
         Ok(())
     }
 
-    /// Applies one validated-or-not event of process `key` (which must exist).
+    /// Applies one validated-or-not event of process `key` (which must exist), and
+    /// counts it: applied, invalid, a free of something unknown, or refused.
     pub fn apply(&mut self, key: ProcKey, ev: &Event, now_unix_s: u32) -> Outcome {
         let Some(p) = self.processes.get_mut(&key) else {
             return Outcome::Invalid("no such process");
         };
-        let invalid = |p: &mut ProcState, inv: &mut u64, why| {
-            p.invalid_events += 1;
-            *inv += 1;
-            Outcome::Invalid(why)
-        };
-        let Some(kind) = EventKind::from_u8(ev.kind) else {
-            return invalid(p, &mut self.invalid_events, "unknown event kind");
-        };
-        if !(0..MAX_DEVICES as i32).contains(&ev.device) {
-            return invalid(p, &mut self.invalid_events, "device id out of range");
-        }
-        let sized = matches!(
-            kind,
-            EventKind::Alloc | EventKind::CbAlloc | EventKind::KernelLoad
-        );
-        if sized && (ev.size == 0 || ev.size > MAX_EVENT_SIZE) {
-            return invalid(p, &mut self.invalid_events, "implausible size");
-        }
-        p.events_applied += 1;
-        self.events_applied += 1;
-        let dev = self.devices.entry(ev.device).or_default();
-        if kind == EventKind::DeviceInfo {
-            return Outcome::DeviceInfo;
-        }
-        let live = if kind == EventKind::Alloc {
-            p.devices.values().map(|d| d.buffers.len()).sum()
-        } else {
-            0
-        };
-        let pd = p.devices.entry(ev.device).or_default();
-        match kind {
-            EventKind::Alloc => {
-                let Some(bt) = BufferType::from_u8(ev.subtype) else {
-                    p.events_applied -= 1;
-                    self.events_applied -= 1;
-                    return invalid(p, &mut self.invalid_events, "unknown buffer type");
+        let out = match validate(ev) {
+            Err(why) => Outcome::Invalid(why),
+            Ok(EventKind::DeviceInfo) => {
+                self.devices.entry(ev.device).or_default();
+                Outcome::DeviceInfo
+            }
+            Ok(kind) => {
+                let live = if kind == EventKind::Alloc {
+                    p.live_buffers() as usize
+                } else {
+                    0
                 };
-                if let Some(b) = pd.buffers.get_mut(&ev.id) {
-                    let rc = (b.refcount() + 1).min(0x00ff_ffff);
-                    b.rc_type = (b.rc_type & 0xff00_0000) | rc;
-                    return Outcome::Referenced { refcount: rc };
-                }
-                if live >= crate::limits::MAX_BUFFERS_PER_PROCESS {
-                    // Refused and counted lost for this process alone (inexact now).
-                    p.events_applied -= 1;
-                    self.events_applied -= 1;
-                    p.gap_lost = p.gap_lost.saturating_add(1);
-                    return Outcome::OverLimit;
-                }
-                pd.buffers.insert(
-                    ev.id,
-                    BufRec {
-                        size: ev.size,
-                        first_seen_unix_s: now_unix_s,
-                        rc_type: ((bt as u32) << 24) | 1,
-                    },
-                );
-                change(pd, dev, cat_of_buffer(bt), ev.size, false);
-                Outcome::Allocated {
-                    size: ev.size,
-                    btype: bt,
+                let dev = self.devices.entry(ev.device).or_default();
+                let pd = p.devices.entry(ev.device).or_default();
+                match kind {
+                    EventKind::Alloc => alloc(pd, dev, ev, live, now_unix_s),
+                    EventKind::Free => free(pd, dev, ev),
+                    EventKind::CbAlloc => cb_alloc(pd, dev, ev),
+                    EventKind::CbFree => cb_free(pd, dev, ev),
+                    EventKind::KernelLoad => kernel_load(pd, dev, ev, now_unix_s),
+                    EventKind::KernelUnload => kernel_unload(pd, dev, ev),
+                    EventKind::DeviceInfo => Outcome::DeviceInfo,
                 }
             }
-            EventKind::Free => {
-                let Some(b) = pd.buffers.get_mut(&ev.id) else {
+        };
+        match out {
+            Outcome::Invalid(_) => {
+                p.invalid_events += 1;
+                self.invalid_events += 1;
+            }
+            // Refused and counted lost for this process alone (inexact now).
+            Outcome::OverLimit => p.gap_lost = p.gap_lost.saturating_add(1),
+            _ => {
+                if out == Outcome::UnknownFree {
                     p.unknown_frees += 1;
                     self.unknown_frees += 1;
-                    return Outcome::UnknownFree;
-                };
-                let bt = BufferType::from_u8(b.btype()).unwrap_or(BufferType::Dram);
-                let rc = b.refcount().saturating_sub(1);
-                let size = b.size;
-                if rc > 0 {
-                    b.rc_type = (b.rc_type & 0xff00_0000) | rc;
-                    return Outcome::Freed {
-                        size,
-                        btype: bt,
-                        last: false,
-                    };
                 }
-                pd.buffers.remove(&ev.id);
-                change(pd, dev, cat_of_buffer(bt), size, true);
-                Outcome::Freed {
-                    size,
-                    btype: bt,
-                    last: true,
-                }
+                p.events_applied += 1;
+                self.events_applied += 1;
             }
-            EventKind::CbAlloc => {
-                pd.cbs.entry(ev.id).or_default().push(ev.size);
-                change(pd, dev, CAT_CB, ev.size, false);
-                Outcome::CbAllocated { size: ev.size }
-            }
-            EventKind::CbFree => {
-                let Some(v) = pd.cbs.get_mut(&ev.id) else {
-                    p.unknown_frees += 1;
-                    self.unknown_frees += 1;
-                    return Outcome::UnknownFree;
-                };
-                let size = v.pop().unwrap_or(0);
-                if v.is_empty() {
-                    pd.cbs.remove(&ev.id);
-                }
-                change(pd, dev, CAT_CB, size, true);
-                Outcome::CbFreed { size }
-            }
-            EventKind::KernelLoad => {
-                let Some(kt) = KernelType::from_u8(ev.subtype) else {
-                    p.events_applied -= 1;
-                    self.events_applied -= 1;
-                    return invalid(p, &mut self.invalid_events, "unknown kernel type");
-                };
-                pd.kernels
-                    .entry(ev.id)
-                    .or_default()
-                    .push((ev.size, kt as u8, now_unix_s));
-                change(pd, dev, CAT_KERNEL, ev.size, false);
-                change(pd, dev, cat_of_kernel(kt), ev.size, false);
-                Outcome::KernelLoaded {
-                    size: ev.size,
-                    ktype: kt,
-                    total: dev.figures[CAT_KERNEL].used,
-                }
-            }
-            EventKind::KernelUnload => {
-                let Some(v) = pd.kernels.get_mut(&ev.id) else {
-                    p.unknown_frees += 1;
-                    self.unknown_frees += 1;
-                    return Outcome::UnknownFree;
-                };
-                let (size, kt, _) = v.pop().unwrap_or((0, 0, 0));
-                if v.is_empty() {
-                    pd.kernels.remove(&ev.id);
-                }
-                let kt = KernelType::from_u8(kt).unwrap_or(KernelType::Application);
-                change(pd, dev, CAT_KERNEL, size, true);
-                change(pd, dev, cat_of_kernel(kt), size, true);
-                Outcome::KernelUnloaded {
-                    size,
-                    ktype: kt,
-                    total: dev.figures[CAT_KERNEL].used,
-                }
-            }
-            EventKind::DeviceInfo => Outcome::DeviceInfo,
         }
+        out
     }
 
     /// Records a device description a process gave.
@@ -428,6 +326,137 @@ impl Accounting {
         self.processes
             .values()
             .fold(self.released_lost, |a, p| a.saturating_add(p.events_lost()))
+    }
+}
+
+/// The event's kind, if it is one whose device and size make sense.
+fn validate(ev: &Event) -> Result<EventKind, &'static str> {
+    let kind = EventKind::from_u8(ev.kind).ok_or("unknown event kind")?;
+    if !(0..MAX_DEVICES as i32).contains(&ev.device) {
+        return Err("device id out of range");
+    }
+    let sized = matches!(
+        kind,
+        EventKind::Alloc | EventKind::CbAlloc | EventKind::KernelLoad
+    );
+    if sized && (ev.size == 0 || ev.size > MAX_EVENT_SIZE) {
+        return Err("implausible size");
+    }
+    Ok(kind)
+}
+
+/// A buffer allocated, or one already live reported again (its reference count goes
+/// up; its size is not added twice). `live`: the process's live buffers.
+fn alloc(
+    pd: &mut ProcDev,
+    dev: &mut DevState,
+    ev: &Event,
+    live: usize,
+    now_unix_s: u32,
+) -> Outcome {
+    let Some(bt) = BufferType::from_u8(ev.subtype) else {
+        return Outcome::Invalid("unknown buffer type");
+    };
+    if let Some(b) = pd.buffers.get_mut(&ev.id) {
+        let rc = (b.refcount() + 1).min(0x00ff_ffff);
+        b.rc_type = (b.rc_type & 0xff00_0000) | rc;
+        return Outcome::Referenced { refcount: rc };
+    }
+    if live >= crate::aggregator::limits::MAX_BUFFERS_PER_PROCESS {
+        return Outcome::OverLimit;
+    }
+    pd.buffers.insert(
+        ev.id,
+        BufRec {
+            size: ev.size,
+            first_seen_unix_s: now_unix_s,
+            rc_type: ((bt as u32) << 24) | 1,
+        },
+    );
+    change(pd, dev, cat_of_buffer(bt), ev.size, false);
+    Outcome::Allocated {
+        size: ev.size,
+        btype: bt,
+    }
+}
+
+/// A buffer freed: its size leaves the figures when its last reference goes.
+fn free(pd: &mut ProcDev, dev: &mut DevState, ev: &Event) -> Outcome {
+    let Some(b) = pd.buffers.get_mut(&ev.id) else {
+        return Outcome::UnknownFree;
+    };
+    let bt = BufferType::from_u8(b.btype()).unwrap_or(BufferType::Dram);
+    let rc = b.refcount().saturating_sub(1);
+    let size = b.size;
+    if rc > 0 {
+        b.rc_type = (b.rc_type & 0xff00_0000) | rc;
+        return Outcome::Freed {
+            size,
+            btype: bt,
+            last: false,
+        };
+    }
+    pd.buffers.remove(&ev.id);
+    change(pd, dev, cat_of_buffer(bt), size, true);
+    Outcome::Freed {
+        size,
+        btype: bt,
+        last: true,
+    }
+}
+
+fn cb_alloc(pd: &mut ProcDev, dev: &mut DevState, ev: &Event) -> Outcome {
+    pd.cbs.entry(ev.id).or_default().push(ev.size);
+    change(pd, dev, CAT_CB, ev.size, false);
+    Outcome::CbAllocated { size: ev.size }
+}
+
+/// A circular buffer freed: the size recorded at its allocation leaves the figures.
+fn cb_free(pd: &mut ProcDev, dev: &mut DevState, ev: &Event) -> Outcome {
+    let Some(v) = pd.cbs.get_mut(&ev.id) else {
+        return Outcome::UnknownFree;
+    };
+    let size = v.pop().unwrap_or(0);
+    if v.is_empty() {
+        pd.cbs.remove(&ev.id);
+    }
+    change(pd, dev, CAT_CB, size, true);
+    Outcome::CbFreed { size }
+}
+
+fn kernel_load(pd: &mut ProcDev, dev: &mut DevState, ev: &Event, now_unix_s: u32) -> Outcome {
+    let Some(kt) = KernelType::from_u8(ev.subtype) else {
+        return Outcome::Invalid("unknown kernel type");
+    };
+    pd.kernels
+        .entry(ev.id)
+        .or_default()
+        .push((ev.size, kt as u8, now_unix_s));
+    change(pd, dev, CAT_KERNEL, ev.size, false);
+    change(pd, dev, cat_of_kernel(kt), ev.size, false);
+    Outcome::KernelLoaded {
+        size: ev.size,
+        ktype: kt,
+        total: dev.figures[CAT_KERNEL].used,
+    }
+}
+
+/// A kernel unloaded: the size recorded at its load leaves the figures.
+fn kernel_unload(pd: &mut ProcDev, dev: &mut DevState, ev: &Event) -> Outcome {
+    let Some(v) = pd.kernels.get_mut(&ev.id) else {
+        return Outcome::UnknownFree;
+    };
+    let (size, kt, _) = v.pop().unwrap_or((0, 0, 0));
+    if v.is_empty() {
+        pd.kernels.remove(&ev.id);
+    }
+    let kt = KernelType::from_u8(kt).unwrap_or(KernelType::Application);
+    change(pd, dev, CAT_KERNEL, size, true);
+    change(pd, dev, cat_of_kernel(kt), size, true);
+    Outcome::KernelUnloaded {
+        size,
+        ktype: kt,
+        total: dev.figures[CAT_KERNEL].used,
     }
 }
 

@@ -15,20 +15,6 @@ use std::path::{Path, PathBuf};
 
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// Types exported per device and process (the JSON names).
-const EXPORTED: [(usize, &str); 10] = [
-    (CAT_DRAM, "dram"),
-    (CAT_L1, "l1"),
-    (CAT_L1_SMALL, "l1_small"),
-    (CAT_TRACE, "trace"),
-    (CAT_SYSTEM_MEMORY, "system_memory"),
-    (CAT_CB, "cb"),
-    (CAT_KERNEL, "kernel"),
-    (CAT_KERNEL_APP, "kernel_application"),
-    (CAT_KERNEL_FABRIC, "kernel_fabric"),
-    (CAT_KERNEL_DISPATCH, "kernel_dispatch"),
-];
-
 fn gi(v: u64) -> i64 {
     v.min(i64::MAX as u64) as i64
 }
@@ -74,224 +60,248 @@ impl prometheus_client::collector::Collector for SnapshotCollector {
         let s = &self.snap;
         let devs: Vec<(String, &DeviceRecord)> =
             s.devices.iter().map(|d| (d.id.to_string(), d)).collect();
-        let bytes = Unit::Bytes;
-        let per_type = |enc: &mut Enc,
-                        name: &str,
-                        help: &str,
-                        unit: Option<&Unit>,
-                        f: &dyn Fn(&Figure) -> u64| {
+        device_memory(&mut enc, &devs)?;
+        device_telemetry(&mut enc, &devs)?;
+        device_identity(&mut enc, &devs)?;
+        process_memory(&mut enc, &s.processes)
+    }
+}
+
+/// Each device's memory by type: used, peak, live buffers, totals.
+fn device_memory(enc: &mut Enc, devs: &[(String, &DeviceRecord)]) -> std::fmt::Result {
+    let per_type =
+        |enc: &mut Enc, name: &str, help: &str, unit: Option<&Unit>, f: &dyn Fn(&Figure) -> u64| {
             family(
                 enc,
                 name,
                 help,
                 unit,
                 devs.iter().flat_map(|(id, d)| {
-                    EXPORTED.iter().map(move |(cat, t)| {
+                    categories().map(move |(cat, t)| {
                         (
-                            [("device", id.as_str()), ("type", *t)],
-                            gi(f(&d.figures[*cat])),
+                            [("device", id.as_str()), ("type", t)],
+                            gi(f(&d.figures[cat])),
                         )
                     })
                 }),
             )
         };
-        per_type(
-            &mut enc,
-            "device_memory_used",
-            "Device memory in use, by type",
-            Some(&bytes),
-            &|f| f.used,
-        )?;
-        per_type(
-            &mut enc,
-            "device_memory_peak",
-            "High-water mark of device memory in use, by type",
-            Some(&bytes),
-            &|f| f.peak,
-        )?;
-        per_type(
-            &mut enc,
-            "device_buffers",
-            "Live buffers (CBs, kernels) by type",
-            None,
-            &|f| f.count,
-        )?;
-        family(
-            &mut enc,
-            "device_memory_total",
-            "Device memory size (dram, l1)",
-            Some(&bytes),
-            devs.iter().flat_map(|(id, d)| {
-                [("dram", d.dram_total), ("l1", d.l1_total)]
-                    .into_iter()
-                    .filter(|(_, v)| *v > 0)
-                    .map(move |(t, v)| ([("device", id.as_str()), ("type", t)], gi(v)))
-            }),
-        )?;
-        let tel = |bit: u64, f: fn(&Telemetry) -> f64| {
-            devs.iter()
-                .filter(move |(_, d)| d.telemetry.valid & bit != 0)
-                .map(move |(id, d)| ([("device", id.as_str())], f(&d.telemetry)))
-        };
-        family(
-            &mut enc,
-            "device_temperature",
-            "ASIC temperature",
-            Some(&Unit::Celsius),
-            tel(TEL_TEMP, |t| t.asic_temp_mc as f64 / 1000.0),
-        )?;
-        family(
-            &mut enc,
-            "device_temperature_max",
-            "ASIC temperature limit",
-            Some(&Unit::Celsius),
-            tel(TEL_TEMP_MAX, |t| t.temp_max_mc as f64 / 1000.0),
-        )?;
-        let watts = Unit::Other("watts".into());
-        family(
-            &mut enc,
-            "device_power",
-            "Chip (TDP) power",
-            Some(&watts),
-            tel(TEL_POWER, |t| t.power_uw as f64 / 1e6),
-        )?;
-        family(
-            &mut enc,
-            "device_power_max",
-            "Chip power limit",
-            Some(&watts),
-            tel(TEL_POWER_MAX, |t| t.power_max_uw as f64 / 1e6),
-        )?;
-        family(
-            &mut enc,
-            "device_aiclk",
-            "AI clock",
-            Some(&Unit::Other("hertz".into())),
-            tel(TEL_AICLK, |t| t.aiclk_mhz as f64 * 1e6),
-        )?;
-        let rate = Unit::Other("bytes_per_second".into());
-        family(
-            &mut enc,
-            "device_pcie_host_to_device",
-            "PCIe traffic from the host to the device over the last sampling interval",
-            Some(&rate),
-            tel(TEL_PCIE_TRAFFIC, |t| t.pcie_h2d_bytes_per_s as f64),
-        )?;
-        family(
-            &mut enc,
-            "device_pcie_device_to_host",
-            "PCIe traffic from the device to the host over the last sampling interval",
-            Some(&rate),
-            tel(TEL_PCIE_TRAFFIC, |t| t.pcie_d2h_bytes_per_s as f64),
-        )?;
-        family(
-            &mut enc,
-            "device_heartbeat_stalled",
-            "1 when the firmware heartbeat stopped advancing",
-            None,
-            tel(TEL_HEARTBEAT, |t| {
-                (t.heartbeat_stalled_samples >= HEARTBEAT_STALL_SAMPLES) as u8 as f64
-            }),
-        )?;
-        let infos: Vec<[String; 4]> = devs
-            .iter()
-            .map(|(_, d)| {
+    per_type(
+        enc,
+        "device_memory_used",
+        "Device memory in use, by type",
+        Some(&Unit::Bytes),
+        &|f| f.used,
+    )?;
+    per_type(
+        enc,
+        "device_memory_peak",
+        "High-water mark of device memory in use, by type",
+        Some(&Unit::Bytes),
+        &|f| f.peak,
+    )?;
+    per_type(
+        enc,
+        "device_buffers",
+        "Live buffers (CBs, kernels) by type",
+        None,
+        &|f| f.count,
+    )?;
+    family(
+        enc,
+        "device_memory_total",
+        "Device memory size (dram, l1)",
+        Some(&Unit::Bytes),
+        devs.iter().flat_map(|(id, d)| {
+            [("dram", d.dram_total), ("l1", d.l1_total)]
+                .into_iter()
+                .filter(|(_, v)| *v > 0)
+                .map(move |(t, v)| ([("device", id.as_str()), ("type", t)], gi(v)))
+        }),
+    )?;
+    Ok(())
+}
+
+/// Each device's telemetry, in base units.
+fn device_telemetry(enc: &mut Enc, devs: &[(String, &DeviceRecord)]) -> std::fmt::Result {
+    let tel = |f: fn(&Telemetry) -> Option<f64>| {
+        devs.iter()
+            .filter_map(move |(id, d)| Some(([("device", id.as_str())], f(&d.telemetry)?)))
+    };
+    family(
+        enc,
+        "device_temperature",
+        "ASIC temperature",
+        Some(&Unit::Celsius),
+        tel(Telemetry::temp_c),
+    )?;
+    family(
+        enc,
+        "device_temperature_max",
+        "ASIC temperature limit",
+        Some(&Unit::Celsius),
+        tel(Telemetry::temp_max_c),
+    )?;
+    let watts = Unit::Other("watts".into());
+    family(
+        enc,
+        "device_power",
+        "Chip (TDP) power",
+        Some(&watts),
+        tel(Telemetry::power_w),
+    )?;
+    family(
+        enc,
+        "device_power_max",
+        "Chip power limit",
+        Some(&watts),
+        tel(Telemetry::power_max_w),
+    )?;
+    family(
+        enc,
+        "device_aiclk",
+        "AI clock",
+        Some(&Unit::Other("hertz".into())),
+        tel(Telemetry::aiclk_hz),
+    )?;
+    let rate = Unit::Other("bytes_per_second".into());
+    family(
+        enc,
+        "device_pcie_host_to_device",
+        "PCIe traffic from the host to the device over the last sampling interval",
+        Some(&rate),
+        tel(|t| {
+            t.has(TEL_PCIE_TRAFFIC)
+                .then_some(t.pcie_h2d_bytes_per_s as f64)
+        }),
+    )?;
+    family(
+        enc,
+        "device_pcie_device_to_host",
+        "PCIe traffic from the device to the host over the last sampling interval",
+        Some(&rate),
+        tel(|t| {
+            t.has(TEL_PCIE_TRAFFIC)
+                .then_some(t.pcie_d2h_bytes_per_s as f64)
+        }),
+    )?;
+    family(
+        enc,
+        "device_heartbeat_stalled",
+        "1 when the firmware heartbeat stopped advancing",
+        None,
+        tel(|t| {
+            let stalled = t.heartbeat_stalled_samples >= HEARTBEAT_STALL_SAMPLES;
+            t.has(TEL_HEARTBEAT).then_some(stalled as u8 as f64)
+        }),
+    )?;
+    Ok(())
+}
+
+/// Each device's identity, as labels of a series of value 1.
+fn device_identity(enc: &mut Enc, devs: &[(String, &DeviceRecord)]) -> std::fmt::Result {
+    let infos: Vec<[String; 4]> = devs
+        .iter()
+        .map(|(_, d)| {
+            [
+                label(&get_str(&d.arch)),
+                label(&get_str(&d.board)),
+                (d.flags & DEV_REMOTE != 0).to_string(),
+                label(&get_str(&d.serial)),
+            ]
+        })
+        .collect();
+    family(
+        enc,
+        "device_info",
+        "Device identity (value 1)",
+        None,
+        devs.iter().zip(&infos).map(|((id, _), i)| {
+            (
                 [
-                    label(&get_str(&d.arch)),
-                    label(&get_str(&d.board)),
-                    (d.flags & DEV_REMOTE != 0).to_string(),
-                    label(&get_str(&d.serial)),
-                ]
-            })
-            .collect();
-        family(
-            &mut enc,
-            "device_info",
-            "Device identity (value 1)",
-            None,
-            devs.iter().zip(&infos).map(|((id, _), i)| {
+                    ("device", id.as_str()),
+                    ("arch", i[0].as_str()),
+                    ("board", i[1].as_str()),
+                    ("remote", i[2].as_str()),
+                    ("serial", i[3].as_str()),
+                ],
+                1i64,
+            )
+        }),
+    )?;
+    Ok(())
+}
+
+/// Each process's memory by device and type, its peaks and lost events.
+fn process_memory(enc: &mut Enc, processes: &[ProcessRecord]) -> std::fmt::Result {
+    let procs: Vec<(String, String, &ProcessRecord)> = processes
+        .iter()
+        .map(|p| (p.pid.to_string(), label(&get_str(&p.comm)), p))
+        .collect();
+    let pdevs: Vec<(usize, String, &ProcessDevice)> = procs
+        .iter()
+        .enumerate()
+        .flat_map(|(i, (_, _, p))| {
+            p.devices[..(p.num_devices as usize).min(MAX_PROCESS_DEVICES)]
+                .iter()
+                .map(move |d| (i, d.device.to_string(), d))
+        })
+        .collect();
+    family(
+        enc,
+        "process_memory_used",
+        "Device memory a process holds, by device and type",
+        Some(&Unit::Bytes),
+        pdevs.iter().flat_map(|(i, dev, d)| {
+            let (pid, comm, _) = &procs[*i];
+            categories().map(move |(cat, t)| {
                 (
                     [
-                        ("device", id.as_str()),
-                        ("arch", i[0].as_str()),
-                        ("board", i[1].as_str()),
-                        ("remote", i[2].as_str()),
-                        ("serial", i[3].as_str()),
+                        ("pid", pid.as_str()),
+                        ("comm", comm.as_str()),
+                        ("device", dev.as_str()),
+                        ("type", t),
                     ],
-                    1i64,
+                    gi(d.used[cat]),
                 )
-            }),
-        )?;
-        let procs: Vec<(String, String, &ProcessRecord)> = s
-            .processes
-            .iter()
-            .map(|p| (p.pid.to_string(), label(&get_str(&p.comm)), p))
-            .collect();
-        let pdevs: Vec<(usize, String, &ProcessDevice)> = procs
-            .iter()
-            .enumerate()
-            .flat_map(|(i, (_, _, p))| {
-                p.devices[..(p.num_devices as usize).min(MAX_PROCESS_DEVICES)]
-                    .iter()
-                    .map(move |d| (i, d.device.to_string(), d))
             })
-            .collect();
-        family(
-            &mut enc,
-            "process_memory_used",
-            "Device memory a process holds, by device and type",
-            Some(&bytes),
-            pdevs.iter().flat_map(|(i, dev, d)| {
-                let (pid, comm, _) = &procs[*i];
-                EXPORTED.iter().map(move |(cat, t)| {
+        }),
+    )?;
+    family(
+        enc,
+        "process_memory_peak",
+        "High-water mark of a process's DRAM and L1",
+        Some(&Unit::Bytes),
+        pdevs.iter().flat_map(|(i, dev, d)| {
+            let (pid, comm, _) = &procs[*i];
+            [(CAT_DRAM, "dram"), (CAT_L1, "l1")]
+                .into_iter()
+                .map(move |(cat, t)| {
                     (
                         [
                             ("pid", pid.as_str()),
                             ("comm", comm.as_str()),
                             ("device", dev.as_str()),
-                            ("type", *t),
+                            ("type", t),
                         ],
-                        gi(d.used[*cat]),
+                        gi(d.peak[cat]),
                     )
                 })
-            }),
-        )?;
-        family(
-            &mut enc,
-            "process_memory_peak",
-            "High-water mark of a process's DRAM and L1",
-            Some(&bytes),
-            pdevs.iter().flat_map(|(i, dev, d)| {
-                let (pid, comm, _) = &procs[*i];
-                [(CAT_DRAM, "dram"), (CAT_L1, "l1")]
-                    .into_iter()
-                    .map(move |(cat, t)| {
-                        (
-                            [
-                                ("pid", pid.as_str()),
-                                ("comm", comm.as_str()),
-                                ("device", dev.as_str()),
-                                ("type", t),
-                            ],
-                            gi(d.peak[cat]),
-                        )
-                    })
-            }),
-        )?;
-        family(
-            &mut enc,
-            "process_events_lost",
-            "Events of this process that were lost (its figures are inexact when > 0)",
-            None,
-            procs.iter().map(|(pid, comm, p)| {
-                (
-                    [("pid", pid.as_str()), ("comm", comm.as_str())],
-                    gi(p.events_lost),
-                )
-            }),
-        )?;
-        Ok(())
-    }
+        }),
+    )?;
+    family(
+        enc,
+        "process_events_lost",
+        "Events of this process that were lost (its figures are inexact when > 0)",
+        None,
+        procs.iter().map(|(pid, comm, p)| {
+            (
+                [("pid", pid.as_str()), ("comm", comm.as_str())],
+                gi(p.events_lost),
+            )
+        }),
+    )?;
+    Ok(())
 }
 
 /// A label value escaped as the exposition format requires (`\\`, `\"`, `\n`): the

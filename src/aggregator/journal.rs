@@ -9,7 +9,7 @@
 //! aggregator loads the snapshot, replays the journal, and resumes every lane at the
 //! position after its last journaled event.
 
-use crate::accounting::{Accounting, ProcKey};
+use crate::aggregator::accounting::{Accounting, ProcKey};
 use crate::shm_layout::Event;
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -350,7 +350,7 @@ mod tests {
         let key = (7, 70);
         acc.processes.insert(
             key,
-            crate::accounting::ProcState::new(7, 70, 0, "k".into(), 0),
+            crate::aggregator::accounting::ProcState::new(7, 70, 0, "k".into(), 0),
         );
         let ev = Event {
             seq: 0,

@@ -81,13 +81,14 @@ pub struct MappedSegment {
     pub comm: String,
     file: File,
     /// Declared before `map`: unregistered before the range is unmapped.
-    guard: crate::fault_guard::Guard,
+    guard: crate::aggregator::fault_guard::Guard,
     map: memmap2::MmapRaw,
-    /// Consumer's read position per lane (may run ahead of the published tail).
-    cursors: [u64; NUM_LANES],
-    /// The tails this reader last gave back (`commit`): a lane's head may run at most a
-    /// lane's capacity ahead of them, whatever the tail word in shared memory says.
-    committed: [std::cell::Cell<u64>; NUM_LANES],
+    /// Each lane's read position.
+    read: [u64; NUM_LANES],
+    /// Each lane's released position as this reader last gave it back ([`Self::release`]):
+    /// a lane's head may run at most a lane's capacity ahead of it, whatever the tail
+    /// word in shared memory says.
+    released: [std::cell::Cell<u64>; NUM_LANES],
 }
 
 impl MappedSegment {
@@ -112,7 +113,7 @@ impl MappedSegment {
             .len(SEGMENT_SIZE)
             .map_raw(&file)
             .map_err(|e| SegmentError::Io(e.to_string()))?;
-        let guard = crate::fault_guard::register(map.as_ptr(), SEGMENT_SIZE);
+        let guard = crate::aggregator::fault_guard::register(map.as_ptr(), SEGMENT_SIZE);
         // SAFETY: map covers SEGMENT_SIZE bytes, page aligned, and lives in self.
         let view = unsafe { SegmentView::new(map.as_mut_ptr()) };
         let h = view.header();
@@ -162,9 +163,9 @@ impl MappedSegment {
                 header_pid,
             });
         }
-        let mut cursors = [0u64; NUM_LANES];
+        let mut read = [0u64; NUM_LANES];
         let reserved = h.lanes_reserved.load(Acquire);
-        for (i, c) in cursors.iter_mut().enumerate() {
+        for (i, c) in read.iter_mut().enumerate() {
             if reserved & (1 << i) != 0 {
                 *c = view.lane(i).tail.load(Acquire);
             }
@@ -179,8 +180,8 @@ impl MappedSegment {
             file,
             guard,
             map,
-            committed: cursors.map(std::cell::Cell::new),
-            cursors,
+            released: read.map(std::cell::Cell::new),
+            read,
         })
     }
 
@@ -215,19 +216,24 @@ impl MappedSegment {
         h.consumer_heartbeat_ns.store(now_ns, Release);
     }
 
-    /// The consumer's read position in lane `i`.
-    pub fn cursor(&self, i: usize) -> u64 {
-        self.cursors[i]
+    /// Lane `i`'s read position.
+    pub fn read_pos(&self, i: usize) -> u64 {
+        self.read[i]
     }
 
-    /// Moves the read position of lane `i` (e.g. to a checkpointed position).
-    pub fn set_cursor(&mut self, i: usize, pos: u64) {
-        self.cursors[i] = pos;
+    /// Moves lane `i`'s read position (to where the journal says it was applied).
+    pub fn set_read_pos(&mut self, i: usize, pos: u64) {
+        self.read[i] = pos;
+    }
+
+    /// Lane `i`'s released position, as this reader last published it.
+    pub fn released(&self, i: usize) -> u64 {
+        self.released[i].get()
     }
 
     /// Copies the events published in lane `i` beyond the read position into `out` (at
     /// most `max`), each with its lane position, and advances the read position. Does
-    /// not publish a new tail: call [`Self::commit`] once the events are applied.
+    /// not release their slots: call [`Self::release`] once the events are applied and journaled.
     pub fn read_lane(
         &mut self,
         i: usize,
@@ -243,21 +249,21 @@ impl MappedSegment {
         if self.guard.faulted() {
             return Err(SegmentError::Truncated);
         }
-        let cur = self.cursors[i];
-        let committed = self.committed[i].get();
+        let cur = self.read[i];
+        let released = self.released[i].get();
         let avail = head.wrapping_sub(cur);
         // Measured from what was given back, not only from what was read: a head that
         // keeps moving a capacity ahead of the read position would otherwise make the
         // reader hold ever more events that were never given back.
-        let ahead = cur.wrapping_sub(committed);
+        let ahead = cur.wrapping_sub(released);
         if avail > LANE_CAPACITY as u64
             || ahead > LANE_CAPACITY as u64
-            || head.wrapping_sub(committed) > LANE_CAPACITY as u64
+            || head.wrapping_sub(released) > LANE_CAPACITY as u64
         {
             return Err(SegmentError::CorruptLane {
                 lane: i,
                 head,
-                tail: committed,
+                tail: released,
             });
         }
         let n = (avail as usize).min(max);
@@ -276,7 +282,7 @@ impl MappedSegment {
             out.truncate(out.len() - n);
             return Err(SegmentError::Truncated);
         }
-        self.cursors[i] = cur.wrapping_add(n as u64);
+        self.read[i] = cur.wrapping_add(n as u64);
         Ok(n)
     }
 
@@ -285,10 +291,11 @@ impl MappedSegment {
         i < NUM_LANES && self.view().header().lanes_reserved.load(Acquire) & (1 << i) != 0
     }
 
-    /// Publishes `pos` as lane `i`'s tail: the producer may reuse every slot below it.
-    pub fn commit(&self, i: usize, pos: u64) {
+    /// Publishes `pos` as lane `i`'s released position (its `tail` word): the producer
+    /// may reuse every slot below it.
+    pub fn release(&self, i: usize, pos: u64) {
         if self.lane_reserved(i) {
-            self.committed[i].set(pos);
+            self.released[i].set(pos);
             self.view().lane(i).tail.store(pos, Release);
         }
     }

@@ -1,0 +1,183 @@
+//! Draining: each segment's lanes read into its process's pending events, the ordered
+//! merge ([`super::merge`]) deciding what can be applied, and the events applied to
+//! the accounting (journal records queued for [`super::commit`]).
+
+use super::accounting::{Outcome, ProcKey};
+use super::discovery::Attached;
+use super::journal::Record;
+use super::merge::{merge, Gaps, Pending};
+use super::segment_reader::SegmentError;
+use super::{Aggregator, GAP_TIMEOUT};
+use crate::segment::SegmentView;
+use crate::shm_layout::{Event, MAX_DEVICES, NUM_LANES};
+use crate::sys;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Events read from one lane in one pass.
+const LANE_BATCH: usize = 8192;
+
+impl Aggregator {
+    /// Drains every attached segment. Returns the events read and whether a journal
+    /// snapshot is needed (a device description changed).
+    pub(super) fn drain_all(&mut self) -> (usize, bool) {
+        let (mut read, mut snapshot) = (0, false);
+        let paths: Vec<PathBuf> = self.segments.attached.keys().cloned().collect();
+        for path in &paths {
+            self.beat_if_due();
+            match self.drain(path, false) {
+                Ok((n, snap)) => {
+                    read += n;
+                    snapshot |= snap;
+                }
+                Err(e) => self.drop_corrupt(path, e),
+            }
+        }
+        (read, snapshot)
+    }
+
+    /// Reads a segment's lanes and applies what is in order. With `final_drain`, reads
+    /// everything and skips every gap at once (the process is dead). Returns events
+    /// read and whether a snapshot is needed (device information changed).
+    pub(super) fn drain(
+        &mut self,
+        path: &Path,
+        final_drain: bool,
+    ) -> Result<(usize, bool), SegmentError> {
+        let segments = &mut self.segments;
+        let Some(a) = segments.attached.get_mut(path) else {
+            return Ok((0, false));
+        };
+        if a.broken {
+            return Ok((0, false));
+        }
+        a.seg.heartbeat(self.me.pid, sys::monotonic_ns());
+        let read = read_lanes(a, &mut segments.buf, final_drain)?;
+        let key = a.key;
+        let dropped = a.seg.dropped();
+        let Some(p) = self.acc.processes.get_mut(&key) else {
+            return Ok((read, false));
+        };
+        if p.producer_dropped != dropped {
+            p.producer_dropped = dropped;
+            self.page.dirty = true;
+        }
+        if a.pending.is_empty() {
+            a.gap_since = None;
+            return Ok((read, false));
+        }
+        a.pending.sort_by_key(|p| p.ev.seq);
+        let gaps = if final_drain {
+            Gaps::SkipAll
+        } else if a.gap_since.is_some_and(|t| t.elapsed() >= GAP_TIMEOUT) {
+            Gaps::SkipFirst
+        } else {
+            Gaps::Wait
+        };
+        let m = merge(&a.pending, p.next_seq, gaps);
+        p.next_seq = m.next_seq;
+        p.gap_lost = p.gap_lost.saturating_add(m.skipped).saturating_sub(m.late);
+        for e in &a.pending[..m.ready] {
+            let applied = e.pos.wrapping_add(1);
+            p.lane_applied[e.lane as usize] = applied;
+            self.journal.append(&Record::Event {
+                key,
+                lane: e.lane,
+                pos: applied,
+                ev: e.ev,
+            });
+        }
+        let batch: Vec<Pending> = a.pending.drain(..m.ready).collect();
+        // A gap still open waits its own full time: after a skip the timer restarts.
+        a.gap_since = if a.pending.is_empty() {
+            None
+        } else if m.skipped > 0 {
+            Some(Instant::now())
+        } else {
+            Some(a.gap_since.unwrap_or_else(Instant::now))
+        };
+        let view = a.seg.view();
+        let snapshot = self.apply_batch(key, &batch, view);
+        if m.ready > 0 {
+            self.page.dirty = true;
+        }
+        Ok((read, snapshot))
+    }
+
+    /// Applies events of one process in order; returns whether a device description
+    /// changed.
+    fn apply_batch(&mut self, key: ProcKey, batch: &[Pending], seg: SegmentView) -> bool {
+        let now_s = (sys::unix_ns() / 1_000_000_000) as u32;
+        let mut snapshot = false;
+        for (k, p) in batch.iter().enumerate() {
+            if k % 1024 == 1023 {
+                self.beat_if_due();
+            }
+            let out = self.acc.apply(key, &p.ev, now_s);
+            if out == Outcome::DeviceInfo {
+                snapshot |= self.take_device_info(key, &p.ev, seg);
+            }
+            self.log_outcome(key, &p.ev, &out);
+        }
+        snapshot
+    }
+
+    /// Reads the description a device-info event announces from the segment's slot.
+    fn take_device_info(&mut self, key: ProcKey, ev: &Event, seg: SegmentView) -> bool {
+        let slot = ev.device.clamp(0, MAX_DEVICES as i32 - 1) as usize;
+        let Some(info) = seg.read_device_info(slot) else {
+            return false;
+        };
+        if self.acc.set_device_info(ev.device, info) {
+            return true;
+        }
+        self.log.warn(format!(
+            "pid {}: implausible description of device {} ignored",
+            key.0, ev.device
+        ));
+        false
+    }
+
+    /// A segment that broke the rules mid-life: stop reading it. Its process's
+    /// figures stay as they were (it can only have hurt itself), flagged inexact, and
+    /// are released when the process ends.
+    pub(super) fn drop_corrupt(&mut self, path: &Path, e: SegmentError) {
+        self.log
+            .warn(format!("stopped reading segment {}: {e}", path.display()));
+        if let Some(a) = self.segments.attached.get_mut(path) {
+            a.broken = true;
+            a.pending.clear();
+            if let Some(p) = self.acc.processes.get_mut(&a.key) {
+                p.gap_lost = p.gap_lost.saturating_add(1);
+            }
+        }
+        self.status.segments_rejected += 1;
+        self.page.dirty = true;
+    }
+}
+
+/// Reads every lane of `a` into its pending events (with `final_drain`, until the
+/// lanes are empty). Returns the number read.
+fn read_lanes(
+    a: &mut Attached,
+    buf: &mut Vec<(Event, u64)>,
+    final_drain: bool,
+) -> Result<usize, SegmentError> {
+    let mut read = 0;
+    loop {
+        let mut round = 0;
+        for lane in 0..NUM_LANES {
+            buf.clear();
+            round += a.seg.read_lane(lane, buf, LANE_BATCH)?;
+            a.pending.extend(buf.iter().map(|&(ev, pos)| Pending {
+                ev,
+                lane: lane as u8,
+                pos,
+            }));
+        }
+        read += round;
+        if !final_drain || round == 0 {
+            return Ok(read);
+        }
+    }
+}
