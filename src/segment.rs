@@ -136,7 +136,6 @@ impl SegmentView {
         let mut b = [0u8; 16];
         b[..8].copy_from_slice(&self.header().comm[0].load(Relaxed).to_le_bytes());
         b[8..].copy_from_slice(&self.header().comm[1].load(Relaxed).to_le_bytes());
-        let end = b.iter().position(|&c| c == 0).unwrap_or(16);
-        crate::sys::printable(&b[..end])
+        crate::sys::get_str(&b)
     }
 }

@@ -10,7 +10,7 @@
 //! `cabi/tttrack_shm.h` describes the same layout for C; `tests/c_abi.rs` compiles it and
 //! compares every size and offset with the ones asserted here.
 
-use core::mem::{offset_of, size_of};
+use core::mem::size_of;
 use core::sync::atomic::{AtomicU32, AtomicU64};
 
 /// `b"TTTRSEG1"` read as a little-endian u64: the first 8 bytes of every segment file.
@@ -332,154 +332,80 @@ pub fn canonical_decimal<T: core::str::FromStr>(s: &str) -> Option<T> {
     }
 }
 
-// ---- Layout assertions: any change here is a layout change (bump the version). ----
+/// Declares the size and field offsets of shared structures, and shared constants,
+/// once: emits the compile-time assertions and a function that lists every one of them
+/// by name (`sizeof T`, `T.field`, `const NAME`), which the test of the C header
+/// compares with what the C compiler says.
+#[macro_export]
+macro_rules! shared_layout {
+    (
+        $(#[$doc:meta])*
+        pub fn $name:ident;
+        $( struct $t:ident = $size:expr => { $( $f:ident = $off:expr ),* $(,)? } )*
+        consts { $( $c:ident ),* $(,)? }
+    ) => {
+        const _: () = {
+            $(
+                assert!(core::mem::size_of::<$t>() == $size);
+                $( assert!(core::mem::offset_of!($t, $f) == $off); )*
+            )*
+        };
+        $(#[$doc])*
+        pub fn $name() -> Vec<(&'static str, usize)> {
+            let mut v = Vec::new();
+            $(
+                v.push((concat!("sizeof ", stringify!($t)), core::mem::size_of::<$t>()));
+                $( v.push((
+                    concat!(stringify!($t), ".", stringify!($f)),
+                    core::mem::offset_of!($t, $f),
+                )); )*
+            )*
+            $( v.push((concat!("const ", stringify!($c)), $c as usize)); )*
+            v
+        }
+    };
+}
+
+// ---- The layout: any change here is a layout change (bump the version). ----
+shared_layout! {
+    /// Every size, offset and constant of a segment, for the test that checks
+    /// `cabi/tttrack_shm.h`.
+    pub fn layout_table;
+    struct Event = 32 => { seq = 0, kind = 8, subtype = 9, device = 12, size = 16, id = 24 }
+    struct DeviceInfo = 64 => {
+        arch = 0, is_remote = 4, num_tensix_cores = 8, num_dram_channels = 12,
+        l1_size_per_core = 16, dram_size_per_channel = 24, total_dram_bytes = 32,
+        total_l1_bytes = 40, l1_small_size = 48, trace_region_size = 56,
+    }
+    struct DeviceInfoSlot = 128 => { seq = 0, words = 8 }
+    struct SegmentHeader = 320 => {
+        magic = 0, version = 8, header_size = 12, segment_size = 16, pid = 24, uid = 28,
+        start_time = 32, num_lanes = 40, lane_capacity = 44, lanes_offset = 48,
+        lane_stride = 56, comm = 64, created_unix_ns = 80, lanes_claimed = 88,
+        lanes_reserved = 96, seq = 128, no_lane_dropped = 192, consumer_pid = 256,
+        consumer_heartbeat_ns = 264,
+    }
+    struct LaneHeader = 128 => { head = 0, dropped = 8, state = 16, owner_tid = 20, claims = 24, tail = 64 }
+    struct PagePresence = 64 => {
+        magic = 0, version = 8, aggregator_pid = 12, heartbeat_ns = 16, started_unix_ns = 24,
+        page_size = 32,
+    }
+    consts {
+        SEGMENT_MAGIC, COUNTERS_MAGIC, NUM_LANES, LANE_CAPACITY, LANES_OFFSET, LANE_STRIDE,
+        MAX_DEVICES, DEVICE_SLOTS_OFFSET, SEGMENT_LAYOUT_VERSION,
+    }
+}
+
+// What the table cannot say.
 const _: () = {
     assert!(LANE_CAPACITY.is_power_of_two());
-    assert!(size_of::<Event>() == 32);
-    assert!(offset_of!(Event, seq) == 0);
-    assert!(offset_of!(Event, kind) == 8);
-    assert!(offset_of!(Event, subtype) == 9);
-    assert!(offset_of!(Event, device) == 12);
-    assert!(offset_of!(Event, size) == 16);
-    assert!(offset_of!(Event, id) == 24);
-    assert!(size_of::<Slot>() == 32);
-
-    assert!(size_of::<DeviceInfo>() == 64);
-    assert!(offset_of!(DeviceInfo, arch) == 0);
-    assert!(offset_of!(DeviceInfo, is_remote) == 4);
-    assert!(offset_of!(DeviceInfo, num_tensix_cores) == 8);
-    assert!(offset_of!(DeviceInfo, num_dram_channels) == 12);
-    assert!(offset_of!(DeviceInfo, l1_size_per_core) == 16);
-    assert!(offset_of!(DeviceInfo, dram_size_per_channel) == 24);
-    assert!(offset_of!(DeviceInfo, total_dram_bytes) == 32);
-    assert!(offset_of!(DeviceInfo, total_l1_bytes) == 40);
-    assert!(offset_of!(DeviceInfo, l1_small_size) == 48);
-    assert!(offset_of!(DeviceInfo, trace_region_size) == 56);
-
-    assert!(size_of::<DeviceInfoSlot>() == 128);
-    assert!(offset_of!(DeviceInfoSlot, seq) == 0);
-    assert!(offset_of!(DeviceInfoSlot, words) == 8);
-
-    assert!(size_of::<SegmentHeader>() == 320);
-    assert!(offset_of!(SegmentHeader, magic) == 0);
-    assert!(offset_of!(SegmentHeader, version) == 8);
-    assert!(offset_of!(SegmentHeader, header_size) == 12);
-    assert!(offset_of!(SegmentHeader, segment_size) == 16);
-    assert!(offset_of!(SegmentHeader, pid) == 24);
-    assert!(offset_of!(SegmentHeader, uid) == 28);
-    assert!(offset_of!(SegmentHeader, start_time) == 32);
-    assert!(offset_of!(SegmentHeader, num_lanes) == 40);
-    assert!(offset_of!(SegmentHeader, lane_capacity) == 44);
-    assert!(offset_of!(SegmentHeader, lanes_offset) == 48);
-    assert!(offset_of!(SegmentHeader, lane_stride) == 56);
-    assert!(offset_of!(SegmentHeader, comm) == 64);
-    assert!(offset_of!(SegmentHeader, created_unix_ns) == 80);
-    assert!(offset_of!(SegmentHeader, lanes_claimed) == 88);
-    assert!(offset_of!(SegmentHeader, lanes_reserved) == 96);
+    // The atomic view of an event (not in the C header, which has only the event).
+    assert!(size_of::<Slot>() == size_of::<Event>());
     assert!(NUM_LANES <= 64);
-    assert!(offset_of!(SegmentHeader, seq) == 128);
-    assert!(offset_of!(SegmentHeader, no_lane_dropped) == 192);
-    assert!(offset_of!(SegmentHeader, consumer_pid) == 256);
-    assert!(offset_of!(SegmentHeader, consumer_heartbeat_ns) == 264);
     assert!(size_of::<SegmentHeader>() <= SEGMENT_HEADER_REGION);
     assert!(DEVICE_SLOTS_OFFSET + MAX_DEVICES * size_of::<DeviceInfoSlot>() <= LANES_OFFSET);
-
-    assert!(size_of::<PagePresence>() == 64);
-    assert!(offset_of!(PagePresence, magic) == 0);
-    assert!(offset_of!(PagePresence, version) == 8);
-    assert!(offset_of!(PagePresence, aggregator_pid) == 12);
-    assert!(offset_of!(PagePresence, heartbeat_ns) == 16);
-    assert!(offset_of!(PagePresence, started_unix_ns) == 24);
-    assert!(offset_of!(PagePresence, page_size) == 32);
-
-    assert!(size_of::<LaneHeader>() == 128);
-    assert!(offset_of!(LaneHeader, head) == 0);
-    assert!(offset_of!(LaneHeader, dropped) == 8);
-    assert!(offset_of!(LaneHeader, state) == 16);
-    assert!(offset_of!(LaneHeader, owner_tid) == 20);
-    assert!(offset_of!(LaneHeader, claims) == 24);
-    assert!(offset_of!(LaneHeader, tail) == 64);
     assert!(LANE_STRIDE.is_multiple_of(64));
 };
-
-/// Every size and offset above, by name, for the test that checks the C header.
-pub fn layout_table() -> Vec<(&'static str, usize)> {
-    macro_rules! off {
-        ($t:ty, $($f:ident),*) => { vec![$((concat!(stringify!($t), ".", stringify!($f)), offset_of!($t, $f))),*] };
-    }
-    let mut v = vec![
-        ("sizeof Event", size_of::<Event>()),
-        ("sizeof DeviceInfo", size_of::<DeviceInfo>()),
-        ("sizeof DeviceInfoSlot", size_of::<DeviceInfoSlot>()),
-        ("sizeof SegmentHeader", size_of::<SegmentHeader>()),
-        ("sizeof LaneHeader", size_of::<LaneHeader>()),
-        ("sizeof PagePresence", size_of::<PagePresence>()),
-    ];
-    v.extend(off!(
-        PagePresence,
-        magic,
-        version,
-        aggregator_pid,
-        heartbeat_ns,
-        started_unix_ns,
-        page_size
-    ));
-    v.extend(off!(Event, seq, kind, subtype, device, size, id));
-    v.extend(off!(
-        DeviceInfo,
-        arch,
-        is_remote,
-        num_tensix_cores,
-        num_dram_channels,
-        l1_size_per_core,
-        dram_size_per_channel,
-        total_dram_bytes,
-        total_l1_bytes,
-        l1_small_size,
-        trace_region_size
-    ));
-    v.extend(off!(DeviceInfoSlot, seq, words));
-    v.extend(off!(
-        SegmentHeader,
-        magic,
-        version,
-        header_size,
-        segment_size,
-        pid,
-        uid,
-        start_time,
-        num_lanes,
-        lane_capacity,
-        lanes_offset,
-        lane_stride,
-        comm,
-        created_unix_ns,
-        lanes_claimed,
-        lanes_reserved,
-        seq,
-        no_lane_dropped,
-        consumer_pid,
-        consumer_heartbeat_ns
-    ));
-    v.extend(off!(
-        LaneHeader, head, dropped, state, owner_tid, claims, tail
-    ));
-    v.extend([
-        ("const SEGMENT_MAGIC", SEGMENT_MAGIC as usize),
-        ("const COUNTERS_MAGIC", COUNTERS_MAGIC as usize),
-        ("const NUM_LANES", NUM_LANES),
-        ("const LANE_CAPACITY", LANE_CAPACITY),
-        ("const LANES_OFFSET", LANES_OFFSET),
-        ("const LANE_STRIDE", LANE_STRIDE),
-        ("const MAX_DEVICES", MAX_DEVICES),
-        ("const DEVICE_SLOTS_OFFSET", DEVICE_SLOTS_OFFSET),
-        (
-            "const SEGMENT_LAYOUT_VERSION",
-            SEGMENT_LAYOUT_VERSION as usize,
-        ),
-    ]);
-    v
-}
 
 #[cfg(test)]
 mod tests {

@@ -121,6 +121,22 @@ pub fn proc_info(proc_root: &Path, pid: u32) -> Option<ProcInfo> {
     })
 }
 
+/// Copies a string into a NUL-padded fixed field (cut at the field's size).
+pub fn put_str<const N: usize>(s: &str) -> [u8; N] {
+    let mut b = [0u8; N];
+    for (d, c) in b.iter_mut().zip(s.bytes().take(N)) {
+        *d = c;
+    }
+    b
+}
+
+/// Reads a NUL-padded fixed field (a name in shared memory), replacing anything
+/// unprintable.
+pub fn get_str(b: &[u8]) -> String {
+    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    printable(&b[..end])
+}
+
 /// A name another process chose (its comm, from its segment, `/proc` or a socket), made
 /// safe to print: invalid UTF-8 and every control character (escape codes included)
 /// become `?`.

@@ -202,38 +202,136 @@ pub fn n300_chip(remote: bool) -> DeviceInfo {
 /// it then releases its memory as a well-behaved program would (unless `leak`).
 pub static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// Runs the workload. Returns the number of events this process could not deliver.
-pub fn run(lib: &Lib, o: &Options) -> u64 {
-    let l = *lib;
-    let mut rng = Rng::new(o.seed);
-    let base = (o.seed & 0xff) << 40;
-    l.device_info(0, &n300_chip(false));
-    l.device_info(1, &n300_chip(true));
-    let mut next_id = base + 0x1000_0000;
-    let mut id = || {
-        next_id += 0x10_0000;
-        next_id
-    };
-    // Persistent kernels: dispatch and fabric on both chips.
+/// Buffer and kernel ids, unique in this process (the seed picks the range).
+struct Ids(u64);
+
+impl Ids {
+    fn next(&mut self) -> u64 {
+        self.0 += 0x10_0000;
+        self.0
+    }
+}
+
+/// What a model keeps on the devices while it runs: persistent kernels, weights, a
+/// trace buffer; each (device, id, size).
+struct Resident {
+    persistent: Vec<(i32, u64, u64)>,
+    weights: Vec<(i32, u64, u64)>,
+    trace: u64,
+}
+
+/// Loads the model: dispatch and fabric kernels on both chips, 24 layers of weights
+/// spread over them, a trace buffer.
+fn load_model(l: &Lib, rng: &mut Rng, ids: &mut Ids) -> Resident {
     let mut persistent = Vec::new();
     for dev in 0..2 {
         for (kt, size) in [(2u8, 96 * KIB * 8), (1u8, 48 * KIB * 16)] {
-            let k = id();
+            let k = ids.next();
             l.kernel_load(dev, size, k, kt);
             persistent.push((dev, k, size));
         }
     }
-    // Weights in DRAM, spread over both chips.
     let mut weights = Vec::new();
     for layer in 0..24 {
         let dev = layer % 2;
         let size = rng.range(24, 96) * MIB;
-        let b = id();
+        let b = ids.next();
         l.alloc(dev, size, 0, b);
         weights.push((dev, b, size));
     }
-    let trace = id();
+    let trace = ids.next();
     l.alloc(0, 48 * MIB, 4, trace);
+    Resident {
+        persistent,
+        weights,
+        trace,
+    }
+}
+
+/// One program on `dev`: CBs, an application kernel, activations (freed by the
+/// worker thread through `tx`), a weight of the program cache reported again, and the
+/// KV cache growing for 20 cycles, then released.
+#[allow(clippy::too_many_arguments)]
+fn one_program(
+    l: &Lib,
+    rng: &mut Rng,
+    ids: &mut Ids,
+    o: &Options,
+    cycle: u64,
+    weights: &[(i32, u64, u64)],
+    kv: &mut Vec<(i32, u64)>,
+    tx: &std::sync::mpsc::Sender<(i32, u64)>,
+) {
+    let dev = (cycle % 2) as i32;
+    let mut cbs = Vec::new();
+    for _ in 0..rng.range(2, 6) {
+        let (c, size) = (ids.next(), rng.range(64, 512) * KIB);
+        l.cb_alloc(dev, size, c);
+        cbs.push((c, size));
+    }
+    let kernel = ids.next();
+    let ksize = rng.range(16, 64) * KIB * 64;
+    l.kernel_load(dev, ksize, kernel, 0);
+    let mut acts = Vec::new();
+    for _ in 0..rng.range(2, 8) {
+        let b = ids.next();
+        l.alloc(dev, rng.range(1, 6) * MIB, 1, b);
+        acts.push(b);
+    }
+    let small = ids.next();
+    l.alloc(dev, rng.range(8, 32) * KIB, 3, small);
+    let (wd, wb, ws) = weights[(cycle as usize) % weights.len()];
+    l.alloc(wd, ws, 0, wb);
+    std::thread::sleep(o.pace);
+    l.free(wd, wb);
+    if (cycle / 20).is_multiple_of(2) {
+        let b = ids.next();
+        l.alloc(dev, rng.range(16, 64) * MIB, 0, b);
+        kv.push((dev, b));
+    } else {
+        for x in kv.drain(..) {
+            let _ = tx.send(x);
+        }
+    }
+    for b in acts {
+        let _ = tx.send((dev, b));
+    }
+    l.free(dev, small);
+    for (c, size) in cbs {
+        l.cb_free(dev, size, c);
+    }
+    l.kernel_unload(dev, ksize, kernel);
+}
+
+/// Releases what the model kept, or with `leak` leaves a third of the weights and the
+/// trace buffer allocated.
+fn unload_model(l: &Lib, r: &Resident, kv: Vec<(i32, u64)>, leak: bool) {
+    if leak {
+        for (dev, b, _) in r.weights.iter().skip(r.weights.len() / 3) {
+            l.free(*dev, *b);
+        }
+        return;
+    }
+    for (dev, b) in kv {
+        l.free(dev, b);
+    }
+    for (dev, b, _) in &r.weights {
+        l.free(*dev, *b);
+    }
+    l.free(0, r.trace);
+    for (dev, k, size) in &r.persistent {
+        l.kernel_unload(*dev, *size, *k);
+    }
+}
+
+/// Runs the workload. Returns the number of events this process could not deliver.
+pub fn run(lib: &Lib, o: &Options) -> u64 {
+    let l = *lib;
+    let mut rng = Rng::new(o.seed);
+    l.device_info(0, &n300_chip(false));
+    l.device_info(1, &n300_chip(true));
+    let mut ids = Ids(((o.seed & 0xff) << 40) + 0x1000_0000);
+    let model = load_model(&l, &mut rng, &mut ids);
     // A worker thread frees what the main thread hands it.
     let (tx, rx) = std::sync::mpsc::channel::<(i32, u64)>();
     let worker = std::thread::spawn(move || {
@@ -244,68 +342,20 @@ pub fn run(lib: &Lib, o: &Options) -> u64 {
     let mut kv: Vec<(i32, u64)> = Vec::new();
     let mut cycle = 0u64;
     while (o.cycles == 0 || cycle < o.cycles) && !STOP.load(std::sync::atomic::Ordering::Relaxed) {
-        let dev = (cycle % 2) as i32;
-        // One program: CBs, an application kernel, activations.
-        let mut cbs = Vec::new();
-        for _ in 0..rng.range(2, 6) {
-            let (c, size) = (id(), rng.range(64, 512) * KIB);
-            l.cb_alloc(dev, size, c);
-            cbs.push((c, size));
-        }
-        let kernel = id();
-        let ksize = rng.range(16, 64) * KIB * 64;
-        l.kernel_load(dev, ksize, kernel, 0);
-        let mut acts = Vec::new();
-        for _ in 0..rng.range(2, 8) {
-            let b = id();
-            l.alloc(dev, rng.range(1, 6) * MIB, 1, b);
-            acts.push(b);
-        }
-        let small = id();
-        l.alloc(dev, rng.range(8, 32) * KIB, 3, small);
-        // Program cache: a live weight reported again, then released once.
-        let (wd, wb, ws) = weights[(cycle as usize) % weights.len()];
-        l.alloc(wd, ws, 0, wb);
-        std::thread::sleep(o.pace);
-        l.free(wd, wb);
-        // Phases: a KV cache grows for a while, then is released.
-        if (cycle / 20).is_multiple_of(2) {
-            let b = id();
-            l.alloc(dev, rng.range(16, 64) * MIB, 0, b);
-            kv.push((dev, b));
-        } else {
-            for x in kv.drain(..) {
-                let _ = tx.send(x);
-            }
-        }
-        for b in acts {
-            let _ = tx.send((dev, b));
-        }
-        l.free(dev, small);
-        for (c, size) in cbs {
-            l.cb_free(dev, size, c);
-        }
-        l.kernel_unload(dev, ksize, kernel);
+        one_program(
+            &l,
+            &mut rng,
+            &mut ids,
+            o,
+            cycle,
+            &model.weights,
+            &mut kv,
+            &tx,
+        );
         cycle += 1;
     }
     drop(tx);
     let _ = worker.join();
-    if !o.leak {
-        for (dev, b) in kv {
-            l.free(dev, b);
-        }
-        for (dev, b, _) in &weights {
-            l.free(*dev, *b);
-        }
-        l.free(0, trace);
-        for (dev, k, size) in &persistent {
-            l.kernel_unload(*dev, *size, *k);
-        }
-    } else {
-        // Leaks: a third of the weights and the trace buffer stay allocated.
-        for (dev, b, _) in weights.iter().skip(weights.len() / 3) {
-            l.free(*dev, *b);
-        }
-    }
+    unload_model(&l, &model, kv, o.leak);
     l.dropped()
 }

@@ -200,43 +200,49 @@ fn connection(mut conn: UnixStream, tx: mpsc::SyncSender<Msg>, proc_root: &Path)
                 }
                 continue;
             }
-            match msg.kind {
-                QUERY | DEVICE_INFO_QUERY => {
-                    let (rtx, rrx) = mpsc::channel();
-                    let _ = tx.send(Msg::Query { msg, reply: rtx });
-                    if let Ok(r) = rrx.recv_timeout(Duration::from_secs(5)) {
-                        if conn.write_all(&r).is_err() {
-                            break 'read;
-                        }
-                    }
-                }
-                DUMP_REMAINING | DUMP_KERNELS => {
-                    let (rtx, rrx) = mpsc::channel();
-                    let _ = tx.send(Msg::Dump {
-                        kernels: msg.kind == DUMP_KERNELS,
-                        reply: rtx,
-                    });
-                    if let Ok(text) = rrx.recv_timeout(Duration::from_secs(10)) {
-                        let _ = conn.write_all(text.as_bytes());
-                    }
-                }
-                _ => {}
+            if !answer(&mut conn, &tx, msg) {
+                break 'read;
             }
         }
     }
     // Less than one message, then end of input: `echo "" | nc -U SOCKET`.
     if parser.whole == 0 && parser.leftover() > 0 && parser.leftover() < MSG_SIZE {
-        let (rtx, rrx) = mpsc::channel();
-        let _ = tx.send(Msg::Dump {
-            kernels: false,
-            reply: rtx,
-        });
-        if let Ok(text) = rrx.recv_timeout(Duration::from_secs(10)) {
-            let _ = conn.write_all(text.as_bytes());
-        }
+        dump(&mut conn, &tx, false);
     }
     let _ = tx.send(Msg::Disconnected {
         pid,
         bad_messages: parser.bad_total,
     });
+}
+
+/// Answers a query or a dump request (anything else is ignored); false when the client
+/// can no longer be written to.
+fn answer(conn: &mut UnixStream, tx: &mpsc::SyncSender<Msg>, msg: AllocMessage) -> bool {
+    match msg.kind {
+        QUERY | DEVICE_INFO_QUERY => {
+            let (rtx, rrx) = mpsc::channel();
+            let _ = tx.send(Msg::Query { msg, reply: rtx });
+            match rrx.recv_timeout(Duration::from_secs(5)) {
+                Ok(r) => conn.write_all(&r).is_ok(),
+                Err(_) => true,
+            }
+        }
+        DUMP_REMAINING | DUMP_KERNELS => {
+            dump(conn, tx, msg.kind == DUMP_KERNELS);
+            true
+        }
+        _ => true,
+    }
+}
+
+/// Asks the loop for the dump of remaining buffers (or kernels) and writes it.
+fn dump(conn: &mut UnixStream, tx: &mpsc::SyncSender<Msg>, kernels: bool) {
+    let (rtx, rrx) = mpsc::channel();
+    let _ = tx.send(Msg::Dump {
+        kernels,
+        reply: rtx,
+    });
+    if let Ok(text) = rrx.recv_timeout(Duration::from_secs(10)) {
+        let _ = conn.write_all(text.as_bytes());
+    }
 }

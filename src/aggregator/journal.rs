@@ -154,7 +154,7 @@ impl Journal {
     /// are the same code.
     pub fn open(
         dir: &Path,
-        mut apply: impl FnMut(&mut Accounting, &Record),
+        apply: impl FnMut(&mut Accounting, &Record),
     ) -> io::Result<(Self, Recovered)> {
         // The aggregator gives its verified private directory (see
         // `aggregator::state_dir`); a new one is made private.
@@ -166,61 +166,13 @@ impl Journal {
                 .create(dir)?;
         }
         let generation = newest_generation(dir).unwrap_or(0);
-        let mut acc = Accounting::default();
-        if generation > 0 {
-            let sp = state_path(dir, generation);
-            // Streamed from the file, like it was written (it may be tens of MB).
-            let mut r = io::BufReader::with_capacity(256 << 10, open_read(&sp)?);
-            let mut head = [0u8; 12];
-            let version = match r.read_exact(&mut head) {
-                Ok(()) if &head[..8] == STATE_MAGIC => Some(u32::from_le_bytes(
-                    head[8..12].try_into().unwrap_or_default(),
-                )),
-                _ => None,
-            };
-            if version != Some(STATE_VERSION) {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!(
-                        "snapshot {} was written by another tt-aggregator version (state format {}, this one reads {STATE_VERSION}); its figures cannot be carried over: move the directory {} aside to start afresh",
-                        sp.display(),
-                        version.map_or("1 or unknown".to_string(), |v| v.to_string()),
-                        dir.display()
-                    ),
-                ));
-            }
-            acc = bincode::deserialize_from(&mut r).map_err(|e| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!(
-                        "snapshot {} is unreadable ({e}); move the directory {} aside to start afresh",
-                        state_path(dir, generation).display(),
-                        dir.display()
-                    ),
-                )
-            })?;
-        }
-        let mut replayed = 0;
-        let mut torn = false;
+        let mut acc = if generation > 0 {
+            read_snapshot(dir, generation)?
+        } else {
+            Accounting::default()
+        };
         let jp = journal_path(dir, generation);
-        let mut valid_len = 0u64;
-        if let Ok(mut f) = open_read(&jp) {
-            let mut bytes = Vec::new();
-            f.read_to_end(&mut bytes)?;
-            for chunk in bytes.chunks(RECORD_SIZE) {
-                match decode(chunk) {
-                    Some(r) => {
-                        apply(&mut acc, &r);
-                        replayed += 1;
-                        valid_len += RECORD_SIZE as u64;
-                    }
-                    None => {
-                        torn = true;
-                        break;
-                    }
-                }
-            }
-        }
+        let (replayed, torn, valid_len) = replay_records(&jp, &mut acc, apply)?;
         let file = open_write(&jp, false)?;
         // Cut a torn tail so that new records follow whole ones.
         file.set_len(valid_len)?;
@@ -309,6 +261,66 @@ impl Journal {
     pub fn generation(&self) -> u64 {
         self.generation
     }
+}
+
+/// Reads snapshot `generation` of `dir`, streamed from the file as it was written (it
+/// may be tens of MB).
+fn read_snapshot(dir: &Path, generation: u64) -> io::Result<Accounting> {
+    let sp = state_path(dir, generation);
+    let mut r = io::BufReader::with_capacity(256 << 10, open_read(&sp)?);
+    let mut head = [0u8; 12];
+    let version = match r.read_exact(&mut head) {
+        Ok(()) if &head[..8] == STATE_MAGIC => Some(u32::from_le_bytes(
+            head[8..12].try_into().unwrap_or_default(),
+        )),
+        _ => None,
+    };
+    if version != Some(STATE_VERSION) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "snapshot {} was written by another tt-aggregator version (state format {}, this one reads {STATE_VERSION}); its figures cannot be carried over: move the directory {} aside to start afresh",
+                sp.display(),
+                version.map_or("1 or unknown".to_string(), |v| v.to_string()),
+                dir.display()
+            ),
+        ));
+    }
+    bincode::deserialize_from(&mut r).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "snapshot {} is unreadable ({e}); move the directory {} aside to start afresh",
+                sp.display(),
+                dir.display()
+            ),
+        )
+    })
+}
+
+/// Applies the whole records of the journal at `path` (none if it does not exist), up
+/// to the first torn or foreign one. Returns (records applied, whether one was torn,
+/// bytes of whole records).
+fn replay_records(
+    path: &Path,
+    acc: &mut Accounting,
+    mut apply: impl FnMut(&mut Accounting, &Record),
+) -> io::Result<(u64, bool, u64)> {
+    let (mut replayed, mut torn, mut valid_len) = (0u64, false, 0u64);
+    if let Ok(mut f) = open_read(path) {
+        let mut bytes = Vec::new();
+        f.read_to_end(&mut bytes)?;
+        for chunk in bytes.chunks(RECORD_SIZE) {
+            let Some(r) = decode(chunk) else {
+                torn = true;
+                break;
+            };
+            apply(acc, &r);
+            replayed += 1;
+            valid_len += RECORD_SIZE as u64;
+        }
+    }
+    Ok((replayed, torn, valid_len))
 }
 
 #[cfg(test)]

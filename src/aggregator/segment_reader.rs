@@ -117,43 +117,7 @@ impl MappedSegment {
         // SAFETY: map covers SEGMENT_SIZE bytes, page aligned, and lives in self.
         let view = unsafe { SegmentView::new(map.as_mut_ptr()) };
         let h = view.header();
-        let magic = h.magic.load(Acquire);
-        if magic == 0 {
-            return Err(SegmentError::NotReady);
-        }
-        if magic != SEGMENT_MAGIC {
-            return Err(SegmentError::BadMagic(magic));
-        }
-        let v = h.version.load(Relaxed);
-        if v != SEGMENT_LAYOUT_VERSION {
-            return Err(SegmentError::BadVersion(v));
-        }
-        let checks: [(&'static str, bool); 6] = [
-            (
-                "header_size",
-                h.header_size.load(Relaxed) as usize == core::mem::size_of::<SegmentHeader>(),
-            ),
-            (
-                "segment_size",
-                h.segment_size.load(Relaxed) == SEGMENT_SIZE as u64,
-            ),
-            ("num_lanes", h.num_lanes.load(Relaxed) as usize == NUM_LANES),
-            (
-                "lane_capacity",
-                h.lane_capacity.load(Relaxed) as usize == LANE_CAPACITY,
-            ),
-            (
-                "lanes_offset",
-                h.lanes_offset.load(Relaxed) == LANES_OFFSET as u64,
-            ),
-            (
-                "lane_stride",
-                h.lane_stride.load(Relaxed) == LANE_STRIDE as u64,
-            ),
-        ];
-        if let Some((what, _)) = checks.iter().find(|(_, ok)| !ok) {
-            return Err(SegmentError::BadGeometry(what));
-        }
+        check_header(h)?;
         let header_pid = h.pid.load(Relaxed);
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
         let (file_pid, file_st) = parse_segment_file_name(name).unwrap_or((0, 0));
@@ -319,6 +283,48 @@ impl MappedSegment {
             n = n.saturating_add(v.lane(i).dropped.load(Relaxed));
         }
         n
+    }
+}
+
+/// The header's magic, version and geometry must be this build's exactly.
+fn check_header(h: &SegmentHeader) -> Result<(), SegmentError> {
+    let magic = h.magic.load(Acquire);
+    if magic == 0 {
+        return Err(SegmentError::NotReady);
+    }
+    if magic != SEGMENT_MAGIC {
+        return Err(SegmentError::BadMagic(magic));
+    }
+    let v = h.version.load(Relaxed);
+    if v != SEGMENT_LAYOUT_VERSION {
+        return Err(SegmentError::BadVersion(v));
+    }
+    let checks: [(&'static str, bool); 6] = [
+        (
+            "header_size",
+            h.header_size.load(Relaxed) as usize == core::mem::size_of::<SegmentHeader>(),
+        ),
+        (
+            "segment_size",
+            h.segment_size.load(Relaxed) == SEGMENT_SIZE as u64,
+        ),
+        ("num_lanes", h.num_lanes.load(Relaxed) as usize == NUM_LANES),
+        (
+            "lane_capacity",
+            h.lane_capacity.load(Relaxed) as usize == LANE_CAPACITY,
+        ),
+        (
+            "lanes_offset",
+            h.lanes_offset.load(Relaxed) == LANES_OFFSET as u64,
+        ),
+        (
+            "lane_stride",
+            h.lane_stride.load(Relaxed) == LANE_STRIDE as u64,
+        ),
+    ];
+    match checks.iter().find(|(_, ok)| !ok) {
+        Some((what, _)) => Err(SegmentError::BadGeometry(what)),
+        None => Ok(()),
     }
 }
 

@@ -258,6 +258,64 @@ const CAST: [(&str, u64, bool); 6] = [
     ("sd-unet", 60, true),
 ];
 
+/// What the demo creates, removed when it ends (the aggregator's log is kept).
+struct DemoPlace {
+    dir: PathBuf,
+    /// The tracking directory is the demo's own (not one given with --dir).
+    owned: bool,
+    log_path: PathBuf,
+    sim_root: PathBuf,
+}
+
+impl DemoPlace {
+    /// Makes the tracking directory, the log and the simulated cards.
+    fn make(
+        dir: Option<PathBuf>,
+    ) -> Result<
+        (
+            Self,
+            std::fs::File,
+            Vec<tttrack::devices::simulated::SimCard>,
+        ),
+        String,
+    > {
+        let me = std::process::id();
+        let owned = dir.is_none();
+        let dir = dir.unwrap_or_else(|| PathBuf::from(format!("/dev/shm/tttrack-demo-{me}")));
+        if owned {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        tttrack::sys::ensure_tracking_dir(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let log_path = std::env::temp_dir().join(format!("tttrack-demo-{me}.log"));
+        let log = std::fs::File::create(&log_path)
+            .map_err(|e| format!("cannot create {}: {e}", log_path.display()))?;
+        // Simulated cards, laid out as the kernel lays them out, so every view is alive:
+        // an n300 (chip 0 local; the workload describes chip 1 as remote) and an idle p150a.
+        let sim_root = PathBuf::from(format!("/dev/shm/tttrack-demo-{me}-host"));
+        let cards = simulated_host(&sim_root).map_err(|e| {
+            format!(
+                "cannot lay out the simulated cards in {}: {e}",
+                sim_root.display()
+            )
+        })?;
+        let place = Self {
+            dir,
+            owned,
+            log_path,
+            sim_root,
+        };
+        Ok((place, log, cards))
+    }
+
+    fn remove(&self) {
+        if self.owned {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+        let _ = std::fs::remove_dir_all(&self.sim_root);
+    }
+}
+
 fn demo(dir: Option<PathBuf>, no_ui: bool, duration: u64, processes: usize) -> i32 {
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("tt-track"));
     let bindir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -274,139 +332,36 @@ fn demo(dir: Option<PathBuf>, no_ui: bool, duration: u64, processes: usize) -> i
     if !no_ui && !ui {
         eprintln!("tt-track demo: no terminal for the live view; running --no-ui for {duration} s");
     }
-    let owned = dir.is_none();
-    let dir = dir
-        .unwrap_or_else(|| PathBuf::from(format!("/dev/shm/tttrack-demo-{}", std::process::id())));
-    if owned {
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-    if let Err(e) = tttrack::sys::ensure_tracking_dir(&dir) {
-        eprintln!("tt-track demo: cannot create {}: {e}", dir.display());
-        return 1;
-    }
-    let log_path = std::env::temp_dir().join(format!("tttrack-demo-{}.log", std::process::id()));
-    let log = match std::fs::File::create(&log_path) {
-        Ok(f) => f,
+    let (place, log, cards) = match DemoPlace::make(dir) {
+        Ok(p) => p,
         Err(e) => {
-            eprintln!("tt-track demo: cannot create {}: {e}", log_path.display());
+            eprintln!("tt-track demo: {e}");
             return 1;
         }
     };
-    // Simulated cards, laid out as the kernel lays them out, so every view is alive:
-    // an n300 (chip 0 local; the workload describes chip 1 as remote) and an idle p150a.
-    let sim_root = PathBuf::from(format!("/dev/shm/tttrack-demo-{}-host", std::process::id()));
-    let cards = match simulated_host(&sim_root) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!(
-                "tt-track demo: cannot lay out the simulated cards in {}: {e}",
-                sim_root.display()
-            );
-            return 1;
-        }
-    };
-    let mut agg = match Command::new(&agg_bin)
-        .arg("--dir")
-        .arg(&dir)
-        .arg("--no-compat-socket")
-        .arg("--sysfs-root")
-        .arg(&sim_root)
-        .args(["--telemetry-interval", "0.5"])
-        .stdout(log.try_clone().map(Stdio::from).unwrap_or(Stdio::null()))
-        .stderr(Stdio::from(log))
-        .spawn()
-    {
-        Ok(c) => c,
+    let mut agg = match start_demo_aggregator(&agg_bin, &place, log) {
+        Ok(a) => a,
         Err(e) => {
             eprintln!("tt-track demo: cannot start {}: {e}", agg_bin.display());
-            let _ = std::fs::remove_dir_all(&sim_root);
+            place.remove();
             return 1;
         }
     };
-    let t = Instant::now();
-    // This aggregator's page (a page left by one killed earlier may be there already).
-    let ours = |pid: u32| {
-        tttrack::counters_page::CountersReader::open(&dir)
-            .ok()
-            .and_then(|r| r.view().snapshot())
-            .is_some_and(|s| s.status.pid == pid)
-    };
-    while !ours(agg.id()) && t.elapsed() < Duration::from_secs(5) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
     let stop = Arc::new(AtomicBool::new(false));
     let simulator = {
-        let (stop, dir, root) = (stop.clone(), dir.clone(), sim_root.clone());
+        let (stop, dir, root) = (stop.clone(), place.dir.clone(), place.sim_root.clone());
         std::thread::spawn(move || simulate(&stop, &dir, &root, &cards))
     };
     let children: Arc<Mutex<Vec<Child>>> = Arc::new(Mutex::new(Vec::new()));
     let spawner = {
-        let (stop, children, dir, exe) = (stop.clone(), children.clone(), dir.clone(), exe.clone());
-        std::thread::spawn(move || {
-            let mut next = 0usize;
-            let mut seed = 1u64;
-            while !stop.load(Ordering::Relaxed) {
-                {
-                    let mut ch = children.lock().unwrap_or_else(|e| e.into_inner());
-                    ch.retain_mut(|c| !matches!(c.try_wait(), Ok(Some(_))));
-                    if ch.len() < processes {
-                        let (name, cycles, leak) = CAST[next % CAST.len()];
-                        let mut cmd = Command::new(&exe);
-                        cmd.args([
-                            "workload",
-                            "--seed",
-                            &seed.to_string(),
-                            "--cycles",
-                            &cycles.to_string(),
-                            "--name",
-                            name,
-                        ])
-                        .env("TT_ALLOC_TRACKING_ENABLED", "1")
-                        .env("TTTRACK_DIR", &dir)
-                        .stdin(Stdio::null())
-                        .stdout(Stdio::null())
-                        .stderr(Stdio::null());
-                        if leak {
-                            cmd.arg("--leak");
-                        }
-                        if let Ok(c) = cmd.spawn() {
-                            ch.push(c);
-                        }
-                        next += 1;
-                        seed += 1;
-                        drop(ch);
-                        std::thread::sleep(Duration::from_millis(700));
-                        continue;
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(200));
-            }
-        })
+        let (stop, children, dir) = (stop.clone(), children.clone(), place.dir.clone());
+        std::thread::spawn(move || keep_workloads_running(&stop, &children, &dir, &exe, processes))
     };
-    let mut code = 0;
-    if ui {
-        let mut src = tttrack::smi::tui::DirSource {
-            dir: dir.clone(),
-            sysfs_root: sim_root.clone(),
-        };
-        let color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-        if let Err(e) = tttrack::smi::tui::run(&mut src, Duration::from_millis(500), color) {
-            eprintln!("tt-track demo: {e}");
-            code = 1;
-        }
+    let code = if ui {
+        demo_live_view(&place)
     } else {
-        let end = Instant::now() + Duration::from_secs(duration);
-        while Instant::now() < end {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        match tttrack::smi::model::Model::load(&dir, 0, &sim_root) {
-            Ok(m) => print!(
-                "{}",
-                tttrack::smi::text::render(&m, &tttrack::smi::text::Style { color: false })
-            ),
-            Err(e) => eprintln!("tt-track demo: {}", e.0),
-        }
-    }
+        demo_snapshot_after(&place, duration)
+    };
     // Shut everything down and clean up.
     stop.store(true, Ordering::Relaxed);
     let _ = spawner.join();
@@ -425,7 +380,118 @@ fn demo(dir: Option<PathBuf>, no_ui: bool, duration: u64, processes: usize) -> i
     // SAFETY: signalling our own child.
     unsafe { libc::kill(agg.id() as i32, libc::SIGTERM) };
     let _ = agg.wait();
-    let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+    report_demo_leaks(&place.log_path);
+    place.remove();
+    println!("  (full aggregator log: {})", place.log_path.display());
+    code
+}
+
+/// Starts the demo's aggregator on the simulated cards, its output into `log`, and
+/// waits (up to 5 s) for its counters page.
+fn start_demo_aggregator(
+    agg_bin: &Path,
+    place: &DemoPlace,
+    log: std::fs::File,
+) -> std::io::Result<Child> {
+    let agg = Command::new(agg_bin)
+        .arg("--dir")
+        .arg(&place.dir)
+        .arg("--no-compat-socket")
+        .arg("--sysfs-root")
+        .arg(&place.sim_root)
+        .args(["--telemetry-interval", "0.5"])
+        .stdout(log.try_clone().map(Stdio::from).unwrap_or(Stdio::null()))
+        .stderr(Stdio::from(log))
+        .spawn()?;
+    // This aggregator's page (a page left by one killed earlier may be there already).
+    let ours = |pid: u32| {
+        tttrack::counters_page::CountersReader::open(&place.dir)
+            .ok()
+            .and_then(|r| r.view().snapshot())
+            .is_some_and(|s| s.status.pid == pid)
+    };
+    let t = Instant::now();
+    while !ours(agg.id()) && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(agg)
+}
+
+/// Keeps `processes` workloads of the cast running (one started every 0.7 s at most)
+/// until `stop`.
+fn keep_workloads_running(
+    stop: &AtomicBool,
+    children: &Mutex<Vec<Child>>,
+    dir: &Path,
+    exe: &Path,
+    processes: usize,
+) {
+    let (mut next, mut seed) = (0usize, 1u64);
+    while !stop.load(Ordering::Relaxed) {
+        let mut ch = children.lock().unwrap_or_else(|e| e.into_inner());
+        ch.retain_mut(|c| !matches!(c.try_wait(), Ok(Some(_))));
+        if ch.len() >= processes {
+            drop(ch);
+            std::thread::sleep(Duration::from_millis(200));
+            continue;
+        }
+        let (name, cycles, leak) = CAST[next % CAST.len()];
+        let mut cmd = Command::new(exe);
+        cmd.args(["workload", "--seed", &seed.to_string()])
+            .args(["--cycles", &cycles.to_string(), "--name", name])
+            .env("TT_ALLOC_TRACKING_ENABLED", "1")
+            .env("TTTRACK_DIR", dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if leak {
+            cmd.arg("--leak");
+        }
+        if let Ok(c) = cmd.spawn() {
+            ch.push(c);
+        }
+        next += 1;
+        seed += 1;
+        drop(ch);
+        std::thread::sleep(Duration::from_millis(700));
+    }
+}
+
+/// The live view on the demo's directory and cards, until the user quits.
+fn demo_live_view(place: &DemoPlace) -> i32 {
+    let mut src = tttrack::smi::tui::DirSource {
+        dir: place.dir.clone(),
+        sysfs_root: place.sim_root.clone(),
+    };
+    let color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    match tttrack::smi::tui::run(&mut src, Duration::from_millis(500), color) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("tt-track demo: {e}");
+            1
+        }
+    }
+}
+
+/// Without a terminal: the snapshot after `duration` seconds.
+fn demo_snapshot_after(place: &DemoPlace, duration: u64) -> i32 {
+    let end = Instant::now() + Duration::from_secs(duration);
+    while Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    match tttrack::smi::model::Model::load(&place.dir, 0, &place.sim_root) {
+        Ok(m) => print!(
+            "{}",
+            tttrack::smi::text::render(&m, &tttrack::smi::text::Style { color: false })
+        ),
+        Err(e) => eprintln!("tt-track demo: {}", e.0),
+    }
+    0
+}
+
+/// The last few "exited holding" lines of the aggregator's log.
+fn report_demo_leaks(log_path: &Path) {
+    let text = std::fs::read_to_string(log_path).unwrap_or_default();
     let leaks: Vec<&str> = text
         .lines()
         .filter(|l| l.contains("exited holding"))
@@ -437,12 +503,6 @@ fn demo(dir: Option<PathBuf>, no_ui: bool, duration: u64, processes: usize) -> i
     for l in leaks.iter().rev().take(5).rev() {
         println!("  {l}");
     }
-    if owned {
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-    let _ = std::fs::remove_dir_all(&sim_root);
-    println!("  (full aggregator log: {})", log_path.display());
-    code
 }
 
 /// Lays out the demo's simulated host under `root`: card 0 an n300, card 2 a p150a

@@ -239,6 +239,15 @@ impl SimCard {
 
     /// Writes the card under `root` as the kernel lays it out.
     pub fn install(&self, root: &Path) -> io::Result<()> {
+        self.install_pci(root)?;
+        self.install_hwmon(root)?;
+        self.install_class_device(root)?;
+        self.install_links(root)?;
+        self.install_dev_and_proc(root)
+    }
+
+    /// The root port and the card's PCI function, with its driver and subsystem links.
+    fn install_pci(&self, root: &Path) -> io::Result<()> {
         let port = root.join("sys/devices").join(self.bridge_path());
         std::fs::create_dir_all(&port)?;
         // The root port is a PCI device too: a walker that lands on it reads a bridge.
@@ -269,6 +278,11 @@ impl SimCard {
         )?;
         relink("../../../../bus/pci", &pci.join("subsystem"))?;
 
+        Ok(())
+    }
+
+    /// The card's hwmon device under its PCI function.
+    fn install_hwmon(&self, root: &Path) -> io::Result<()> {
         let hw = self.hwmon_dir(root);
         std::fs::create_dir_all(&hw)?;
         write(&hw.join("name"), &format!("{}\n", self.hwmon_name))?;
@@ -278,6 +292,11 @@ impl SimCard {
         relink(&format!("../../../{}", self.bdf), &hw.join("device"))?;
         relink("../../../../../../class/hwmon", &hw.join("subsystem"))?;
 
+        Ok(())
+    }
+
+    /// The driver's class device (`tenstorrent/tenstorrent!N`) and its attributes.
+    fn install_class_device(&self, root: &Path) -> io::Result<()> {
         let class = self.class_dir(root);
         std::fs::create_dir_all(class.join("pcie_perf_counters"))?;
         for (f, c) in &self.class_files {
@@ -306,6 +325,11 @@ impl SimCard {
             &class.join("subsystem"),
         )?;
 
+        Ok(())
+    }
+
+    /// The links into `sys/devices`: class, bus, driver and hwmon class entries.
+    fn install_links(&self, root: &Path) -> io::Result<()> {
         let to_pci = format!("devices/{}/{}", self.bridge_path(), self.bdf);
         let class_link = root
             .join("sys/class/tenstorrent")
@@ -328,6 +352,11 @@ impl SimCard {
                 .join("sys/class/hwmon")
                 .join(format!("hwmon{}", self.hwmon_index)),
         )?;
+        Ok(())
+    }
+
+    /// `/dev/tenstorrent/N` and the driver's `/proc` entry with its `pids` file.
+    fn install_dev_and_proc(&self, root: &Path) -> io::Result<()> {
         std::fs::create_dir_all(root.join("dev/tenstorrent"))?;
         write(&root.join(format!("dev/tenstorrent/{}", self.index)), "")?;
         std::fs::create_dir_all(root.join(format!("proc/driver/tenstorrent/{}", self.index)))?;

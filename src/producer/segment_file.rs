@@ -32,27 +32,9 @@ pub(super) fn create_segment() -> Result<(), String> {
         let _ = WAKE_ADDR.set(a);
     }
     let tmp = dir.join(format!(".new.{name}"));
-    let fin = dir.join(&name);
     let ctmp = sys::cstring(&tmp).map_err(|e| e.to_string())?;
-    let cfin = sys::cstring(&fin).map_err(|e| e.to_string())?;
-    // A leftover temporary from a process with our pid and start time cannot be alive.
-    // SAFETY: ctmp is a valid path.
-    unsafe { libc::unlink(ctmp.as_ptr()) };
-    // SAFETY: ctmp is a valid path; flags create a new file, never following links.
-    let fd = unsafe {
-        libc::open(
-            ctmp.as_ptr(),
-            libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-            0o600,
-        )
-    };
-    if fd < 0 {
-        return Err(format!(
-            "cannot create {}: {}",
-            tmp.display(),
-            std::io::Error::last_os_error()
-        ));
-    }
+    let cfin = sys::cstring(&dir.join(&name)).map_err(|e| e.to_string())?;
+    let fd = open_locked(&ctmp, &tmp.display().to_string())?;
     let fail = |what: &str| {
         let e = std::io::Error::last_os_error();
         // SAFETY: fd is ours; ctmp a valid path.
@@ -62,41 +44,13 @@ pub(super) fn create_segment() -> Result<(), String> {
         }
         format!("{what} {}: {e}", tmp.display())
     };
-    // The lock is our liveness: the kernel drops it when the process dies.
-    // SAFETY: fd is a valid descriptor.
-    if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        return Err(fail("cannot lock"));
-    }
-    // SAFETY: fd is a valid descriptor.
-    if unsafe { libc::ftruncate(fd, SEGMENT_SIZE as libc::off_t) } != 0 {
-        return Err(fail("cannot size"));
-    }
-    // SAFETY: fd is a valid descriptor; reserve the header pages for real.
-    if unsafe { libc::fallocate(fd, 0, 0, LANES_OFFSET as libc::off_t) } != 0 {
-        return Err(fail("no space for"));
-    }
-    // SAFETY: mapping a file we just sized; the result is checked.
-    let base = unsafe {
-        libc::mmap(
-            core::ptr::null_mut(),
-            SEGMENT_SIZE,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            fd,
-            0,
-        )
-    };
-    if base == libc::MAP_FAILED {
-        return Err(fail("cannot map"));
-    }
-    let base = base as *mut u8;
+    let base = size_and_map(fd).map_err(&fail)?;
     // SAFETY: base maps SEGMENT_SIZE bytes, page aligned, kept until exit or fork.
     let seg = unsafe { SegmentView::new(base) };
     let comm = std::fs::read("/proc/self/comm").unwrap_or_default();
     // SAFETY: getuid has no preconditions.
     let uid = unsafe { libc::getuid() };
     write_identity(seg, pid, uid, start_time, &comm);
-
     // Publish under the final name, never replacing anything.
     // SAFETY: both paths are valid C strings; AT_FDCWD with absolute or relative paths.
     let r = unsafe {
@@ -121,6 +75,65 @@ pub(super) fn create_segment() -> Result<(), String> {
         unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
     }
     Ok(())
+}
+
+/// Creates the temporary file `path` (shown as `shown`) and takes its lock, which is
+/// this process's liveness: the kernel drops it when the process dies.
+fn open_locked(path: &std::ffi::CStr, shown: &str) -> Result<libc::c_int, String> {
+    // A leftover temporary from a process with our pid and start time cannot be alive.
+    // SAFETY: path is a valid C string.
+    unsafe { libc::unlink(path.as_ptr()) };
+    // SAFETY: path is a valid C string; flags create a new file, never following links.
+    let fd = unsafe {
+        libc::open(
+            path.as_ptr(),
+            libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            0o600,
+        )
+    };
+    if fd < 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(format!("cannot create {shown}: {e}"));
+    }
+    // SAFETY: fd is a valid descriptor.
+    if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = std::io::Error::last_os_error();
+        // SAFETY: fd is ours; path a valid C string.
+        unsafe {
+            libc::close(fd);
+            libc::unlink(path.as_ptr());
+        }
+        return Err(format!("cannot lock {shown}: {e}"));
+    }
+    Ok(fd)
+}
+
+/// Sizes the segment file, reserves its header pages and maps it. On failure, says
+/// what failed (errno tells why).
+fn size_and_map(fd: libc::c_int) -> Result<*mut u8, &'static str> {
+    // SAFETY: fd is a valid descriptor.
+    if unsafe { libc::ftruncate(fd, SEGMENT_SIZE as libc::off_t) } != 0 {
+        return Err("cannot size");
+    }
+    // SAFETY: fd is a valid descriptor; reserve the header pages for real.
+    if unsafe { libc::fallocate(fd, 0, 0, LANES_OFFSET as libc::off_t) } != 0 {
+        return Err("no space for");
+    }
+    // SAFETY: mapping a file we just sized; the result is checked.
+    let base = unsafe {
+        libc::mmap(
+            core::ptr::null_mut(),
+            SEGMENT_SIZE,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd,
+            0,
+        )
+    };
+    if base == libc::MAP_FAILED {
+        return Err("cannot map");
+    }
+    Ok(base as *mut u8)
 }
 
 /// Fills a new segment's header; the magic is stored last (release), so a reader that

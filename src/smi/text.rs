@@ -229,38 +229,14 @@ fn breakdown(o: &mut String, d: &DeviceView, st: &Style) {
     main(o, "DRAM", f[CAT_DRAM].used, d.dram_total, f[CAT_DRAM].peak);
     let l1_peak = d.l1_resident_peak.max(d.l1_resident());
     main(o, "L1", d.l1_resident(), d.l1_total, l1_peak);
-    part(
-        o,
-        "buffers",
-        f[CAT_L1].used,
-        f[CAT_L1].peak,
-        f[CAT_L1].count,
-        "buffers",
-    );
-    part(
-        o,
-        "L1_SMALL",
-        f[CAT_L1_SMALL].used,
-        f[CAT_L1_SMALL].peak,
-        f[CAT_L1_SMALL].count,
-        "buffers",
-    );
-    part(
-        o,
-        "CBs",
-        f[CAT_CB].used,
-        f[CAT_CB].peak,
-        f[CAT_CB].count,
-        "CBs",
-    );
-    part(
-        o,
-        "kernels",
-        f[CAT_KERNEL].used,
-        f[CAT_KERNEL].peak,
-        f[CAT_KERNEL].count,
-        "kernels",
-    );
+    for (name, c, unit) in [
+        ("buffers", CAT_L1, "buffers"),
+        ("L1_SMALL", CAT_L1_SMALL, "buffers"),
+        ("CBs", CAT_CB, "CBs"),
+        ("kernels", CAT_KERNEL, "kernels"),
+    ] {
+        part(o, name, f[c].used, f[c].peak, f[c].count, unit);
+    }
     let _ = writeln!(
         o,
         "      {}",

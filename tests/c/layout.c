@@ -60,6 +60,11 @@ int main(void) {
     O("DeviceRecord", tttrack_device_record_t, telemetry);
     O("ProcessRecord", tttrack_process_record_t, devices);
     O("AggregatorStatus", tttrack_aggregator_status_t, events_applied);
+    O("AggregatorStatus", tttrack_aggregator_status_t, processes_tracked);
+    O("DeviceRecord", tttrack_device_record_t, info);
+    O("PageHeader", tttrack_page_header_t, main_seq);
+    O("PageHeader", tttrack_page_header_t, history_seq);
+    O("PageHeader", tttrack_page_header_t, history_written);
     printf("const PAGE_SIZE %zu\nconst STATUS_OFFSET %zu\nconst DEVICES_OFFSET %zu\n",
            (size_t)TTTRACK_PAGE_SIZE, (size_t)TTTRACK_STATUS_OFFSET, (size_t)TTTRACK_DEVICES_OFFSET);
     printf("const PROCESSES_OFFSET %zu\nconst HISTORY_OFFSET %zu\n",

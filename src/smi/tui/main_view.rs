@@ -108,7 +108,7 @@ impl App {
     ) {
         let fits = labels
             .iter()
-            .find(|l| r.width >= l.chars().count() as u16 + 1 + 4 + 1);
+            .find(|l| r.width > l.chars().count() as u16 + 1 + 4);
         let Some(label) = fits else {
             let short = labels.last().cloned().unwrap_or_default();
             let keep = r.width.saturating_sub(1) as usize;
