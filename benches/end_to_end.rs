@@ -132,9 +132,10 @@ fn throughput() {
         std::thread::sleep(Duration::from_micros(500));
     }
     let el = t.elapsed().as_secs_f64();
+    let lanes = total as f64 / el;
     println!(
         "throughput: {total} events from 2 processes x {threads} threads applied in {el:.3} s = {:.2} M events/s end to end, {lost} lost",
-        total as f64 / el / 1e6
+        lanes / 1e6
     );
     for mut k in kids {
         let _ = k.kill();
@@ -143,6 +144,81 @@ fn throughput() {
     let _ = agg.kill();
     let _ = agg.wait();
     let _ = std::fs::remove_dir_all(&dir);
+    let socket = socket_throughput(2 * threads, pairs / 10);
+    println!(
+        "throughput baseline: the same events over the original 144-byte socket protocol into the same aggregator, {} connections: {:.2} M events/s; lanes {:.1}x faster",
+        2 * threads,
+        socket / 1e6,
+        lanes / socket
+    );
+}
+
+/// Events per second applied when `conns` connections each send `pairs` alloc/free
+/// pairs as 144-byte messages of the original protocol to the real aggregator's
+/// compatibility socket, until its page shows them all applied.
+fn socket_throughput(conns: u64, pairs: u64) -> f64 {
+    use std::io::Write;
+    use tttrack::compat::{AllocMessage, ALLOC, FREE};
+    let dir = fresh_dir("tput-socket");
+    let sock = dir.join("compat.sock");
+    let mut agg = Command::new(env!("CARGO_BIN_EXE_tt-aggregator"))
+        .arg("--dir")
+        .arg(&dir)
+        .arg("--quiet")
+        .arg("--compat-socket")
+        .arg(&sock)
+        .spawn()
+        .expect("tt-aggregator");
+    let t = Instant::now();
+    while !sock.exists() || !dir.join("counters").exists() {
+        assert!(t.elapsed() < Duration::from_secs(10), "aggregator did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let total = conns * pairs * 2;
+    let t = Instant::now();
+    let senders: Vec<_> = (0..conns)
+        .map(|c| {
+            let sock = sock.clone();
+            std::thread::spawn(move || {
+                let mut s = std::io::BufWriter::with_capacity(
+                    144,
+                    std::os::unix::net::UnixStream::connect(&sock).expect("connect"),
+                );
+                for i in 0..pairs {
+                    let id = (c << 40) | (0x1000 + i);
+                    for kind in [ALLOC, FREE] {
+                        let m = AllocMessage {
+                            kind,
+                            device_id: 0,
+                            size: 4096,
+                            buffer_id: id,
+                            ..Default::default()
+                        };
+                        s.write_all(&m.encode()).expect("send");
+                    }
+                }
+                s.flush().expect("send");
+                // Kept open until the events are applied (a closed client is released).
+                s
+            })
+        })
+        .collect();
+    let conns_kept: Vec<_> = senders.into_iter().map(|h| h.join().unwrap()).collect();
+    let p = page(&dir);
+    loop {
+        let s = p.view().snapshot().unwrap();
+        if s.status.events_applied >= total {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(300), "socket baseline stuck");
+        std::thread::sleep(Duration::from_micros(500));
+    }
+    let rate = total as f64 / t.elapsed().as_secs_f64();
+    drop(conns_kept);
+    let _ = agg.kill();
+    let _ = agg.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    rate
 }
 
 fn visibility() {

@@ -1,16 +1,22 @@
 //! Per-event cost of reporting an allocation event, with a consumer draining
 //! concurrently, for tttrack's lanes and the designs it is compared with:
 //!
-//! - `tttrack_cabi`: `tttrack_alloc`/`tttrack_free` through the C ABI into a lane of a
-//!   real segment in shared memory, drained by a consumer thread that reads the
-//!   segment the way tt-aggregator does (batches, then a short pause);
-//! - `tttrack_cabi_2threads`: the same with two producing threads (wall time per event);
+//! - `tttrack_cabi_real_aggregator`: `tttrack_alloc`/`tttrack_free` through the C ABI
+//!   into a lane of a real segment, drained by the real `tt-aggregator` binary (exact
+//!   accounting, journal on): events back to back, a flood;
+//! - `tttrack_cabi_real_aggregator_bursts`: the same in bursts of 1024 events, 2 ms
+//!   apart (only the bursts are timed);
+//! - `tttrack_cabi_bare_drainer`: the same lanes drained by a bare consumer thread of
+//!   this bench (reads and releases, no accounting, no journal): the lanes' own cost;
+//! - `tttrack_cabi_2threads_bare_drainer`: two producing threads (wall time per event);
 //! - `unix_socket_144b`: the original design, a 144-byte `send()` per event on a Unix
 //!   stream socket, read by a thread;
-//! - `rtrb`: an in-process SPSC ring of the same 32-byte records;
+//! - `rtrb` and `rtrb_bursts`: a minimal in-process SPSC ring of the same 32-byte
+//!   records with a batching consumer, flooded and in the same bursts;
 //! - `crossbeam_arrayqueue`: crossbeam's bounded MPMC queue of the same records.
 //!
-//! Every variant produces the same alternating alloc/free content. Run:
+//! Every variant produces the same alternating alloc/free content. At the end it checks
+//! that the real aggregator applied every event and lost none. Run:
 //! `cargo bench --bench producer`.
 
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -71,8 +77,75 @@ fn spawn_drainer(dir: std::path::PathBuf, stop: Arc<AtomicBool>) -> std::thread:
     })
 }
 
+/// One alloc or free through the C ABI, by the content of event `i`.
+fn report(i: u64) {
+    let r = rec(i);
+    if r[1] == 1 {
+        tttrack_alloc(0, r[2], 0, r[3]);
+    } else {
+        tttrack_free(0, r[3]);
+    }
+}
+
+const BURST: u64 = 1024;
+const BURST_GAP: Duration = Duration::from_millis(2);
+
+/// Runs `iters` events in bursts of [`BURST`], [`BURST_GAP`] apart, through `one`;
+/// returns the time spent in the bursts only.
+fn in_bursts(iters: u64, mut one: impl FnMut(u64)) -> Duration {
+    let mut spent = Duration::ZERO;
+    let mut i = 0;
+    while i < iters {
+        std::thread::sleep(BURST_GAP);
+        let n = BURST.min(iters - i);
+        let t = Instant::now();
+        for k in i..i + n {
+            one(k);
+        }
+        spent += t.elapsed();
+        i += n;
+    }
+    spent
+}
+
+/// The real tt-aggregator on `dir`, once its counters page is there.
+fn start_aggregator(dir: &std::path::Path) -> std::process::Child {
+    let c = std::process::Command::new(env!("CARGO_BIN_EXE_tt-aggregator"))
+        .arg("--dir")
+        .arg(dir)
+        .args(["--quiet", "--no-compat-socket"])
+        .spawn()
+        .expect("tt-aggregator");
+    let t = Instant::now();
+    while tttrack::counters_page::CountersReader::open(dir).is_err() {
+        assert!(t.elapsed() < Duration::from_secs(10), "no aggregator");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    c
+}
+
+/// Waits until the page shows every event of this process applied; returns (applied,
+/// lost) as the page says.
+fn wait_applied(dir: &std::path::Path, expect: u64) -> (u64, u64) {
+    let me = std::process::id();
+    let t = Instant::now();
+    loop {
+        let p = tttrack::counters_page::CountersReader::open(dir)
+            .ok()
+            .and_then(|r| r.view().snapshot())
+            .and_then(|s| s.processes.into_iter().find(|p| p.pid == me));
+        if let Some(p) = p {
+            if p.events_applied + p.events_lost >= expect || t.elapsed() > Duration::from_secs(60) {
+                return (p.events_applied, p.events_lost);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn bench(c: &mut Criterion) {
-    let dir = std::env::temp_dir().join(format!("tttrack-bench-{}", std::process::id()));
+    // In /dev/shm, where the tracking directory is by default (a tmpfs).
+    let dir = std::path::PathBuf::from(format!("/dev/shm/tttrack-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::env::set_var("TTTRACK_DIR", &dir);
     std::env::set_var("TT_ALLOC_TRACKING_ENABLED", "1");
@@ -80,13 +153,44 @@ fn bench(c: &mut Criterion) {
     g.measurement_time(Duration::from_secs(4));
     g.warm_up_time(Duration::from_secs(1));
 
-    // Ours: the C ABI into shared-memory lanes.
-    tttrack_alloc(0, 1, 0, 1); // creates the segment
-    tttrack_free(0, 1);
+    // Ours, through the real aggregator: every event applied and journaled.
+    let mut agg = start_aggregator(&dir);
+    let reported = std::cell::Cell::new(0u64);
+    report(0); // creates the segment
+    report(1);
+    reported.set(2);
+    std::thread::sleep(Duration::from_millis(100));
+    g.bench_function("tttrack_cabi_real_aggregator", |b| {
+        b.iter_custom(|iters| {
+            let t = Instant::now();
+            for i in 0..iters {
+                report(i);
+            }
+            reported.set(reported.get() + iters);
+            t.elapsed()
+        })
+    });
+    g.bench_function("tttrack_cabi_real_aggregator_bursts", |b| {
+        b.iter_custom(|iters| {
+            let d = in_bursts(iters, report);
+            reported.set(reported.get() + iters);
+            d
+        })
+    });
+    let (applied, lost) = wait_applied(&dir, reported.get());
+    let dropped = tttrack::producer::ffi::tttrack_dropped_events();
+    eprintln!(
+        "real aggregator: {} events reported, {applied} applied, {lost} lost, {dropped} dropped by the producer",
+        reported.get()
+    );
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(agg.id() as i32, libc::SIGTERM) };
+    let _ = agg.wait();
+    // The same lanes drained by a bare consumer (no accounting, no journal).
     let stop = Arc::new(AtomicBool::new(false));
     let drainer = spawn_drainer(dir.clone(), stop.clone());
     std::thread::sleep(Duration::from_millis(100));
-    g.bench_function("tttrack_cabi", |b| {
+    g.bench_function("tttrack_cabi_bare_drainer", |b| {
         b.iter_custom(|iters| {
             let t = Instant::now();
             for i in 0..iters {
@@ -100,7 +204,7 @@ fn bench(c: &mut Criterion) {
             t.elapsed()
         })
     });
-    g.bench_function("tttrack_cabi_2threads", |b| {
+    g.bench_function("tttrack_cabi_2threads_bare_drainer", |b| {
         b.iter_custom(|iters| {
             let per = iters / 2 + 1;
             let t = Instant::now();
@@ -185,23 +289,29 @@ fn bench(c: &mut Criterion) {
             }
             sum
         });
+        let mut push = |i: u64| {
+            let mut r = rec(i);
+            loop {
+                match p.push(r) {
+                    Ok(()) => break,
+                    Err(rtrb::PushError::Full(back)) => {
+                        r = back;
+                        std::hint::spin_loop();
+                    }
+                }
+            }
+        };
         g.bench_function("rtrb", |b| {
             b.iter_custom(|iters| {
                 let t = Instant::now();
                 for i in 0..iters {
-                    let mut r = rec(i);
-                    loop {
-                        match p.push(r) {
-                            Ok(()) => break,
-                            Err(rtrb::PushError::Full(back)) => {
-                                r = back;
-                                std::hint::spin_loop();
-                            }
-                        }
-                    }
+                    push(i);
                 }
                 t.elapsed()
             })
+        });
+        g.bench_function("rtrb_bursts", |b| {
+            b.iter_custom(|iters| in_bursts(iters, &mut push))
         });
         stop.store(true, Ordering::Relaxed);
         h.join().unwrap();

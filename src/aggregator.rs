@@ -151,16 +151,22 @@ impl Aggregator {
             // cores) at no cost in latency. Idle for a while: nap long (cheap); recently
             // active: short naps keep event-to-page latency low. A full lane wakes us
             // at once either way.
-            let nap = if n == 0 && self.clock.activity.elapsed() > Duration::from_secs(2) {
+            let nap = if n >= drain::LANE_BATCH {
+                // A lane had at least what one pass takes: a flood. Drain on at once (a
+                // nap now would only leave its producer waiting).
+                Duration::ZERO
+            } else if n == 0 && self.clock.activity.elapsed() > Duration::from_secs(2) {
                 Duration::from_millis(10)
             } else if n == 0 {
                 Duration::from_millis(2)
-            } else if n < 4096 {
+            } else if n < 1024 {
                 Duration::from_micros(500)
             } else {
                 Duration::from_micros(50)
             };
-            self.nap(nap);
+            if !nap.is_zero() {
+                self.nap(nap);
+            }
         }
         self.shutdown();
     }

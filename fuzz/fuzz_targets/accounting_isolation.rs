@@ -5,7 +5,7 @@
 //! untouched.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use tttrack::accounting::*;
+use tttrack::aggregator::accounting::*;
 use tttrack::shm_layout::Event;
 
 fuzz_target!(|data: &[u8]| {

@@ -7,7 +7,7 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use std::collections::HashMap;
-use tttrack::accounting::*;
+use tttrack::aggregator::accounting::*;
 use tttrack::compat::{Parsed, StreamParser};
 use tttrack::counters_page::NUM_CATS;
 

@@ -8,7 +8,7 @@ use libfuzzer_sys::fuzz_target;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::OnceLock;
-use tttrack::segment_reader::MappedSegment;
+use tttrack::aggregator::segment_reader::MappedSegment;
 use tttrack::shm_layout::*;
 
 /// The part of the segment that patches land in.

@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 /// Hash maps keyed by ids a producer chooses: foldhash is several times faster than
 /// SipHash on u64 keys and, randomly seeded per map, still resists collision floods.
 pub type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+use std::collections::hash_map::Entry;
 
 /// Largest size accepted for one event (the original accepted up to 100 GiB).
 pub const MAX_EVENT_SIZE: u64 = 1 << 40;
@@ -73,6 +74,10 @@ pub struct ProcState {
     pub next_seq: u64,
     /// Per lane: the position after the last applied event of that lane.
     pub lane_applied: Vec<u64>,
+    /// Live buffers on all devices (kept, not summed per event; not in the snapshot,
+    /// recounted when one is read: [`Accounting::recount`]).
+    #[serde(skip)]
+    live: u64,
 }
 
 impl ProcState {
@@ -91,6 +96,7 @@ impl ProcState {
             invalid_events: 0,
             next_seq: 0,
             lane_applied: vec![0; crate::shm_layout::NUM_LANES],
+            live: 0,
         }
     }
     pub fn events_lost(&self) -> u64 {
@@ -100,7 +106,7 @@ impl ProcState {
         self.events_lost() == 0
     }
     pub fn live_buffers(&self) -> u64 {
-        self.devices.values().map(|d| d.buffers.len() as u64).sum()
+        self.live
     }
 }
 
@@ -152,6 +158,18 @@ pub enum Outcome {
     },
     DeviceInfo,
     Invalid(&'static str),
+}
+
+impl Outcome {
+    /// Whether the aggregator must act on this outcome (a device description to read)
+    /// or may log it (a free of something unknown, a refusal) even when it does not
+    /// log every event.
+    pub fn notable(&self) -> bool {
+        matches!(
+            self,
+            Outcome::DeviceInfo | Outcome::UnknownFree | Outcome::OverLimit
+        )
+    }
 }
 
 /// All figures.
@@ -234,51 +252,124 @@ impl Accounting {
     /// Applies one validated-or-not event of process `key` (which must exist), and
     /// counts it: applied, invalid, a free of something unknown, or refused.
     pub fn apply(&mut self, key: ProcKey, ev: &Event, now_unix_s: u32) -> Outcome {
+        let (_, out) = self.apply_until(key, std::slice::from_ref(ev), |e| e, now_unix_s, |_| true);
+        out.unwrap_or(Outcome::Invalid("no such process"))
+    }
+
+    /// Applies events of process `key` in order, as [`Self::apply`] does one, until one
+    /// whose outcome the caller must act on or log ([`Outcome::notable`]). Returns how
+    /// many were applied (that one included) and its outcome. The process is looked up
+    /// once for the whole run, its device once for each stretch of events on it.
+    pub fn apply_run<T>(
+        &mut self,
+        key: ProcKey,
+        items: &[T],
+        event_of: impl Fn(&T) -> &Event,
+        now_unix_s: u32,
+    ) -> (usize, Option<Outcome>) {
+        self.apply_until(key, items, event_of, now_unix_s, Outcome::notable)
+    }
+
+    /// Applies `items` until `stop` says so of an outcome; returns how many were
+    /// applied and the outcome that stopped them. With no such process, none.
+    fn apply_until<T>(
+        &mut self,
+        key: ProcKey,
+        items: &[T],
+        event_of: impl Fn(&T) -> &Event,
+        now_unix_s: u32,
+        stop: impl Fn(&Outcome) -> bool,
+    ) -> (usize, Option<Outcome>) {
         let Some(p) = self.processes.get_mut(&key) else {
-            return Outcome::Invalid("no such process");
+            return (0, None);
         };
-        let out = match validate(ev) {
-            Err(why) => Outcome::Invalid(why),
-            Ok(EventKind::DeviceInfo) => {
-                self.devices.entry(ev.device).or_default();
-                Outcome::DeviceInfo
-            }
-            Ok(kind) => {
-                let live = if kind == EventKind::Alloc {
-                    p.live_buffers() as usize
-                } else {
-                    0
+        let ProcState {
+            devices: proc_devices,
+            events_applied,
+            gap_lost,
+            unknown_frees,
+            invalid_events,
+            live,
+            ..
+        } = p;
+        let mut n = 0;
+        while n < items.len() {
+            let device = event_of(&items[n]).device;
+            // One stretch of events on one device: its entries looked up once, when the
+            // first event that changes figures needs them (a description or an invalid
+            // event adds no row to the process).
+            let end = items[n..]
+                .iter()
+                .position(|t| event_of(t).device != device)
+                .map_or(items.len(), |k| n + k);
+            let changes = items[n..end]
+                .iter()
+                .any(|t| !matches!(validate(event_of(t)), Err(_) | Ok(EventKind::DeviceInfo)));
+            let mut entries = changes.then(|| {
+                (
+                    self.devices.entry(device).or_default(),
+                    proc_devices.entry(device).or_default(),
+                )
+            });
+            let mut described = false;
+            while n < items.len() {
+                let ev = event_of(&items[n]);
+                if ev.device != device {
+                    break;
+                }
+                n += 1;
+                let out = match validate(ev) {
+                    Err(why) => Outcome::Invalid(why),
+                    Ok(EventKind::DeviceInfo) => {
+                        // Notable: the run ends here, the device's row is made below.
+                        described = true;
+                        Outcome::DeviceInfo
+                    }
+                    Ok(kind) => match entries.as_mut() {
+                        Some((dev, pd)) => apply_kind(kind, pd, dev, ev, *live, now_unix_s),
+                        // Not reached: `changes` holds when the stretch has such an event.
+                        None => Outcome::Invalid("no entries"),
+                    },
                 };
-                let dev = self.devices.entry(ev.device).or_default();
-                let pd = p.devices.entry(ev.device).or_default();
-                match kind {
-                    EventKind::Alloc => alloc(pd, dev, ev, live, now_unix_s),
-                    EventKind::Free => free(pd, dev, ev),
-                    EventKind::CbAlloc => cb_alloc(pd, dev, ev),
-                    EventKind::CbFree => cb_free(pd, dev, ev),
-                    EventKind::KernelLoad => kernel_load(pd, dev, ev, now_unix_s),
-                    EventKind::KernelUnload => kernel_unload(pd, dev, ev),
-                    EventKind::DeviceInfo => Outcome::DeviceInfo,
+                match out {
+                    Outcome::Invalid(_) => {
+                        *invalid_events += 1;
+                        self.invalid_events += 1;
+                    }
+                    // Refused and counted lost for this process alone (inexact now).
+                    Outcome::OverLimit => *gap_lost = gap_lost.saturating_add(1),
+                    _ => {
+                        match out {
+                            Outcome::UnknownFree => {
+                                *unknown_frees += 1;
+                                self.unknown_frees += 1;
+                            }
+                            Outcome::Allocated { .. } => *live += 1,
+                            Outcome::Freed { last: true, .. } => *live = live.saturating_sub(1),
+                            _ => {}
+                        }
+                        *events_applied += 1;
+                        self.events_applied += 1;
+                    }
                 }
-            }
-        };
-        match out {
-            Outcome::Invalid(_) => {
-                p.invalid_events += 1;
-                self.invalid_events += 1;
-            }
-            // Refused and counted lost for this process alone (inexact now).
-            Outcome::OverLimit => p.gap_lost = p.gap_lost.saturating_add(1),
-            _ => {
-                if out == Outcome::UnknownFree {
-                    p.unknown_frees += 1;
-                    self.unknown_frees += 1;
+                if stop(&out) || described {
+                    drop(entries);
+                    if described {
+                        self.devices.entry(device).or_default();
+                    }
+                    return (n, stop(&out).then_some(out));
                 }
-                p.events_applied += 1;
-                self.events_applied += 1;
             }
         }
-        out
+        (n, None)
+    }
+
+    /// Recounts what is kept rather than stored in a snapshot (each process's live
+    /// buffers); called after one is read.
+    pub fn recount(&mut self) {
+        for p in self.processes.values_mut() {
+            p.live = p.devices.values().map(|d| d.buffers.len() as u64).sum();
+        }
     }
 
     /// Records a device description a process gave.
@@ -329,6 +420,27 @@ impl Accounting {
     }
 }
 
+/// What one valid event of `kind` does to the process's and the device's figures on
+/// that device. `live`: the process's live buffers.
+fn apply_kind(
+    kind: EventKind,
+    pd: &mut ProcDev,
+    dev: &mut DevState,
+    ev: &Event,
+    live: u64,
+    now_unix_s: u32,
+) -> Outcome {
+    match kind {
+        EventKind::Alloc => alloc(pd, dev, ev, live as usize, now_unix_s),
+        EventKind::Free => free(pd, dev, ev),
+        EventKind::CbAlloc => cb_alloc(pd, dev, ev),
+        EventKind::CbFree => cb_free(pd, dev, ev),
+        EventKind::KernelLoad => kernel_load(pd, dev, ev, now_unix_s),
+        EventKind::KernelUnload => kernel_unload(pd, dev, ev),
+        EventKind::DeviceInfo => Outcome::DeviceInfo,
+    }
+}
+
 /// The event's kind, if it is one whose device and size make sense.
 fn validate(ev: &Event) -> Result<EventKind, &'static str> {
     let kind = EventKind::from_u8(ev.kind).ok_or("unknown event kind")?;
@@ -357,22 +469,25 @@ fn alloc(
     let Some(bt) = BufferType::from_u8(ev.subtype) else {
         return Outcome::Invalid("unknown buffer type");
     };
-    if let Some(b) = pd.buffers.get_mut(&ev.id) {
-        let rc = (b.refcount() + 1).min(0x00ff_ffff);
-        b.rc_type = (b.rc_type & 0xff00_0000) | rc;
-        return Outcome::Referenced { refcount: rc };
+    // One lookup: the entry is either the live buffer or where the new one goes.
+    match pd.buffers.entry(ev.id) {
+        Entry::Occupied(mut o) => {
+            let b = o.get_mut();
+            let rc = (b.refcount() + 1).min(0x00ff_ffff);
+            b.rc_type = (b.rc_type & 0xff00_0000) | rc;
+            return Outcome::Referenced { refcount: rc };
+        }
+        Entry::Vacant(_) if live >= crate::aggregator::limits::MAX_BUFFERS_PER_PROCESS => {
+            return Outcome::OverLimit;
+        }
+        Entry::Vacant(v) => {
+            v.insert(BufRec {
+                size: ev.size,
+                first_seen_unix_s: now_unix_s,
+                rc_type: ((bt as u32) << 24) | 1,
+            });
+        }
     }
-    if live >= crate::aggregator::limits::MAX_BUFFERS_PER_PROCESS {
-        return Outcome::OverLimit;
-    }
-    pd.buffers.insert(
-        ev.id,
-        BufRec {
-            size: ev.size,
-            first_seen_unix_s: now_unix_s,
-            rc_type: ((bt as u32) << 24) | 1,
-        },
-    );
     change(pd, dev, cat_of_buffer(bt), ev.size, false);
     Outcome::Allocated {
         size: ev.size,
@@ -382,9 +497,11 @@ fn alloc(
 
 /// A buffer freed: its size leaves the figures when its last reference goes.
 fn free(pd: &mut ProcDev, dev: &mut DevState, ev: &Event) -> Outcome {
-    let Some(b) = pd.buffers.get_mut(&ev.id) else {
+    // One lookup: the entry is updated or removed in place.
+    let Entry::Occupied(mut o) = pd.buffers.entry(ev.id) else {
         return Outcome::UnknownFree;
     };
+    let b = o.get_mut();
     let bt = BufferType::from_u8(b.btype()).unwrap_or(BufferType::Dram);
     let rc = b.refcount().saturating_sub(1);
     let size = b.size;
@@ -396,7 +513,7 @@ fn free(pd: &mut ProcDev, dev: &mut DevState, ev: &Event) -> Outcome {
             last: false,
         };
     }
-    pd.buffers.remove(&ev.id);
+    o.remove();
     change(pd, dev, cat_of_buffer(bt), size, true);
     Outcome::Freed {
         size,

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// Events read from one lane in one pass.
-const LANE_BATCH: usize = 8192;
+pub(super) const LANE_BATCH: usize = 2048;
 
 impl Aggregator {
     /// Drains every attached segment. Returns the events read and whether a journal
@@ -87,17 +87,24 @@ impl Aggregator {
                 ev: e.ev,
             });
         }
-        let batch: Vec<Pending> = a.pending.drain(..m.ready).collect();
         // A gap still open waits its own full time: after a skip the timer restarts.
-        a.gap_since = if a.pending.is_empty() {
+        let still_waiting = a.pending.len() > m.ready;
+        a.gap_since = if !still_waiting {
             None
         } else if m.skipped > 0 {
             Some(Instant::now())
         } else {
             Some(a.gap_since.unwrap_or_else(Instant::now))
         };
+        // Applied from the pending list itself (taken out while the accounting is
+        // borrowed, then put back with what still waits): no copy per pass.
         let view = a.seg.view();
-        let snapshot = self.apply_batch(key, &batch, view);
+        let mut pending = std::mem::take(&mut a.pending);
+        let snapshot = self.apply_batch(key, &pending[..m.ready], view);
+        pending.drain(..m.ready);
+        if let Some(a) = self.segments.attached.get_mut(path) {
+            a.pending = pending;
+        }
         if m.ready > 0 {
             self.page.dirty = true;
         }
@@ -105,19 +112,37 @@ impl Aggregator {
     }
 
     /// Applies events of one process in order; returns whether a device description
-    /// changed.
+    /// changed. Runs of up to 1024 events go to the accounting at once (the heartbeat
+    /// is refreshed between them); an event whose outcome needs more (a description to
+    /// read, a line to log) ends a run. With `-v` every event is applied and logged
+    /// one by one.
     fn apply_batch(&mut self, key: ProcKey, batch: &[Pending], seg: SegmentView) -> bool {
         let now_s = (sys::unix_ns() / 1_000_000_000) as u32;
         let mut snapshot = false;
-        for (k, p) in batch.iter().enumerate() {
-            if k % 1024 == 1023 {
+        let every = self.log.verbosity >= super::Verbosity::Verbose;
+        let mut i = 0;
+        while i < batch.len() {
+            let (ev, out) = if every {
+                let ev = &batch[i].ev;
+                i += 1;
+                (ev, self.acc.apply(key, ev, now_s))
+            } else {
+                let run = &batch[i..batch.len().min(i + 1024)];
+                let (n, out) = self.acc.apply_run(key, run, |p| &p.ev, now_s);
+                i += n;
+                let Some(out) = out else {
+                    self.beat_if_due();
+                    continue;
+                };
+                (&batch[i - 1].ev, out)
+            };
+            if matches!(out, Outcome::DeviceInfo) {
+                snapshot |= self.take_device_info(key, ev, seg);
+            }
+            self.log_outcome(key, ev, &out);
+            if every && i % 1024 == 0 {
                 self.beat_if_due();
             }
-            let out = self.acc.apply(key, &p.ev, now_s);
-            if out == Outcome::DeviceInfo {
-                snapshot |= self.take_device_info(key, &p.ev, seg);
-            }
-            self.log_outcome(key, &p.ev, &out);
         }
         snapshot
     }
