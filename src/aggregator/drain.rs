@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// Events read from one lane in one pass.
-pub(super) const LANE_BATCH: usize = 2048;
+pub(super) const LANE_BATCH: usize = 8192;
 
 impl Aggregator {
     /// Drains every attached segment. Returns the events read and whether a journal
