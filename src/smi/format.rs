@@ -209,57 +209,41 @@ pub fn telemetry_rows(d: &DeviceView) -> Vec<TelemetryRow> {
     ]
 }
 
-/// A column of the process tables: its header and its cell for one process on one
-/// device.
+/// A column of the process tables: a category's bytes in use (or its peak) for one
+/// process on one device.
 pub struct ProcessColumn {
     pub header: &'static str,
-    pub cell: fn(&ProcDevView) -> String,
+    pub cat: usize,
+    pub peak: bool,
     /// Kept when the live view is too narrow for every column.
     pub narrow: bool,
 }
 
+impl ProcessColumn {
+    pub fn cell(&self, d: &ProcDevView) -> String {
+        human_bytes(if self.peak { d.peak[self.cat] } else { d.used[self.cat] })
+    }
+}
+
+const fn column(header: &'static str, cat: usize, peak: bool, narrow: bool) -> ProcessColumn {
+    ProcessColumn {
+        header,
+        cat,
+        peak,
+        narrow,
+    }
+}
+
 /// The process tables' figure columns, in order.
 pub const PROCESS_COLUMNS: [ProcessColumn; 8] = [
-    ProcessColumn {
-        header: "DRAM",
-        cell: |d| human_bytes(d.used[CAT_DRAM]),
-        narrow: true,
-    },
-    ProcessColumn {
-        header: "L1",
-        cell: |d| human_bytes(d.used[CAT_L1]),
-        narrow: true,
-    },
-    ProcessColumn {
-        header: "L1_SMALL",
-        cell: |d| human_bytes(d.used[CAT_L1_SMALL]),
-        narrow: false,
-    },
-    ProcessColumn {
-        header: "TRACE",
-        cell: |d| human_bytes(d.used[CAT_TRACE]),
-        narrow: false,
-    },
-    ProcessColumn {
-        header: "CB",
-        cell: |d| human_bytes(d.used[CAT_CB]),
-        narrow: true,
-    },
-    ProcessColumn {
-        header: "Kernel",
-        cell: |d| human_bytes(d.used[CAT_KERNEL]),
-        narrow: true,
-    },
-    ProcessColumn {
-        header: "Peak DRAM",
-        cell: |d| human_bytes(d.peak[CAT_DRAM]),
-        narrow: true,
-    },
-    ProcessColumn {
-        header: "Peak L1",
-        cell: |d| human_bytes(d.peak[CAT_L1]),
-        narrow: true,
-    },
+    column("DRAM", CAT_DRAM, false, true),
+    column("L1", CAT_L1, false, true),
+    column("L1_SMALL", CAT_L1_SMALL, false, false),
+    column("TRACE", CAT_TRACE, false, false),
+    column("CB", CAT_CB, false, true),
+    column("Kernel", CAT_KERNEL, false, true),
+    column("Peak DRAM", CAT_DRAM, true, true),
+    column("Peak L1", CAT_L1, true, true),
 ];
 
 /// A process row's mark after its pid: untracked (`untracked`, as each view spells
@@ -296,7 +280,7 @@ pub fn process_rows<'p>(
                 (String::new(), String::new())
             };
             let mut cells = vec![pid, name, d.id.to_string()];
-            cells.extend(columns.iter().map(|c| (c.cell)(d)));
+            cells.extend(columns.iter().map(|c| c.cell(d)));
             rows.push((p, cells));
         }
     }
