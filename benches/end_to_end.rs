@@ -171,7 +171,10 @@ fn socket_throughput(conns: u64, pairs: u64) -> f64 {
         .expect("tt-aggregator");
     let t = Instant::now();
     while !sock.exists() || !dir.join("counters").exists() {
-        assert!(t.elapsed() < Duration::from_secs(10), "aggregator did not start");
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "aggregator did not start"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     let total = conns * pairs * 2;
@@ -210,7 +213,10 @@ fn socket_throughput(conns: u64, pairs: u64) -> f64 {
         if s.status.events_applied >= total {
             break;
         }
-        assert!(t.elapsed() < Duration::from_secs(300), "socket baseline stuck");
+        assert!(
+            t.elapsed() < Duration::from_secs(300),
+            "socket baseline stuck"
+        );
         std::thread::sleep(Duration::from_micros(500));
     }
     let rate = total as f64 / t.elapsed().as_secs_f64();

@@ -15,6 +15,7 @@ pub mod compat;
 pub mod control;
 pub mod counters_page;
 pub mod devices;
+pub mod doctor;
 pub mod producer;
 pub mod segment;
 pub mod shm_layout;

@@ -63,4 +63,12 @@ fn library_exports_exactly_the_documented_c_abi() {
             "{sym} not declared in tttrack.h"
         );
     }
+    // The AllocationClient members that LD_PRELOAD takes over (the list tt-track
+    // doctor looks for in a TT-Metal library).
+    for sym in tttrack::producer::ffi::allocation_client::SYMBOLS {
+        assert!(
+            text.lines().any(|l| l.ends_with(&format!(" T {sym}"))),
+            "{sym} not exported"
+        );
+    }
 }

@@ -6,6 +6,7 @@
 //! - `tt-track workload`: one process of that workload (reports through libtttrack.so).
 //! - `tt-track run [--] CMD [ARGS...]`: runs CMD with libtttrack.so preloaded and
 //!   tracking enabled, and passes its exit status through.
+//! - `tt-track doctor`: checks this host's tracking set-up, line by line.
 
 use clap::{Parser, Subcommand};
 use std::io::IsTerminal;
@@ -77,6 +78,24 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         hold_ms: u64,
     },
+    /// Check this host's tracking set-up: each line says OK or what to do; exits 1 when
+    /// something is wrong.
+    Doctor {
+        /// Tracking directory (default: $TTTRACK_DIR, else /dev/shm/tttrack).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Root under which the driver's files are looked up (default: / or
+        /// $TTTRACK_SYSFS_ROOT).
+        #[arg(long)]
+        sysfs_root: Option<PathBuf>,
+        /// The compatibility socket to look for.
+        #[arg(long, default_value = tttrack::compat::DEFAULT_PATH)]
+        compat_socket: PathBuf,
+        /// A TT-Metal library (libtt_metal.so): whether LD_PRELOAD can take over its
+        /// AllocationClient calls.
+        #[arg(long)]
+        metal_lib: Option<PathBuf>,
+    },
     /// Run a command with libtttrack.so preloaded and tracking on.
     Run {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
@@ -108,6 +127,20 @@ fn main() {
             keep,
             hold_ms,
         } => load(threads, pairs, keep, hold_ms),
+        Cmd::Doctor {
+            dir,
+            sysfs_root,
+            compat_socket,
+            metal_lib,
+        } => {
+            let o = tttrack::doctor::Options {
+                dir: dir.unwrap_or_else(tttrack::sys::tracking_dir_from_env),
+                sysfs_root: tttrack::devices::sysfs_root(sysfs_root),
+                compat_socket,
+                metal_lib,
+            };
+            tttrack::doctor::report(&tttrack::doctor::examine(&o))
+        }
     };
     std::process::exit(code);
 }

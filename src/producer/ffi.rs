@@ -100,6 +100,18 @@ pub extern "C" fn tttrack_thread_detach() {
 pub mod allocation_client {
     use super::*;
 
+    /// The names of the functions below, as the dynamic linker sees them (the test of
+    /// the library's exports checks that each is exported).
+    pub const SYMBOLS: [&str; 7] = [
+        "_ZN2tt8tt_metal16AllocationClient17report_allocationEimhm",
+        "_ZN2tt8tt_metal16AllocationClient19report_deallocationEim",
+        "_ZN2tt8tt_metal16AllocationClient20report_cb_allocationEimm",
+        "_ZN2tt8tt_metal16AllocationClient22report_cb_deallocationEimm",
+        "_ZN2tt8tt_metal16AllocationClient18report_kernel_loadEimmh",
+        "_ZN2tt8tt_metal16AllocationClient20report_kernel_unloadEimm",
+        "_ZN2tt8tt_metal16AllocationClient10is_enabledEv",
+    ];
+
     #[no_mangle]
     pub extern "C" fn _ZN2tt8tt_metal16AllocationClient17report_allocationEimhm(
         device_id: i32,

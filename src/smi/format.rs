@@ -221,7 +221,11 @@ pub struct ProcessColumn {
 
 impl ProcessColumn {
     pub fn cell(&self, d: &ProcDevView) -> String {
-        human_bytes(if self.peak { d.peak[self.cat] } else { d.used[self.cat] })
+        human_bytes(if self.peak {
+            d.peak[self.cat]
+        } else {
+            d.used[self.cat]
+        })
     }
 }
 

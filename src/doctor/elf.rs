@@ -1,0 +1,153 @@
+//! Just enough of ELF64 (little-endian) to tell how a shared library calls the
+//! `AllocationClient` functions: which symbols it defines and which it reaches through
+//! a relocation (the PLT or the GOT), the only calls `LD_PRELOAD` can take over.
+
+use std::collections::BTreeSet;
+
+/// What a library's dynamic symbol table and relocations say.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Linkage {
+    /// Dynamic symbols it defines.
+    pub defined: BTreeSet<String>,
+    /// Symbols its relocations name (calls and references bound at load time).
+    pub relocated: BTreeSet<String>,
+}
+
+const SHT_RELA: u32 = 4;
+const SHT_DYNSYM: u32 = 11;
+
+// Every offset comes from the file: added with a check, read with a bound.
+fn bytes_at<const N: usize>(b: &[u8], base: usize, off: usize) -> Option<[u8; N]> {
+    let o = base.checked_add(off)?;
+    b.get(o..o.checked_add(N)?)?.try_into().ok()
+}
+fn u16_at(b: &[u8], base: usize, off: usize) -> Option<u16> {
+    bytes_at(b, base, off).map(u16::from_le_bytes)
+}
+fn u32_at(b: &[u8], base: usize, off: usize) -> Option<u32> {
+    bytes_at(b, base, off).map(u32::from_le_bytes)
+}
+fn u64_at(b: &[u8], base: usize, off: usize) -> Option<u64> {
+    bytes_at(b, base, off).map(u64::from_le_bytes)
+}
+
+/// A section header's type, link, offset, size and entry size.
+struct Section {
+    kind: u32,
+    link: u32,
+    offset: usize,
+    size: usize,
+    entsize: usize,
+}
+
+fn sections(b: &[u8]) -> Option<Vec<Section>> {
+    let shoff = u64_at(b, 0, 0x28)? as usize;
+    let shentsize = u16_at(b, 0, 0x3A)? as usize;
+    let shnum = u16_at(b, 0, 0x3C)? as usize;
+    if shentsize < 64 {
+        return None;
+    }
+    (0..shnum)
+        .map(|i| {
+            let h = shoff.checked_add(i.checked_mul(shentsize)?)?;
+            Some(Section {
+                kind: u32_at(b, h, 4)?,
+                link: u32_at(b, h, 40)?,
+                offset: u64_at(b, h, 24)? as usize,
+                size: u64_at(b, h, 32)? as usize,
+                entsize: u64_at(b, h, 56)? as usize,
+            })
+        })
+        .collect()
+}
+
+/// The NUL-terminated name at `at` in string table `s`.
+fn name(b: &[u8], s: &Section, at: usize) -> Option<String> {
+    let start = s.offset.checked_add(at)?;
+    let end = s.offset.checked_add(s.size)?;
+    let bytes = b.get(start..end.min(b.len()))?;
+    let n = bytes.iter().position(|&c| c == 0)?;
+    Some(String::from_utf8_lossy(&bytes[..n]).into_owned())
+}
+
+/// Reads the linkage of the ELF file `b`, or says why it cannot.
+pub fn linkage(b: &[u8]) -> Result<Linkage, String> {
+    if b.get(..4) != Some(b"\x7fELF") {
+        return Err("not an ELF file".into());
+    }
+    if b.get(4) != Some(&2) || b.get(5) != Some(&1) {
+        return Err("not a 64-bit little-endian ELF file".into());
+    }
+    let secs = sections(b).ok_or("its section headers are cut short or malformed")?;
+    let (di, dynsym) = secs
+        .iter()
+        .enumerate()
+        .find(|(_, s)| s.kind == SHT_DYNSYM)
+        .ok_or("it has no dynamic symbol table (a static binary?)")?;
+    let dynstr = secs
+        .get(dynsym.link as usize)
+        .ok_or("its dynamic string table is missing")?;
+    let symbol = |i: usize| -> Option<(String, bool)> {
+        let o = dynsym.offset.checked_add(i.checked_mul(24)?)?;
+        if i.checked_mul(24)? >= dynsym.size {
+            return None;
+        }
+        let shndx = u16_at(b, o, 6)?;
+        Some((name(b, dynstr, u32_at(b, o, 0)? as usize)?, shndx != 0))
+    };
+    let mut l = Linkage::default();
+    // Sizes come from the file: never more entries than the file could hold.
+    for i in 1..dynsym.size.min(b.len()) / 24 {
+        if let Some((n, true)) = symbol(i) {
+            l.defined.insert(n);
+        }
+    }
+    for s in secs
+        .iter()
+        .filter(|s| s.kind == SHT_RELA && s.link as usize == di)
+    {
+        let ent = if s.entsize == 0 { 24 } else { s.entsize };
+        for k in 0..s.size.min(b.len()) / ent {
+            let Some(info) = k
+                .checked_mul(ent)
+                .and_then(|at| u64_at(b, s.offset.checked_add(at)?, 8))
+            else {
+                break;
+            };
+            let sym = (info >> 32) as usize;
+            if sym != 0 {
+                if let Some((n, _)) = symbol(sym) {
+                    l.relocated.insert(n);
+                }
+            }
+        }
+    }
+    Ok(l)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn garbage_is_refused_without_a_panic() {
+        assert!(linkage(b"").is_err());
+        assert!(linkage(b"\x7fELF\x02\x01").is_err());
+        let mut b = vec![0u8; 128];
+        b[..6].copy_from_slice(b"\x7fELF\x02\x01");
+        b[0x28..0x30].copy_from_slice(&u64::MAX.to_le_bytes());
+        b[0x3A..0x3C].copy_from_slice(&64u16.to_le_bytes());
+        b[0x3C..0x3E].copy_from_slice(&3u16.to_le_bytes());
+        assert!(linkage(&b).is_err());
+    }
+
+    #[test]
+    fn this_test_binary_reaches_libc_through_relocations() {
+        let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        let l = linkage(&me).unwrap();
+        assert!(
+            l.relocated.iter().any(|s| s == "write" || s == "malloc"),
+            "{l:?}"
+        );
+    }
+}
