@@ -9,10 +9,11 @@ cd "$(dirname "$0")/.."
 # programs; binutils: nm; strace: the hot-path syscall test; tmux: tt-smi in a real
 # terminal; python3: socket and Python clients; prometheus (with promtool): the real
 # server the metrics endpoint is scraped by; util-linux: setpriv, to run attackers as
-# another user.
+# another user; systemd: systemd-analyze, to verify the unit in contrib/systemd.
 declare -A PKG=(
   [cc]=gcc [gcc]=gcc [g++]=g++ [nm]=binutils [strace]=strace [tmux]=tmux
   [python3]=python3 [prometheus]=prometheus [promtool]=prometheus [setpriv]=util-linux
+  [systemd-analyze]=systemd
 )
 missing_pkgs=()
 missing_cmds=()
