@@ -43,4 +43,10 @@ if [ ${#missing_pkgs[@]} -gt 0 ]; then
   fi
 fi
 
+# cargo-deb: the Debian package test builds the package with it (from crates.io).
+if ! cargo deb --version >/dev/null 2>&1; then
+  echo "test.sh: installing cargo-deb (cargo install cargo-deb --version 3.8.0 --locked)" >&2
+  cargo install cargo-deb --version 3.8.0 --locked --quiet
+fi
+
 exec cargo test "$@"

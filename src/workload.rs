@@ -44,12 +44,17 @@ pub fn library_path() -> Option<PathBuf> {
     }
     let exe = std::env::current_exe().ok()?;
     let dir = exe.parent()?;
-    // Beside the binary; in a cargo target directory `deps/` may hold a newer build.
-    [dir.join("libtttrack.so"), dir.join("deps/libtttrack.so")]
-        .into_iter()
-        .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
-        .max_by_key(|(t, _)| *t)
-        .map(|(_, p)| p)
+    // Beside the binary; in a cargo target directory `deps/` may hold a newer build;
+    // installed (the Debian package), binaries in /usr/bin and the library in /usr/lib.
+    [
+        dir.join("libtttrack.so"),
+        dir.join("deps/libtttrack.so"),
+        dir.join("../lib/libtttrack.so"),
+    ]
+    .into_iter()
+    .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
+    .max_by_key(|(t, _)| *t)
+    .map(|(_, p)| p)
 }
 
 // Safe calls: each function pointer is the library's exported C ABI function of that
