@@ -58,6 +58,46 @@ fn scene(tag: &str) -> (TempDir, AggProc, Vec<std::process::Child>) {
     (dir, agg, vec![lossy, info, hold])
 }
 
+/// A process that ends holding memory is told in the main view's recent events, with
+/// what it held, as the next refresh sees it gone.
+#[test]
+fn the_live_view_tells_of_a_process_that_exited_holding_memory() {
+    let (dir, agg, mut kids) = scene("smi-recent");
+    let sysfs = std::path::Path::new("/nonexistent-sysfs");
+    let mut app = App::new(Model::load(dir.path(), 0, sysfs).unwrap(), false);
+    let hold = kids[2].id();
+    let name = app
+        .model
+        .processes
+        .iter()
+        .find(|p| p.pid == hold)
+        .map(|p| p.name.clone())
+        .expect("the holder on the page");
+    let _ = kids[2].kill();
+    let _ = kids[2].wait();
+    agg.wait_for(
+        || {
+            agg.snapshot()
+                .is_some_and(|s| s.processes.iter().all(|p| p.pid != hold))
+        },
+        "the holder released",
+    );
+    app.update(Model::load(dir.path(), 0, sysfs).unwrap());
+    let sc = screen(&app, 130, 50);
+    assert!(sc.contains(" Recent "), "{sc}");
+    assert!(
+        sc.contains(&format!("pid {hold} ({name}) exited holding 3.0 MiB")),
+        "{sc}"
+    );
+    // Too few rows to spare: no panel, the process list keeps them.
+    let small = screen(&app, 130, 24);
+    assert!(!small.contains(" Recent "), "{small}");
+    for k in kids.iter_mut() {
+        let _ = k.kill();
+        let _ = k.wait();
+    }
+}
+
 #[test]
 fn every_view_renders_from_a_real_counters_page() {
     let (dir, _agg, mut kids) = scene("smi-views");
@@ -433,6 +473,85 @@ fn demo_runs_in_a_terminal_and_q_ends_everything() {
     // Everything it created is gone (removed before that last line is printed).
     let left: Vec<_> = demo_dirs().difference(&before).cloned().collect();
     assert!(left.is_empty(), "demo directory removed: {left:?}");
+    tmux(&["kill-session", "-t", &session]);
+}
+
+/// A bar cell stands beside another bar cell, a space or a border only.
+fn bars_touch_no_text(screen: &str) -> Result<(), String> {
+    let bar = |c: char| c == '█' || c == '░';
+    let ok = |x: char| bar(x) || x == ' ' || x == '│';
+    for line in screen.lines() {
+        let cs: Vec<char> = line.chars().collect();
+        for i in 1..cs.len() {
+            let (a, b) = (cs[i - 1], cs[i]);
+            if (bar(a) && !ok(b)) || (bar(b) && !ok(a)) {
+                return Err(line.to_string());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The demo in a real terminal at 80x24, 120x40 and 250x60: at each size the memory
+/// bars touch no text, the telemetry is live and the cards are said to be simulated;
+/// at 250x60 the spare rows tell recent events (the demo's processes come and go).
+#[test]
+fn demo_fits_80x24_120x40_and_250x60() {
+    let _h = heavy();
+    let session = format!("demosz{}", std::process::id());
+    let exe = env!("CARGO_BIN_EXE_tt-track");
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &session,
+        "-x",
+        "80",
+        "-y",
+        "24",
+        &format!("{exe} demo; sleep 30"),
+    ]);
+    wait_screen(&session, "°C");
+    for (w, h) in [(80, 24), (120, 40), (250, 60)] {
+        tmux(&[
+            "resize-window",
+            "-t",
+            &session,
+            "-x",
+            &w.to_string(),
+            "-y",
+            &h.to_string(),
+        ]);
+        // Two refreshes at the new size.
+        std::thread::sleep(std::time::Duration::from_millis(1200));
+        let s = wait_screen(&session, "░");
+        let rows = s.lines().count();
+        assert!(
+            rows >= h as usize - 1,
+            "{w}x{h}: {rows} rows captured:\n{s}"
+        );
+        assert!(
+            s.lines().all(|l| l.chars().count() <= w as usize),
+            "{w}x{h}: a line wider than the terminal:\n{s}"
+        );
+        if let Err(line) = bars_touch_no_text(&s) {
+            panic!("{w}x{h}: a bar runs into text:\n{line}\n\n{s}");
+        }
+        assert!(
+            s.contains("°C") && s.contains(" W "),
+            "{w}x{h}: live telemetry:\n{s}"
+        );
+        assert!(
+            s.contains("simulated cards"),
+            "{w}x{h}: says simulated:\n{s}"
+        );
+    }
+    let s = wait_screen(&session, " Recent ");
+    assert!(s.contains("started reporting"), "{s}");
+    let s = wait_screen(&session, "exited");
+    assert!(bars_touch_no_text(&s).is_ok(), "{s}");
+    tmux(&["send-keys", "-t", &session, "q"]);
+    wait_screen(&session, "full aggregator log:");
     tmux(&["kill-session", "-t", &session]);
 }
 

@@ -18,6 +18,10 @@ pub struct AggInfo {
     pub processes_tracked: u32,
     pub process_overflow: u32,
     pub segments_rejected: u64,
+    /// Processes released still holding device memory, and what they held, since the
+    /// aggregator started.
+    pub exits_holding_memory: u64,
+    pub leaked_bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -253,6 +257,8 @@ impl Model {
             processes_tracked: st.processes_tracked,
             process_overflow: st.process_overflow,
             segments_rejected: st.segments_rejected,
+            exits_holding_memory: st.exits_holding_memory,
+            leaked_bytes: st.leaked_bytes,
         };
         let devices = snap
             .devices

@@ -4,12 +4,14 @@
 //!
 //! This file is the application's state, its keys and the terminal loop; what is
 //! drawn is in `tui/`: `frame.rs` (title, key line, help), one file per view
-//! (`main_view.rs`, `processes.rs`, `charts.rs`, `telemetry.rs`) and `theme.rs`.
+//! (`main_view.rs`, `processes.rs`, `charts.rs`, `telemetry.rs`), `recent.rs` (the
+//! recent events in the main view's spare rows) and `theme.rs`.
 
 mod charts;
 mod frame;
 mod main_view;
 mod processes;
+mod recent;
 mod telemetry;
 mod theme;
 
@@ -49,6 +51,8 @@ pub struct App {
     /// How far the view drawn last can scroll (set while drawing): the scroll keys
     /// stay within it, so Up after End moves at once.
     max_scroll: std::cell::Cell<usize>,
+    /// What changed between refreshes, newest first ([`App::update`]).
+    pub recent: recent::RecentLog,
 }
 
 impl App {
@@ -64,6 +68,7 @@ impl App {
             model,
             quit: false,
             max_scroll: std::cell::Cell::new(usize::MAX / 2),
+            recent: Default::default(),
         }
     }
 
@@ -175,7 +180,7 @@ pub fn run(source: &mut dyn ModelSource, refresh: Duration, color: bool) -> std:
                     0
                 };
                 match source.load(samples) {
-                    Ok(m) => app.model = m,
+                    Ok(m) => app.update(m),
                     Err(e) => return Err(std::io::Error::other(e)),
                 }
                 term.draw(|f| app.draw(f))?;

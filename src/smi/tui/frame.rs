@@ -63,21 +63,22 @@ impl App {
                 self.style(Style::default().fg(Color::Yellow)),
             ),
         };
+        // The simulated cards are said first, so that even 80 columns show it.
         let line = Line::from(vec![
             Span::styled(
                 format!("tt-smi [{view}] "),
                 self.style(Style::default().add_modifier(Modifier::BOLD)),
             ),
-            Span::raw(format!("{when}  ")),
-            status,
             Span::styled(
                 if self.model.simulated {
-                    "  · simulated cards (tt-track demo)"
+                    "simulated cards (tt-track demo) · "
                 } else {
                     ""
                 },
                 self.style(Style::default().fg(Color::Yellow)),
             ),
+            Span::raw(format!("{when}  ")),
+            status,
         ]);
         f.render_widget(Paragraph::new(line), r);
     }

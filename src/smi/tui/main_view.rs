@@ -71,12 +71,25 @@ impl App {
         } else {
             0
         };
+        // Rows the device table and memory leave: the process list first; what it does
+        // not need, up to a third, shows the recent events (from 6 rows up).
+        let rest = r.height.saturating_sub(nd + 3 + mem_h);
+        let wanted = self
+            .model
+            .processes
+            .iter()
+            .map(|p| p.devices.len().max(1))
+            .sum::<usize>() as u16
+            + 3;
+        let recent_h = rest.saturating_sub(wanted.max(6)).min(rest / 3);
+        let recent_h = if recent_h >= 6 { recent_h } else { 0 };
         let parts = Layout::default()
             .direction(Direction::Vertical)
             .constraints([
                 Constraint::Length(nd + 3),
                 Constraint::Length(mem_h),
                 Constraint::Min(3),
+                Constraint::Length(recent_h),
             ])
             .split(r);
         if self.model.devices.is_empty() {
@@ -92,6 +105,9 @@ impl App {
             self.draw_memory(f, parts[1]);
         }
         self.draw_processes(f, parts[2]);
+        if recent_h > 0 {
+            self.draw_recent(f, parts[3]);
+        }
     }
 
     /// A label and, to its right in the space left, a bar of `used / total`: the bar
