@@ -30,29 +30,41 @@ pub struct Recent {
 pub fn changes(old: &Model, new: &Model) -> Vec<Recent> {
     let at = humantime::format_rfc3339_seconds(new.time).to_string();
     let at = at.get(11..19).unwrap_or("").to_string();
-    let mut v = Vec::new();
-    let mut say = |text: String, warn: bool| {
-        v.push(Recent {
+    let mut said = Vec::new();
+    aggregator_changes(old, new, &mut said);
+    process_exits(old, new, &mut said);
+    process_changes(old, new, &mut said);
+    device_changes(old, new, &mut said);
+    said.into_iter()
+        .map(|(text, warn)| Recent {
             at: at.clone(),
             text,
             warn,
         })
-    };
+        .collect()
+}
+
+type Said = Vec<(String, bool)>;
+
+fn aggregator_changes(old: &Model, new: &Model, said: &mut Said) {
     match (&old.aggregator, &new.aggregator) {
-        (Some(a), None) => say(
+        (Some(a), None) => said.push((
             format!("aggregator pid {} stopped: memory N/A", a.pid),
             true,
-        ),
-        (None, Some(a)) => say(format!("aggregator pid {} running", a.pid), false),
-        (Some(a), Some(b)) if a.pid != b.pid => say(
+        )),
+        (None, Some(a)) => said.push((format!("aggregator pid {} running", a.pid), false)),
+        (Some(a), Some(b)) if a.pid != b.pid => said.push((
             format!("aggregator restarted (pid {} -> {})", a.pid, b.pid),
             true,
-        ),
+        )),
         _ => {}
     }
-    // What the ended processes held when the aggregator released them: its counters
-    // of exits holding memory and of the bytes they held (what this view saw last
-    // may have been freed just before the end).
+}
+
+/// The processes that ended, with what they held when the aggregator released them:
+/// its counters of exits holding memory and of the bytes they held (what this view saw
+/// last may have been freed just before the end).
+fn process_exits(old: &Model, new: &Model, said: &mut Said) {
     let gone: Vec<_> = old
         .processes
         .iter()
@@ -66,9 +78,10 @@ pub fn changes(old: &Model, new: &Model) -> Vec<Recent> {
         ),
         _ => (0, 0),
     };
+    let one = leaks == 1 && gone.len() == 1;
     for p in &gone {
-        if leaks == 1 && gone.len() == 1 {
-            say(
+        if one {
+            said.push((
                 format!(
                     "pid {} ({}) exited holding {}",
                     p.pid,
@@ -76,56 +89,61 @@ pub fn changes(old: &Model, new: &Model) -> Vec<Recent> {
                     human_bytes(leaked)
                 ),
                 true,
-            );
+            ));
         } else {
-            say(format!("pid {} ({}) exited", p.pid, p.name), false);
+            said.push((format!("pid {} ({}) exited", p.pid, p.name), false));
         }
     }
-    if leaks > 0 && !(leaks == 1 && gone.len() == 1) {
-        say(
+    if leaks > 0 && !one {
+        said.push((
             format!(
                 "{leaks} of the processes that ended held {} then",
                 human_bytes(leaked)
             ),
             true,
-        );
+        ));
     }
-    for p in new.processes.iter() {
+}
+
+fn process_changes(old: &Model, new: &Model, said: &mut Said) {
+    for p in &new.processes {
         match old.processes.iter().find(|q| q.pid == p.pid) {
-            None if p.untracked => say(
+            None if p.untracked => said.push((
                 format!(
                     "pid {} ({}) opened a card but reports nothing",
                     p.pid, p.name
                 ),
                 true,
-            ),
-            None => say(
+            )),
+            None => said.push((
                 format!("pid {} ({}) started reporting", p.pid, p.name),
                 false,
-            ),
-            Some(q) if q.exact && !p.exact => say(
+            )),
+            Some(q) if q.exact && !p.exact => said.push((
                 format!(
                     "pid {} ({}) lost events: its figures are inexact",
                     p.pid, p.name
                 ),
                 true,
-            ),
+            )),
             _ => {}
         }
     }
+}
+
+fn device_changes(old: &Model, new: &Model, said: &mut Said) {
     for d in &new.devices {
         let before = old.devices.iter().find(|e| e.id == d.id);
         if heartbeat_stalled(d) && !before.is_some_and(heartbeat_stalled) {
-            say(format!("device {}: firmware heartbeat stalled", d.id), true);
+            said.push((format!("device {}: firmware heartbeat stalled", d.id), true));
         }
         if d.gone && !before.is_some_and(|e| e.gone) {
-            say(
+            said.push((
                 format!("device {} is gone (reset or unplugged?)", d.id),
                 true,
-            );
+            ));
         }
     }
-    v
 }
 
 impl App {
