@@ -356,6 +356,21 @@ fn tmux(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// A detached tmux session of `w` x `h` running `cmd`.
+fn tmux_session(session: &str, w: u16, h: u16, cmd: &str) {
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        session,
+        "-x",
+        &w.to_string(),
+        "-y",
+        &h.to_string(),
+        cmd,
+    ]);
+}
+
 fn wait_screen(session: &str, what: &str) -> String {
     let t = std::time::Instant::now();
     loop {
@@ -379,17 +394,7 @@ fn watch_view_in_a_real_terminal() {
         env!("CARGO_BIN_EXE_tt-smi"),
         dir.path().display()
     );
-    tmux(&[
-        "new-session",
-        "-d",
-        "-s",
-        &session,
-        "-x",
-        "120",
-        "-y",
-        "40",
-        &cmd,
-    ]);
+    tmux_session(&session, 120, 40, &cmd);
     let s = wait_screen(&session, "tt-smi [main]");
     assert!(s.contains("1 R"), "{s}");
     tmux(&["send-keys", "-t", &session, "2"]);
@@ -435,17 +440,7 @@ fn demo_runs_in_a_terminal_and_q_ends_everything() {
             .collect()
     };
     let before = demo_dirs();
-    tmux(&[
-        "new-session",
-        "-d",
-        "-s",
-        &session,
-        "-x",
-        "130",
-        "-y",
-        "40",
-        &format!("{exe} demo; sleep 30"),
-    ]);
+    tmux_session(&session, 130, 40, &format!("{exe} demo; sleep 30"));
     let s = wait_screen(&session, "llama-70b");
     assert!(s.contains("tt-smi [main]") && s.contains("1 R"), "{s}");
     // Simulated cards laid out as the kernel does: the views are alive and say so.
@@ -500,17 +495,7 @@ fn demo_fits_80x24_120x40_and_250x60() {
     let _h = heavy();
     let session = format!("demosz{}", std::process::id());
     let exe = env!("CARGO_BIN_EXE_tt-track");
-    tmux(&[
-        "new-session",
-        "-d",
-        "-s",
-        &session,
-        "-x",
-        "80",
-        "-y",
-        "24",
-        &format!("{exe} demo; sleep 30"),
-    ]);
+    tmux_session(&session, 80, 24, &format!("{exe} demo; sleep 30"));
     wait_screen(&session, "°C");
     for (w, h) in [(80, 24), (120, 40), (250, 60)] {
         tmux(&[
@@ -656,17 +641,7 @@ fn the_live_view_follows_a_counters_page_deleted_and_recreated() {
         env!("CARGO_BIN_EXE_tt-smi"),
         dir.path().display()
     );
-    tmux(&[
-        "new-session",
-        "-d",
-        "-s",
-        &session,
-        "-x",
-        "120",
-        "-y",
-        "40",
-        &cmd,
-    ]);
+    tmux_session(&session, 120, 40, &cmd);
     let row = |pid: u32| format!("{pid}  ");
     wait_screen(&session, &row(first.id()));
     std::fs::remove_file(dir.path().join("counters")).unwrap();

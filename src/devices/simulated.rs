@@ -395,6 +395,34 @@ impl SimCard {
     pub fn write_hwmon(&self, root: &Path, file: &str, content: &str) -> io::Result<()> {
         write(&self.hwmon_dir(root).join(file), content)
     }
+
+    /// Sets the card's live readings, in the units people use, written in the hwmon
+    /// units the driver uses (millidegrees, microwatts, milliamperes, RPM).
+    pub fn set_readings(&self, root: &Path, r: &Readings) -> io::Result<()> {
+        let mut files = vec![
+            ("temp1_input", (r.temp_c * 1000.0) as u64),
+            ("power1_input", (r.power_w * 1e6) as u64),
+        ];
+        if let Some(a) = r.current_a {
+            files.push(("curr1_input", (a * 1000.0) as u64));
+        }
+        if let Some(rpm) = r.fan_rpm {
+            files.push(("fan1_input", rpm));
+        }
+        for (f, v) in files {
+            self.write_hwmon(root, f, &format!("{v}\n"))?;
+        }
+        Ok(())
+    }
+}
+
+/// A simulated card's live readings.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Readings {
+    pub temp_c: f64,
+    pub power_w: f64,
+    pub current_a: Option<f64>,
+    pub fan_rpm: Option<u64>,
 }
 
 /// Lists `pids` in the driver's pid file of device `index`, one line each, as the

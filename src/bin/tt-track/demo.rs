@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tttrack::devices::simulated::Readings;
 
 /// The demo's cast: name, cycles (0 = runs until the demo ends), leaks.
 const CAST: [(&str, u64, bool); 6] = [
@@ -314,16 +315,14 @@ fn simulate(
         beat += 1;
         flits = flits.wrapping_add((rate * 8.0) as u64);
         let w = &cards[0];
-        let _ = w.write_hwmon(root, "power1_input", &format!("{}\n", (power * 1e6) as u64));
-        let _ = w.write_hwmon(
+        let _ = w.set_readings(
             root,
-            "temp1_input",
-            &format!("{}\n", (temp * 1000.0) as u64),
-        );
-        let _ = w.write_hwmon(
-            root,
-            "curr1_input",
-            &format!("{}\n", (power / 0.85 * 1000.0) as u64),
+            &Readings {
+                temp_c: temp,
+                power_w: power,
+                current_a: Some(power / 0.85),
+                fan_rpm: None,
+            },
         );
         let _ = w.write_class(
             root,
@@ -343,20 +342,14 @@ fn simulate(
         );
         let b = &cards[1];
         let idle_temp = 41.0 + (start.elapsed().as_secs_f64() / 7.0).sin();
-        let _ = b.write_hwmon(
+        let _ = b.set_readings(
             root,
-            "power1_input",
-            &format!("{}\n", ((33.0 + idle_temp / 10.0) * 1e6) as u64),
-        );
-        let _ = b.write_hwmon(
-            root,
-            "temp1_input",
-            &format!("{}\n", (idle_temp * 1000.0) as u64),
-        );
-        let _ = b.write_hwmon(
-            root,
-            "fan1_input",
-            &format!("{}\n", 1100 + (idle_temp * 12.0) as u64),
+            &Readings {
+                temp_c: idle_temp,
+                power_w: 33.0 + idle_temp / 10.0,
+                current_a: None,
+                fan_rpm: Some(1100 + (idle_temp * 12.0) as u64),
+            },
         );
         if start.elapsed() < Duration::from_secs(60) {
             let _ = b.write_class(root, "tt_heartbeat", &format!("{beat}\n"));
