@@ -146,7 +146,7 @@ fn buffers_answer(acc: &Accounting, pid: Option<u32>, device: Option<i32>, limit
         let Some(p) = acc.processes.get(&key) else {
             continue;
         };
-        let Some(b) = p.devices.get(&d).and_then(|pd| pd.buffers.get(&addr)) else {
+        let Some(b) = p.devices.get(&d).and_then(|pd| pd.buffers.get(addr)) else {
             continue;
         };
         lines.push(BufferLine {

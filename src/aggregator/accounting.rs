@@ -43,7 +43,7 @@ impl BufRec {
 /// One process's memory on one device.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct ProcDev {
-    pub buffers: HashMap<u64, BufRec>,
+    pub buffers: BufferTable,
     /// CB id -> sizes of its live allocations (a CB id may be allocated more than once).
     pub cbs: HashMap<u64, Vec<u64>>,
     /// Kernel id -> (size, kernel type, load time in Unix seconds) of its live loads.
@@ -460,7 +460,9 @@ pub fn leak_summary(p: &ProcState) -> Option<String> {
     ))
 }
 
+pub mod buffer_table;
 mod kinds;
+pub use buffer_table::BufferTable;
 use kinds::{apply_kind, validate};
 
 #[cfg(test)]

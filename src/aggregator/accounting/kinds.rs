@@ -1,10 +1,10 @@
 //! What each kind of event does to a process's and a device's figures: the rules of
 //! exact accounting, one function per kind (see [`super`] for the semantics).
 
+use super::buffer_table::Probe;
 use super::{BufRec, DevState, Outcome, ProcDev, MAX_EVENT_SIZE};
 use crate::counters_page::*;
 use crate::shm_layout::{BufferType, Event, EventKind, KernelType, MAX_DEVICES};
-use std::collections::hash_map::Entry;
 
 fn cat_of_buffer(t: BufferType) -> usize {
     match t {
@@ -96,24 +96,27 @@ fn alloc(
     let Some(bt) = BufferType::from_u8(ev.subtype) else {
         return Outcome::Invalid("unknown buffer type");
     };
-    // One lookup: the entry is either the live buffer or where the new one goes.
-    match pd.buffers.entry(ev.id) {
-        Entry::Occupied(mut o) => {
-            let b = o.get_mut();
+    // One probe: the live buffer's slot, or the one the new buffer takes.
+    pd.buffers.reserve_one();
+    match pd.buffers.probe(ev.id) {
+        Probe::Found(i) => {
+            let b = pd.buffers.at_mut(i);
             let rc = (b.refcount() + 1).min(0x00ff_ffff);
             b.rc_type = (b.rc_type & 0xff00_0000) | rc;
             return Outcome::Referenced { refcount: rc };
         }
-        Entry::Vacant(_) if live >= crate::aggregator::limits::MAX_BUFFERS_PER_PROCESS => {
+        Probe::Vacant(_) if live >= crate::aggregator::limits::MAX_BUFFERS_PER_PROCESS => {
             return Outcome::OverLimit;
         }
-        Entry::Vacant(v) => {
-            v.insert(BufRec {
+        Probe::Vacant(i) => pd.buffers.insert_at(
+            i,
+            ev.id,
+            BufRec {
                 size: ev.size,
                 first_seen_unix_s: now_unix_s,
                 rc_type: ((bt as u32) << 24) | 1,
-            });
-        }
+            },
+        ),
     }
     change(pd, dev, cat_of_buffer(bt), ev.size, false);
     Outcome::Allocated {
@@ -124,11 +127,14 @@ fn alloc(
 
 /// A buffer freed: its size leaves the figures when its last reference goes.
 fn free(pd: &mut ProcDev, dev: &mut DevState, ev: &Event) -> Outcome {
-    // One lookup: the entry is updated or removed in place.
-    let Entry::Occupied(mut o) = pd.buffers.entry(ev.id) else {
+    // One probe: the slot is updated or emptied in place.
+    if pd.buffers.is_empty() {
+        return Outcome::UnknownFree;
+    }
+    let Probe::Found(i) = pd.buffers.probe(ev.id) else {
         return Outcome::UnknownFree;
     };
-    let b = o.get_mut();
+    let b = pd.buffers.at_mut(i);
     let bt = BufferType::from_u8(b.btype()).unwrap_or(BufferType::Dram);
     let rc = b.refcount().saturating_sub(1);
     let size = b.size;
@@ -140,7 +146,7 @@ fn free(pd: &mut ProcDev, dev: &mut DevState, ev: &Event) -> Outcome {
             last: false,
         };
     }
-    o.remove();
+    pd.buffers.remove_at(i);
     change(pd, dev, cat_of_buffer(bt), size, true);
     Outcome::Freed {
         size,
