@@ -129,7 +129,7 @@ fn buffers_answer(acc: &Accounting, pid: Option<u32>, device: Option<i32>, limit
             if device.is_some_and(|x| x != d) {
                 continue;
             }
-            for (&addr, b) in &pd.buffers {
+            for (&addr, b) in pd.buffers.iter() {
                 total += 1;
                 let item = Reverse((b.size, Reverse(addr), *key, d));
                 if heap.len() < limit {

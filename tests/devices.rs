@@ -760,17 +760,9 @@ fn queries_give_csv_that_python_parses() {
         "5 MiB on device 0",
     );
     let smi = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_tt-smi"))
-            .args(["--dir", dir.path().to_str().unwrap()])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        let mut all = vec!["--dir", dir.path().to_str().unwrap()];
+        all.extend_from_slice(args);
+        smi(&all)
     };
     let parse = |csv: &str| -> serde_json::Value {
         let mut py = Command::new("python3")

@@ -218,7 +218,7 @@ impl Aggregator {
         let (mut listed, mut all) = (0usize, 0u64);
         for p in self.acc.processes.values() {
             for (&d, pd) in &p.devices {
-                for (&addr, b) in &pd.buffers {
+                for (&addr, b) in pd.buffers.iter() {
                     let g = groups.entry((d, b.btype())).or_default();
                     g.0 += 1;
                     g.1 += b.size;

@@ -468,10 +468,9 @@ pub fn cpp_program(name: &str) -> PathBuf {
     bin
 }
 
-/// `tt-smi --json ARGS`, parsed; panics with tt-smi's error output if it fails.
-pub fn smi_json(args: &[&str]) -> serde_json::Value {
+/// `tt-smi ARGS`'s output; panics with tt-smi's error output if it fails.
+pub fn smi(args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_tt-smi"))
-        .arg("--json")
         .args(args)
         .output()
         .unwrap();
@@ -480,7 +479,14 @@ pub fn smi_json(args: &[&str]) -> serde_json::Value {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).unwrap()
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `tt-smi --json ARGS`, parsed; panics with tt-smi's error output if it fails.
+pub fn smi_json(args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    serde_json::from_str(&smi(&all)).unwrap()
 }
 
 /// A Python program run under `tt-track run` (libtttrack.so preloaded) reporting into

@@ -58,9 +58,12 @@ impl BufferTable {
         (h >> 32) as usize & self.mask()
     }
 
-    /// Finds `key`'s slot, or the empty one it would take. The table must have room
-    /// (see [`Self::reserve_one`]).
+    /// Finds `key`'s slot, or the empty one it would take. Inserting there needs room
+    /// first ([`Self::reserve_one`]); a table never grown finds nothing.
     pub fn probe(&self, key: u64) -> Probe {
+        if self.slots.is_empty() {
+            return Probe::Vacant(0);
+        }
         let mask = self.mask();
         let mut i = self.home(key);
         loop {
@@ -92,9 +95,6 @@ impl BufferTable {
     }
 
     pub fn get(&self, key: u64) -> Option<&BufRec> {
-        if self.slots.is_empty() {
-            return None;
-        }
         match self.probe(key) {
             Probe::Found(i) => Some(&self.slots[i].rec),
             Probe::Vacant(_) => None,
@@ -154,14 +154,6 @@ impl BufferTable {
     }
 }
 
-impl<'a> IntoIterator for &'a BufferTable {
-    type Item = (&'a u64, &'a BufRec);
-    type IntoIter = Box<dyn Iterator<Item = (&'a u64, &'a BufRec)> + 'a>;
-    fn into_iter(self) -> Self::IntoIter {
-        Box::new(self.iter())
-    }
-}
-
 /// Serialized as a map, as the `HashMap` it replaces was: snapshots stay readable.
 impl Serialize for BufferTable {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -218,7 +210,7 @@ mod tests {
                 let r = rec(1 + x % 1000);
                 t.insert(key, r);
                 m.insert(key, r);
-            } else if let Probe::Found(i) = t.probe_checked(key) {
+            } else if let Probe::Found(i) = t.probe(key) {
                 assert_eq!(Some(t.remove_at(i)), m.remove(&key));
             } else {
                 assert_eq!(m.get(&key), None);
@@ -234,15 +226,5 @@ mod tests {
         assert_eq!(back.len(), t.len());
         let as_map: HashMap<u64, BufRec> = bincode::deserialize(&bytes).unwrap();
         assert_eq!(as_map, m, "serialized as the map it replaces");
-    }
-
-    impl BufferTable {
-        fn probe_checked(&self, key: u64) -> Probe {
-            if self.slots.is_empty() {
-                Probe::Vacant(0)
-            } else {
-                self.probe(key)
-            }
-        }
     }
 }

@@ -128,9 +128,6 @@ fn alloc(
 /// A buffer freed: its size leaves the figures when its last reference goes.
 fn free(pd: &mut ProcDev, dev: &mut DevState, ev: &Event) -> Outcome {
     // One probe: the slot is updated or emptied in place.
-    if pd.buffers.is_empty() {
-        return Outcome::UnknownFree;
-    }
     let Probe::Found(i) = pd.buffers.probe(ev.id) else {
         return Outcome::UnknownFree;
     };

@@ -4,13 +4,14 @@
 
 use super::App;
 use crate::smi::format::heartbeat_stalled;
-use crate::smi::model::Model;
+use crate::smi::model::{Model, ProcessView};
 use crate::sys::human_bytes;
 use ratatui::layout::Rect;
 use ratatui::style::{Color, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph};
 use ratatui::Frame;
+use std::collections::HashMap;
 use std::collections::VecDeque;
 
 /// Events kept (the panel shows what fits).
@@ -46,6 +47,11 @@ pub fn changes(old: &Model, new: &Model) -> Vec<Recent> {
 
 type Said = Vec<(String, bool)>;
 
+/// A model's processes by pid (a refresh compares up to a thousand of them).
+fn by_pid(m: &Model) -> HashMap<u32, &ProcessView> {
+    m.processes.iter().map(|p| (p.pid, p)).collect()
+}
+
 fn aggregator_changes(old: &Model, new: &Model, said: &mut Said) {
     match (&old.aggregator, &new.aggregator) {
         (Some(a), None) => said.push((
@@ -65,10 +71,11 @@ fn aggregator_changes(old: &Model, new: &Model, said: &mut Said) {
 /// its counters of exits holding memory and of the bytes they held (what this view saw
 /// last may have been freed just before the end).
 fn process_exits(old: &Model, new: &Model, said: &mut Said) {
+    let now = by_pid(new);
     let gone: Vec<_> = old
         .processes
         .iter()
-        .filter(|p| !p.untracked && new.processes.iter().all(|q| q.pid != p.pid))
+        .filter(|p| !p.untracked && !now.contains_key(&p.pid))
         .collect();
     let (leaks, leaked) = match (&old.aggregator, &new.aggregator) {
         (Some(a), Some(b)) if a.pid == b.pid => (
@@ -106,8 +113,9 @@ fn process_exits(old: &Model, new: &Model, said: &mut Said) {
 }
 
 fn process_changes(old: &Model, new: &Model, said: &mut Said) {
+    let before = by_pid(old);
     for p in &new.processes {
-        match old.processes.iter().find(|q| q.pid == p.pid) {
+        match before.get(&p.pid) {
             None if p.untracked => said.push((
                 format!(
                     "pid {} ({}) opened a card but reports nothing",
