@@ -59,6 +59,22 @@ typedef struct tttrack_device_info {
     uint64_t trace_region_size;     /* bytes of the TRACE region */
 } tttrack_device_info_t;
 
+/*
+ * Which physical chip one of the process's devices is: what TT-Metal (UMD) knows of it.
+ * Set struct_size to sizeof(tttrack_chip_identity_t); later versions only append
+ * fields, so a caller built against this one keeps working. Unknown fields: -1 for the
+ * indices, 0 for the ids, "" for the address. 48 bytes.
+ */
+typedef struct tttrack_chip_identity {
+    uint32_t struct_size;
+    uint32_t is_remote;             /* non-zero: reached over Ethernet, no PCIe function */
+    int32_t pcie_index;             /* local chip: its /dev/tenstorrent/N */
+    int32_t via_pcie_index;         /* remote chip: the local chip it is reached through */
+    uint64_t board_id;              /* the board's id (the driver's tt_serial) */
+    uint64_t asic_id;               /* the chip's unique id (the driver's tt_asic_id) */
+    char pci_address[16];           /* local chip: "DDDD:BB:DD.F", NUL-padded */
+} tttrack_chip_identity_t;
+
 /* 1 if tracking is on in this process, else 0. */
 int tttrack_enabled(void);
 /* A buffer of `size` bytes at address `buffer_id` was allocated on a device. */
@@ -72,6 +88,12 @@ void tttrack_kernel_load(int32_t device_id, uint64_t size, uint64_t kernel_id, u
 void tttrack_kernel_unload(int32_t device_id, uint64_t size, uint64_t kernel_id);
 /* Describes a device (0 <= device_id < 64); exact figures override the built-in table. */
 void tttrack_device_info(int32_t device_id, const tttrack_device_info_t *info);
+/*
+ * Says which physical chip device `device_id` (0 <= device_id < 64, the process's own
+ * logical id) is. Without it the aggregator infers it from TT_VISIBLE_DEVICES; a later
+ * call moves the device's figures to the chip named, exactly.
+ */
+void tttrack_device_identity(int32_t device_id, const tttrack_chip_identity_t *identity);
 /* Events this process could not deliver (full lanes with no aggregator, no lane, no segment). */
 uint64_t tttrack_dropped_events(void);
 /* Optional: give the calling thread's lane back now rather than at thread exit. */

@@ -12,17 +12,23 @@
 #include "tttrack.h"
 
 #define TTTRACK_SEGMENT_MAGIC 0x3147455352545454ull /* "TTTRSEG1" little-endian */
-#define TTTRACK_SEGMENT_LAYOUT_VERSION 2
+#define TTTRACK_SEGMENT_LAYOUT_VERSION 3
 #define TTTRACK_NUM_LANES 64
 #define TTTRACK_LANE_CAPACITY 32768
 #define TTTRACK_MAX_DEVICES 64
 #define TTTRACK_DEVICE_SLOTS_OFFSET 512
 #define TTTRACK_LANES_OFFSET 12288
 #define TTTRACK_LANE_STRIDE (128 + TTTRACK_LANE_CAPACITY * 32)
+#define TTTRACK_CHIP_IDENTITY_V1_SIZE 48
+/* tttrack_segment_header_t.visible_devices_state */
+#define TTTRACK_VISIBLE_UNSET 0     /* TT_VISIBLE_DEVICES not set: every card visible */
+#define TTTRACK_VISIBLE_SET 1       /* set; the value is in visible_devices */
+#define TTTRACK_VISIBLE_TOO_LONG 2  /* set to more than visible_devices holds */
+#define TTTRACK_VISIBLE_DEVICES_BYTES 120
 
 typedef struct tttrack_event {
     uint64_t seq;      /* per-process sequence number */
-    uint8_t kind;      /* 1 alloc, 2 free, 3 cb alloc, 4 cb free, 5 kernel load, 6 kernel unload, 7 device info */
+    uint8_t kind;      /* 1 alloc, 2 free, 3 cb alloc, 4 cb free, 5 kernel load, 6 kernel unload, 7 device info, 8 device identity */
     uint8_t subtype;   /* buffer type or kernel type */
     uint16_t reserved;
     int32_t device;
@@ -34,7 +40,8 @@ typedef struct tttrack_device_info_slot {
     uint32_t seq;      /* sequence lock: 0 never written, odd while written */
     uint32_t pad;
     uint64_t words[8]; /* a tttrack_device_info_t */
-    uint64_t pad2[7];
+    uint64_t identity[6]; /* a tttrack_chip_identity_t */
+    uint64_t pad2;
 } tttrack_device_info_slot_t;
 
 typedef struct tttrack_segment_header {
@@ -62,6 +69,9 @@ typedef struct tttrack_segment_header {
     uint32_t pad4;
     uint64_t consumer_heartbeat_ns;
     uint64_t pad5[6];
+    uint32_t visible_devices_state; /* TTTRACK_VISIBLE_*, written once with the identity */
+    uint32_t visible_devices_len;
+    char visible_devices[TTTRACK_VISIBLE_DEVICES_BYTES]; /* TT_VISIBLE_DEVICES, NUL-padded */
 } tttrack_segment_header_t;
 
 typedef struct tttrack_lane_header {
@@ -91,7 +101,13 @@ typedef struct tttrack_page_presence {
 /* ---- The counters page (src/counters_page.rs). All fields are read with atomic
  * 64-bit loads; the main block and the history are each under a sequence lock
  * (odd while written): copy, then check the sequence did not move. ---- */
-#define TTTRACK_COUNTERS_LAYOUT_VERSION 3
+#define TTTRACK_COUNTERS_LAYOUT_VERSION 4
+/* tttrack_process_device_t.placement: how the device was placed on its chip */
+#define TTTRACK_PLACED_AS_REPORTED 0 /* a host with no cards: the id as reported */
+#define TTTRACK_PLACED_INFERRED 1    /* from TT_VISIBLE_DEVICES and the host's cards */
+#define TTTRACK_PLACED_REPORTED 2    /* the process said which chip it is */
+#define TTTRACK_PLACED_UNPLACED 3    /* not placeable: a chip of that process alone */
+#define TTTRACK_PLACED_HOLDER 4      /* reports nothing; in the card's driver list (device -1) */
 #define TTTRACK_PAGE_DEVICES 64
 #define TTTRACK_PAGE_PROCESSES 1024
 #define TTTRACK_PROCESS_DEVICES 32
@@ -135,13 +151,17 @@ typedef struct tttrack_device_record {
     tttrack_telemetry_t telemetry;
     char fw_bundle[24];
     uint64_t l1_resident_peak;  /* high-water mark of L1 buffers + L1_SMALL + CBs + kernels */
-    uint64_t asic_id;           /* tt_asic_id; 0: not reported */
-    uint64_t reserved[2];
+    uint64_t asic_id;           /* tt_asic_id, or as a process reported it; 0: unknown */
+    uint32_t owner_pid;         /* a remote chip only one process could name: its pid */
+    int32_t via;                /* a remote chip: the row it is reached through; -1 unknown */
+    uint64_t reserved;
 } tttrack_device_record_t;
 
 typedef struct tttrack_process_device {
-    int32_t device;
-    uint32_t pad;
+    int32_t device;             /* the process's own (logical) id */
+    uint16_t chip;              /* the row (device record id) of the chip it is */
+    uint8_t placement;          /* TTTRACK_PLACED_* */
+    uint8_t pad;
     uint64_t used[TTTRACK_NUM_CATS];
     uint64_t peak[TTTRACK_NUM_CATS];
 } tttrack_process_device_t;

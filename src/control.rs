@@ -60,7 +60,11 @@ impl Answer {
 pub struct BufferLine {
     pub pid: u32,
     pub comm: String,
+    /// The chip's row (physical, as every view shows devices).
     pub device: i32,
+    /// The process's own id of the device.
+    #[serde(default)]
+    pub logical_device: i32,
     #[serde(rename = "type")]
     pub btype: String,
     pub address: u64,
@@ -126,7 +130,7 @@ fn buffers_answer(acc: &Accounting, pid: Option<u32>, device: Option<i32>, limit
             continue;
         }
         for (&d, pd) in &p.devices {
-            if device.is_some_and(|x| x != d) {
+            if device.is_some_and(|x| x != acc.device_row(p, d)) {
                 continue;
             }
             for (&addr, b) in pd.buffers.iter() {
@@ -152,7 +156,8 @@ fn buffers_answer(acc: &Accounting, pid: Option<u32>, device: Option<i32>, limit
         lines.push(BufferLine {
             pid: p.pid,
             comm: p.comm.clone(),
-            device: d,
+            device: acc.device_row(p, d),
+            logical_device: d,
             btype: BufferType::from_u8(b.btype())
                 .map(|t| t.name())
                 .unwrap_or("?")

@@ -16,7 +16,8 @@ use core::mem::{offset_of, size_of};
 use core::sync::atomic::AtomicU64;
 pub use view::{CountersReader, PageError, PageView, Snapshot};
 
-pub const COUNTERS_LAYOUT_VERSION: u32 = 3;
+/// 4: rows are physical chips; a process's devices carry their logical id and chip.
+pub const COUNTERS_LAYOUT_VERSION: u32 = 4;
 pub const MAX_PAGE_DEVICES: usize = 64;
 pub const MAX_PAGE_PROCESSES: usize = 1024;
 /// Devices a process record can carry figures for.
@@ -297,9 +298,13 @@ pub struct DeviceRecord {
     /// High-water mark of everything L1-resident together (buffers, L1_SMALL, CBs,
     /// kernels): what an out-of-memory in L1 is about.
     pub l1_resident_peak: u64,
-    /// The chip's ASIC id (`tt_asic_id`), 0 if not reported.
+    /// The chip's ASIC id (`tt_asic_id`, or as a process reported it), 0 if unknown.
     pub asic_id: u64,
-    pub _reserved: [u64; 2],
+    /// A remote chip only one process could name: that process's pid (else 0).
+    pub owner_pid: u32,
+    /// A remote chip: the row of the local chip it is reached through, -1 if unknown.
+    pub via: i32,
+    pub _reserved: u64,
 }
 
 /// Flags of a process record.
@@ -310,11 +315,28 @@ pub const PROC_UNTRACKED: u32 = 4;
 /// Uses more devices than MAX_PROCESS_DEVICES (the rest are summed in no record).
 pub const PROC_DEVICE_OVERFLOW: u32 = 8;
 
+/// How a process's device was placed on its chip (`ProcessDevice::placement`): the id
+/// as reported (a host with no cards), inferred from `TT_VISIBLE_DEVICES`, reported by
+/// the process, or not placeable (a chip of that process alone).
+pub const PLACED_AS_REPORTED: u8 = 0;
+pub const PLACED_INFERRED: u8 = 1;
+pub const PLACED_REPORTED: u8 = 2;
+pub const PLACED_UNPLACED: u8 = 3;
+/// A process that reports nothing, seen in the card's driver list (no logical id).
+pub const PLACED_HOLDER: u8 = 4;
+/// Their names, by value (JSON, metrics).
+pub const PLACEMENT_NAMES: [&str; 5] = ["as_reported", "inferred", "reported", "unplaced", "holder"];
+
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct ProcessDevice {
+    /// The process's own (logical) id of the device.
     pub device: i32,
-    pub _pad: u32,
+    /// The row (`DeviceRecord::id`) of the chip it is.
+    pub chip: u16,
+    /// `PLACED_*`.
+    pub placement: u8,
+    pub _pad: u8,
     pub used: [u64; NUM_CATS],
     pub peak: [u64; NUM_CATS],
 }
@@ -398,12 +420,18 @@ crate::shared_layout! {
     struct Figure = 24 => {}
     struct AggregatorStatus = 128 => { events_applied = 24, processes_tracked = 72 }
     struct Telemetry = 240 => {}
-    struct DeviceRecord = 696 => { info = 96, figures = 160, telemetry = 400 }
-    struct ProcessDevice = 168 => {}
+    struct DeviceRecord = 696 => {
+        info = 96, figures = 160, telemetry = 400, asic_id = 672, owner_pid = 680, via = 684,
+    }
+    struct ProcessDevice = 168 => { device = 0, chip = 4, placement = 6, used = 8 }
     struct ProcessRecord = 72 + 32 * 168 => { devices = 72 }
     struct HistorySample = 8 + 64 * 48 + 64 * 8 => {}
     struct PageHeader = 128 => { main_seq = 64, history_seq = 72, history_written = 80 }
-    consts { PAGE_SIZE, STATUS_OFFSET, DEVICES_OFFSET, PROCESSES_OFFSET, HISTORY_OFFSET }
+    consts {
+        PAGE_SIZE, STATUS_OFFSET, DEVICES_OFFSET, PROCESSES_OFFSET, HISTORY_OFFSET,
+        COUNTERS_LAYOUT_VERSION, PLACED_AS_REPORTED, PLACED_INFERRED, PLACED_REPORTED,
+        PLACED_UNPLACED, PLACED_HOLDER,
+    }
 }
 
 const _: () = {

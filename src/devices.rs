@@ -94,7 +94,7 @@ fn class_index(name: &str) -> Option<u32> {
 
 /// A PCI address as the kernel names a function's directory: `DDDD:BB:SS.F` in
 /// lower-case hex.
-fn is_pci_address(s: &str) -> bool {
+pub fn is_pci_address(s: &str) -> bool {
     let b = s.as_bytes();
     let hex = |r: std::ops::Range<usize>| {
         b[r].iter()

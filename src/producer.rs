@@ -200,21 +200,29 @@ fn ensure_segment() -> u8 {
 /// Records a device description: writes the segment's device slot, then an event so
 /// the aggregator applies it in order.
 pub fn record_device_info(device: i32, info: &DeviceInfo) {
+    record_in_slot(EventKind::DeviceInfo, device, |seg, d| seg.write_device_info(d, info))
+}
+
+/// Records which physical chip the process's device `device` is: written to the
+/// device's slot in the segment, announced by an event.
+pub fn record_device_identity(device: i32, id: &ChipIdentity) {
+    record_in_slot(EventKind::DeviceIdentity, device, |seg, d| seg.write_identity(d, id))
+}
+
+/// Writes device `device`'s slot with `write`, then records a `kind` event that tells
+/// the aggregator to read it. A device out of range is still an event, so the
+/// aggregator counts it as invalid.
+fn record_in_slot(kind: EventKind, device: i32, write: impl FnOnce(SegmentView, usize)) {
     if !enabled() {
         return;
     }
-    if !(0..MAX_DEVICES as i32).contains(&device) {
-        // Out of range: still an event, so the aggregator counts it as invalid.
-        record(EventKind::DeviceInfo, 0, device, 0, 0);
-        return;
-    }
-    if ensure_segment() == ST_READY {
+    if (0..MAX_DEVICES as i32).contains(&device) && ensure_segment() == ST_READY {
         let base = BASE.load(Acquire);
         // SAFETY: base is the live segment of this generation (READY was observed).
         let seg = unsafe { SegmentView::new(base) };
-        seg.write_device_info(device as usize, info);
+        write(seg, device as usize);
     }
-    record(EventKind::DeviceInfo, 0, device, 0, 0);
+    record(kind, 0, device, 0, 0);
 }
 
 /// Events this process could not deliver: dropped on full lanes, for want of a lane,

@@ -3,6 +3,7 @@
 
 use crate::shm_layout::*;
 use core::mem::size_of;
+use core::sync::atomic::AtomicU64;
 
 /// A view of a mapping of [`SEGMENT_SIZE`] bytes laid out as in [`crate::shm_layout`].
 #[derive(Clone, Copy)]
@@ -69,9 +70,9 @@ impl SegmentView {
         }
     }
 
-    /// Reads a device slot under its sequence lock; `None` if never written or if a
-    /// writer kept it busy through every retry.
-    pub fn read_device_info(&self, d: usize) -> Option<DeviceInfo> {
+    /// Reads a device slot's words (description, then identity) under its sequence
+    /// lock; `None` if never written or if a writer kept it busy through every retry.
+    fn read_slot(&self, d: usize) -> Option<[u64; 14]> {
         use core::sync::atomic::{fence, Ordering::*};
         let slot = self.device_slot(d);
         for _ in 0..64 {
@@ -83,20 +84,36 @@ impl SegmentView {
                 core::hint::spin_loop();
                 continue;
             }
-            let mut w = [0u64; 8];
-            for (o, a) in w.iter_mut().zip(slot.words.iter()) {
+            let mut w = [0u64; 14];
+            for (o, a) in w.iter_mut().zip(slot.words.iter().chain(&slot.identity)) {
                 *o = a.load(Relaxed);
             }
             fence(Acquire);
             if slot.seq.load(Relaxed) == s1 {
-                return Some(bytemuck::cast(w));
+                return Some(w);
             }
         }
         None
     }
 
-    /// Writes a device slot under its sequence lock (several writers may race).
-    pub fn write_device_info(&self, d: usize, info: &DeviceInfo) {
+    /// The description of device `d` (`tttrack_device_info`), if one was written.
+    pub fn read_device_info(&self, d: usize) -> Option<DeviceInfo> {
+        let w = self.read_slot(d)?;
+        let info: [u64; 8] = w[..8].try_into().ok()?;
+        Some(bytemuck::cast(info))
+    }
+
+    /// Which chip device `d` is (`tttrack_device_identity`), if that was written.
+    pub fn read_identity(&self, d: usize) -> Option<ChipIdentity> {
+        let w = self.read_slot(d)?;
+        let id: [u64; 6] = w[8..].try_into().ok()?;
+        let id: ChipIdentity = bytemuck::cast(id);
+        (id.struct_size != 0).then_some(id)
+    }
+
+    /// Writes one part of a device slot (`identity`: the identity words, else the
+    /// description's) under its sequence lock (several writers may race).
+    fn write_slot(&self, d: usize, identity: bool, w: &[u64]) {
         use core::sync::atomic::{fence, Ordering::*};
         let slot = self.device_slot(d);
         let mut spins = 0u32;
@@ -118,8 +135,12 @@ impl SegmentView {
             }
         };
         fence(Release);
-        let w: [u64; 8] = bytemuck::cast(*info);
-        for (a, v) in slot.words.iter().zip(w) {
+        let part: &[AtomicU64] = if identity {
+            &slot.identity
+        } else {
+            &slot.words
+        };
+        for (a, &v) in part.iter().zip(w) {
             a.store(v, Relaxed);
         }
         // Skip 0 on wrap so "never written" stays distinguishable.
@@ -130,6 +151,56 @@ impl SegmentView {
         slot.seq.store(next, Release);
     }
 
+    /// Writes the description of device `d`.
+    pub fn write_device_info(&self, d: usize, info: &DeviceInfo) {
+        let w: [u64; 8] = bytemuck::cast(*info);
+        self.write_slot(d, false, &w);
+    }
+
+    /// Writes which chip device `d` is.
+    pub fn write_identity(&self, d: usize, id: &ChipIdentity) {
+        let w: [u64; 6] = bytemuck::cast(*id);
+        self.write_slot(d, true, &w);
+    }
+
+    /// The process's `TT_VISIBLE_DEVICES` as its segment recorded it.
+    pub fn visible_devices(&self) -> VisibleDevices {
+        use core::sync::atomic::Ordering::Relaxed;
+        let h = self.header();
+        match h.visible_devices_state.load(Relaxed) {
+            VISIBLE_UNSET => VisibleDevices::Unset,
+            VISIBLE_SET => {
+                let mut b = [0u8; VISIBLE_DEVICES_BYTES];
+                for (c, w) in b.chunks_exact_mut(8).zip(&h.visible_devices) {
+                    c.copy_from_slice(&w.load(Relaxed).to_le_bytes());
+                }
+                let len = (h.visible_devices_len.load(Relaxed) as usize).min(b.len());
+                VisibleDevices::Set(String::from_utf8_lossy(&b[..len]).into_owned())
+            }
+            _ => VisibleDevices::Unknown,
+        }
+    }
+
+    /// Records the process's `TT_VISIBLE_DEVICES` (before the segment is published).
+    pub fn set_visible_devices(&self, value: Option<&[u8]>) {
+        use core::sync::atomic::Ordering::Relaxed;
+        let h = self.header();
+        let state = match value {
+            None => VISIBLE_UNSET,
+            Some(v) if v.len() > VISIBLE_DEVICES_BYTES => VISIBLE_TOO_LONG,
+            Some(v) => {
+                let mut b = [0u8; VISIBLE_DEVICES_BYTES];
+                b[..v.len()].copy_from_slice(v);
+                for (c, w) in b.chunks_exact(8).zip(&h.visible_devices) {
+                    w.store(u64::from_le_bytes(c.try_into().unwrap_or_default()), Relaxed);
+                }
+                h.visible_devices_len.store(v.len() as u32, Relaxed);
+                VISIBLE_SET
+            }
+        };
+        h.visible_devices_state.store(state, Relaxed);
+    }
+
     /// Reads the process name stored in the header.
     pub fn comm(&self) -> String {
         use core::sync::atomic::Ordering::Relaxed;
@@ -138,4 +209,15 @@ impl SegmentView {
         b[8..].copy_from_slice(&self.header().comm[1].load(Relaxed).to_le_bytes());
         crate::sys::get_str(&b)
     }
+}
+
+/// What a process's `TT_VISIBLE_DEVICES` was, as its segment (or its environment)
+/// says: the text is not checked here (see `aggregator::accounting::placement`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum VisibleDevices {
+    /// Not set: every card is visible.
+    Unset,
+    Set(String),
+    /// Set, but to something not recorded (too long, unreadable).
+    Unknown,
 }

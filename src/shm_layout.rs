@@ -16,7 +16,7 @@ use core::sync::atomic::{AtomicU32, AtomicU64};
 /// `b"TTTRSEG1"` read as a little-endian u64: the first 8 bytes of every segment file.
 pub const SEGMENT_MAGIC: u64 = u64::from_le_bytes(*b"TTTRSEG1");
 /// Bumped whenever anything in a segment's layout changes meaning or place.
-pub const SEGMENT_LAYOUT_VERSION: u32 = 2;
+pub const SEGMENT_LAYOUT_VERSION: u32 = 3;
 
 /// Lanes per segment: the number of threads of one process that can report at once.
 pub const NUM_LANES: usize = 64;
@@ -48,6 +48,9 @@ pub enum EventKind {
     KernelUnload = 6,
     /// The process wrote device `device`'s slot in the segment's device table.
     DeviceInfo = 7,
+    /// The process wrote which physical chip its device `device` is
+    /// ([`ChipIdentity`], in the same slot).
+    DeviceIdentity = 8,
 }
 
 impl EventKind {
@@ -60,6 +63,7 @@ impl EventKind {
             5 => Self::KernelLoad,
             6 => Self::KernelUnload,
             7 => Self::DeviceInfo,
+            8 => Self::DeviceIdentity,
             _ => return None,
         })
     }
@@ -187,14 +191,53 @@ pub struct DeviceInfo {
     pub trace_region_size: u64,
 }
 
-/// A device-information slot in a segment: a sequence lock over the
-/// [`DeviceInfo`] words. `seq` is 0 when never written, odd while being written.
+/// Which physical chip one of a process's logical devices is (`tttrack_chip_identity_t`
+/// in C): what TT-Metal knows of it. Versioned by `struct_size`: a later version only
+/// appends fields, and a caller passing an older, shorter struct still works.
+#[repr(C)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    bytemuck::Pod,
+    bytemuck::Zeroable,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+pub struct ChipIdentity {
+    /// `sizeof(tttrack_chip_identity_t)` as the caller compiled it.
+    pub struct_size: u32,
+    /// Non-zero for a chip reached over Ethernet (no PCIe function of its own).
+    pub is_remote: u32,
+    /// A local chip's `/dev/tenstorrent` index, -1 if unknown.
+    pub pcie_index: i32,
+    /// A remote chip: the `/dev/tenstorrent` index of the local chip it is reached
+    /// through, -1 if unknown.
+    pub via_pcie_index: i32,
+    /// The board's id (the driver's `tt_serial`), 0 if unknown.
+    pub board_id: u64,
+    /// The chip's unique id (the driver's `tt_asic_id`), 0 if unknown.
+    pub asic_id: u64,
+    /// A local chip's PCI address, `DDDD:BB:DD.F`, NUL-padded; empty if unknown.
+    pub pci_address: [u8; 16],
+}
+
+/// Bytes of the first version of [`ChipIdentity`]: the least a caller may pass.
+pub const CHIP_IDENTITY_V1_SIZE: u32 = 48;
+
+/// A device-information slot in a segment: a sequence lock over the [`DeviceInfo`]
+/// words and the [`ChipIdentity`] words. `seq` is 0 when never written, odd while being
+/// written; a writer changes one of the two parts, keeping the other.
 #[repr(C)]
 pub struct DeviceInfoSlot {
     pub seq: AtomicU32,
     pub _pad: AtomicU32,
     pub words: [AtomicU64; 8],
-    pub _pad2: [AtomicU64; 7],
+    pub identity: [AtomicU64; 6],
+    pub _pad2: AtomicU64,
 }
 
 /// The header at offset 0 of every segment file.
@@ -242,7 +285,22 @@ pub struct SegmentHeader {
     /// CLOCK_MONOTONIC nanoseconds of the aggregator's last drain pass.
     pub consumer_heartbeat_ns: AtomicU64,
     pub _pad5: [AtomicU64; 6],
+    /// Line 5 and 6, written once with the identity: the process's
+    /// `TT_VISIBLE_DEVICES` when the segment was made ([`VISIBLE_UNSET`],
+    /// [`VISIBLE_SET`] or [`VISIBLE_TOO_LONG`]), and its value, NUL-padded.
+    pub visible_devices_state: AtomicU32,
+    pub visible_devices_len: AtomicU32,
+    pub visible_devices: [AtomicU64; 15],
 }
+
+/// `TT_VISIBLE_DEVICES` was not set: every card is visible.
+pub const VISIBLE_UNSET: u32 = 0;
+/// It was set; its value is in `visible_devices`.
+pub const VISIBLE_SET: u32 = 1;
+/// It was set to more than `visible_devices` holds: which cards are visible is unknown.
+pub const VISIBLE_TOO_LONG: u32 = 2;
+/// Bytes of `SegmentHeader::visible_devices`.
+pub const VISIBLE_DEVICES_BYTES: usize = 15 * 8;
 
 /// The header of one lane; its ring of [`LANE_CAPACITY`] slots follows.
 ///
@@ -377,13 +435,18 @@ shared_layout! {
         l1_size_per_core = 16, dram_size_per_channel = 24, total_dram_bytes = 32,
         total_l1_bytes = 40, l1_small_size = 48, trace_region_size = 56,
     }
-    struct DeviceInfoSlot = 128 => { seq = 0, words = 8 }
-    struct SegmentHeader = 320 => {
+    struct ChipIdentity = 48 => {
+        struct_size = 0, is_remote = 4, pcie_index = 8, via_pcie_index = 12, board_id = 16,
+        asic_id = 24, pci_address = 32,
+    }
+    struct DeviceInfoSlot = 128 => { seq = 0, words = 8, identity = 72 }
+    struct SegmentHeader = 448 => {
         magic = 0, version = 8, header_size = 12, segment_size = 16, pid = 24, uid = 28,
         start_time = 32, num_lanes = 40, lane_capacity = 44, lanes_offset = 48,
         lane_stride = 56, comm = 64, created_unix_ns = 80, lanes_claimed = 88,
         lanes_reserved = 96, seq = 128, no_lane_dropped = 192, consumer_pid = 256,
-        consumer_heartbeat_ns = 264,
+        consumer_heartbeat_ns = 264, visible_devices_state = 320, visible_devices_len = 324,
+        visible_devices = 328,
     }
     struct LaneHeader = 128 => { head = 0, dropped = 8, state = 16, owner_tid = 20, claims = 24, tail = 64 }
     struct PagePresence = 64 => {
@@ -392,7 +455,8 @@ shared_layout! {
     }
     consts {
         SEGMENT_MAGIC, COUNTERS_MAGIC, NUM_LANES, LANE_CAPACITY, LANES_OFFSET, LANE_STRIDE,
-        MAX_DEVICES, DEVICE_SLOTS_OFFSET, SEGMENT_LAYOUT_VERSION,
+        MAX_DEVICES, DEVICE_SLOTS_OFFSET, SEGMENT_LAYOUT_VERSION, CHIP_IDENTITY_V1_SIZE,
+        VISIBLE_UNSET, VISIBLE_SET, VISIBLE_TOO_LONG, VISIBLE_DEVICES_BYTES,
     }
 }
 
@@ -401,6 +465,7 @@ const _: () = {
     assert!(LANE_CAPACITY.is_power_of_two());
     // The atomic view of an event (not in the C header, which has only the event).
     assert!(size_of::<Slot>() == size_of::<Event>());
+    assert!(size_of::<ChipIdentity>() == CHIP_IDENTITY_V1_SIZE as usize);
     assert!(NUM_LANES <= 64);
     assert!(size_of::<SegmentHeader>() <= SEGMENT_HEADER_REGION);
     assert!(DEVICE_SLOTS_OFFSET + MAX_DEVICES * size_of::<DeviceInfoSlot>() <= LANES_OFFSET);

@@ -121,6 +121,21 @@ pub fn proc_info(proc_root: &Path, pid: u32) -> Option<ProcInfo> {
     })
 }
 
+/// The value of variable `name` in the environment process `pid` started with
+/// (`/proc/PID/environ`, at most 1 MiB read): `Ok(None)` if it is not set, `Err` if the
+/// file cannot be read (another user's process, to an unprivileged reader).
+pub fn proc_env_var(proc_root: &Path, pid: u32, name: &str) -> std::io::Result<Option<Vec<u8>>> {
+    use std::io::Read;
+    let f = std::fs::File::open(proc_root.join(pid.to_string()).join("environ"))?;
+    let mut b = Vec::new();
+    f.take(1 << 20).read_to_end(&mut b)?;
+    let key = format!("{name}=");
+    Ok(b
+        .split(|&c| c == 0)
+        .find_map(|e| e.strip_prefix(key.as_bytes()))
+        .map(<[u8]>::to_vec))
+}
+
 /// Copies a string into a NUL-padded fixed field (cut at the field's size).
 pub fn put_str<const N: usize>(s: &str) -> [u8; N] {
     let mut b = [0u8; N];

@@ -50,6 +50,7 @@ fn library_exports_exactly_the_documented_c_abi() {
         "tttrack_kernel_load",
         "tttrack_kernel_unload",
         "tttrack_device_info",
+        "tttrack_device_identity",
         "tttrack_dropped_events",
         "tttrack_thread_detach",
     ] {

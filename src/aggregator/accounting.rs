@@ -8,10 +8,16 @@
 //! - CB and kernel frees subtract the size recorded at allocation, never the size the
 //!   message claims;
 //! - SYSTEM_MEMORY is host memory: its own figure, not device memory;
-//! - one process can never change another's figures (keys include the process).
+//! - one process can never change another's figures (keys include the process);
+//! - a device's figures are a physical chip's: each process's logical device ids are
+//!   placed on chips ([`placement`]), and a later, better placement moves that
+//!   process's figures, exactly.
 
 use crate::counters_page::*;
-use crate::shm_layout::{BufferType, DeviceInfo, Event, EventKind, KernelType, MAX_DEVICES};
+use crate::shm_layout::{
+    BufferType, ChipIdentity, DeviceInfo, Event, EventKind, KernelType, MAX_DEVICES,
+};
+use placement::{Card, Chip, Placement, Source};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -73,6 +79,8 @@ pub struct ProcState {
     pub next_seq: u64,
     /// Per lane: the position after the last applied event of that lane.
     pub lane_applied: Vec<u64>,
+    /// Which chip each of its devices is.
+    pub placement: Placement,
     /// Live buffers on all devices (kept, not summed per event; not in the snapshot,
     /// recounted when one is read: [`Accounting::recount`]).
     #[serde(skip)]
@@ -95,6 +103,7 @@ impl ProcState {
             invalid_events: 0,
             next_seq: 0,
             lane_applied: vec![0; crate::shm_layout::NUM_LANES],
+            placement: Placement::default(),
             live: 0,
         }
     }
@@ -107,6 +116,11 @@ impl ProcState {
     pub fn live_buffers(&self) -> u64 {
         self.live
     }
+    /// The chip its device `logical` is on, and how that was found (`None` before the
+    /// device had an event).
+    pub fn chip_of(&self, logical: i32) -> Option<(Chip, Source)> {
+        self.placement.chips.get(&logical).copied()
+    }
 }
 
 /// Totals of one device.
@@ -116,6 +130,20 @@ pub struct DevState {
     /// High-water mark of everything L1-resident together.
     pub l1_resident_peak: u64,
     pub info: Option<DeviceInfo>,
+    /// The row's id in every view: a local chip's `/dev/tenstorrent` index, an id as
+    /// reported on a host with no cards, else one after the host's cards.
+    pub row: u32,
+}
+
+/// A placement made or changed (for the aggregator's log).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placed {
+    pub key: ProcKey,
+    pub logical: i32,
+    pub chip: Chip,
+    pub source: Source,
+    /// The row the device's figures were moved from, if they were.
+    pub moved_from: Option<u32>,
 }
 
 /// Key of a process: pid and start time (unique across PID reuse).
@@ -156,6 +184,7 @@ pub enum Outcome {
         total: u64,
     },
     DeviceInfo,
+    DeviceIdentity,
     Invalid(&'static str),
 }
 
@@ -166,7 +195,10 @@ impl Outcome {
     pub fn notable(&self) -> bool {
         matches!(
             self,
-            Outcome::DeviceInfo | Outcome::UnknownFree | Outcome::OverLimit
+            Outcome::DeviceInfo
+                | Outcome::DeviceIdentity
+                | Outcome::UnknownFree
+                | Outcome::OverLimit
         )
     }
 }
@@ -175,7 +207,12 @@ impl Outcome {
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct Accounting {
     pub processes: BTreeMap<ProcKey, ProcState>,
-    pub devices: BTreeMap<i32, DevState>,
+    pub devices: BTreeMap<Chip, DevState>,
+    /// The host's cards as last sampled (what placements are made against).
+    pub cards: Vec<Card>,
+    /// Placements made or changed since [`Self::take_placed`].
+    #[serde(skip)]
+    placed: Vec<Placed>,
     pub events_applied: u64,
     /// Lost events of processes already released.
     pub released_lost: u64,
@@ -188,17 +225,21 @@ impl Accounting {
     /// over the processes on it. `Err` names the first device and category that is not
     /// (for the property tests and fuzz targets).
     pub fn check_device_sums(&self) -> Result<(), String> {
-        for (d, dev) in &self.devices {
+        for (chip, dev) in &self.devices {
             for c in 0..NUM_CATS {
                 let sum: u64 = self
                     .processes
                     .values()
-                    .filter_map(|p| p.devices.get(d))
-                    .map(|pd| pd.used[c])
+                    .flat_map(|p| {
+                        p.devices
+                            .iter()
+                            .filter(|(&l, _)| p.chip_of(l).map(|x| x.0) == Some(*chip))
+                    })
+                    .map(|(_, pd)| pd.used[c])
                     .sum();
                 if dev.figures[c].used != sum {
                     return Err(format!(
-                        "device {d} category {c}: {} used, processes sum to {sum}",
+                        "chip {chip:?} category {c}: {} used, processes sum to {sum}",
                         dev.figures[c].used
                     ));
                 }
@@ -243,6 +284,7 @@ impl Accounting {
         };
         let ProcState {
             devices: proc_devices,
+            placement,
             events_applied,
             gap_lost,
             unknown_frees,
@@ -262,10 +304,16 @@ impl Accounting {
                 .map_or(items.len(), |k| n + k);
             let changes = items[n..end]
                 .iter()
-                .any(|t| !matches!(validate(event_of(t)), Err(_) | Ok(EventKind::DeviceInfo)));
+                .any(|t| {
+                    !matches!(
+                        validate(event_of(t)),
+                        Err(_) | Ok(EventKind::DeviceInfo | EventKind::DeviceIdentity)
+                    )
+                });
             let mut entries = changes.then(|| {
+                let chip = chip_of(&self.cards, &mut self.placed, key, placement, device);
                 (
-                    self.devices.entry(device).or_default(),
+                    dev_entry(&mut self.devices, &self.cards, chip),
                     proc_devices.entry(device).or_default(),
                 )
             });
@@ -283,6 +331,8 @@ impl Accounting {
                         described = true;
                         Outcome::DeviceInfo
                     }
+                    // Notable too: the aggregator reads the identity and places.
+                    Ok(EventKind::DeviceIdentity) => Outcome::DeviceIdentity,
                     Ok(kind) => match entries.as_mut() {
                         Some((dev, pd)) => apply_kind(kind, pd, dev, ev, *live, now_unix_s),
                         // Not reached: `changes` holds when the stretch has such an event.
@@ -307,7 +357,8 @@ impl Accounting {
                 if stop(&out) || described {
                     drop(entries);
                     if described {
-                        self.devices.entry(device).or_default();
+                        let chip = chip_of(&self.cards, &mut self.placed, key, placement, device);
+                        dev_entry(&mut self.devices, &self.cards, chip);
                     }
                     return (n, stop(&out).then_some(out));
                 }
@@ -324,11 +375,10 @@ impl Accounting {
         }
     }
 
-    /// Records a device description a process gave.
-    /// Records a device description a process gave, if it is plausible (it was read
-    /// from shared memory: an absurd one would mislead every reader of that device).
-    /// Returns whether it was taken.
-    pub fn set_device_info(&mut self, device: i32, info: DeviceInfo) -> bool {
+    /// Records a device description process `key` gave of its device `device`, on
+    /// the chip that device is, if it is plausible (it was read from shared memory: an
+    /// absurd one would mislead every reader of that chip). Returns whether it was taken.
+    pub fn set_device_info(&mut self, key: ProcKey, device: i32, info: DeviceInfo) -> bool {
         const TIB: u64 = 1 << 40;
         let plausible = info.arch <= 4
             && info.is_remote <= 1
@@ -340,12 +390,132 @@ impl Accounting {
             && info.dram_size_per_channel <= TIB
             && info.l1_small_size <= TIB
             && info.trace_region_size <= TIB;
+        let Some(p) = self.processes.get_mut(&key) else {
+            return false;
+        };
         if !plausible || !(0..MAX_DEVICES as i32).contains(&device) {
             self.invalid_events += 1;
+            p.invalid_events += 1;
             return false;
         }
-        self.devices.entry(device).or_default().info = Some(info);
+        let chip = chip_of(&self.cards, &mut self.placed, key, &mut p.placement, device);
+        dev_entry(&mut self.devices, &self.cards, chip).info = Some(info);
         true
+    }
+
+    /// Records which chip process `key`'s device `device` is, as the process said, and
+    /// moves that device's figures there if they were elsewhere. `Err` says what is
+    /// wrong with an identity that is refused (and counted invalid).
+    pub fn set_identity(
+        &mut self,
+        key: ProcKey,
+        device: i32,
+        id: ChipIdentity,
+    ) -> Result<(), &'static str> {
+        let Some(p) = self.processes.get_mut(&key) else {
+            return Err("no such process");
+        };
+        let checked = placement::validate_identity(&id).and_then(|()| {
+            if (0..MAX_DEVICES as i32).contains(&device) {
+                Ok(())
+            } else {
+                Err("device id out of range")
+            }
+        });
+        if let Err(why) = checked {
+            self.invalid_events += 1;
+            p.invalid_events += 1;
+            return Err(why);
+        }
+        p.placement.reported.insert(device, id);
+        chip_of(&self.cards, &mut self.placed, key, &mut p.placement, device);
+        self.remap(key);
+        Ok(())
+    }
+
+    /// Sets what process `key`'s `TT_VISIBLE_DEVICES` was, and places again.
+    pub fn set_visible(&mut self, key: ProcKey, visible: crate::segment::VisibleDevices) {
+        if let Some(p) = self.processes.get_mut(&key) {
+            p.placement.visible = Some(visible);
+            self.remap(key);
+        }
+    }
+
+    /// The host's cards changed (or were first read): every process is placed again,
+    /// and figures move where a placement changed.
+    pub fn set_cards(&mut self, cards: Vec<Card>) {
+        if cards == self.cards {
+            return;
+        }
+        self.cards = cards;
+        let keys: Vec<ProcKey> = self.processes.keys().copied().collect();
+        for k in keys {
+            self.remap(k);
+        }
+        renumber(&mut self.devices, &self.cards);
+    }
+
+    /// Placements made or changed since the last call.
+    pub fn take_placed(&mut self) -> Vec<Placed> {
+        std::mem::take(&mut self.placed)
+    }
+
+    /// Places each device of process `key` again; a device now on another chip takes
+    /// its figures (used bytes and counts) from the old chip's row to the new one.
+    fn remap(&mut self, key: ProcKey) {
+        let Some(p) = self.processes.get_mut(&key) else {
+            return;
+        };
+        let logicals: Vec<i32> = p.placement.chips.keys().copied().collect();
+        for l in logicals {
+            let was = p.placement.chips[&l];
+            let now = placement::resolve(&self.cards, key, &p.placement, l);
+            if now == was {
+                continue;
+            }
+            p.placement.chips.insert(l, now);
+            let mut moved_from = None;
+            if was.0 != now.0 {
+                let pd = p.devices.get(&l);
+                let mut info = None;
+                if let Some(o) = self.devices.get_mut(&was.0) {
+                    moved_from = Some(o.row);
+                    info = o.info;
+                    if let Some(pd) = pd {
+                        for c in 0..NUM_CATS {
+                            o.figures[c].used = o.figures[c].used.saturating_sub(pd.used[c]);
+                            o.figures[c].count = o.figures[c].count.saturating_sub(pd.count[c]);
+                        }
+                    }
+                    if matches!(was.0, Chip::Unplaced { .. }) {
+                        // Nobody else's: its row goes with its only device.
+                        self.devices.remove(&was.0);
+                    }
+                }
+                let n = dev_entry(&mut self.devices, &self.cards, now.0);
+                if let Some(pd) = pd {
+                    for c in 0..NUM_CATS {
+                        let f = &mut n.figures[c];
+                        f.used += pd.used[c];
+                        f.count += pd.count[c];
+                        f.peak = f.peak.max(f.used);
+                    }
+                    let l1: u64 = L1_RESIDENT_CATS.iter().map(|&c| n.figures[c].used).sum();
+                    n.l1_resident_peak = n.l1_resident_peak.max(l1);
+                }
+                if n.info.is_none() {
+                    n.info = info;
+                }
+            }
+            self.placed.push(Placed {
+                key,
+                logical: l,
+                chip: now.0,
+                source: now.1,
+                moved_from,
+            });
+        }
+        renumber(&mut self.devices, &self.cards);
     }
 
     /// Removes a process and everything it still holds from every figure. Returns the
@@ -353,7 +523,10 @@ impl Accounting {
     pub fn release(&mut self, key: ProcKey) -> Option<ProcState> {
         let p = self.processes.remove(&key)?;
         for (&d, pd) in &p.devices {
-            if let Some(dev) = self.devices.get_mut(&d) {
+            let Some((chip, _)) = p.chip_of(d) else {
+                continue;
+            };
+            if let Some(dev) = self.devices.get_mut(&chip) {
                 for cat in 0..NUM_CATS {
                     let f = &mut dev.figures[cat];
                     f.used = f.used.saturating_sub(pd.used[cat]);
@@ -361,14 +534,114 @@ impl Accounting {
                 }
             }
         }
+        // Chips only this process could name end with it.
+        self.devices.retain(|c, _| {
+            !matches!(c, Chip::Unplaced { pid, start_time, .. } if (*pid, *start_time) == key)
+        });
         self.released_lost = self.released_lost.saturating_add(p.events_lost());
         Some(p)
+    }
+
+    /// The row of a chip, for the views.
+    pub fn row_of(&self, chip: &Chip) -> Option<u32> {
+        self.devices.get(chip).map(|d| d.row)
+    }
+
+    /// The row of the chip process `p`'s device `logical` is on (the logical id itself
+    /// while it has none).
+    pub fn device_row(&self, p: &ProcState, logical: i32) -> i32 {
+        p.chip_of(logical)
+            .and_then(|(c, _)| self.row_of(&c))
+            .map_or(logical, |r| r as i32)
     }
 
     pub fn events_lost(&self) -> u64 {
         self.processes
             .values()
             .fold(self.released_lost, |a, p| a.saturating_add(p.events_lost()))
+    }
+}
+
+/// The chip of a process's device `logical`: as placed before, else placed now (and
+/// noted in `placed`).
+fn chip_of(
+    cards: &[Card],
+    placed: &mut Vec<Placed>,
+    key: ProcKey,
+    placement: &mut Placement,
+    logical: i32,
+) -> Chip {
+    if let Some(&(c, _)) = placement.chips.get(&logical) {
+        return c;
+    }
+    let (chip, source) = placement::resolve(cards, key, placement, logical);
+    placement.chips.insert(logical, (chip, source));
+    placed.push(Placed {
+        key,
+        logical,
+        chip,
+        source,
+        moved_from: None,
+    });
+    chip
+}
+
+/// A chip's row, made if it has none yet.
+fn dev_entry<'a>(
+    devices: &'a mut BTreeMap<Chip, DevState>,
+    cards: &[Card],
+    chip: Chip,
+) -> &'a mut DevState {
+    if !devices.contains_key(&chip) {
+        let fixed = match chip {
+            Chip::Local(i) => Some(i),
+            Chip::AsReported(d) => Some(d as u32),
+            _ => None,
+        };
+        let row = fixed.unwrap_or_else(|| free_row(devices, cards));
+        devices.insert(
+            chip,
+            DevState {
+                row,
+                ..Default::default()
+            },
+        );
+        if fixed.is_some() {
+            renumber(devices, cards);
+        }
+    }
+    devices.entry(chip).or_default()
+}
+
+/// The lowest row after the host's cards that no card and no chip has.
+fn free_row(devices: &BTreeMap<Chip, DevState>, cards: &[Card]) -> u32 {
+    let taken = |r: u32| devices.values().any(|d| d.row == r) || cards.iter().any(|c| c.index == r);
+    let base = cards.iter().map(|c| c.index + 1).max().unwrap_or(0);
+    (base..u32::MAX).find(|&r| !taken(r)).unwrap_or(u32::MAX)
+}
+
+/// Gives a remote chip whose row a card or a local chip now has another row.
+fn renumber(devices: &mut BTreeMap<Chip, DevState>, cards: &[Card]) {
+    let fixed: Vec<u32> = devices
+        .iter()
+        .filter(|(c, _)| !c.is_remote())
+        .map(|(_, d)| d.row)
+        .chain(cards.iter().map(|c| c.index))
+        .collect();
+    let clashing: Vec<Chip> = devices
+        .iter()
+        .filter(|(c, d)| c.is_remote() && fixed.contains(&d.row))
+        .map(|(c, _)| *c)
+        .collect();
+    for c in clashing {
+        // Out of the way first, so that the free row found is not its own.
+        if let Some(d) = devices.get_mut(&c) {
+            d.row = u32::MAX;
+        }
+        let row = free_row(devices, cards);
+        if let Some(d) = devices.get_mut(&c) {
+            d.row = row;
+        }
     }
 }
 
@@ -462,6 +735,7 @@ pub fn leak_summary(p: &ProcState) -> Option<String> {
 
 pub mod buffer_table;
 mod kinds;
+pub mod placement;
 pub use buffer_table::BufferTable;
 use kinds::{apply_kind, validate};
 

@@ -8,6 +8,8 @@ use super::journal::Record;
 use super::{Aggregator, COMPAT_LANE};
 use crate::compat::{AllocMessage, DEVICE_INFO_RESPONSE, QUERY, RESPONSE};
 use crate::counters_page::*;
+use crate::segment::VisibleDevices;
+use crate::shm_layout::VISIBLE_DEVICES_BYTES;
 use crate::sys;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -89,6 +91,8 @@ impl Aggregator {
                 self.acc.processes.entry(key).or_insert_with(|| {
                     ProcState::new(pid, start_time, uid, comm.clone(), sys::unix_ns())
                 });
+                let visible = self.visible_devices_of(pid, start_time);
+                self.acc.set_visible(key, visible);
                 self.segmentless.insert(key, pidfd);
                 self.log.info(format!(
                     "+ pid {pid} ({comm}) connected to the compatibility socket"
@@ -133,6 +137,23 @@ impl Aggregator {
             }
         }
         0
+    }
+
+    /// A socket client's `TT_VISIBLE_DEVICES`, from the environment it started with
+    /// (what it set later is not there); unknown if that cannot be read, or if the pid
+    /// is no longer that process by the time it is.
+    fn visible_devices_of(&self, pid: u32, start_time: u64) -> VisibleDevices {
+        let root = &self.cfg.proc_root;
+        let v = sys::proc_env_var(root, pid, "TT_VISIBLE_DEVICES");
+        let same = sys::proc_info(root, pid).is_some_and(|i| i.start_time == start_time);
+        match v {
+            Ok(_) if !same => VisibleDevices::Unknown,
+            Ok(None) => VisibleDevices::Unset,
+            Ok(Some(v)) if v.len() <= VISIBLE_DEVICES_BYTES => {
+                VisibleDevices::Set(String::from_utf8_lossy(&v).into_owned())
+            }
+            _ => VisibleDevices::Unknown,
+        }
     }
 
     /// The answer to a query (a device's figures) or a device-information request.
@@ -182,8 +203,10 @@ impl Aggregator {
         let cap = super::limits::DEFAULT_BUFFERS_ANSWER;
         let mut o = String::from("=== Loaded kernels ===\n");
         let now_s = sys::unix_ns() / 1_000_000_000;
-        let kernels = self.acc.processes.values().flat_map(|p| {
+        let acc = &self.acc;
+        let kernels = acc.processes.values().flat_map(|p| {
             p.devices.iter().flat_map(move |(&d, pd)| {
+                let d = acc.device_row(p, d);
                 pd.kernels
                     .iter()
                     .flat_map(move |(&id, v)| v.iter().map(move |k| (p, d, id, *k)))
@@ -218,6 +241,7 @@ impl Aggregator {
         let (mut listed, mut all) = (0usize, 0u64);
         for p in self.acc.processes.values() {
             for (&d, pd) in &p.devices {
+                let d = self.acc.device_row(p, d);
                 for (&addr, b) in pd.buffers.iter() {
                     let g = groups.entry((d, b.btype())).or_default();
                     g.0 += 1;

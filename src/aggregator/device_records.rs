@@ -1,7 +1,9 @@
 //! Device rows: the processes' figures per device beside what the driver shows of it
 //! (identity, telemetry, built-in totals), sampled on a thread of its own.
 
-use super::accounting::Accounting;
+use super::accounting::placement::{self, Chip};
+use super::accounting::placement::Card;
+use super::accounting::{Accounting, ProcKey};
 use super::Aggregator;
 use crate::counters_page::*;
 use crate::devices::Sample;
@@ -19,6 +21,11 @@ pub(super) struct Telemetry {
     seen_local: BTreeSet<(u32, String)>,
     /// Local devices reported gone (and not back since).
     gone_logged: BTreeSet<(u32, String)>,
+    /// Every card seen, by index, as last seen (a card that vanished stays: its
+    /// processes' figures stay on it).
+    cards: std::collections::BTreeMap<u32, Card>,
+    /// (process, card) pairs already logged as not in the card's driver list.
+    disagreed: BTreeSet<(ProcKey, u32)>,
 }
 
 impl Telemetry {
@@ -64,6 +71,7 @@ impl Aggregator {
             ));
             self.telemetry.seen_local.insert((d.id, d.pci_bdf.clone()));
         }
+        self.place_on_cards(&first);
         *self
             .telemetry
             .latest
@@ -90,6 +98,91 @@ impl Aggregator {
             sample,
             &self.telemetry.seen_local,
         )
+    }
+
+    /// Gives the accounting the host's cards (every card seen: one that vanished keeps
+    /// its processes' figures), then logs what was placed or moved.
+    pub(super) fn place_on_cards(&mut self, sample: &Sample) {
+        let t = &mut self.telemetry;
+        let mut changed = false;
+        for (d, _, _) in &sample.devices {
+            let c = Card::of(d);
+            if t.cards.get(&c.index) != Some(&c) {
+                t.cards.insert(c.index, c);
+                changed = true;
+            }
+        }
+        if changed || self.acc.cards.len() != t.cards.len() {
+            self.acc.set_cards(t.cards.values().cloned().collect());
+        }
+        self.log_placements();
+        self.check_holders(sample);
+    }
+
+    /// One line for each device of a process placed on a chip (on a host with cards)
+    /// or moved to another.
+    pub(super) fn log_placements(&mut self) {
+        use super::accounting::placement::Source;
+        for p in self.acc.take_placed() {
+            let Some(proc_) = self.acc.processes.get(&p.key) else {
+                continue;
+            };
+            if p.source == Source::AsReported && p.moved_from.is_none() {
+                continue;
+            }
+            let row = self.acc.row_of(&p.chip).map_or("?".to_string(), |r| r.to_string());
+            let how = match p.source {
+                Source::AsReported => "no cards on this host: as reported".to_string(),
+                Source::Inferred => match &proc_.placement.visible {
+                    Some(crate::segment::VisibleDevices::Set(v)) => format!("TT_VISIBLE_DEVICES={v}"),
+                    _ => "TT_VISIBLE_DEVICES not set: every card visible".to_string(),
+                },
+                Source::Reported => "reported by the process".to_string(),
+                Source::Unplaced => "a remote chip, or visibility unknown: its own row".to_string(),
+            };
+            let moved = p
+                .moved_from
+                .map(|r| format!("; its figures moved from device {r}"))
+                .unwrap_or_default();
+            self.log.info(format!(
+                "   pid {} ({}): its device {} is device {row} ({how}){moved}",
+                p.key.0, proc_.comm, p.logical
+            ));
+        }
+    }
+
+    /// Cross-checks placements against the driver's lists of who holds each card: a
+    /// process placed on a card whose list leaves it out while another card's list has
+    /// it is logged (once).
+    fn check_holders(&mut self, sample: &Sample) {
+        use super::accounting::placement::Chip;
+        let t = &mut self.telemetry;
+        for (key, p) in &self.acc.processes {
+            let holds: Vec<u32> = sample
+                .devices
+                .iter()
+                .filter(|(_, _, h)| h.contains(&key.0))
+                .map(|(d, _, _)| d.id)
+                .collect();
+            if holds.is_empty() {
+                continue;
+            }
+            for (&l, (chip, _)) in &p.placement.chips {
+                let Chip::Local(i) = *chip else { continue };
+                let listed = sample.devices.iter().any(|(d, _, _)| d.id == i);
+                if listed && !holds.contains(&i) && t.disagreed.insert((*key, i)) {
+                    self.log.warn(format!(
+                        "pid {} ({}): its device {l} is placed on device {i}, but the driver lists it as holding device{} {} only",
+                        key.0,
+                        p.comm,
+                        if holds.len() == 1 { "" } else { "s" },
+                        holds.iter().map(|h| h.to_string()).collect::<Vec<_>>().join(", ")
+                    ));
+                }
+            }
+        }
+        let acc = &self.acc;
+        t.disagreed.retain(|(k, _)| acc.processes.contains_key(k));
     }
 
     /// Logs local devices that appeared or vanished since the last look.
@@ -122,13 +215,14 @@ impl Aggregator {
 fn device_records(acc: &Accounting) -> Vec<DeviceRecord> {
     acc.devices
         .iter()
-        .filter(|(&d, _)| (0..MAX_PAGE_DEVICES as i32).contains(&d))
-        .map(|(&d, dev)| {
+        .filter(|(_, dev)| (dev.row as usize) < MAX_PAGE_DEVICES)
+        .map(|(chip, dev)| {
             let mut r = DeviceRecord {
-                id: d as u32,
+                id: dev.row,
                 flags: DEV_PRESENT,
                 figures: dev.figures,
                 l1_resident_peak: dev.l1_resident_peak,
+                via: -1,
                 ..Default::default()
             };
             if let Some(info) = dev.info {
@@ -141,9 +235,40 @@ fn device_records(acc: &Accounting) -> Vec<DeviceRecord> {
                 r.dram_total = info.total_dram_bytes;
                 r.l1_total = info.total_l1_bytes;
             }
+            if chip.is_remote() {
+                r.flags |= DEV_REMOTE;
+                r.via = via_of(acc, chip);
+            }
+            match *chip {
+                Chip::Asic(id) => r.asic_id = id,
+                Chip::Unplaced { pid, .. } => r.owner_pid = pid,
+                _ => {}
+            }
             r
         })
         .collect()
+}
+
+/// The row of the local chip a remote chip is reached through, as a process reported
+/// it, or the one card its process sees; -1 if unknown.
+fn via_of(acc: &Accounting, chip: &Chip) -> i32 {
+    let reported = acc.processes.values().find_map(|p| {
+        p.placement.reported.iter().find_map(|(&l, id)| {
+            (p.chip_of(l).map(|x| x.0) == Some(*chip) && id.via_pcie_index >= 0)
+                .then_some(id.via_pcie_index)
+        })
+    });
+    if let Some(v) = reported {
+        return v;
+    }
+    if let Chip::Unplaced { pid, start_time, .. } = *chip {
+        if let Some(p) = acc.processes.get(&(pid, start_time)) {
+            if let Some([one]) = placement::visible_cards(&p.placement.visible, &acc.cards).as_deref() {
+                return one.index as i32;
+            }
+        }
+    }
+    -1
 }
 
 /// Adds sysfs devices (identity, telemetry, built-in totals) to the accounting's
@@ -179,10 +304,6 @@ fn merge_devices(
         if was_local.contains(&r.id) {
             r.flags |= DEV_GONE;
             r.flags &= !DEV_PRESENT;
-        } else if r.flags & DEV_HAS_INFO == 0 && !local.is_empty() {
-            // Not in sysfs while the driver shows other devices: reached over Ethernet.
-            // (A device a process described keeps the process's own word on this.)
-            r.flags |= DEV_REMOTE;
         }
     }
     for &id in was_local.difference(&local) {

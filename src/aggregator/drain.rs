@@ -136,8 +136,10 @@ impl Aggregator {
                 };
                 (&batch[i - 1].ev, out)
             };
-            if matches!(out, Outcome::DeviceInfo) {
-                snapshot |= self.take_device_info(key, ev, seg);
+            match out {
+                Outcome::DeviceInfo => snapshot |= self.take_device_info(key, ev, seg),
+                Outcome::DeviceIdentity => snapshot |= self.take_identity(key, ev, seg),
+                _ => {}
             }
             self.log_outcome(key, ev, &out);
             if every && i % 1024 == 0 {
@@ -153,7 +155,7 @@ impl Aggregator {
         let Some(info) = seg.read_device_info(slot) else {
             return false;
         };
-        if self.acc.set_device_info(ev.device, info) {
+        if self.acc.set_device_info(key, ev.device, info) {
             return true;
         }
         self.log.warn(format!(
@@ -161,6 +163,37 @@ impl Aggregator {
             key.0, ev.device
         ));
         false
+    }
+
+    /// Reads which chip a device-identity event names from the segment's slot, and
+    /// places the device there (moving its figures if they were elsewhere). The
+    /// placement is in the next snapshot before the event's slot is released.
+    fn take_identity(&mut self, key: ProcKey, ev: &Event, seg: SegmentView) -> bool {
+        let slot = ev.device.clamp(0, MAX_DEVICES as i32 - 1) as usize;
+        let id = seg.read_identity(slot).unwrap_or_default();
+        match self.acc.set_identity(key, ev.device, id) {
+            Ok(()) => {
+                if !super::accounting::placement::names_a_card(&self.acc.cards, &id)
+                    && !self.acc.cards.is_empty()
+                {
+                    self.log.warn(format!(
+                        "pid {}: its device {} was reported as a local chip that matches no card of this host (index {}, PCI address {:?}, chip id {:016X})",
+                        key.0,
+                        ev.device,
+                        id.pcie_index,
+                        crate::sys::get_str(&id.pci_address),
+                        id.asic_id
+                    ));
+                }
+                self.log_placements();
+                true
+            }
+            Err(why) => {
+                self.log
+                    .warn(format!("pid {}: identity of device {} refused: {why}", key.0, ev.device));
+                false
+            }
+        }
     }
 
     /// A segment that broke the rules mid-life: stop reading it. Its process's

@@ -25,8 +25,9 @@ const TAG_EVENT: u8 = 1;
 const TAG_RELEASE: u8 = 2;
 /// A snapshot file starts with this magic and [`STATE_VERSION`], then the bincode.
 const STATE_MAGIC: &[u8; 8] = b"TTTRKST\0";
-/// Bumped whenever the accounting's serialised form changes (2: kernel load times).
-pub const STATE_VERSION: u32 = 2;
+/// Bumped whenever the accounting's serialised form changes (2: kernel load times;
+/// 3: figures per physical chip, each process's placement).
+pub const STATE_VERSION: u32 = 3;
 /// Compact when the journal grows past this.
 pub const COMPACT_BYTES: u64 = 16 << 20;
 
@@ -581,7 +582,8 @@ mod tests {
         bytes[8] = 9;
         std::fs::write(&sp, &bytes).unwrap();
         let err = Journal::open(&dir, |_, _| {}).err().unwrap().to_string();
-        assert!(err.contains("state format 9, this one reads 2"), "{err}");
+        let says = format!("state format 9, this one reads {STATE_VERSION}");
+        assert!(err.contains(&says), "{err}");
         assert!(err.contains("aside to start afresh"), "{err}");
         std::fs::write(&sp, &bytes[12..]).unwrap();
         let err = Journal::open(&dir, |_, _| {}).err().unwrap().to_string();

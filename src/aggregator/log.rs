@@ -45,12 +45,28 @@ impl Log {
 }
 
 impl Aggregator {
+    /// How log lines name process `key`'s device `logical`: its chip's row, with the
+    /// process's own id beside it when the two differ.
+    pub(super) fn device_label(&self, key: ProcKey, logical: i32) -> String {
+        let row = self
+            .acc
+            .processes
+            .get(&key)
+            .and_then(|p| p.chip_of(logical))
+            .and_then(|(c, _)| self.acc.row_of(&c));
+        match row {
+            Some(r) if r as i64 == logical as i64 => format!("{r}"),
+            Some(r) => format!("{r} (its device {logical})"),
+            None => format!("{logical}"),
+        }
+    }
+
     /// Logs what applying an event did: every event with -v; otherwise only frees of
     /// something never seen allocated (always counted), the first few per process.
     pub(super) fn log_outcome(&mut self, key: ProcKey, ev: &Event, out: &Outcome) {
         const LOGGED: u64 = 10;
         if self.log.verbosity >= Verbosity::Verbose {
-            self.log.event(describe(key.0, ev, out));
+            self.log.event(describe(key.0, &self.device_label(key, ev.device), ev, out));
             return;
         }
         if *out == Outcome::OverLimit {
@@ -59,7 +75,7 @@ impl Aggregator {
                 let acc = &self.acc;
                 self.over_limit_logged
                     .retain(|k| acc.processes.contains_key(k));
-                self.log.warn(describe(key.0, ev, out));
+                self.log.warn(describe(key.0, &self.device_label(key, ev.device), ev, out));
             }
             return;
         }
@@ -73,69 +89,71 @@ impl Aggregator {
             } else {
                 ""
             };
-            self.log.info(format!("{}{more}", describe(key.0, ev, out)));
+            self.log.info(format!("{}{more}", describe(key.0, &self.device_label(key, ev.device), ev, out)));
         }
     }
 }
 
 /// One line per event in the original server's style (`-v`).
-pub fn describe(pid: u32, ev: &Event, out: &Outcome) -> String {
+/// `dev` names the device: its chip's row, and the process's own id if that differs.
+pub fn describe(pid: u32, dev: &str, ev: &Event, out: &Outcome) -> String {
     let mb = |b: u64| b as f64 / (1024.0 * 1024.0);
     match out {
         Outcome::OverLimit => format!(
             "✗ [PID {pid}] Allocation of {} bytes on device {} (buffer_id={:#x}) not tracked: the process already has {} live buffers, the most one process may; counted lost",
             ev.size,
-            ev.device,
+            dev,
             ev.id,
             crate::aggregator::limits::MAX_BUFFERS_PER_PROCESS
         ),
         Outcome::Allocated { size, btype } => format!(
             "✓ [PID {pid}] Allocated {size} bytes of {} on device {} (buffer_id={:#x})",
             btype.name(),
-            ev.device,
+            dev,
             ev.id
         ),
         Outcome::Referenced { refcount } => format!(
             "✓ [PID {pid}] Re-reported buffer {:#x} on device {} (refcount {refcount})",
-            ev.id, ev.device
+            ev.id, dev
         ),
         Outcome::Freed { size, last, .. } => format!(
             "✗ [PID {pid}] Freed buffer {:#x} on device {} ({size} bytes{})",
             ev.id,
-            ev.device,
+            dev,
             if *last { ", FINAL" } else { "" }
         ),
         Outcome::UnknownFree => format!(
             "⚠ [PID {pid}] Free of unknown id {:#x} on device {} (allocated before tracking started?)",
-            ev.id, ev.device
+            ev.id, dev
         ),
         Outcome::CbAllocated { size } => format!(
             "✓ [CB_ALLOC] [PID {pid}] Device {}: +{:.1} MB (cb_id={:#x})",
-            ev.device,
+            dev,
             mb(*size),
             ev.id
         ),
         Outcome::CbFreed { size } => format!(
             "✗ [CB_FREE] [PID {pid}] Device {}: -{:.1} MB (cb_id={:#x})",
-            ev.device,
+            dev,
             mb(*size),
             ev.id
         ),
         Outcome::KernelLoaded { size, ktype, total } => format!(
             "✓ [KERNEL_LOAD] {} kernel on Device {}: +{:.1} MB (Total: {:.1} MB)",
             ktype.name(),
-            ev.device,
+            dev,
             mb(*size),
             mb(*total)
         ),
         Outcome::KernelUnloaded { size, ktype, total } => format!(
             "✗ [KERNEL_UNLOAD] {} kernel on Device {}: -{:.1} MB (Total: {:.1} MB)",
             ktype.name(),
-            ev.device,
+            dev,
             mb(*size),
             mb(*total)
         ),
-        Outcome::DeviceInfo => format!("ℹ [PID {pid}] Device {} described", ev.device),
+        Outcome::DeviceInfo => format!("ℹ [PID {pid}] Device {dev} described"),
+        Outcome::DeviceIdentity => format!("ℹ [PID {pid}] Device {dev} identified"),
         Outcome::Invalid(why) => format!("⚠ [PID {pid}] Rejected event ({why}): {ev:?}"),
     }
 }

@@ -238,13 +238,15 @@ fn process_memory(enc: &mut Enc, processes: &[ProcessRecord]) -> std::fmt::Resul
         .iter()
         .map(|p| (p.pid.to_string(), label(&get_str(&p.comm)), p))
         .collect();
-    let pdevs: Vec<(usize, String, &ProcessDevice)> = procs
+    // Each device by its chip's row (as the device metrics are), with the process's
+    // own id of it beside.
+    let pdevs: Vec<(usize, String, String, &ProcessDevice)> = procs
         .iter()
         .enumerate()
         .flat_map(|(i, (_, _, p))| {
             p.devices[..(p.num_devices as usize).min(MAX_PROCESS_DEVICES)]
                 .iter()
-                .map(move |d| (i, d.device.to_string(), d))
+                .map(move |d| (i, d.chip.to_string(), d.device.to_string(), d))
         })
         .collect();
     family(
@@ -252,7 +254,7 @@ fn process_memory(enc: &mut Enc, processes: &[ProcessRecord]) -> std::fmt::Resul
         "process_memory_used",
         "Device memory a process holds, by device and type",
         Some(&Unit::Bytes),
-        pdevs.iter().flat_map(|(i, dev, d)| {
+        pdevs.iter().flat_map(|(i, dev, logical, d)| {
             let (pid, comm, _) = &procs[*i];
             categories().map(move |(cat, t)| {
                 (
@@ -260,6 +262,7 @@ fn process_memory(enc: &mut Enc, processes: &[ProcessRecord]) -> std::fmt::Resul
                         ("pid", pid.as_str()),
                         ("comm", comm.as_str()),
                         ("device", dev.as_str()),
+                        ("logical_device", logical.as_str()),
                         ("type", t),
                     ],
                     gi(d.used[cat]),
@@ -272,7 +275,7 @@ fn process_memory(enc: &mut Enc, processes: &[ProcessRecord]) -> std::fmt::Resul
         "process_memory_peak",
         "High-water mark of a process's DRAM and L1",
         Some(&Unit::Bytes),
-        pdevs.iter().flat_map(|(i, dev, d)| {
+        pdevs.iter().flat_map(|(i, dev, logical, d)| {
             let (pid, comm, _) = &procs[*i];
             [(CAT_DRAM, "dram"), (CAT_L1, "l1")]
                 .into_iter()
@@ -282,6 +285,7 @@ fn process_memory(enc: &mut Enc, processes: &[ProcessRecord]) -> std::fmt::Resul
                             ("pid", pid.as_str()),
                             ("comm", comm.as_str()),
                             ("device", dev.as_str()),
+                            ("logical_device", logical.as_str()),
                             ("type", t),
                         ],
                         gi(d.peak[cat]),

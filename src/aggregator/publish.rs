@@ -124,6 +124,7 @@ impl Aggregator {
         self.status = st;
         let sample = self.telemetry.latest();
         self.note_device_changes(&sample);
+        self.place_on_cards(&sample);
         let devices = self.device_rows(&sample);
         let mut processes = process_records(&self.acc);
         add_untracked(&mut processes, &sample, &self.cfg.sysfs_root, self.me.pid);
@@ -207,11 +208,10 @@ impl Aggregator {
                 }
             }
         }
-        for (&d, dev) in &self.acc.devices {
-            if !(0..MAX_PAGE_DEVICES as i32).contains(&d) {
-                continue;
+        for dev in self.acc.devices.values() {
+            if let Some(u) = s.used.get_mut(dev.row as usize) {
+                *u = DEVICE_CATS.map(|c| dev.figures[c].used);
             }
-            s.used[d as usize] = DEVICE_CATS.map(|c| dev.figures[c].used);
         }
         self.page.view.push_history(&s);
     }
@@ -244,7 +244,9 @@ fn add_untracked(
             ..Default::default()
         };
         for (i, d) in devs.iter().take(MAX_PROCESS_DEVICES).enumerate() {
-            r.devices[i].device = *d;
+            // Seen in the driver's list of the card: the card itself, no logical id.
+            r.devices[i].device = -1;
+            r.devices[i].chip = *d as u16;
             r.num_devices = i as u32 + 1;
         }
         procs.push(r);
@@ -274,8 +276,14 @@ pub(super) fn process_records(acc: &Accounting) -> Vec<ProcessRecord> {
                     r.flags |= PROC_DEVICE_OVERFLOW;
                     break;
                 }
+                let (chip, source) = p.chip_of(d).map_or((u16::MAX, PLACED_AS_REPORTED), |(c, s)| {
+                    let row = acc.row_of(&c).unwrap_or(u32::MAX);
+                    (row.min(u16::MAX as u32) as u16, s as u8)
+                });
                 r.devices[i] = ProcessDevice {
                     device: d,
+                    chip,
+                    placement: source,
                     _pad: 0,
                     used: pd.used,
                     peak: pd.peak,

@@ -197,8 +197,8 @@ fn buffers(dir: &std::path::Path, pid: Option<u32>, device: Option<i32>) -> i32 
     let mut total = 0u64;
     let mut truncated = None;
     println!(
-        "{:>8}  {:<16} {:>3}  {:<13} {:>18}  {:>10}  {:>4}  {:>8}",
-        "PID", "Name", "Dev", "Type", "Address", "Size", "Refs", "Age"
+        "{:>8}  {:<16} {:>3} {:>4}  {:<13} {:>18}  {:>10}  {:>4}  {:>8}",
+        "PID", "Name", "Dev", "(as)", "Type", "Address", "Size", "Refs", "Age"
     );
     for line in text.lines() {
         if line.contains("\"error\"") {
@@ -217,10 +217,11 @@ fn buffers(dir: &std::path::Path, pid: Option<u32>, device: Option<i32>) -> i32 
         total += b.size;
         let age = now.saturating_sub(b.first_seen_unix_s as u64);
         println!(
-            "{:>8}  {:<16} {:>3}  {:<13} {:>#18x}  {:>10}  {:>4}  {:>7}s",
+            "{:>8}  {:<16} {:>3} {:>4}  {:<13} {:>#18x}  {:>10}  {:>4}  {:>7}s",
             b.pid,
             b.comm,
             b.device,
+            format!("({})", b.logical_device),
             b.btype,
             b.address,
             tttrack::sys::human_bytes(b.size),

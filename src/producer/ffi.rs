@@ -4,7 +4,7 @@
 //! catches any panic so that none unwinds into the application.
 
 use crate::producer;
-use crate::shm_layout::{DeviceInfo, EventKind};
+use crate::shm_layout::{ChipIdentity, DeviceInfo, EventKind, CHIP_IDENTITY_V1_SIZE};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 #[inline(always)]
@@ -77,6 +77,32 @@ pub unsafe extern "C" fn tttrack_device_info(device_id: i32, info: *const Device
     // read_unaligned tolerates any alignment.
     let info = unsafe { core::ptr::read_unaligned(info) };
     guarded((), || producer::record_device_info(device_id, &info))
+}
+
+/// # Safety
+/// `id` must be null or point to a readable `tttrack_chip_identity_t` of at least
+/// `id->struct_size` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn tttrack_device_identity(device_id: i32, id: *const ChipIdentity) {
+    if id.is_null() {
+        return;
+    }
+    // SAFETY: the caller passes a readable struct whose first word is its size (checked
+    // non-null); read_unaligned tolerates any alignment.
+    let size = unsafe { core::ptr::read_unaligned(id as *const u32) };
+    if size < CHIP_IDENTITY_V1_SIZE {
+        // Not a tttrack_chip_identity_t this library knows: the event still goes out,
+        // with a size the aggregator refuses (and counts).
+        guarded((), || {
+            producer::record_device_identity(device_id, &ChipIdentity::default())
+        });
+        return;
+    }
+    // SAFETY: the struct is at least as long as the version this library knows (a
+    // later, longer version only appends fields, which are not read).
+    let mut id = unsafe { core::ptr::read_unaligned(id) };
+    id.struct_size = CHIP_IDENTITY_V1_SIZE;
+    guarded((), || producer::record_device_identity(device_id, &id))
 }
 
 /// Events this process could not deliver so far.

@@ -262,6 +262,16 @@ pub fn process_mark<'a>(p: &ProcessView, untracked: &'a str) -> &'a str {
     }
 }
 
+/// A process's device as the tables show it: its chip's row, and the process's own id
+/// of it when that differs (`1 (0)`: the chip in row 1, the process's device 0).
+pub fn device_cell(d: &ProcDevView) -> String {
+    if d.logical_id >= 0 && d.logical_id != d.id {
+        format!("{} ({})", d.id, d.logical_id)
+    } else {
+        d.id.to_string()
+    }
+}
+
 /// The process tables' rows: PID, Name, Dev, then `columns`; one row per device of
 /// each process (pid and name on its first), one row with "-" for a process on none.
 /// Each row comes with its process.
@@ -283,7 +293,7 @@ pub fn process_rows<'p>(
             } else {
                 (String::new(), String::new())
             };
-            let mut cells = vec![pid, name, d.id.to_string()];
+            let mut cells = vec![pid, name, device_cell(d)];
             cells.extend(columns.iter().map(|c| c.cell(d)));
             rows.push((p, cells));
         }

@@ -133,6 +133,8 @@ fn device_json(d: &DeviceView) -> Value {
         "arch": text(&d.arch),
         "board": text(&d.board),
         "remote": d.remote,
+        "via_device": d.via,
+        "owner_pid": d.owner_pid,
         "gone": d.gone,
         "serial": text(&d.serial),
         "pci_address": text(&d.pci_bdf),
@@ -151,6 +153,8 @@ fn process_json(p: &ProcessView) -> Value {
         .map(|d| {
             let mut o = serde_json::Map::new();
             o.insert("id".into(), d.id.into());
+            o.insert("logical_id".into(), d.logical_id.into());
+            o.insert("placement".into(), d.placement.into());
             for (c, name) in categories().filter(|(c, _)| KERNEL_SUBTYPES.iter().all(|s| s.0 != *c))
             {
                 o.insert(format!("{name}_bytes"), d.used[c].into());
@@ -167,6 +171,7 @@ fn process_json(p: &ProcessView) -> Value {
         "events_lost": p.events_lost,
         "untracked": p.untracked,
         "devices_truncated": p.devices_truncated,
+        "device_mapping": p.device_mapping(),
         "buffers": p.buffers,
         "devices": devices,
     })

@@ -27,6 +27,10 @@ pub struct AggInfo {
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeviceView {
     pub id: u32,
+    /// A remote chip only one process could name: that process.
+    pub owner_pid: Option<u32>,
+    /// A remote chip: the row of the local chip it is reached through, if known.
+    pub via: Option<u32>,
     pub arch: String,
     pub board: String,
     pub remote: bool,
@@ -53,6 +57,19 @@ impl DeviceView {
         L1_RESIDENT_CATS.iter().map(|&c| self.figures[c].used).sum()
     }
 
+    /// For a remote chip: what it is reached through and whose it is, e.g.
+    /// `, via device 0, of pid 4242 only`; empty for any other.
+    pub fn remote_note(&self) -> String {
+        let mut n = String::new();
+        if let Some(v) = self.via {
+            n += &format!(", via device {v}");
+        }
+        if let Some(p) = self.owner_pid {
+            n += &format!(", of pid {p} only");
+        }
+        n
+    }
+
     pub fn display_name(&self) -> String {
         let arch = match crate::arch::by_name(&self.arch) {
             Some(a) => a.display,
@@ -74,7 +91,13 @@ impl DeviceView {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProcDevView {
+    /// The chip's row (`DeviceView::id`).
     pub id: i32,
+    /// The process's own id of the device (-1 for a card it holds but reports nothing
+    /// of).
+    pub logical_id: i32,
+    /// How it was placed on the chip (`counters_page::PLACEMENT_NAMES`).
+    pub placement: &'static str,
     pub used: [u64; NUM_CATS],
     pub peak: [u64; NUM_CATS],
 }
@@ -93,6 +116,21 @@ pub struct ProcessView {
 }
 
 impl ProcessView {
+    /// How its devices were placed on chips, as a whole: "reported" when it said for
+    /// each, "inferred" when none was reported, "mixed" otherwise; a single other
+    /// placement by its name (`as_reported` on a host with no cards); "none" for no
+    /// device.
+    pub fn device_mapping(&self) -> &'static str {
+        let all = |n: &str| self.devices.iter().all(|d| d.placement == n);
+        let any = |n: &str| self.devices.iter().any(|d| d.placement == n);
+        match self.devices.first() {
+            None => "none",
+            Some(d) if all(d.placement) => d.placement,
+            _ if !any(PLACEMENT_NAMES[PLACED_REPORTED as usize]) => "inferred",
+            _ => "mixed",
+        }
+    }
+
     /// Device memory held (DRAM, L1-resident, TRACE), for sorting.
     pub fn device_bytes(&self) -> u64 {
         self.devices.iter().map(|d| device_bytes(&d.used)).sum()
@@ -179,6 +217,8 @@ impl Model {
                 }
                 let dv = ProcDevView {
                     id: d.id as i32,
+                    logical_id: -1,
+                    placement: PLACEMENT_NAMES[PLACED_HOLDER as usize],
                     used: [0; NUM_CATS],
                     peak: [0; NUM_CATS],
                 };
@@ -207,6 +247,8 @@ impl Model {
                 let (dram, l1) = crate::devices::builtin_totals(&d.arch, &d.board);
                 DeviceView {
                     id: d.id,
+                    owner_pid: None,
+                    via: None,
                     arch: d.arch.clone(),
                     board: d.board.clone(),
                     remote: false,
@@ -265,6 +307,8 @@ impl Model {
             .iter()
             .map(|d| DeviceView {
                 id: d.id,
+                owner_pid: (d.owner_pid != 0).then_some(d.owner_pid),
+                via: u32::try_from(d.via).ok(),
                 arch: get_str(&d.arch),
                 board: get_str(&d.board),
                 remote: d.flags & DEV_REMOTE != 0,
@@ -301,7 +345,12 @@ impl Model {
                 devices: p.devices[..(p.num_devices as usize).min(MAX_PROCESS_DEVICES)]
                     .iter()
                     .map(|d| ProcDevView {
-                        id: d.device,
+                        id: if d.chip == u16::MAX { d.device } else { d.chip as i32 },
+                        logical_id: d.device,
+                        placement: PLACEMENT_NAMES
+                            .get(d.placement as usize)
+                            .copied()
+                            .unwrap_or("?"),
                         used: d.used,
                         peak: d.peak,
                     })

@@ -196,10 +196,11 @@ fn breakdown(o: &mut String, d: &DeviceView, st: &Style) {
     let f = &d.figures;
     let _ = writeln!(
         o,
-        "Device {}{} ({}):",
+        "Device {}{} ({}){}:",
         d.id,
         if d.remote { " R" } else { "" },
-        d.display_name()
+        d.display_name(),
+        d.remote_note()
     );
     let main = |o: &mut String, name: &str, used: u64, total: Option<u64>, peak: u64| {
         let tot = total.map(human_bytes).unwrap_or_else(|| "?".into());

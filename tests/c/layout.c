@@ -8,6 +8,19 @@ int main(void) {
     S("Event", tttrack_event_t);
     S("DeviceInfo", tttrack_device_info_t);
     S("DeviceInfoSlot", tttrack_device_info_slot_t);
+    S("ChipIdentity", tttrack_chip_identity_t);
+    O("ChipIdentity", tttrack_chip_identity_t, struct_size); O("ChipIdentity", tttrack_chip_identity_t, is_remote);
+    O("ChipIdentity", tttrack_chip_identity_t, pcie_index); O("ChipIdentity", tttrack_chip_identity_t, via_pcie_index);
+    O("ChipIdentity", tttrack_chip_identity_t, board_id); O("ChipIdentity", tttrack_chip_identity_t, asic_id);
+    O("ChipIdentity", tttrack_chip_identity_t, pci_address);
+    O("DeviceInfoSlot", tttrack_device_info_slot_t, identity);
+    O("SegmentHeader", tttrack_segment_header_t, visible_devices_state);
+    O("SegmentHeader", tttrack_segment_header_t, visible_devices_len);
+    O("SegmentHeader", tttrack_segment_header_t, visible_devices);
+    printf("const CHIP_IDENTITY_V1_SIZE %d\nconst VISIBLE_UNSET %d\nconst VISIBLE_SET %d\n",
+           TTTRACK_CHIP_IDENTITY_V1_SIZE, TTTRACK_VISIBLE_UNSET, TTTRACK_VISIBLE_SET);
+    printf("const VISIBLE_TOO_LONG %d\nconst VISIBLE_DEVICES_BYTES %d\n",
+           TTTRACK_VISIBLE_TOO_LONG, TTTRACK_VISIBLE_DEVICES_BYTES);
     S("SegmentHeader", tttrack_segment_header_t);
     S("LaneHeader", tttrack_lane_header_t);
     O("Event", tttrack_event_t, seq); O("Event", tttrack_event_t, kind);
@@ -62,6 +75,17 @@ int main(void) {
     O("AggregatorStatus", tttrack_aggregator_status_t, events_applied);
     O("AggregatorStatus", tttrack_aggregator_status_t, processes_tracked);
     O("DeviceRecord", tttrack_device_record_t, info);
+    O("DeviceRecord", tttrack_device_record_t, asic_id);
+    O("DeviceRecord", tttrack_device_record_t, owner_pid);
+    O("DeviceRecord", tttrack_device_record_t, via);
+    O("ProcessDevice", tttrack_process_device_t, device);
+    O("ProcessDevice", tttrack_process_device_t, chip);
+    O("ProcessDevice", tttrack_process_device_t, placement);
+    O("ProcessDevice", tttrack_process_device_t, used);
+    printf("const COUNTERS_LAYOUT_VERSION %d\nconst PLACED_AS_REPORTED %d\nconst PLACED_INFERRED %d\n",
+           TTTRACK_COUNTERS_LAYOUT_VERSION, TTTRACK_PLACED_AS_REPORTED, TTTRACK_PLACED_INFERRED);
+    printf("const PLACED_REPORTED %d\nconst PLACED_UNPLACED %d\nconst PLACED_HOLDER %d\n",
+           TTTRACK_PLACED_REPORTED, TTTRACK_PLACED_UNPLACED, TTTRACK_PLACED_HOLDER);
     O("PageHeader", tttrack_page_header_t, main_seq);
     O("PageHeader", tttrack_page_header_t, history_seq);
     O("PageHeader", tttrack_page_header_t, history_written);

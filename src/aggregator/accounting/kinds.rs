@@ -65,6 +65,7 @@ pub(super) fn apply_kind(
         EventKind::KernelLoad => kernel_load(pd, dev, ev, now_unix_s),
         EventKind::KernelUnload => kernel_unload(pd, dev, ev),
         EventKind::DeviceInfo => Outcome::DeviceInfo,
+        EventKind::DeviceIdentity => Outcome::DeviceIdentity,
     }
 }
 

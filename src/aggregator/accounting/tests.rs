@@ -1,6 +1,7 @@
 //! The accounting's rules, one event at a time.
 
 use super::*;
+use placement::Chip::AsReported;
 
 fn ev(kind: EventKind, sub: u8, dev: i32, size: u64, id: u64) -> Event {
     Event {
@@ -22,7 +23,7 @@ fn l1_resident_peak_is_the_high_water_mark_of_the_sum() {
     a.apply(p, &ev(EventKind::CbAlloc, 0, 0, 512 << 10, 1), 0);
     a.apply(p, &ev(EventKind::Free, l1, 0, 0, 0x10), 0);
     a.apply(p, &ev(EventKind::KernelLoad, 0, 0, 100, 7), 0);
-    let d = &a.devices[&0];
+    let d = &a.devices[&AsReported(0)];
     assert_eq!(d.figures[CAT_L1].peak, 1 << 20);
     assert_eq!(d.figures[CAT_CB].peak, 512 << 10);
     assert_eq!(d.l1_resident_peak, (1 << 20) + (512 << 10), "both at once");
@@ -32,7 +33,7 @@ fn l1_resident_peak_is_the_high_water_mark_of_the_sum() {
         &ev(EventKind::Alloc, BufferType::Dram as u8, 0, 1 << 30, 0x20),
         0,
     );
-    assert_eq!(a.devices[&0].l1_resident_peak, (1 << 20) + (512 << 10));
+    assert_eq!(a.devices[&AsReported(0)].l1_resident_peak, (1 << 20) + (512 << 10));
 }
 
 fn acc() -> (Accounting, ProcKey, ProcKey) {
@@ -52,15 +53,15 @@ fn refcounted_duplicates_add_once_and_leave_at_zero() {
         a.apply(p, &ev(EventKind::Alloc, 0, 0, 100, 7), 0),
         Outcome::Referenced { refcount: 2 }
     );
-    assert_eq!(a.devices[&0].figures[CAT_DRAM].used, 100);
+    assert_eq!(a.devices[&AsReported(0)].figures[CAT_DRAM].used, 100);
     a.apply(p, &ev(EventKind::Free, 0, 0, 0, 7), 0);
-    assert_eq!(a.devices[&0].figures[CAT_DRAM].used, 100);
+    assert_eq!(a.devices[&AsReported(0)].figures[CAT_DRAM].used, 100);
     assert!(matches!(
         a.apply(p, &ev(EventKind::Free, 0, 0, 0, 7), 0),
         Outcome::Freed { last: true, .. }
     ));
-    assert_eq!(a.devices[&0].figures[CAT_DRAM].used, 0);
-    assert_eq!(a.devices[&0].figures[CAT_DRAM].peak, 100);
+    assert_eq!(a.devices[&AsReported(0)].figures[CAT_DRAM].used, 0);
+    assert_eq!(a.devices[&AsReported(0)].figures[CAT_DRAM].peak, 100);
 }
 
 #[test]
@@ -80,8 +81,8 @@ fn unknown_frees_are_counted_never_subtracted() {
         Outcome::UnknownFree
     );
     assert_eq!(a.unknown_frees, 3);
-    assert_eq!(a.devices[&0].figures[CAT_L1].used, 50);
-    assert_eq!(a.devices[&0].figures[CAT_CB].used, 0);
+    assert_eq!(a.devices[&AsReported(0)].figures[CAT_L1].used, 50);
+    assert_eq!(a.devices[&AsReported(0)].figures[CAT_CB].used, 0);
 }
 
 #[test]
@@ -89,38 +90,39 @@ fn cb_and_kernel_frees_use_recorded_sizes() {
     let (mut a, p, _) = acc();
     a.apply(p, &ev(EventKind::CbAlloc, 0, 0, 300, 9), 0);
     a.apply(p, &ev(EventKind::CbFree, 0, 0, 1, 9), 0);
-    assert_eq!(a.devices[&0].figures[CAT_CB].used, 0);
+    assert_eq!(a.devices[&AsReported(0)].figures[CAT_CB].used, 0);
     a.apply(p, &ev(EventKind::KernelLoad, 2, 0, 4000, 5), 0);
     a.apply(p, &ev(EventKind::KernelLoad, 0, 0, 1000, 6), 0);
-    assert_eq!(a.devices[&0].figures[CAT_KERNEL].used, 5000);
-    assert_eq!(a.devices[&0].figures[CAT_KERNEL_DISPATCH].used, 4000);
+    assert_eq!(a.devices[&AsReported(0)].figures[CAT_KERNEL].used, 5000);
+    assert_eq!(a.devices[&AsReported(0)].figures[CAT_KERNEL_DISPATCH].used, 4000);
     a.apply(p, &ev(EventKind::KernelUnload, 0, 0, 77777, 5), 0);
-    assert_eq!(a.devices[&0].figures[CAT_KERNEL].used, 1000);
-    assert_eq!(a.devices[&0].figures[CAT_KERNEL_DISPATCH].used, 0);
-    assert_eq!(a.devices[&0].figures[CAT_KERNEL_APP].used, 1000);
+    assert_eq!(a.devices[&AsReported(0)].figures[CAT_KERNEL].used, 1000);
+    assert_eq!(a.devices[&AsReported(0)].figures[CAT_KERNEL_DISPATCH].used, 0);
+    assert_eq!(a.devices[&AsReported(0)].figures[CAT_KERNEL_APP].used, 1000);
 }
 
 #[test]
 fn implausible_device_info_is_refused() {
-    let (mut a, _, _) = acc();
+    let (mut a, p, _) = acc();
     let good = DeviceInfo {
         arch: 2,
         total_dram_bytes: 12 << 30,
         total_l1_bytes: 96 << 20,
         ..Default::default()
     };
-    assert!(a.set_device_info(0, good));
+    assert!(a.set_device_info(p, 0, good));
     assert!(!a.set_device_info(
+        p,
         0,
         DeviceInfo {
             total_dram_bytes: u64::MAX,
             ..good
         }
     ));
-    assert!(!a.set_device_info(0, DeviceInfo { arch: 77, ..good }));
-    assert!(!a.set_device_info(64, good));
+    assert!(!a.set_device_info(p, 0, DeviceInfo { arch: 77, ..good }));
+    assert!(!a.set_device_info(p, 64, good));
     assert_eq!(
-        a.devices[&0].info,
+        a.devices[&AsReported(0)].info,
         Some(good),
         "the earlier description stays"
     );
@@ -131,7 +133,7 @@ fn implausible_device_info_is_refused() {
 fn system_memory_is_its_own_figure() {
     let (mut a, p, _) = acc();
     a.apply(p, &ev(EventKind::Alloc, 2, 0, 64, 1), 0);
-    let f = &a.devices[&0].figures;
+    let f = &a.devices[&AsReported(0)].figures;
     assert_eq!(f[CAT_SYSTEM_MEMORY].used, 64);
     assert_eq!(f[CAT_L1_SMALL].used, 0);
     assert_eq!(f[CAT_DRAM].used, 0);
@@ -145,7 +147,7 @@ fn one_process_cannot_free_anothers_buffer() {
         a.apply(q, &ev(EventKind::Free, 0, 0, 0, 0x1000), 0),
         Outcome::UnknownFree
     );
-    assert_eq!(a.devices[&0].figures[CAT_DRAM].used, 100);
+    assert_eq!(a.devices[&AsReported(0)].figures[CAT_DRAM].used, 100);
     assert_eq!(a.processes[&p].devices[&0].used[CAT_DRAM], 100);
 }
 
@@ -187,9 +189,135 @@ fn release_removes_everything_a_process_held_and_keeps_others() {
         "pid 1 (a) exited holding 2 buffers: DRAM 1.0 GiB, L1 3.0 MiB, 1 kernel (100 B)"
     );
     a.release(p);
-    assert_eq!(a.devices[&0].figures[CAT_DRAM].used, 5);
-    assert_eq!(a.devices[&1].figures[CAT_L1].used, 0);
-    assert_eq!(a.devices[&0].figures[CAT_KERNEL].used, 0);
-    assert_eq!(a.devices[&0].figures[CAT_DRAM].peak, (1 << 30) + 5);
+    assert_eq!(a.devices[&AsReported(0)].figures[CAT_DRAM].used, 5);
+    assert_eq!(a.devices[&AsReported(1)].figures[CAT_L1].used, 0);
+    assert_eq!(a.devices[&AsReported(0)].figures[CAT_KERNEL].used, 0);
+    assert_eq!(a.devices[&AsReported(0)].figures[CAT_DRAM].peak, (1 << 30) + 5);
     assert!(leak_summary(&a.processes[&q]).is_some());
+}
+
+fn two_cards() -> Vec<placement::Card> {
+    (0..2)
+        .map(|i| placement::Card {
+            index: i,
+            pci_address: format!("0000:0{}:00.0", i + 1),
+            board_id: 0,
+            asic_id: 0xA0 + i as u64,
+        })
+        .collect()
+}
+
+#[test]
+fn each_process_device_zero_is_its_own_card() {
+    use crate::segment::VisibleDevices::*;
+    use placement::Chip::*;
+    let (mut a, p, q) = acc();
+    a.set_cards(two_cards());
+    a.set_visible(p, Set("1".into()));
+    a.set_visible(q, Set("0".into()));
+    let dram = BufferType::Dram as u8;
+    a.apply(p, &ev(EventKind::Alloc, dram, 0, 100, 1), 0);
+    a.apply(q, &ev(EventKind::Alloc, dram, 0, 7, 1), 0);
+    assert_eq!(a.devices[&Local(1)].figures[CAT_DRAM].used, 100);
+    assert_eq!(a.devices[&Local(0)].figures[CAT_DRAM].used, 7);
+    assert_eq!((a.devices[&Local(0)].row, a.devices[&Local(1)].row), (0, 1));
+    // p's device 1 is past its one visible card: a remote chip of p's alone, in a row
+    // after the cards.
+    a.apply(p, &ev(EventKind::Alloc, dram, 1, 5, 2), 0);
+    let remote = Unplaced { pid: 1, start_time: 1, logical: 1 };
+    assert_eq!(a.devices[&remote].row, 2);
+    a.check_device_sums().unwrap();
+    a.release(p);
+    assert!(!a.devices.contains_key(&remote), "p's own chip ends with p");
+    assert_eq!(a.devices[&Local(1)].figures[CAT_DRAM].used, 0);
+    a.check_device_sums().unwrap();
+}
+
+#[test]
+fn a_late_identity_moves_exactly_that_device() {
+    use crate::segment::VisibleDevices::*;
+    use placement::Chip::*;
+    let (mut a, p, q) = acc();
+    a.set_cards(two_cards());
+    a.set_visible(p, Unset);
+    a.set_visible(q, Unset);
+    let (dram, l1) = (BufferType::Dram as u8, BufferType::L1 as u8);
+    for k in 0..10 {
+        a.apply(p, &ev(EventKind::Alloc, dram, 0, 1000 + k, k), 0);
+        a.apply(q, &ev(EventKind::Alloc, l1, 0, 3, k), 0);
+    }
+    a.apply(p, &ev(EventKind::Free, 0, 0, 0, 3), 0);
+    let before = a.devices[&Local(0)].figures[CAT_DRAM];
+    // p says its device 0 is card 1 after all (by chip id).
+    let id = ChipIdentity {
+        struct_size: crate::shm_layout::CHIP_IDENTITY_V1_SIZE,
+        pcie_index: -1,
+        via_pcie_index: -1,
+        asic_id: 0xA1,
+        ..Default::default()
+    };
+    a.set_identity(p, 0, id).unwrap();
+    let moved = a.devices[&Local(1)].figures[CAT_DRAM];
+    assert_eq!(moved.used, before.used);
+    assert_eq!(moved.count, 9);
+    assert_eq!(a.devices[&Local(0)].figures[CAT_DRAM].used, 0);
+    assert_eq!(a.devices[&Local(0)].figures[CAT_L1].used, 30, "q's stay");
+    assert_eq!(a.processes[&p].chip_of(0), Some((Local(1), placement::Source::Reported)));
+    a.check_device_sums().unwrap();
+    // Later events follow the new placement; a free finds its buffer wherever it went.
+    a.apply(p, &ev(EventKind::Free, 0, 0, 0, 4), 0);
+    assert_eq!(a.devices[&Local(1)].figures[CAT_DRAM].count, 8);
+    // A remote chip named by its id is one row for every process that names it.
+    let remote = ChipIdentity { is_remote: 1, asic_id: 0xBEEF, via_pcie_index: 1, ..id };
+    a.set_identity(p, 1, remote).unwrap();
+    a.set_identity(q, 3, remote).unwrap();
+    a.apply(p, &ev(EventKind::Alloc, dram, 1, 11, 50), 0);
+    a.apply(q, &ev(EventKind::Alloc, dram, 3, 22, 50), 0);
+    assert_eq!(a.devices[&Asic(0xBEEF)].figures[CAT_DRAM].used, 33);
+    a.check_device_sums().unwrap();
+    // Refused, counted, and nothing moves.
+    let invalid = a.invalid_events;
+    assert!(a.set_identity(p, 0, ChipIdentity { is_remote: 9, ..id }).is_err());
+    assert_eq!(a.invalid_events, invalid + 1);
+    assert_eq!(a.processes[&p].chip_of(0).unwrap().0, Local(1));
+}
+
+#[test]
+fn cards_found_after_events_move_figures_off_the_ids_as_reported() {
+    use crate::segment::VisibleDevices::*;
+    use placement::Chip::*;
+    let (mut a, p, q) = acc();
+    a.set_visible(p, Set("1".into()));
+    a.set_visible(q, Unset);
+    let dram = BufferType::Dram as u8;
+    a.apply(p, &ev(EventKind::Alloc, dram, 0, 100, 1), 0);
+    a.apply(q, &ev(EventKind::Alloc, dram, 0, 1, 1), 0);
+    assert_eq!(a.devices[&AsReported(0)].figures[CAT_DRAM].used, 101);
+    a.set_cards(two_cards());
+    assert_eq!(a.devices[&Local(1)].figures[CAT_DRAM].used, 100);
+    assert_eq!(a.devices[&Local(0)].figures[CAT_DRAM].used, 1);
+    assert_eq!(a.devices[&AsReported(0)].figures[CAT_DRAM].used, 0);
+    a.check_device_sums().unwrap();
+    let placed = a.take_placed();
+    assert!(placed.iter().any(|x| x.key == p && x.chip == Local(1) && x.moved_from == Some(0)));
+}
+
+#[test]
+fn a_remote_row_gives_way_to_a_card_that_appears() {
+    use crate::segment::VisibleDevices::*;
+    use placement::Chip::*;
+    let (mut a, p, _) = acc();
+    a.set_cards(two_cards()[..1].to_vec());
+    a.set_visible(p, Unset);
+    a.apply(p, &ev(EventKind::Alloc, BufferType::Dram as u8, 1, 5, 1), 0);
+    let remote = Unplaced { pid: 1, start_time: 1, logical: 1 };
+    assert_eq!(a.devices[&remote].row, 1);
+    // A second card appears (a driver loaded late): device 1 is that card now.
+    a.set_cards(two_cards());
+    assert!(!a.devices.contains_key(&remote));
+    assert_eq!(a.devices[&Local(1)].figures[CAT_DRAM].used, 5);
+    let rows: Vec<u32> = a.devices.values().map(|d| d.row).collect();
+    let mut unique = rows.clone();
+    unique.dedup();
+    assert_eq!(rows, unique, "no two rows share an id");
 }

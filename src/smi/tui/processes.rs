@@ -12,7 +12,8 @@ use ratatui::Frame;
 
 const PID_WIDTH: u16 = 9;
 const NAME_WIDTH: u16 = 16;
-const DEV_WIDTH: u16 = 4;
+/// Room for `12 (3)`: a chip's row and the process's own id of it.
+const DEV_WIDTH: u16 = 6;
 const FIGURE_WIDTH: u16 = 11;
 
 impl App {
