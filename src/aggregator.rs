@@ -239,6 +239,7 @@ impl Aggregator {
             self.clock.history = now;
             self.check_page();
             self.check_space();
+            self.check_holders();
             self.push_history();
         }
         read

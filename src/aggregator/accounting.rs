@@ -131,7 +131,7 @@ pub struct DevState {
     pub l1_resident_peak: u64,
     pub info: Option<DeviceInfo>,
     /// The row's id in every view: a local chip's `/dev/tenstorrent` index, an id as
-    /// reported on a host with no cards, else one after the host's cards.
+    /// reported on a host with no cards, else the lowest that no card or chip has.
     pub row: u32,
 }
 
@@ -515,7 +515,6 @@ impl Accounting {
                 moved_from,
             });
         }
-        renumber(&mut self.devices, &self.cards);
     }
 
     /// Removes a process and everything it still holds from every figure. Returns the
@@ -613,16 +612,29 @@ fn dev_entry<'a>(
     devices.entry(chip).or_default()
 }
 
-/// The lowest row after the host's cards that no card and no chip has.
+/// Rows handed out to remote chips before the rest are kept unnumbered (accounted,
+/// not shown): what many processes naming many chips can cost the aggregator is bounded.
+const MAX_ROWS: usize = 4096;
+
+/// The lowest row that no card and no chip has (`u32::MAX`, shown nowhere, past
+/// [`MAX_ROWS`]): a remote chip fills a gap between the cards' indices (the second chip
+/// of an n300 at card 0 is row 1 when there is no card 1), and moves if such a card
+/// appears.
 fn free_row(devices: &BTreeMap<Chip, DevState>, cards: &[Card]) -> u32 {
-    let taken = |r: u32| devices.values().any(|d| d.row == r) || cards.iter().any(|c| c.index == r);
-    let base = cards.iter().map(|c| c.index + 1).max().unwrap_or(0);
-    (base..u32::MAX).find(|&r| !taken(r)).unwrap_or(u32::MAX)
+    if devices.len() >= MAX_ROWS {
+        return u32::MAX;
+    }
+    let taken: std::collections::BTreeSet<u32> = devices
+        .values()
+        .map(|d| d.row)
+        .chain(cards.iter().map(|c| c.index))
+        .collect();
+    (0..u32::MAX).find(|r| !taken.contains(r)).unwrap_or(u32::MAX)
 }
 
 /// Gives a remote chip whose row a card or a local chip now has another row.
 fn renumber(devices: &mut BTreeMap<Chip, DevState>, cards: &[Card]) {
-    let fixed: Vec<u32> = devices
+    let fixed: std::collections::BTreeSet<u32> = devices
         .iter()
         .filter(|(c, _)| !c.is_remote())
         .map(|(_, d)| d.row)

@@ -116,7 +116,6 @@ impl Aggregator {
             self.acc.set_cards(t.cards.values().cloned().collect());
         }
         self.log_placements();
-        self.check_holders(sample);
     }
 
     /// One line for each device of a process placed on a chip (on a host with cards)
@@ -154,7 +153,8 @@ impl Aggregator {
     /// Cross-checks placements against the driver's lists of who holds each card: a
     /// process placed on a card whose list leaves it out while another card's list has
     /// it is logged (once).
-    fn check_holders(&mut self, sample: &Sample) {
+    pub(super) fn check_holders(&mut self) {
+        let sample = self.telemetry.latest();
         use super::accounting::placement::Chip;
         let t = &mut self.telemetry;
         for (key, p) in &self.acc.processes {
@@ -213,6 +213,7 @@ impl Aggregator {
 }
 
 fn device_records(acc: &Accounting) -> Vec<DeviceRecord> {
+    let via = reported_via(acc);
     acc.devices
         .iter()
         .filter(|(_, dev)| (dev.row as usize) < MAX_PAGE_DEVICES)
@@ -237,7 +238,7 @@ fn device_records(acc: &Accounting) -> Vec<DeviceRecord> {
             }
             if chip.is_remote() {
                 r.flags |= DEV_REMOTE;
-                r.via = via_of(acc, chip);
+                r.via = via.get(chip).copied().unwrap_or_else(|| sole_card(acc, chip));
             }
             match *chip {
                 Chip::Asic(id) => r.asic_id = id,
@@ -249,18 +250,23 @@ fn device_records(acc: &Accounting) -> Vec<DeviceRecord> {
         .collect()
 }
 
-/// The row of the local chip a remote chip is reached through, as a process reported
-/// it, or the one card its process sees; -1 if unknown.
-fn via_of(acc: &Accounting, chip: &Chip) -> i32 {
-    let reported = acc.processes.values().find_map(|p| {
-        p.placement.reported.iter().find_map(|(&l, id)| {
-            (p.chip_of(l).map(|x| x.0) == Some(*chip) && id.via_pcie_index >= 0)
-                .then_some(id.via_pcie_index)
-        })
-    });
-    if let Some(v) = reported {
-        return v;
+/// For each remote chip a process reported the local chip it is reached through of:
+/// that chip's row.
+fn reported_via(acc: &Accounting) -> std::collections::HashMap<Chip, i32> {
+    let mut via = std::collections::HashMap::new();
+    for p in acc.processes.values() {
+        for (&l, id) in &p.placement.reported {
+            if let (Some((chip, _)), true) = (p.chip_of(l), id.via_pcie_index >= 0) {
+                via.entry(chip).or_insert(id.via_pcie_index);
+            }
+        }
     }
+    via
+}
+
+/// A chip of one process that sees one card only: reached through that card, else
+/// unknown (-1).
+fn sole_card(acc: &Accounting, chip: &Chip) -> i32 {
     if let Chip::Unplaced { pid, start_time, .. } = *chip {
         if let Some(p) = acc.processes.get(&(pid, start_time)) {
             if let Some([one]) = placement::visible_cards(&p.placement.visible, &acc.cards).as_deref() {

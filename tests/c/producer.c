@@ -13,6 +13,10 @@
  *   producer hold SECONDS N       N allocs, then sleeps (to be killed)
  *   producer dup                  allocs id 1 twice (program-cache re-report), frees once
  *   producer mixed THREADS N      each thread: N DRAM allocs of 1000+k bytes, frees 9 in 10
+ *   producer script               commands from stdin, "ok" after each:
+ *                                   alloc DEV SIZE ID / free DEV ID (DRAM buffers)
+ *                                   ident DEV REMOTE PCIE VIA ASIC_HEX [PCI_ADDRESS]
+ *                                   quit
  * Prints "dropped D" and "enabled E" at the end. With PRODUCER_LINGER_MS set, sleeps
  * that long before exiting (so its figures can be read while it is alive).
  */
@@ -172,6 +176,38 @@ int main(int argc, char **argv) {
         printf("ready\n");
         fflush(stdout);
         sleep((unsigned)secs);
+    } else if (!strcmp(mode, "script")) {
+        char line[256];
+        while (fgets(line, sizeof line, stdin)) {
+            char cmd[16] = "", addr[32] = "";
+            long dev = 0, remote = 0, pcie = -1, via = 0;
+            unsigned long long size = 0, id = 0;
+            if (sscanf(line, "%15s", cmd) != 1) continue;
+            if (!strcmp(cmd, "alloc") && sscanf(line, "%*s %ld %llu %llu", &dev, &size, &id) == 3) {
+                tttrack_alloc((int32_t)dev, size, TTTRACK_BUFFER_DRAM, id);
+            } else if (!strcmp(cmd, "free") && sscanf(line, "%*s %ld %llu", &dev, &id) == 2) {
+                tttrack_free((int32_t)dev, id);
+            } else if (!strcmp(cmd, "ident") &&
+                       sscanf(line, "%*s %ld %ld %ld %ld %llx %31s", &dev, &remote, &pcie, &via, &id, addr) >= 5) {
+                tttrack_chip_identity_t c;
+                memset(&c, 0, sizeof c);
+                c.struct_size = sizeof c;
+                c.is_remote = (uint32_t)remote;
+                c.pcie_index = (int32_t)pcie;
+                c.via_pcie_index = (int32_t)via;
+                c.asic_id = id;
+                memcpy(c.pci_address, addr, strnlen(addr, sizeof c.pci_address - 1));
+                tttrack_device_identity((int32_t)dev, &c);
+            } else if (!strcmp(cmd, "quit")) {
+                break;
+            } else {
+                printf("bad %s", line);
+                fflush(stdout);
+                continue;
+            }
+            printf("ok\n");
+            fflush(stdout);
+        }
     } else {
         fprintf(stderr, "unknown mode %s\n", mode);
         return 2;

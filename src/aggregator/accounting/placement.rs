@@ -145,6 +145,9 @@ pub fn resolve(cards: &[Card], key: (u32, u64), p: &Placement, logical: i32) -> 
     };
     if let Some(id) = p.reported.get(&logical) {
         match reported_chip(cards, id) {
+            // No cards to match a local chip against: as reported, like every other
+            // process's ids on such a host (a reported index would clash with them).
+            Some(Chip::Local(_)) if cards.is_empty() => {}
             Some(chip) => return (chip, Source::Reported),
             None if !cards.is_empty() && id.is_remote != 0 => return (unplaced, Source::Unplaced),
             None => {}
@@ -281,6 +284,9 @@ mod tests {
         assert!(!names_a_card(&c, &stray));
         p.reported.insert(0, stray);
         assert_eq!(resolve(&c, K, &p, 0).0, Chip::Local(7));
+        // With no cards at all: as reported, as every other process's ids there.
+        assert_eq!(resolve(&[], K, &p, 0), (Chip::AsReported(0), Source::AsReported));
+        assert_eq!(resolve(&[], K, &p, 1).0, Chip::AsReported(1));
     }
 
     #[test]

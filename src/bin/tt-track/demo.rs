@@ -54,7 +54,8 @@ impl DemoPlace {
         let log = std::fs::File::create(&log_path)
             .map_err(|e| format!("cannot create {}: {e}", log_path.display()))?;
         // Simulated cards, laid out as the kernel lays them out, so every view is alive:
-        // an n300 (chip 0 local; the workload describes chip 1 as remote) and an idle p150a.
+        // an n300 (chip 0 local, chip 1 remote behind it: the workload's devices 0 and 1)
+        // and an idle p150a.
         let sim_root = PathBuf::from(format!("/dev/shm/tttrack-demo-{me}-host"));
         let cards = simulated_host(&sim_root).map_err(|e| {
             format!(
@@ -204,6 +205,10 @@ fn keep_workloads_running(
             .args(["--cycles", &cycles.to_string(), "--name", name])
             .env("TT_ALLOC_TRACKING_ENABLED", "1")
             .env("TTTRACK_DIR", dir)
+            // The cast runs on the n300 (card 0), as one process per card is run on a
+            // multi-card host: its device 0 is card 0's chip, its device 1 the n300's
+            // remote chip behind it.
+            .env("TT_VISIBLE_DEVICES", "0")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
