@@ -30,6 +30,12 @@ public:
     static void report_device_info(int device_id, const tttrack_device_info_t& info) {
         tttrack_device_info(device_id, &info);
     }
+    // Which physical chip device_id is (struct_size is set here): call it where
+    // TT-Metal opens a device, with what UMD knows of the chip.
+    static void report_device_identity(int device_id, tttrack_chip_identity_t identity) {
+        identity.struct_size = sizeof identity;
+        tttrack_device_identity(device_id, &identity);
+    }
     static bool is_enabled() { return tttrack_enabled() != 0; }
     static uint64_t dropped_events() { return tttrack_dropped_events(); }
 };

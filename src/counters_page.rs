@@ -325,7 +325,8 @@ pub const PLACED_UNPLACED: u8 = 3;
 /// A process that reports nothing, seen in the card's driver list (no logical id).
 pub const PLACED_HOLDER: u8 = 4;
 /// Their names, by value (JSON, metrics).
-pub const PLACEMENT_NAMES: [&str; 5] = ["as_reported", "inferred", "reported", "unplaced", "holder"];
+pub const PLACEMENT_NAMES: [&str; 5] =
+    ["as_reported", "inferred", "reported", "unplaced", "holder"];
 
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Pod, Zeroable)]

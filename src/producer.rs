@@ -200,13 +200,17 @@ fn ensure_segment() -> u8 {
 /// Records a device description: writes the segment's device slot, then an event so
 /// the aggregator applies it in order.
 pub fn record_device_info(device: i32, info: &DeviceInfo) {
-    record_in_slot(EventKind::DeviceInfo, device, |seg, d| seg.write_device_info(d, info))
+    record_in_slot(EventKind::DeviceInfo, device, |seg, d| {
+        seg.write_device_info(d, info)
+    })
 }
 
 /// Records which physical chip the process's device `device` is: written to the
 /// device's slot in the segment, announced by an event.
 pub fn record_device_identity(device: i32, id: &ChipIdentity) {
-    record_in_slot(EventKind::DeviceIdentity, device, |seg, d| seg.write_identity(d, id))
+    record_in_slot(EventKind::DeviceIdentity, device, |seg, d| {
+        seg.write_identity(d, id)
+    })
 }
 
 /// Writes device `device`'s slot with `write`, then records a `kind` event that tells

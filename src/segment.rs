@@ -192,7 +192,10 @@ impl SegmentView {
                 let mut b = [0u8; VISIBLE_DEVICES_BYTES];
                 b[..v.len()].copy_from_slice(v);
                 for (c, w) in b.chunks_exact(8).zip(&h.visible_devices) {
-                    w.store(u64::from_le_bytes(c.try_into().unwrap_or_default()), Relaxed);
+                    w.store(
+                        u64::from_le_bytes(c.try_into().unwrap_or_default()),
+                        Relaxed,
+                    );
                 }
                 h.visible_devices_len.store(v.len() as u32, Relaxed);
                 VISIBLE_SET

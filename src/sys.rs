@@ -130,8 +130,7 @@ pub fn proc_env_var(proc_root: &Path, pid: u32, name: &str) -> std::io::Result<O
     let mut b = Vec::new();
     f.take(1 << 20).read_to_end(&mut b)?;
     let key = format!("{name}=");
-    Ok(b
-        .split(|&c| c == 0)
+    Ok(b.split(|&c| c == 0)
         .find_map(|e| e.strip_prefix(key.as_bytes()))
         .map(<[u8]>::to_vec))
 }

@@ -128,7 +128,13 @@ fn assert_cards_sum_their_processes(v: &Value) {
     }
 }
 
-fn wait_json(agg: &AggProc, dir: &TempDir, root: &TempDir, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+fn wait_json(
+    agg: &AggProc,
+    dir: &TempDir,
+    root: &TempDir,
+    what: &str,
+    f: impl Fn(&Value) -> bool,
+) -> Value {
     agg.wait_for(|| f(&json(dir, root)), what);
     json(dir, root)
 }
@@ -154,7 +160,10 @@ fn processes_on_device_zero_of_different_cards_are_on_their_own_cards() {
     assert_cards_sum_their_processes(&v);
     // Each process's own name for the chip is beside the chip's row.
     let t = &process(&v, train.pid())["devices"][0];
-    assert_eq!((&t["id"], &t["logical_id"], &t["placement"]), (&1.into(), &0.into(), &"inferred".into()));
+    assert_eq!(
+        (&t["id"], &t["logical_id"], &t["placement"]),
+        (&1.into(), &0.into(), &"inferred".into())
+    );
     assert_eq!(process(&v, train.pid())["device_mapping"], "inferred");
     let e = &process(&v, eval.pid())["devices"][0];
     assert_eq!((&e["id"], &e["logical_id"]), (&0.into(), &0.into()));
@@ -204,7 +213,12 @@ fn processes_on_device_zero_of_different_cards_are_on_their_own_cards() {
     ]);
     let lines: Vec<&str> = bufs.lines().filter(|l| l.contains("DRAM")).collect();
     assert_eq!(lines.len(), 2, "{bufs}");
-    assert!(lines.iter().any(|l| l.contains(&train.pid().to_string()) && l.contains(" 1  (0) ")), "{bufs}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(&train.pid().to_string()) && l.contains(" 1  (0) ")),
+        "{bufs}"
+    );
 }
 
 #[test]
@@ -251,7 +265,11 @@ fn reported_chips_local_and_remote_are_placed_as_reported() {
     assert_eq!(r["remote"], true, "{r}");
     assert_eq!(r["asic_id"], "000000000000BEEF");
     assert_eq!(r["via_device"], 1);
-    assert_eq!(r["owner_pid"], Value::Null, "a chip known by its id is no one's alone");
+    assert_eq!(
+        r["owner_pid"],
+        Value::Null,
+        "a chip known by its id is no one's alone"
+    );
     assert_eq!(process(&v, p.pid())["device_mapping"], "reported");
     let pd = &process(&v, p.pid())["devices"];
     assert_eq!((&pd[1]["id"], &pd[1]["logical_id"]), (&2.into(), &1.into()));
@@ -267,9 +285,16 @@ fn reported_chips_local_and_remote_are_placed_as_reported() {
     for (who, bytes) in [(&r1, 100), (&r2, 200)] {
         let row = process(&v, who.pid())["devices"][0]["id"].as_u64().unwrap();
         let d = device(&v, row);
-        assert_eq!((d["owner_pid"].as_u64(), d["via_device"].as_u64()), (Some(who.pid() as u64), Some(0)), "{d}");
+        assert_eq!(
+            (d["owner_pid"].as_u64(), d["via_device"].as_u64()),
+            (Some(who.pid() as u64), Some(0)),
+            "{d}"
+        );
         assert_eq!(dram_used(&v, row), bytes);
-        assert_eq!(process(&v, who.pid())["devices"][0]["placement"], "unplaced");
+        assert_eq!(
+            process(&v, who.pid())["devices"][0]["placement"],
+            "unplaced"
+        );
     }
     assert_cards_sum_their_processes(&v);
     // A bad identity is refused, counted, and said why; nothing moves.
@@ -323,9 +348,13 @@ fn a_late_report_moves_figures_exactly_across_restarts() {
     assert_eq!(dram_used(&v, 0), 0);
     assert_eq!(v["aggregator"]["events_lost"], 0);
     p.say("free 0 1");
-    wait_json(&agg, &dir, &root, "later frees find the moved buffers", |v| {
-        dram_used(v, 1) == 9 * MIB + held - 2 * MIB - 1
-    });
+    wait_json(
+        &agg,
+        &dir,
+        &root,
+        "later frees find the moved buffers",
+        |v| dram_used(v, 1) == 9 * MIB + held - 2 * MIB - 1,
+    );
 }
 
 #[test]
@@ -361,12 +390,19 @@ sys.stdin.readline()
         .spawn()
         .expect("python3");
     let line = wait_line(&mut py, "device1_dram");
-    assert_eq!(line.trim(), format!("device1_dram {MIB}"), "the answer for card 1");
+    assert_eq!(
+        line.trim(),
+        format!("device1_dram {MIB}"),
+        "the answer for card 1"
+    );
     let v = json(&dir, &root);
     assert_eq!(dram_used(&v, 1), MIB);
     assert_eq!(dram_used(&v, 0), 0);
     let d = &process(&v, py.id())["devices"][0];
-    assert_eq!((&d["id"], &d["logical_id"], &d["placement"]), (&1.into(), &0.into(), &"inferred".into()));
+    assert_eq!(
+        (&d["id"], &d["logical_id"], &d["placement"]),
+        (&1.into(), &0.into(), &"inferred".into())
+    );
     let _ = py.kill();
     let _ = py.wait();
     drop(agg);

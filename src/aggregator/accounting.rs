@@ -302,14 +302,7 @@ impl Accounting {
                 .iter()
                 .position(|t| event_of(t).device != device)
                 .map_or(items.len(), |k| n + k);
-            let changes = items[n..end]
-                .iter()
-                .any(|t| {
-                    !matches!(
-                        validate(event_of(t)),
-                        Err(_) | Ok(EventKind::DeviceInfo | EventKind::DeviceIdentity)
-                    )
-                });
+            let changes = items[n..end].iter().any(|t| changes_figures(event_of(t)));
             let mut entries = changes.then(|| {
                 let chip = chip_of(&self.cards, &mut self.placed, key, placement, device);
                 (
@@ -317,7 +310,6 @@ impl Accounting {
                     proc_devices.entry(device).or_default(),
                 )
             });
-            let mut described = false;
             while n < items.len() {
                 let ev = event_of(&items[n]);
                 if ev.device != device {
@@ -326,12 +318,8 @@ impl Accounting {
                 n += 1;
                 let out = match validate(ev) {
                     Err(why) => Outcome::Invalid(why),
-                    Ok(EventKind::DeviceInfo) => {
-                        // Notable: the run ends here, the device's row is made below.
-                        described = true;
-                        Outcome::DeviceInfo
-                    }
-                    // Notable too: the aggregator reads the identity and places.
+                    // Notable: the run ends here; the aggregator reads the slot.
+                    Ok(EventKind::DeviceInfo) => Outcome::DeviceInfo,
                     Ok(EventKind::DeviceIdentity) => Outcome::DeviceIdentity,
                     Ok(kind) => match entries.as_mut() {
                         Some((dev, pd)) => apply_kind(kind, pd, dev, ev, *live, now_unix_s),
@@ -354,13 +342,8 @@ impl Accounting {
                     live: &mut 0,
                 };
                 count(&out, process, all);
-                if stop(&out) || described {
-                    drop(entries);
-                    if described {
-                        let chip = chip_of(&self.cards, &mut self.placed, key, placement, device);
-                        dev_entry(&mut self.devices, &self.cards, chip);
-                    }
-                    return (n, stop(&out).then_some(out));
+                if stop(&out) {
+                    return (n, Some(out));
                 }
             }
         }
@@ -403,120 +386,6 @@ impl Accounting {
         true
     }
 
-    /// Records which chip process `key`'s device `device` is, as the process said, and
-    /// moves that device's figures there if they were elsewhere. `Err` says what is
-    /// wrong with an identity that is refused (and counted invalid).
-    pub fn set_identity(
-        &mut self,
-        key: ProcKey,
-        device: i32,
-        id: ChipIdentity,
-    ) -> Result<(), &'static str> {
-        let Some(p) = self.processes.get_mut(&key) else {
-            return Err("no such process");
-        };
-        let checked = placement::validate_identity(&id).and_then(|()| {
-            if (0..MAX_DEVICES as i32).contains(&device) {
-                Ok(())
-            } else {
-                Err("device id out of range")
-            }
-        });
-        if let Err(why) = checked {
-            self.invalid_events += 1;
-            p.invalid_events += 1;
-            return Err(why);
-        }
-        p.placement.reported.insert(device, id);
-        chip_of(&self.cards, &mut self.placed, key, &mut p.placement, device);
-        self.remap(key);
-        Ok(())
-    }
-
-    /// Sets what process `key`'s `TT_VISIBLE_DEVICES` was, and places again.
-    pub fn set_visible(&mut self, key: ProcKey, visible: crate::segment::VisibleDevices) {
-        if let Some(p) = self.processes.get_mut(&key) {
-            p.placement.visible = Some(visible);
-            self.remap(key);
-        }
-    }
-
-    /// The host's cards changed (or were first read): every process is placed again,
-    /// and figures move where a placement changed.
-    pub fn set_cards(&mut self, cards: Vec<Card>) {
-        if cards == self.cards {
-            return;
-        }
-        self.cards = cards;
-        let keys: Vec<ProcKey> = self.processes.keys().copied().collect();
-        for k in keys {
-            self.remap(k);
-        }
-        renumber(&mut self.devices, &self.cards);
-    }
-
-    /// Placements made or changed since the last call.
-    pub fn take_placed(&mut self) -> Vec<Placed> {
-        std::mem::take(&mut self.placed)
-    }
-
-    /// Places each device of process `key` again; a device now on another chip takes
-    /// its figures (used bytes and counts) from the old chip's row to the new one.
-    fn remap(&mut self, key: ProcKey) {
-        let Some(p) = self.processes.get_mut(&key) else {
-            return;
-        };
-        let logicals: Vec<i32> = p.placement.chips.keys().copied().collect();
-        for l in logicals {
-            let was = p.placement.chips[&l];
-            let now = placement::resolve(&self.cards, key, &p.placement, l);
-            if now == was {
-                continue;
-            }
-            p.placement.chips.insert(l, now);
-            let mut moved_from = None;
-            if was.0 != now.0 {
-                let pd = p.devices.get(&l);
-                let mut info = None;
-                if let Some(o) = self.devices.get_mut(&was.0) {
-                    moved_from = Some(o.row);
-                    info = o.info;
-                    if let Some(pd) = pd {
-                        for c in 0..NUM_CATS {
-                            o.figures[c].used = o.figures[c].used.saturating_sub(pd.used[c]);
-                            o.figures[c].count = o.figures[c].count.saturating_sub(pd.count[c]);
-                        }
-                    }
-                    if matches!(was.0, Chip::Unplaced { .. }) {
-                        // Nobody else's: its row goes with its only device.
-                        self.devices.remove(&was.0);
-                    }
-                }
-                let n = dev_entry(&mut self.devices, &self.cards, now.0);
-                if let Some(pd) = pd {
-                    for c in 0..NUM_CATS {
-                        let f = &mut n.figures[c];
-                        f.used += pd.used[c];
-                        f.count += pd.count[c];
-                        f.peak = f.peak.max(f.used);
-                    }
-                    let l1: u64 = L1_RESIDENT_CATS.iter().map(|&c| n.figures[c].used).sum();
-                    n.l1_resident_peak = n.l1_resident_peak.max(l1);
-                }
-                if n.info.is_none() {
-                    n.info = info;
-                }
-            }
-            self.placed.push(Placed {
-                key,
-                logical: l,
-                chip: now.0,
-                source: now.1,
-                moved_from,
-            });
-        }
-    }
-
     /// Removes a process and everything it still holds from every figure. Returns the
     /// released process (for the leak report).
     pub fn release(&mut self, key: ProcKey) -> Option<ProcState> {
@@ -541,19 +410,6 @@ impl Accounting {
         Some(p)
     }
 
-    /// The row of a chip, for the views.
-    pub fn row_of(&self, chip: &Chip) -> Option<u32> {
-        self.devices.get(chip).map(|d| d.row)
-    }
-
-    /// The row of the chip process `p`'s device `logical` is on (the logical id itself
-    /// while it has none).
-    pub fn device_row(&self, p: &ProcState, logical: i32) -> i32 {
-        p.chip_of(logical)
-            .and_then(|(c, _)| self.row_of(&c))
-            .map_or(logical, |r| r as i32)
-    }
-
     pub fn events_lost(&self) -> u64 {
         self.processes
             .values()
@@ -561,100 +417,13 @@ impl Accounting {
     }
 }
 
-/// The chip of a process's device `logical`: as placed before, else placed now (and
-/// noted in `placed`).
-fn chip_of(
-    cards: &[Card],
-    placed: &mut Vec<Placed>,
-    key: ProcKey,
-    placement: &mut Placement,
-    logical: i32,
-) -> Chip {
-    if let Some(&(c, _)) = placement.chips.get(&logical) {
-        return c;
-    }
-    let (chip, source) = placement::resolve(cards, key, placement, logical);
-    placement.chips.insert(logical, (chip, source));
-    placed.push(Placed {
-        key,
-        logical,
-        chip,
-        source,
-        moved_from: None,
-    });
-    chip
-}
-
-/// A chip's row, made if it has none yet.
-fn dev_entry<'a>(
-    devices: &'a mut BTreeMap<Chip, DevState>,
-    cards: &[Card],
-    chip: Chip,
-) -> &'a mut DevState {
-    if !devices.contains_key(&chip) {
-        let fixed = match chip {
-            Chip::Local(i) => Some(i),
-            Chip::AsReported(d) => Some(d as u32),
-            _ => None,
-        };
-        let row = fixed.unwrap_or_else(|| free_row(devices, cards));
-        devices.insert(
-            chip,
-            DevState {
-                row,
-                ..Default::default()
-            },
-        );
-        if fixed.is_some() {
-            renumber(devices, cards);
-        }
-    }
-    devices.entry(chip).or_default()
-}
-
-/// Rows handed out to remote chips before the rest are kept unnumbered (accounted,
-/// not shown): what many processes naming many chips can cost the aggregator is bounded.
-const MAX_ROWS: usize = 4096;
-
-/// The lowest row that no card and no chip has (`u32::MAX`, shown nowhere, past
-/// [`MAX_ROWS`]): a remote chip fills a gap between the cards' indices (the second chip
-/// of an n300 at card 0 is row 1 when there is no card 1), and moves if such a card
-/// appears.
-fn free_row(devices: &BTreeMap<Chip, DevState>, cards: &[Card]) -> u32 {
-    if devices.len() >= MAX_ROWS {
-        return u32::MAX;
-    }
-    let taken: std::collections::BTreeSet<u32> = devices
-        .values()
-        .map(|d| d.row)
-        .chain(cards.iter().map(|c| c.index))
-        .collect();
-    (0..u32::MAX).find(|r| !taken.contains(r)).unwrap_or(u32::MAX)
-}
-
-/// Gives a remote chip whose row a card or a local chip now has another row.
-fn renumber(devices: &mut BTreeMap<Chip, DevState>, cards: &[Card]) {
-    let fixed: std::collections::BTreeSet<u32> = devices
-        .iter()
-        .filter(|(c, _)| !c.is_remote())
-        .map(|(_, d)| d.row)
-        .chain(cards.iter().map(|c| c.index))
-        .collect();
-    let clashing: Vec<Chip> = devices
-        .iter()
-        .filter(|(c, d)| c.is_remote() && fixed.contains(&d.row))
-        .map(|(c, _)| *c)
-        .collect();
-    for c in clashing {
-        // Out of the way first, so that the free row found is not its own.
-        if let Some(d) = devices.get_mut(&c) {
-            d.row = u32::MAX;
-        }
-        let row = free_row(devices, cards);
-        if let Some(d) = devices.get_mut(&c) {
-            d.row = row;
-        }
-    }
+/// Whether an event can change figures (else it adds no row: an invalid one, or one
+/// that tells the aggregator to read a device's slot).
+fn changes_figures(ev: &Event) -> bool {
+    !matches!(
+        validate(ev),
+        Err(_) | Ok(EventKind::DeviceInfo | EventKind::DeviceIdentity)
+    )
 }
 
 /// Counters an outcome moves: a process's, or (without gap_lost and live) the
@@ -746,9 +515,11 @@ pub fn leak_summary(p: &ProcState) -> Option<String> {
 }
 
 pub mod buffer_table;
+mod chip_rows;
 mod kinds;
 pub mod placement;
 pub use buffer_table::BufferTable;
+use chip_rows::{chip_of, dev_entry};
 use kinds::{apply_kind, validate};
 
 #[cfg(test)]

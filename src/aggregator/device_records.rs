@@ -1,8 +1,8 @@
 //! Device rows: the processes' figures per device beside what the driver shows of it
 //! (identity, telemetry, built-in totals), sampled on a thread of its own.
 
-use super::accounting::placement::{self, Chip};
 use super::accounting::placement::Card;
+use super::accounting::placement::{self, Chip};
 use super::accounting::{Accounting, ProcKey};
 use super::Aggregator;
 use crate::counters_page::*;
@@ -129,11 +129,16 @@ impl Aggregator {
             if p.source == Source::AsReported && p.moved_from.is_none() {
                 continue;
             }
-            let row = self.acc.row_of(&p.chip).map_or("?".to_string(), |r| r.to_string());
+            let row = self
+                .acc
+                .row_of(&p.chip)
+                .map_or("?".to_string(), |r| r.to_string());
             let how = match p.source {
                 Source::AsReported => "no cards on this host: as reported".to_string(),
                 Source::Inferred => match &proc_.placement.visible {
-                    Some(crate::segment::VisibleDevices::Set(v)) => format!("TT_VISIBLE_DEVICES={v}"),
+                    Some(crate::segment::VisibleDevices::Set(v)) => {
+                        format!("TT_VISIBLE_DEVICES={v}")
+                    }
                     _ => "TT_VISIBLE_DEVICES not set: every card visible".to_string(),
                 },
                 Source::Reported => "reported by the process".to_string(),
@@ -238,7 +243,10 @@ fn device_records(acc: &Accounting) -> Vec<DeviceRecord> {
             }
             if chip.is_remote() {
                 r.flags |= DEV_REMOTE;
-                r.via = via.get(chip).copied().unwrap_or_else(|| sole_card(acc, chip));
+                r.via = via
+                    .get(chip)
+                    .copied()
+                    .unwrap_or_else(|| sole_card(acc, chip));
             }
             match *chip {
                 Chip::Asic(id) => r.asic_id = id,
@@ -267,9 +275,14 @@ fn reported_via(acc: &Accounting) -> std::collections::HashMap<Chip, i32> {
 /// A chip of one process that sees one card only: reached through that card, else
 /// unknown (-1).
 fn sole_card(acc: &Accounting, chip: &Chip) -> i32 {
-    if let Chip::Unplaced { pid, start_time, .. } = *chip {
+    if let Chip::Unplaced {
+        pid, start_time, ..
+    } = *chip
+    {
         if let Some(p) = acc.processes.get(&(pid, start_time)) {
-            if let Some([one]) = placement::visible_cards(&p.placement.visible, &acc.cards).as_deref() {
+            if let Some([one]) =
+                placement::visible_cards(&p.placement.visible, &acc.cards).as_deref()
+            {
                 return one.index as i32;
             }
         }

@@ -132,7 +132,12 @@ impl Aggregator {
         if let Some(p) = self.acc.processes.get_mut(&key) {
             p.comm = comm.clone();
         }
-        if self.acc.processes.get(&key).is_some_and(|p| p.placement.visible.is_none()) {
+        if self
+            .acc
+            .processes
+            .get(&key)
+            .is_some_and(|p| p.placement.visible.is_none())
+        {
             // Replayed from a journal without it: what the segment says.
             self.acc.set_visible(key, seg.view().visible_devices());
         }

@@ -189,8 +189,10 @@ impl Aggregator {
                 true
             }
             Err(why) => {
-                self.log
-                    .warn(format!("pid {}: identity of device {} refused: {why}", key.0, ev.device));
+                self.log.warn(format!(
+                    "pid {}: identity of device {} refused: {why}",
+                    key.0, ev.device
+                ));
                 false
             }
         }

@@ -66,7 +66,8 @@ impl Aggregator {
     pub(super) fn log_outcome(&mut self, key: ProcKey, ev: &Event, out: &Outcome) {
         const LOGGED: u64 = 10;
         if self.log.verbosity >= Verbosity::Verbose {
-            self.log.event(describe(key.0, &self.device_label(key, ev.device), ev, out));
+            self.log
+                .event(describe(key.0, &self.device_label(key, ev.device), ev, out));
             return;
         }
         if *out == Outcome::OverLimit {
@@ -75,7 +76,8 @@ impl Aggregator {
                 let acc = &self.acc;
                 self.over_limit_logged
                     .retain(|k| acc.processes.contains_key(k));
-                self.log.warn(describe(key.0, &self.device_label(key, ev.device), ev, out));
+                self.log
+                    .warn(describe(key.0, &self.device_label(key, ev.device), ev, out));
             }
             return;
         }
@@ -89,7 +91,10 @@ impl Aggregator {
             } else {
                 ""
             };
-            self.log.info(format!("{}{more}", describe(key.0, &self.device_label(key, ev.device), ev, out)));
+            self.log.info(format!(
+                "{}{more}",
+                describe(key.0, &self.device_label(key, ev.device), ev, out)
+            ));
         }
     }
 }

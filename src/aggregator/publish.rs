@@ -276,10 +276,12 @@ pub(super) fn process_records(acc: &Accounting) -> Vec<ProcessRecord> {
                     r.flags |= PROC_DEVICE_OVERFLOW;
                     break;
                 }
-                let (chip, source) = p.chip_of(d).map_or((u16::MAX, PLACED_AS_REPORTED), |(c, s)| {
-                    let row = acc.row_of(&c).unwrap_or(u32::MAX);
-                    (row.min(u16::MAX as u32) as u16, s as u8)
-                });
+                let (chip, source) =
+                    p.chip_of(d)
+                        .map_or((u16::MAX, PLACED_AS_REPORTED), |(c, s)| {
+                            let row = acc.row_of(&c).unwrap_or(u32::MAX);
+                            (row.min(u16::MAX as u32) as u16, s as u8)
+                        });
                 r.devices[i] = ProcessDevice {
                     device: d,
                     chip,

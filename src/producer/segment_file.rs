@@ -54,7 +54,11 @@ pub(super) fn create_segment() -> Result<(), String> {
     // Which cards this process sees, for the aggregator to tell which chip its device
     // 0 is (read here, once: the environment as it stands at the first event).
     let visible = std::env::var_os("TT_VISIBLE_DEVICES");
-    seg.set_visible_devices(visible.as_deref().map(std::os::unix::ffi::OsStrExt::as_bytes));
+    seg.set_visible_devices(
+        visible
+            .as_deref()
+            .map(std::os::unix::ffi::OsStrExt::as_bytes),
+    );
     // Publish under the final name, never replacing anything.
     // SAFETY: both paths are valid C strings; AT_FDCWD with absolute or relative paths.
     let r = unsafe {

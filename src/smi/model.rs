@@ -57,6 +57,33 @@ impl DeviceView {
         L1_RESIDENT_CATS.iter().map(|&c| self.figures[c].used).sum()
     }
 
+    /// A device row of the counters page, as the views show it.
+    fn of_record(d: &DeviceRecord) -> Self {
+        DeviceView {
+            id: d.id,
+            owner_pid: (d.owner_pid != 0).then_some(d.owner_pid),
+            via: u32::try_from(d.via).ok(),
+            arch: get_str(&d.arch),
+            board: get_str(&d.board),
+            remote: d.flags & DEV_REMOTE != 0,
+            dram_total: (d.dram_total > 0).then_some(d.dram_total),
+            l1_total: (d.l1_total > 0).then_some(d.l1_total),
+            figures: d.figures,
+            telemetry: d.telemetry,
+            memory_known: true,
+            gone: d.flags & DEV_GONE != 0,
+            serial: get_str(&d.serial),
+            pci_bdf: get_str(&d.pci_bdf),
+            asic_id: if d.asic_id == 0 {
+                String::new()
+            } else {
+                format!("{:016X}", d.asic_id)
+            },
+            fw_bundle: get_str(&d.fw_bundle),
+            l1_resident_peak: d.l1_resident_peak,
+        }
+    }
+
     /// For a remote chip: what it is reached through and whose it is, e.g.
     /// `, via device 0, of pid 4242 only`; empty for any other.
     pub fn remote_note(&self) -> String {
@@ -302,33 +329,7 @@ impl Model {
             exits_holding_memory: st.exits_holding_memory,
             leaked_bytes: st.leaked_bytes,
         };
-        let devices = snap
-            .devices
-            .iter()
-            .map(|d| DeviceView {
-                id: d.id,
-                owner_pid: (d.owner_pid != 0).then_some(d.owner_pid),
-                via: u32::try_from(d.via).ok(),
-                arch: get_str(&d.arch),
-                board: get_str(&d.board),
-                remote: d.flags & DEV_REMOTE != 0,
-                dram_total: (d.dram_total > 0).then_some(d.dram_total),
-                l1_total: (d.l1_total > 0).then_some(d.l1_total),
-                figures: d.figures,
-                telemetry: d.telemetry,
-                memory_known: true,
-                gone: d.flags & DEV_GONE != 0,
-                serial: get_str(&d.serial),
-                pci_bdf: get_str(&d.pci_bdf),
-                asic_id: if d.asic_id == 0 {
-                    String::new()
-                } else {
-                    format!("{:016X}", d.asic_id)
-                },
-                fw_bundle: get_str(&d.fw_bundle),
-                l1_resident_peak: d.l1_resident_peak,
-            })
-            .collect();
+        let devices = snap.devices.iter().map(DeviceView::of_record).collect();
         let me = std::process::id();
         let processes = snap
             .processes
@@ -345,7 +346,11 @@ impl Model {
                 devices: p.devices[..(p.num_devices as usize).min(MAX_PROCESS_DEVICES)]
                     .iter()
                     .map(|d| ProcDevView {
-                        id: if d.chip == u16::MAX { d.device } else { d.chip as i32 },
+                        id: if d.chip == u16::MAX {
+                            d.device
+                        } else {
+                            d.chip as i32
+                        },
                         logical_id: d.device,
                         placement: PLACEMENT_NAMES
                             .get(d.placement as usize)

@@ -25,7 +25,11 @@ pub enum Chip {
     /// A remote chip known by its unique id: the same chip for every process naming it.
     Asic(u64),
     /// A remote chip (or one not placeable) of one process: its own row, never merged.
-    Unplaced { pid: u32, start_time: u64, logical: i32 },
+    Unplaced {
+        pid: u32,
+        start_time: u64,
+        logical: i32,
+    },
     /// A host with no cards: the id as the process reported it.
     AsReported(i32),
 }
@@ -112,7 +116,10 @@ pub fn validate_identity(id: &ChipIdentity) -> Result<(), &'static str> {
 }
 
 /// The cards a process sees, in its logical order; `None` if that is unknown.
-pub fn visible_cards<'a>(visible: &Option<VisibleDevices>, cards: &'a [Card]) -> Option<Vec<&'a Card>> {
+pub fn visible_cards<'a>(
+    visible: &Option<VisibleDevices>,
+    cards: &'a [Card],
+) -> Option<Vec<&'a Card>> {
     let mut v: Vec<&Card> = match visible.as_ref()? {
         VisibleDevices::Unset => cards.iter().collect(),
         VisibleDevices::Unknown => return None,
@@ -180,7 +187,11 @@ fn reported_chip(cards: &[Card], id: &ChipIdentity) -> Option<Chip> {
         let card = cards
             .iter()
             .find(|c| id.pcie_index >= 0 && c.index == id.pcie_index as u32)
-            .or_else(|| cards.iter().find(|c| !addr.is_empty() && c.pci_address == addr))
+            .or_else(|| {
+                cards
+                    .iter()
+                    .find(|c| !addr.is_empty() && c.pci_address == addr)
+            })
             .or_else(by_asic);
         return match card {
             Some(c) => Some(Chip::Local(c.index)),
@@ -232,7 +243,10 @@ mod tests {
     fn visible_devices_choose_the_cards_in_index_order() {
         let c = cards();
         let set = |s: &str| placed(Some(VisibleDevices::Set(s.into())));
-        assert_eq!(resolve(&c, K, &set("2"), 0), (Chip::Local(2), Source::Inferred));
+        assert_eq!(
+            resolve(&c, K, &set("2"), 0),
+            (Chip::Local(2), Source::Inferred)
+        );
         assert_eq!(resolve(&c, K, &set("2,1"), 0).0, Chip::Local(1));
         assert_eq!(resolve(&c, K, &set("2,1"), 1).0, Chip::Local(2));
         assert_eq!(resolve(&c, K, &set(" 1 , 2 "), 1).0, Chip::Local(2));
@@ -240,7 +254,14 @@ mod tests {
         // Beyond the visible local chips: a remote chip of this process alone.
         let r = resolve(&c, K, &set("1"), 1);
         assert_eq!(r.1, Source::Unplaced);
-        assert_eq!(r.0, Chip::Unplaced { pid: 7, start_time: 70, logical: 1 });
+        assert_eq!(
+            r.0,
+            Chip::Unplaced {
+                pid: 7,
+                start_time: 70,
+                logical: 1
+            }
+        );
         // A card that does not exist is not visible.
         assert_eq!(resolve(&c, K, &set("9,1"), 0).0, Chip::Local(1));
         for bad in ["x", "1;2", "-1", "01", ""] {
@@ -248,10 +269,16 @@ mod tests {
         }
         let all = placed(Some(VisibleDevices::Unset));
         assert_eq!(resolve(&c, K, &all, 2).0, Chip::Local(2));
-        assert_eq!(resolve(&c, K, &placed(Some(VisibleDevices::Unknown)), 0).1, Source::Unplaced);
+        assert_eq!(
+            resolve(&c, K, &placed(Some(VisibleDevices::Unknown)), 0).1,
+            Source::Unplaced
+        );
         assert_eq!(resolve(&c, K, &placed(None), 0).1, Source::Unplaced);
         // No cards: as reported, whatever the variable says.
-        assert_eq!(resolve(&[], K, &set("2"), 3), (Chip::AsReported(3), Source::AsReported));
+        assert_eq!(
+            resolve(&[], K, &set("2"), 3),
+            (Chip::AsReported(3), Source::AsReported)
+        );
     }
 
     #[test]
@@ -274,7 +301,10 @@ mod tests {
         p.reported.insert(0, id(0, -1, 0xA02, ""));
         assert_eq!(resolve(&c, K, &p, 0).0, Chip::Local(2));
         p.reported.insert(1, id(1, -1, 0xBEEF, ""));
-        assert_eq!(resolve(&c, K, &p, 1), (Chip::Asic(0xBEEF), Source::Reported));
+        assert_eq!(
+            resolve(&c, K, &p, 1),
+            (Chip::Asic(0xBEEF), Source::Reported)
+        );
         assert!(names_a_card(&c, &p.reported[&1]));
         // A remote chip reported with no id cannot be placed.
         p.reported.insert(1, id(1, -1, 0, ""));
@@ -285,7 +315,10 @@ mod tests {
         p.reported.insert(0, stray);
         assert_eq!(resolve(&c, K, &p, 0).0, Chip::Local(7));
         // With no cards at all: as reported, as every other process's ids there.
-        assert_eq!(resolve(&[], K, &p, 0), (Chip::AsReported(0), Source::AsReported));
+        assert_eq!(
+            resolve(&[], K, &p, 0),
+            (Chip::AsReported(0), Source::AsReported)
+        );
         assert_eq!(resolve(&[], K, &p, 1).0, Chip::AsReported(1));
     }
 
@@ -299,11 +332,26 @@ mod tests {
         };
         assert!(validate_identity(&good).is_ok());
         for bad in [
-            ChipIdentity { struct_size: 8, ..good },
-            ChipIdentity { is_remote: 2, ..good },
-            ChipIdentity { pcie_index: -2, ..good },
-            ChipIdentity { via_pcie_index: 5000, ..good },
-            ChipIdentity { pci_address: crate::sys::put_str("../../etc"), ..good },
+            ChipIdentity {
+                struct_size: 8,
+                ..good
+            },
+            ChipIdentity {
+                is_remote: 2,
+                ..good
+            },
+            ChipIdentity {
+                pcie_index: -2,
+                ..good
+            },
+            ChipIdentity {
+                via_pcie_index: 5000,
+                ..good
+            },
+            ChipIdentity {
+                pci_address: crate::sys::put_str("../../etc"),
+                ..good
+            },
         ] {
             assert!(validate_identity(&bad).is_err(), "{bad:?}");
         }

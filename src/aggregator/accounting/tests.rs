@@ -33,7 +33,10 @@ fn l1_resident_peak_is_the_high_water_mark_of_the_sum() {
         &ev(EventKind::Alloc, BufferType::Dram as u8, 0, 1 << 30, 0x20),
         0,
     );
-    assert_eq!(a.devices[&AsReported(0)].l1_resident_peak, (1 << 20) + (512 << 10));
+    assert_eq!(
+        a.devices[&AsReported(0)].l1_resident_peak,
+        (1 << 20) + (512 << 10)
+    );
 }
 
 fn acc() -> (Accounting, ProcKey, ProcKey) {
@@ -94,10 +97,16 @@ fn cb_and_kernel_frees_use_recorded_sizes() {
     a.apply(p, &ev(EventKind::KernelLoad, 2, 0, 4000, 5), 0);
     a.apply(p, &ev(EventKind::KernelLoad, 0, 0, 1000, 6), 0);
     assert_eq!(a.devices[&AsReported(0)].figures[CAT_KERNEL].used, 5000);
-    assert_eq!(a.devices[&AsReported(0)].figures[CAT_KERNEL_DISPATCH].used, 4000);
+    assert_eq!(
+        a.devices[&AsReported(0)].figures[CAT_KERNEL_DISPATCH].used,
+        4000
+    );
     a.apply(p, &ev(EventKind::KernelUnload, 0, 0, 77777, 5), 0);
     assert_eq!(a.devices[&AsReported(0)].figures[CAT_KERNEL].used, 1000);
-    assert_eq!(a.devices[&AsReported(0)].figures[CAT_KERNEL_DISPATCH].used, 0);
+    assert_eq!(
+        a.devices[&AsReported(0)].figures[CAT_KERNEL_DISPATCH].used,
+        0
+    );
     assert_eq!(a.devices[&AsReported(0)].figures[CAT_KERNEL_APP].used, 1000);
 }
 
@@ -192,7 +201,10 @@ fn release_removes_everything_a_process_held_and_keeps_others() {
     assert_eq!(a.devices[&AsReported(0)].figures[CAT_DRAM].used, 5);
     assert_eq!(a.devices[&AsReported(1)].figures[CAT_L1].used, 0);
     assert_eq!(a.devices[&AsReported(0)].figures[CAT_KERNEL].used, 0);
-    assert_eq!(a.devices[&AsReported(0)].figures[CAT_DRAM].peak, (1 << 30) + 5);
+    assert_eq!(
+        a.devices[&AsReported(0)].figures[CAT_DRAM].peak,
+        (1 << 30) + 5
+    );
     assert!(leak_summary(&a.processes[&q]).is_some());
 }
 
@@ -224,7 +236,11 @@ fn each_process_device_zero_is_its_own_card() {
     // p's device 1 is past its one visible card: a remote chip of p's alone, in a row
     // after the cards.
     a.apply(p, &ev(EventKind::Alloc, dram, 1, 5, 2), 0);
-    let remote = Unplaced { pid: 1, start_time: 1, logical: 1 };
+    let remote = Unplaced {
+        pid: 1,
+        start_time: 1,
+        logical: 1,
+    };
     assert_eq!(a.devices[&remote].row, 2);
     a.check_device_sums().unwrap();
     a.release(p);
@@ -262,13 +278,21 @@ fn a_late_identity_moves_exactly_that_device() {
     assert_eq!(moved.count, 9);
     assert_eq!(a.devices[&Local(0)].figures[CAT_DRAM].used, 0);
     assert_eq!(a.devices[&Local(0)].figures[CAT_L1].used, 30, "q's stay");
-    assert_eq!(a.processes[&p].chip_of(0), Some((Local(1), placement::Source::Reported)));
+    assert_eq!(
+        a.processes[&p].chip_of(0),
+        Some((Local(1), placement::Source::Reported))
+    );
     a.check_device_sums().unwrap();
     // Later events follow the new placement; a free finds its buffer wherever it went.
     a.apply(p, &ev(EventKind::Free, 0, 0, 0, 4), 0);
     assert_eq!(a.devices[&Local(1)].figures[CAT_DRAM].count, 8);
     // A remote chip named by its id is one row for every process that names it.
-    let remote = ChipIdentity { is_remote: 1, asic_id: 0xBEEF, via_pcie_index: 1, ..id };
+    let remote = ChipIdentity {
+        is_remote: 1,
+        asic_id: 0xBEEF,
+        via_pcie_index: 1,
+        ..id
+    };
     a.set_identity(p, 1, remote).unwrap();
     a.set_identity(q, 3, remote).unwrap();
     a.apply(p, &ev(EventKind::Alloc, dram, 1, 11, 50), 0);
@@ -277,7 +301,9 @@ fn a_late_identity_moves_exactly_that_device() {
     a.check_device_sums().unwrap();
     // Refused, counted, and nothing moves.
     let invalid = a.invalid_events;
-    assert!(a.set_identity(p, 0, ChipIdentity { is_remote: 9, ..id }).is_err());
+    assert!(a
+        .set_identity(p, 0, ChipIdentity { is_remote: 9, ..id })
+        .is_err());
     assert_eq!(a.invalid_events, invalid + 1);
     assert_eq!(a.processes[&p].chip_of(0).unwrap().0, Local(1));
 }
@@ -299,7 +325,9 @@ fn cards_found_after_events_move_figures_off_the_ids_as_reported() {
     assert_eq!(a.devices[&AsReported(0)].figures[CAT_DRAM].used, 0);
     a.check_device_sums().unwrap();
     let placed = a.take_placed();
-    assert!(placed.iter().any(|x| x.key == p && x.chip == Local(1) && x.moved_from == Some(0)));
+    assert!(placed
+        .iter()
+        .any(|x| x.key == p && x.chip == Local(1) && x.moved_from == Some(0)));
 }
 
 #[test]
@@ -310,7 +338,11 @@ fn a_remote_row_gives_way_to_a_card_that_appears() {
     a.set_cards(two_cards()[..1].to_vec());
     a.set_visible(p, Unset);
     a.apply(p, &ev(EventKind::Alloc, BufferType::Dram as u8, 1, 5, 1), 0);
-    let remote = Unplaced { pid: 1, start_time: 1, logical: 1 };
+    let remote = Unplaced {
+        pid: 1,
+        start_time: 1,
+        logical: 1,
+    };
     assert_eq!(a.devices[&remote].row, 1);
     // A second card appears (a driver loaded late): device 1 is that card now.
     a.set_cards(two_cards());
