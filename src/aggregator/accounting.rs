@@ -57,6 +57,9 @@ pub struct ProcDev {
     pub used: [u64; NUM_CATS],
     pub count: [u64; NUM_CATS],
     pub peak: [u64; NUM_CATS],
+    /// The chip it is on (kept with the placement, so that applying an event looks
+    /// up no placement); `None` only before its first event.
+    pub chip: Option<Chip>,
 }
 
 /// A tracked process.
@@ -133,6 +136,16 @@ pub struct DevState {
     /// The row's id in every view: a local chip's `/dev/tenstorrent` index, an id as
     /// reported on a host with no cards, else the lowest that no card or chip has.
     pub row: u32,
+}
+
+impl DevState {
+    /// A row shown nowhere (not reached: a placed device's chip always has its row).
+    fn unnumbered() -> Self {
+        Self {
+            row: u32::MAX,
+            ..Default::default()
+        }
+    }
 }
 
 /// A placement made or changed (for the aggregator's log).
@@ -304,11 +317,15 @@ impl Accounting {
                 .map_or(items.len(), |k| n + k);
             let changes = items[n..end].iter().any(|t| changes_figures(event_of(t)));
             let mut entries = changes.then(|| {
-                let chip = chip_of(&self.cards, &mut self.placed, key, placement, device);
-                (
-                    dev_entry(&mut self.devices, &self.cards, chip),
-                    proc_devices.entry(device).or_default(),
-                )
+                let pd = proc_devices.entry(device).or_default();
+                let chip = *pd.chip.get_or_insert_with(|| {
+                    let c = chip_of(&self.cards, &mut self.placed, key, placement, device);
+                    dev_entry(&mut self.devices, &self.cards, c);
+                    c
+                });
+                // The chip's row was made with the process's first event on it.
+                let dev = self.devices.entry(chip).or_insert_with(DevState::unnumbered);
+                (dev, pd)
             });
             while n < items.len() {
                 let ev = event_of(&items[n]);

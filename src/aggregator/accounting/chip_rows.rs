@@ -78,6 +78,9 @@ impl Accounting {
             p.placement.chips.insert(l, now);
             let mut moved_from = None;
             if was.0 != now.0 {
+                if let Some(pd) = p.devices.get_mut(&l) {
+                    pd.chip = Some(now.0);
+                }
                 let pd = p.devices.get(&l);
                 let mut info = None;
                 if let Some(o) = self.devices.get_mut(&was.0) {
