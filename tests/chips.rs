@@ -88,7 +88,7 @@ fn json(dir: &TempDir, root: &TempDir) -> Value {
     ])
 }
 
-fn device<'a>(v: &'a Value, id: u64) -> &'a Value {
+fn device(v: &Value, id: u64) -> &Value {
     v["devices"]
         .as_array()
         .unwrap()
@@ -103,7 +103,7 @@ fn dram_used(v: &Value, id: u64) -> u64 {
         .unwrap_or_else(|| panic!("device {id}: {}", device(v, id)))
 }
 
-fn process<'a>(v: &'a Value, pid: u32) -> &'a Value {
+fn process(v: &Value, pid: u32) -> &Value {
     v["processes"]
         .as_array()
         .unwrap()
@@ -182,6 +182,17 @@ fn processes_on_device_zero_of_different_cards_are_on_their_own_cards() {
         .find(|l| l.trim_start().starts_with(&train.pid().to_string()))
         .unwrap_or_else(|| panic!("{text}"));
     assert!(row.contains(" 1 (0) "), "{row}\n{text}");
+    // So do the queries scripts use.
+    let csv = smi(&[
+        "--dir",
+        dir.path().to_str().unwrap(),
+        "--sysfs-root",
+        root.path().to_str().unwrap(),
+        "--query-process=pid,device,logical_device,placement",
+        "--format=csv,noheader",
+    ]);
+    let want = format!("{}, 1, 0, inferred", train.pid());
+    assert!(csv.lines().any(|l| l == want), "{want}\n{csv}");
     // The log names the placement and how it was made.
     agg.wait_for(
         || {

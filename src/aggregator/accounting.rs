@@ -324,7 +324,10 @@ impl Accounting {
                     c
                 });
                 // The chip's row was made with the process's first event on it.
-                let dev = self.devices.entry(chip).or_insert_with(DevState::unnumbered);
+                let dev = self
+                    .devices
+                    .entry(chip)
+                    .or_insert_with(DevState::unnumbered);
                 (dev, pd)
             });
             while n < items.len() {

@@ -198,8 +198,20 @@ pub const PROCESS_FIELDS: &[ProcessField] = &[
     ProcessField(
         "device",
         "",
-        "device id (one row per process and device)",
+        "the chip's device id, as the device rows number it (one row per process and device)",
         |_, d, _| int(Some(d.id as u64)),
+    ),
+    ProcessField(
+        "logical_device",
+        "",
+        "the process's own id of that device (its TT-Metal device id); N/A for a card it holds without reporting",
+        |_, d, _| int(u64::try_from(d.logical_id).ok()),
+    ),
+    ProcessField(
+        "placement",
+        "",
+        "how the device was placed on its chip: reported, inferred (TT_VISIBLE_DEVICES), unplaced, as_reported, holder",
+        |_, d, _| text(d.placement),
     ),
     ProcessField(
         "used_memory",

@@ -539,11 +539,10 @@ impl OwnSegment {
             .open(&path)
             .unwrap();
         f.set_len(tttrack::shm_layout::SEGMENT_SIZE as u64).unwrap();
-        // SAFETY: f is open; the lock goes with it.
-        assert_eq!(
-            unsafe { libc::flock(std::os::unix::io::AsRawFd::as_raw_fd(&f), libc::LOCK_EX) },
-            0
-        );
+        let fd = std::os::unix::io::AsRawFd::as_raw_fd(&f);
+        // SAFETY: fd is f's open descriptor; the lock goes with it.
+        let locked = unsafe { libc::flock(fd, libc::LOCK_EX) };
+        assert_eq!(locked, 0);
         let map = memmap2::MmapOptions::new()
             .len(tttrack::shm_layout::SEGMENT_SIZE)
             .map_raw(&f)
