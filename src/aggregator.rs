@@ -41,6 +41,7 @@ pub mod metrics;
 pub mod peer;
 pub mod publish;
 pub mod reaper;
+pub mod recordings;
 pub mod requests;
 pub mod segment_reader;
 pub mod startup;
@@ -137,6 +138,7 @@ pub struct Aggregator {
     clock: Clock,
     /// Processes told in the log to be past `limits::MAX_BUFFERS_PER_PROCESS`.
     over_limit_logged: HashSet<ProcKey>,
+    recordings: recordings::Recordings,
 }
 
 impl Aggregator {
@@ -226,6 +228,7 @@ impl Aggregator {
         // page before it is durable (a socket cannot be read again after a crash).
         read += self.serve_compat();
         self.persist_and_release(need_snapshot);
+        self.flush_recordings();
         if now.duration_since(self.clock.liveness) >= LIVENESS_INTERVAL {
             self.clock.liveness = now;
             self.reap_dead();
@@ -240,6 +243,7 @@ impl Aggregator {
             self.check_page();
             self.check_space();
             self.check_holders();
+            self.prune_recordings();
             self.push_history();
         }
         read

@@ -7,7 +7,11 @@
 //!   `first_seen_unix_s`), largest first, at most N (default
 //!   `limits::DEFAULT_BUFFERS_ANSWER`, at most `MAX_BUFFERS_ANSWER`); when more are
 //!   live, a last line `{"truncated": true, "shown": N, "total": M}`;
-//! - `ping`: `pong`.
+//! - `ping`: `pong`;
+//! - `record epoch_ms=T`: the events of the asker's processes as they are applied
+//!   (see [`crate::aggregator::recordings`]): a line `ok`, then frames, each a u32 LE
+//!   length and that many bytes of [`crate::recording`] records, until the asker
+//!   closes.
 //!
 //! Anything else gets one line `{"error": "..."}`.
 
@@ -24,6 +28,9 @@ pub const SOCKET_NAME: &str = "aggregator.sock";
 pub struct Request {
     pub query: String,
     pub reply: mpsc::Sender<Answer>,
+    /// Who asked (the socket's peer credentials).
+    pub pid: u32,
+    pub uid: u32,
 }
 
 /// What the aggregator's loop hands back: the buffers chosen (copied out, largest
@@ -31,7 +38,12 @@ pub struct Request {
 /// large answer never holds up draining.
 pub enum Answer {
     Text(String),
-    Buffers { lines: Vec<BufferLine>, total: u64 },
+    Buffers {
+        lines: Vec<BufferLine>,
+        total: u64,
+    },
+    /// A recording's records, chunk by chunk, until the aggregator drops its end.
+    Stream(mpsc::Receiver<Vec<u8>>),
 }
 
 impl Answer {
@@ -52,6 +64,7 @@ impl Answer {
                 }
                 out
             }
+            Answer::Stream(_) => String::new(),
         }
     }
 }
@@ -191,7 +204,7 @@ pub fn serve(listener: UnixListener) -> std::io::Result<mpsc::Receiver<Request>>
         .name("control".into())
         .spawn(move || {
             for mut conn in listener.incoming().flatten() {
-                let Some((_, uid)) = crate::aggregator::peer::peer(&conn) else {
+                let Some((pid, uid)) = crate::aggregator::peer::peer(&conn) else {
                     continue;
                 };
                 let slot = match limit.admit(uid) {
@@ -206,7 +219,7 @@ pub fn serve(listener: UnixListener) -> std::io::Result<mpsc::Receiver<Request>>
                 let _ = std::thread::Builder::new()
                     .name("control-conn".into())
                     .spawn(move || {
-                        handle(conn, tx);
+                        handle(conn, tx, pid, uid);
                         drop(slot);
                     });
             }
@@ -214,7 +227,7 @@ pub fn serve(listener: UnixListener) -> std::io::Result<mpsc::Receiver<Request>>
     Ok(rx)
 }
 
-fn handle(conn: UnixStream, tx: mpsc::Sender<Request>) {
+fn handle(conn: UnixStream, tx: mpsc::Sender<Request>, pid: u32, uid: u32) {
     // Formatting and writing answers is background work: it yields the CPU to the
     // draining thread. (Per thread on Linux; harmless where it fails.)
     // SAFETY: setpriority on this thread's own id has no memory-safety preconditions.
@@ -235,15 +248,67 @@ fn handle(conn: UnixStream, tx: mpsc::Sender<Request>) {
         .send(Request {
             query: line.trim().to_string(),
             reply: rtx,
+            pid,
+            uid,
         })
         .is_err()
     {
         return;
     }
-    if let Ok(a) = rrx.recv_timeout(Duration::from_secs(10)) {
-        let mut w = conn;
-        let _ = w.write_all(a.into_text().as_bytes());
+    match rrx.recv_timeout(Duration::from_secs(10)) {
+        Ok(Answer::Stream(chunks)) => stream(conn, chunks),
+        Ok(a) => {
+            let mut w = conn;
+            let _ = w.write_all(a.into_text().as_bytes());
+        }
+        Err(_) => {}
     }
+}
+
+/// Writes a recording's chunks as frames until the asker closes (noticed when a
+/// write fails, or by a look every second while nothing is sent) or the aggregator
+/// ends the stream.
+fn stream(mut conn: UnixStream, chunks: mpsc::Receiver<Vec<u8>>) {
+    // A recorder that stops reading blocks only this thread; the aggregator's queue
+    // then fills and loses (and counts) what does not fit.
+    let _ = conn.set_write_timeout(None);
+    if conn.write_all(b"ok\n").is_err() {
+        return;
+    }
+    let _ = conn.set_nonblocking(false);
+    loop {
+        match chunks.recv_timeout(Duration::from_secs(1)) {
+            Ok(c) if c.is_empty() => {}
+            Ok(c) => {
+                let len = (c.len() as u32).to_le_bytes();
+                if conn.write_all(&len).is_err() || conn.write_all(&c).is_err() {
+                    return;
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if peer_closed(&conn) {
+                    return;
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}
+
+/// Whether the other end of `conn` has closed (a read that finds end of file).
+fn peer_closed(conn: &UnixStream) -> bool {
+    let mut b = [0u8; 1];
+    // SAFETY: b is a writable buffer of 1 byte for the call; MSG_PEEK | MSG_DONTWAIT
+    // neither consumes data nor blocks.
+    let n = unsafe {
+        libc::recv(
+            std::os::unix::io::AsRawFd::as_raw_fd(conn),
+            b.as_mut_ptr() as *mut libc::c_void,
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    n == 0
 }
 
 /// Sends one request to the aggregator of `dir` and returns the answer.

@@ -17,6 +17,7 @@ pub mod counters_page;
 pub mod devices;
 pub mod doctor;
 pub mod producer;
+pub mod recording;
 pub mod segment;
 pub mod shm_layout;
 pub mod smi;

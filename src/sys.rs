@@ -121,6 +121,14 @@ pub fn proc_info(proc_root: &Path, pid: u32) -> Option<ProcInfo> {
     })
 }
 
+/// The parent of process `pid` (`/proc/PID/stat` field 4).
+pub fn parent_of(proc_root: &Path, pid: u32) -> Option<u32> {
+    let stat = std::fs::read(proc_root.join(pid.to_string()).join("stat")).ok()?;
+    let close = stat.iter().rposition(|&c| c == b')')?;
+    let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
+    rest.split_ascii_whitespace().nth(1)?.parse().ok()
+}
+
 /// The value of variable `name` in the environment process `pid` started with
 /// (`/proc/PID/environ`, at most 1 MiB read): `Ok(None)` if it is not set, `Err` if the
 /// file cannot be read (another user's process, to an unprivileged reader).

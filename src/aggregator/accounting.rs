@@ -536,11 +536,12 @@ pub fn leak_summary(p: &ProcState) -> Option<String> {
 
 pub mod buffer_table;
 mod chip_rows;
-mod kinds;
+pub(crate) mod kinds;
 pub mod placement;
 pub use buffer_table::BufferTable;
 use chip_rows::{chip_of, dev_entry};
 use kinds::{apply_kind, validate};
+pub use kinds::{cat_of_buffer, cat_of_kernel};
 
 #[cfg(test)]
 mod tests;

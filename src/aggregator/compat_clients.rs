@@ -93,6 +93,7 @@ impl Aggregator {
                 });
                 let visible = self.visible_devices_of(pid, start_time);
                 self.acc.set_visible(key, visible);
+                self.consider_for_recordings(key);
                 self.segmentless.insert(key, pidfd);
                 self.log.info(format!(
                     "+ pid {pid} ({comm}) connected to the compatibility socket"
@@ -113,6 +114,7 @@ impl Aggregator {
                 let now_s = (sys::unix_ns() / 1_000_000_000) as u32;
                 let out = self.acc.apply(key, &ev, now_s);
                 self.log_outcome(key, &ev, &out);
+                self.record_events(key, std::slice::from_ref(&ev).iter());
                 return 1;
             }
             Msg::Query { msg, reply } => {

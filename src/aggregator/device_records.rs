@@ -123,6 +123,7 @@ impl Aggregator {
     pub(super) fn log_placements(&mut self) {
         use super::accounting::placement::Source;
         for p in self.acc.take_placed() {
+            self.record_placed(&p);
             let Some(proc_) = self.acc.processes.get(&p.key) else {
                 continue;
             };

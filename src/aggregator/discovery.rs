@@ -157,6 +157,7 @@ impl Aggregator {
             broken: false,
         };
         self.segments.attached.insert(path.to_path_buf(), a);
+        self.consider_for_recordings(key);
         self.page.dirty = true;
         Ok(())
     }

@@ -101,6 +101,7 @@ impl Aggregator {
         let view = a.seg.view();
         let mut pending = std::mem::take(&mut a.pending);
         let snapshot = self.apply_batch(key, &pending[..m.ready], view);
+        self.record_events(key, pending[..m.ready].iter().map(|p| &p.ev));
         pending.drain(..m.ready);
         if let Some(a) = self.segments.attached.get_mut(path) {
             a.pending = pending;
@@ -156,6 +157,7 @@ impl Aggregator {
             return false;
         };
         if self.acc.set_device_info(key, ev.device, info) {
+            self.record_info(key, ev.device, info);
             return true;
         }
         self.log.warn(format!(

@@ -157,6 +157,7 @@ impl Aggregator {
         let Some(p) = self.acc.release(key) else {
             return;
         };
+        self.record_end(key, p.events_lost());
         self.count_leak(&p);
         match leak_summary(&p) {
             Some(line) => self.log.info(line),

@@ -45,11 +45,33 @@ impl Aggregator {
             }
             let Ok(req) = rx.try_recv() else { break };
             let t = Instant::now();
-            let text = crate::control::answer(&self.acc, &req.query);
+            let text = match req.query.strip_prefix("record") {
+                Some(args) => self.record_request(&req, args),
+                None => crate::control::answer(&self.acc, &req.query),
+            };
             let _ = req.reply.send(text);
             self.request_took(t.elapsed());
         }
         self.requests.rx = Some(rx);
+    }
+
+    /// `record epoch_ms=T`: a recording for the asker.
+    fn record_request(&mut self, req: &Request, args: &str) -> crate::control::Answer {
+        use crate::control::Answer;
+        let epoch = args
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("epoch_ms="))
+            .and_then(|v| v.parse::<u64>().ok());
+        let Some(epoch) = epoch else {
+            return Answer::Text(format!(
+                "{}\n",
+                serde_json::json!({ "error": "record needs epoch_ms=T (Unix milliseconds of the recording's time 0)" })
+            ));
+        };
+        match self.start_recording(req.pid, req.uid, epoch) {
+            Ok(rx) => Answer::Stream(rx),
+            Err(why) => Answer::Text(format!("{}\n", serde_json::json!({ "error": why }))),
+        }
     }
 
     /// Requests and dumps (which look at every buffer) get at most

@@ -64,6 +64,7 @@ impl Aggregator {
                 activity: now,
             },
             over_limit_logged: Default::default(),
+            recordings: Default::default(),
             cfg,
         };
         agg.log.info(format!(

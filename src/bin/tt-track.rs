@@ -7,6 +7,8 @@
 //! - `tt-track run [--] CMD [ARGS...]`: runs CMD with libtttrack.so preloaded and
 //!   tracking enabled, and passes its exit status through.
 //! - `tt-track doctor`: checks this host's tracking set-up, line by line.
+//! - `tt-track record`, `report`, `export`, `diff`: a run recorded, and what the
+//!   recording says, on any machine.
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -18,6 +20,10 @@ use tttrack::workload;
 #[path = "tt-track/demo.rs"]
 mod demo;
 use demo::demo;
+#[path = "tt-track/record.rs"]
+mod record;
+#[path = "tt-track/recorded.rs"]
+mod recorded;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -103,6 +109,43 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         cmd: Vec<String>,
     },
+    /// Run a command tracked and record every event of it and of the processes it
+    /// starts into a file (then `tt-track report FILE`).
+    Record {
+        /// The recording (default: the command's name and the time, `.ttrec`).
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        cmd: Vec<String>,
+    },
+    /// What a recording says: peaks per device and type, what was live at each peak,
+    /// leaks, short-lived allocations, sizes.
+    Report {
+        file: PathBuf,
+        /// One JSON document instead of text (schema in the README).
+        #[arg(long)]
+        json: bool,
+        /// Also write one self-contained HTML page with charts to OUT.
+        #[arg(long, value_name = "OUT")]
+        html: Option<PathBuf>,
+    },
+    /// A recording as a Perfetto (Chrome trace-event JSON) trace, or CSV.
+    Export {
+        file: PathBuf,
+        #[arg(long, value_enum, default_value_t = recorded::Format::Perfetto)]
+        format: recorded::Format,
+        /// Where to write (default: standard output).
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
+    },
+    /// Two recordings' peaks and leaks side by side; with --fail-above, exit 1 when a
+    /// peak grew by more than PCT percent or a leak appeared.
+    Diff {
+        base: PathBuf,
+        new: PathBuf,
+        #[arg(long, value_name = "PCT")]
+        fail_above: Option<f64>,
+    },
 }
 
 fn main() {
@@ -123,6 +166,18 @@ fn main() {
             soak_dir: _,
         } => run_workload(seed, cycles, pace_ms, leak, name),
         Cmd::Run { cmd } => run_cmd(cmd),
+        Cmd::Record { output, cmd } => record::record(output, cmd),
+        Cmd::Report { file, json, html } => recorded::report(&file, json, html.as_deref()),
+        Cmd::Export {
+            file,
+            format,
+            output,
+        } => recorded::export(&file, format, output.as_deref()),
+        Cmd::Diff {
+            base,
+            new,
+            fail_above,
+        } => recorded::diff(&base, &new, fail_above),
         Cmd::Load {
             threads,
             pairs,
@@ -252,17 +307,9 @@ fn load(threads: u64, pairs: u64, keep: u64, hold_ms: u64) -> i32 {
     0
 }
 
-fn run_cmd(cmd: Vec<String>) -> i32 {
-    use std::os::unix::process::CommandExt;
-    let mut cmd = cmd;
-    if cmd.first().is_some_and(|c| c == "--") {
-        cmd.remove(0);
-    }
-    let Some((prog, rest)) = cmd.split_first() else {
-        eprintln!("tt-track run: no command given (usage: tt-track run [--] CMD [ARGS...])");
-        return 2;
-    };
-    let lib = lib_or_exit();
+/// CMD with libtttrack.so preloaded (before anything already in `LD_PRELOAD`) and
+/// tracking on.
+fn tracked(cmd: &[String], lib: &std::path::Path) -> Command {
     let mut preload = lib.display().to_string();
     if let Some(old) = std::env::var_os("LD_PRELOAD") {
         let old = old.to_string_lossy();
@@ -270,11 +317,25 @@ fn run_cmd(cmd: Vec<String>) -> i32 {
             preload = format!("{preload}:{old}");
         }
     }
-    let err = Command::new(prog)
-        .args(rest)
+    let mut c = Command::new(&cmd[0]);
+    c.args(&cmd[1..])
         .env("LD_PRELOAD", preload)
-        .env("TT_ALLOC_TRACKING_ENABLED", "1")
-        .exec();
+        .env("TT_ALLOC_TRACKING_ENABLED", "1");
+    c
+}
+
+fn run_cmd(cmd: Vec<String>) -> i32 {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = cmd;
+    if cmd.first().is_some_and(|c| c == "--") {
+        cmd.remove(0);
+    }
+    let Some((prog, _)) = cmd.split_first() else {
+        eprintln!("tt-track run: no command given (usage: tt-track run [--] CMD [ARGS...])");
+        return 2;
+    };
+    let lib = lib_or_exit();
+    let err = tracked(&cmd, &lib).exec();
     eprintln!("tt-track run: cannot run {prog}: {err}");
     if err.kind() == std::io::ErrorKind::NotFound {
         127

@@ -6,7 +6,7 @@ use super::{BufRec, DevState, Outcome, ProcDev, MAX_EVENT_SIZE};
 use crate::counters_page::*;
 use crate::shm_layout::{BufferType, Event, EventKind, KernelType, MAX_DEVICES};
 
-fn cat_of_buffer(t: BufferType) -> usize {
+pub fn cat_of_buffer(t: BufferType) -> usize {
     match t {
         BufferType::Dram => CAT_DRAM,
         BufferType::L1 => CAT_L1,
@@ -16,7 +16,7 @@ fn cat_of_buffer(t: BufferType) -> usize {
     }
 }
 
-fn cat_of_kernel(t: KernelType) -> usize {
+pub fn cat_of_kernel(t: KernelType) -> usize {
     match t {
         KernelType::Application => CAT_KERNEL_APP,
         KernelType::Fabric => CAT_KERNEL_FABRIC,

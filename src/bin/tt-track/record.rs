@@ -1,0 +1,469 @@
+//! `tt-track record [-o FILE] [--] CMD [ARGS...]`: runs CMD tracked (as `tt-track run`
+//! does) and records every event of it and of the processes it starts, through the
+//! aggregator of the tracking directory if one runs, else a private one started for
+//! the run; then prints a summary. The exit status is CMD's (128 + N when a signal N
+//! killed it).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tttrack::recording::{decode, DeviceRow, Meta, Record, Recording, Writer};
+
+/// What the stream has said of the recorded processes.
+#[derive(Default)]
+struct Seen {
+    started: std::collections::BTreeSet<u32>,
+    ended: std::collections::BTreeSet<u32>,
+    /// Per process: the last sequence number recorded (gaps are lost events).
+    last_seq: std::collections::HashMap<u32, u64>,
+    events: u64,
+    /// The stream broke (the aggregator ended); times it was opened again.
+    reconnects: u32,
+}
+
+/// An aggregator the recording goes through: the directory's, or a private one.
+struct Aggregator {
+    dir: PathBuf,
+    private: Option<Child>,
+}
+
+impl Drop for Aggregator {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.private.take() {
+            // SAFETY: kill with a pid we spawned and have not reaped.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let _ = c.wait();
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+fn alive(dir: &Path) -> bool {
+    tttrack::counters_page::CountersReader::open(dir).is_ok_and(|r| r.aggregator_alive())
+}
+
+/// The directory's aggregator if it runs, else a private one in a fresh directory.
+fn aggregator(dir: PathBuf) -> Result<Aggregator, String> {
+    if alive(&dir) {
+        return Ok(Aggregator { dir, private: None });
+    }
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let bin = exe.with_file_name("tt-aggregator");
+    let private = PathBuf::from(format!("/dev/shm/tttrack-record-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&private);
+    tttrack::sys::ensure_tracking_dir(&private)
+        .map_err(|e| format!("cannot create {}: {e}", private.display()))?;
+    let child = Command::new(&bin)
+        .arg("--dir")
+        .arg(&private)
+        .arg("--no-compat-socket")
+        .arg("--quiet")
+        .stdin(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+    let agg = Aggregator {
+        dir: private,
+        private: Some(child),
+    };
+    let t = Instant::now();
+    while !alive(&agg.dir) {
+        if t.elapsed() > Duration::from_secs(10) {
+            return Err("the private tt-aggregator did not start within 10 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(agg)
+}
+
+/// Opens the recording stream: `ok`, then frames.
+fn open_stream(dir: &Path, epoch_ms: u64) -> std::io::Result<UnixStream> {
+    let mut s = UnixStream::connect(dir.join(tttrack::control::SOCKET_NAME))?;
+    s.write_all(format!("record epoch_ms={epoch_ms}\n").as_bytes())?;
+    s.set_read_timeout(Some(Duration::from_secs(15)))?;
+    let mut line = String::new();
+    BufReader::new(s.try_clone()?).read_line(&mut line)?;
+    if line.trim() != "ok" {
+        return Err(std::io::Error::other(format!(
+            "the aggregator refused the recording: {}",
+            line.trim()
+        )));
+    }
+    s.set_read_timeout(Some(Duration::from_millis(200)))?;
+    Ok(s)
+}
+
+fn device_rows(dir: &Path) -> Vec<DeviceRow> {
+    let Ok(r) = tttrack::counters_page::CountersReader::open(dir) else {
+        return Vec::new();
+    };
+    let Some(s) = r.view().snapshot() else {
+        return Vec::new();
+    };
+    s.devices
+        .iter()
+        .map(|d| DeviceRow {
+            id: d.id,
+            arch: tttrack::sys::get_str(&d.arch),
+            board: tttrack::sys::get_str(&d.board),
+            remote: d.flags & tttrack::counters_page::DEV_REMOTE != 0,
+            dram_total: d.dram_total,
+            l1_total: d.l1_total,
+        })
+        .collect()
+}
+
+/// Notes what a chunk says, and the events it is missing (gaps in a process's
+/// sequence numbers: sent by no aggregator, as when one restarted).
+fn note(seen: &mut Seen, chunk: &[u8], t_ms: u64) -> Vec<Record> {
+    let mut lost = Vec::new();
+    for r in decode(chunk).unwrap_or_default() {
+        match r {
+            Record::Process { pid, .. } => {
+                seen.started.insert(pid);
+            }
+            Record::End { pid, .. } => {
+                seen.ended.insert(pid);
+            }
+            Record::Events { pid, events, .. } => {
+                seen.events += events.len() as u64;
+                for e in &events {
+                    let last = seen.last_seq.insert(pid, e.seq);
+                    if let Some(l) = last {
+                        if e.seq > l + 1 {
+                            lost.push(Record::Lost {
+                                t_ms,
+                                pid,
+                                count: e.seq - l - 1,
+                            });
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    lost
+}
+
+/// Reads the stream into the file until `done` is set and nothing more comes; a
+/// broken stream is opened again (an aggregator restarting).
+fn pump(
+    mut s: UnixStream,
+    dir: PathBuf,
+    epoch_ms: u64,
+    w: Arc<Mutex<Writer<std::fs::File>>>,
+    seen: Arc<Mutex<Seen>>,
+    done: Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut last_flush = Instant::now();
+    let now_ms = || tttrack::sys::unix_ns() / 1_000_000 - epoch_ms;
+    loop {
+        let mut len = [0u8; 4];
+        match s.read_exact(&mut len) {
+            Ok(()) => {
+                let mut chunk = vec![0u8; u32::from_le_bytes(len) as usize];
+                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                if s.read_exact(&mut chunk).is_err() {
+                    continue;
+                }
+                let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+                let lost = note(
+                    &mut seen.lock().unwrap_or_else(|e| e.into_inner()),
+                    &chunk,
+                    now_ms(),
+                );
+                let mut w = w.lock().unwrap_or_else(|e| e.into_inner());
+                let _ = w.add(&chunk);
+                for r in lost {
+                    let _ = w.add_record(&r);
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                if done.load(Relaxed) {
+                    return;
+                }
+            }
+            Err(_) => {
+                if done.load(Relaxed) {
+                    return;
+                }
+                // The aggregator went away: wait for the next one (up to 30 s).
+                let t = Instant::now();
+                loop {
+                    std::thread::sleep(Duration::from_millis(100));
+                    if let Ok(n) = open_stream(&dir, epoch_ms) {
+                        s = n;
+                        seen.lock().unwrap_or_else(|e| e.into_inner()).reconnects += 1;
+                        break;
+                    }
+                    if t.elapsed() > Duration::from_secs(30) || done.load(Relaxed) {
+                        return;
+                    }
+                }
+            }
+        }
+        if last_flush.elapsed() >= Duration::from_secs(1) {
+            let _ = w.lock().unwrap_or_else(|e| e.into_inner()).flush();
+            last_flush = Instant::now();
+        }
+    }
+}
+
+/// The default file name: the command's name and the time, in the current directory.
+fn default_name(cmd: &[String]) -> PathBuf {
+    let base = cmd
+        .iter()
+        .find(|a| !a.starts_with('-') && !a.ends_with("python") && !a.ends_with("python3"))
+        .or(cmd.first())
+        .map(|a| {
+            Path::new(a)
+                .file_name()
+                .map_or("run".into(), |f| f.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "run".into());
+    let base: String = base
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "._-".contains(*c))
+        .collect();
+    let t = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let t: String = t.chars().filter(|c| c.is_ascii_digit()).collect();
+    PathBuf::from(format!("{base}-{t}.ttrec"))
+}
+
+/// Waits for CMD (and reaps the orphans it leaves to us, their subreaper); returns
+/// CMD's wait status.
+fn wait_for(child: &Child) -> i32 {
+    let pid = child.id() as i32;
+    let mut status = 0;
+    loop {
+        let mut st = 0;
+        // SAFETY: waitpid with a valid status pointer.
+        let r = unsafe { libc::waitpid(-1, &mut st, 0) };
+        if r == pid {
+            status = st;
+            break;
+        }
+        if r < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            break;
+        }
+    }
+    // Orphans still running are left to run; those that ended are reaped.
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_millis(500) {
+        let mut st = 0;
+        // SAFETY: as above; WNOHANG never blocks.
+        let r = unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG) };
+        if r <= 0 {
+            break;
+        }
+    }
+    status
+}
+
+pub fn record(out: Option<PathBuf>, cmd: Vec<String>) -> i32 {
+    let mut cmd = cmd;
+    if cmd.first().is_some_and(|c| c == "--") {
+        cmd.remove(0);
+    }
+    if cmd.is_empty() {
+        eprintln!("tt-track record: no command given (usage: tt-track record [-o FILE] [--] CMD [ARGS...])");
+        return 2;
+    }
+    let lib = super::lib_or_exit();
+    let path = out.unwrap_or_else(|| default_name(&cmd));
+    let agg = match aggregator(tttrack::sys::tracking_dir_from_env()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("tt-track record: {e}");
+            return 1;
+        }
+    };
+    // Orphans of the command become our children, so they stay our descendants.
+    // SAFETY: prctl with an integer argument.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    let epoch_ms = tttrack::sys::unix_ns() / 1_000_000;
+    let stream = match open_stream(&agg.dir, epoch_ms) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!(
+                "tt-track record: cannot open a recording on the aggregator of {}: {e}",
+                agg.dir.display()
+            );
+            return 1;
+        }
+    };
+    let meta = Meta {
+        command: cmd.clone(),
+        host: std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+        started_unix_ms: epoch_ms,
+        tttrack_version: env!("CARGO_PKG_VERSION").into(),
+        aggregator: if agg.private.is_some() {
+            "private"
+        } else {
+            "shared"
+        }
+        .into(),
+    };
+    let file = match std::fs::File::create(&path).and_then(|f| Writer::new(f, &meta)) {
+        Ok(w) => Arc::new(Mutex::new(w)),
+        Err(e) => {
+            eprintln!("tt-track record: cannot write {}: {e}", path.display());
+            return 1;
+        }
+    };
+    let _ = file
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .add_record(&Record::Devices {
+            t_ms: 0,
+            rows: device_rows(&agg.dir),
+        });
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pumper = {
+        let (dir, w, seen, done) = (agg.dir.clone(), file.clone(), seen.clone(), done.clone());
+        std::thread::spawn(move || pump(stream, dir, epoch_ms, w, seen, done))
+    };
+    // Ctrl-C reaches the command (same process group); the recorder stays to finish.
+    // SAFETY: SIG_IGN for SIGINT and SIGQUIT; the child gets the default back below.
+    unsafe {
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+        libc::signal(libc::SIGQUIT, libc::SIG_IGN);
+    }
+    let child = {
+        use std::os::unix::process::CommandExt;
+        let mut c = super::tracked(&cmd, &lib);
+        c.env("TTTRACK_DIR", &agg.dir);
+        // SAFETY: between fork and exec only async-signal-safe calls (signal).
+        unsafe {
+            c.pre_exec(|| {
+                libc::signal(libc::SIGINT, libc::SIG_DFL);
+                libc::signal(libc::SIGQUIT, libc::SIG_DFL);
+                Ok(())
+            });
+        }
+        c.spawn()
+    };
+    let child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("tt-track record: cannot run {}: {e}", cmd[0]);
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            let _ = pumper.join();
+            return if e.kind() == std::io::ErrorKind::NotFound {
+                127
+            } else {
+                126
+            };
+        }
+    };
+    let status = wait_for(&child);
+    let end_ms = tttrack::sys::unix_ns() / 1_000_000 - epoch_ms;
+    // Every process that began is released by the aggregator once it has drained it
+    // (within its liveness interval); wait for that, 10 s at most.
+    let t = Instant::now();
+    loop {
+        let all = {
+            let s = seen.lock().unwrap_or_else(|e| e.into_inner());
+            s.started.is_subset(&s.ended)
+        };
+        if all || t.elapsed() > Duration::from_secs(10) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(250));
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = pumper.join();
+    let (code, signal) = if libc::WIFSIGNALED(status) {
+        (None, Some(libc::WTERMSIG(status)))
+    } else {
+        (Some(libc::WEXITSTATUS(status)), None)
+    };
+    {
+        let mut w = file.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = w.add_record(&Record::Devices {
+            t_ms: end_ms,
+            rows: device_rows(&agg.dir),
+        });
+        let _ = w.add_record(&Record::Exit {
+            t_ms: end_ms,
+            code,
+            signal,
+        });
+        if let Err(e) = w.flush() {
+            eprintln!("tt-track record: cannot write {}: {e}", path.display());
+        }
+    }
+    drop(agg);
+    summary(&path, &seen.lock().unwrap_or_else(|e| e.into_inner()));
+    match (code, signal) {
+        (_, Some(s)) => {
+            eprintln!("tt-track record: {} was killed by signal {s} ({}); the recording is complete up to its end", cmd[0], signal_name(s));
+            128 + s
+        }
+        (Some(c), _) => c,
+        _ => 1,
+    }
+}
+
+fn signal_name(s: i32) -> &'static str {
+    match s {
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGINT => "SIGINT",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        _ => "a signal",
+    }
+}
+
+/// The end of a recording: where it is, how big, peaks per device and type, leaks.
+fn summary(path: &Path, seen: &Seen) {
+    let rec = match Recording::read(path) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("tt-track record: {e}");
+            return;
+        }
+    };
+    let r = tttrack::recording::analysis::analyze(&rec);
+    let per_event = if r.events > 0 {
+        rec.file_bytes as f64 / r.events as f64
+    } else {
+        0.0
+    };
+    eprintln!(
+        "tt-track record: {} events of {} processes in {} ({}, {per_event:.1} bytes per event){}",
+        r.events,
+        seen.started.len(),
+        path.display(),
+        tttrack::sys::human_bytes(rec.file_bytes),
+        if seen.reconnects > 0 {
+            format!(
+                "; the aggregator restarted {} times during the run",
+                seen.reconnects
+            )
+        } else {
+            String::new()
+        }
+    );
+    eprint!("{}", tttrack::recording::text::summary_text(&r));
+    eprintln!(
+        "tt-track record: details with `tt-track report {}`",
+        path.display()
+    );
+}

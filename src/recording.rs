@@ -1,0 +1,678 @@
+//! A recording of a run (`tt-track record`): every event of the recorded processes, with
+//! their starts and ends, placements and device descriptions, in one compact file that
+//! `tt-track report`, `export` and `diff` read on any machine, without an aggregator.
+//!
+//! # The file
+//! - A header: [`FILE_MAGIC`], the format version (u32 LE), then a u32 LE length and
+//!   that many bytes of JSON ([`Meta`]: the command, the host, the start time).
+//! - Blocks, each: stored length (u32 LE), length once decompressed (u32 LE), CRC-32 of
+//!   the stored bytes (u32 LE), then the stored bytes: LZ4-compressed records. A block
+//!   is written at least every second, so a file cut short (a recorder killed, a full
+//!   disk) loses at most its last second; a reader stops at the first block that is not
+//!   whole or whose checksum fails, and says so, with everything before it intact.
+//!
+//! # Records
+//! A tag byte, then unsigned LEB128 varints (signed values zigzag-encoded). Times are
+//! milliseconds since the recording began (the recorder's clock when it started the
+//! command), taken when the aggregator applied the event: a few milliseconds after it
+//! happened at most, in the order of the process's own sequence numbers.
+//! [`Record`] lists them; [`Record::encode`] and [`decode`] are their one definition.
+
+use crate::shm_layout::{DeviceInfo, Event};
+use serde::{Deserialize, Serialize};
+use std::io::{self, Read, Write};
+
+/// The first 8 bytes of a recording.
+pub const FILE_MAGIC: &[u8; 8] = b"TTTRREC1";
+/// Bumped whenever what a record or block means changes.
+pub const FORMAT_VERSION: u32 = 1;
+/// Records are cut into blocks of about this many bytes (before compression).
+pub const BLOCK_BYTES: usize = 64 << 10;
+
+/// What the header says of the recording.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Meta {
+    pub command: Vec<String>,
+    pub host: String,
+    /// Unix time in milliseconds of time 0.
+    pub started_unix_ms: u64,
+    pub tttrack_version: String,
+    /// `shared` (the aggregator of the tracking directory) or `private` (one the
+    /// recorder started for this run).
+    pub aggregator: String,
+}
+
+/// A device row as the recorder saw it on the counters page.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceRow {
+    pub id: u32,
+    pub arch: String,
+    pub board: String,
+    pub remote: bool,
+    pub dram_total: u64,
+    pub l1_total: u64,
+}
+
+/// One record of a recording.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Record {
+    /// A process began to report (or was already reporting when the recording began).
+    Process {
+        t_ms: u64,
+        pid: u32,
+        start_time: u64,
+        uid: u32,
+        comm: String,
+    },
+    /// Events of process `pid` applied together at `t_ms`, in their order.
+    Events {
+        t_ms: u64,
+        pid: u32,
+        events: Vec<Event>,
+    },
+    /// Process `pid`'s device `logical` is the chip in row `row` (`source`: a
+    /// `counters_page::PLACED_*` value).
+    Placed {
+        t_ms: u64,
+        pid: u32,
+        logical: i32,
+        row: u32,
+        source: u8,
+    },
+    /// Process `pid` described its device `logical`.
+    Info {
+        pid: u32,
+        logical: i32,
+        info: DeviceInfo,
+    },
+    /// Process `pid` ended and was released; `events_lost`: its events that never
+    /// reached the figures (dropped by the producer, skipped).
+    End {
+        t_ms: u64,
+        pid: u32,
+        events_lost: u64,
+    },
+    /// Events of process `pid` (0: unknown) that did not reach the recording (the
+    /// aggregator's queue to the recorder was full, or the aggregator restarted).
+    Lost { t_ms: u64, pid: u32, count: u64 },
+    /// The device rows (written by the recorder at the start and at the end).
+    Devices { t_ms: u64, rows: Vec<DeviceRow> },
+    /// The recorded command ended: its exit code, or the signal that killed it.
+    Exit {
+        t_ms: u64,
+        code: Option<i32>,
+        signal: Option<i32>,
+    },
+}
+
+const T_PROCESS: u8 = 1;
+const T_EVENTS: u8 = 2;
+const T_PLACED: u8 = 3;
+const T_INFO: u8 = 4;
+const T_END: u8 = 5;
+const T_LOST: u8 = 6;
+const T_DEVICES: u8 = 7;
+const T_EXIT: u8 = 8;
+
+fn put(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn put_i(out: &mut Vec<u8>, v: i64) {
+    put(out, ((v << 1) ^ (v >> 63)) as u64);
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    let b = &s.as_bytes()[..s.len().min(255)];
+    put(out, b.len() as u64);
+    out.extend_from_slice(b);
+}
+
+/// Reads records from bytes; every read checks what is left.
+struct Cursor<'a> {
+    b: &'a [u8],
+}
+
+impl Cursor<'_> {
+    fn u(&mut self) -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let (&x, rest) = self.b.split_first()?;
+            self.b = rest;
+            v |= ((x & 0x7f) as u64) << shift;
+            if x & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    }
+    fn u32(&mut self) -> Option<u32> {
+        u32::try_from(self.u()?).ok()
+    }
+    fn i(&mut self) -> Option<i64> {
+        let v = self.u()?;
+        Some((v >> 1) as i64 ^ -((v & 1) as i64))
+    }
+    fn i32(&mut self) -> Option<i32> {
+        i32::try_from(self.i()?).ok()
+    }
+    fn str(&mut self) -> Option<String> {
+        let n = self.u()? as usize;
+        if n > self.b.len() {
+            return None;
+        }
+        let (s, rest) = self.b.split_at(n);
+        self.b = rest;
+        Some(crate::sys::printable(s))
+    }
+    fn byte(&mut self) -> Option<u8> {
+        let (&x, rest) = self.b.split_first()?;
+        self.b = rest;
+        Some(x)
+    }
+}
+
+impl Record {
+    /// Appends the record's bytes to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            Record::Process {
+                t_ms,
+                pid,
+                start_time,
+                uid,
+                comm,
+            } => {
+                out.push(T_PROCESS);
+                put(out, *t_ms);
+                put(out, *pid as u64);
+                put(out, *start_time);
+                put(out, *uid as u64);
+                put_str(out, comm);
+            }
+            Record::Events { t_ms, pid, events } => {
+                encode_events(out, *t_ms, *pid, events.iter());
+            }
+            Record::Placed {
+                t_ms,
+                pid,
+                logical,
+                row,
+                source,
+            } => {
+                out.push(T_PLACED);
+                put(out, *t_ms);
+                put(out, *pid as u64);
+                put_i(out, *logical as i64);
+                put(out, *row as u64);
+                put(out, *source as u64);
+            }
+            Record::Info { pid, logical, info } => {
+                out.push(T_INFO);
+                put(out, *pid as u64);
+                put_i(out, *logical as i64);
+                for w in bytemuck::cast::<DeviceInfo, [u64; 8]>(*info) {
+                    put(out, w);
+                }
+            }
+            Record::End {
+                t_ms,
+                pid,
+                events_lost,
+            } => {
+                out.push(T_END);
+                put(out, *t_ms);
+                put(out, *pid as u64);
+                put(out, *events_lost);
+            }
+            Record::Lost { t_ms, pid, count } => {
+                out.push(T_LOST);
+                put(out, *t_ms);
+                put(out, *pid as u64);
+                put(out, *count);
+            }
+            Record::Devices { t_ms, rows } => {
+                out.push(T_DEVICES);
+                put(out, *t_ms);
+                put(out, rows.len() as u64);
+                for r in rows {
+                    put(out, r.id as u64);
+                    put_str(out, &r.arch);
+                    put_str(out, &r.board);
+                    put(out, r.remote as u64);
+                    put(out, r.dram_total);
+                    put(out, r.l1_total);
+                }
+            }
+            Record::Exit { t_ms, code, signal } => {
+                out.push(T_EXIT);
+                put(out, *t_ms);
+                put_i(out, code.map_or(-1, |c| c as i64 & 0xffff_ffff));
+                put_i(out, signal.map_or(-1, |s| s as i64));
+            }
+        }
+    }
+}
+
+/// Appends an [`Record::Events`] of `events` without building the record (the
+/// aggregator's path): each event is its kind and subtype (one byte), device, size, id
+/// and the step of its sequence number from the one before.
+pub fn encode_events<'a>(
+    out: &mut Vec<u8>,
+    t_ms: u64,
+    pid: u32,
+    events: impl ExactSizeIterator<Item = &'a Event>,
+) {
+    out.push(T_EVENTS);
+    put(out, t_ms);
+    put(out, pid as u64);
+    put(out, events.len() as u64);
+    let mut seq = 0u64;
+    for e in events {
+        out.push(e.kind << 4 | (e.subtype & 0x0f));
+        put_i(out, e.device as i64);
+        put(out, e.size);
+        put(out, e.id);
+        put_i(out, e.seq.wrapping_sub(seq) as i64);
+        seq = e.seq;
+    }
+}
+
+/// Decodes every record in `b`; `None` if the bytes are not whole records.
+pub fn decode(b: &[u8]) -> Option<Vec<Record>> {
+    let mut c = Cursor { b };
+    let mut v = Vec::new();
+    while !c.b.is_empty() {
+        v.push(decode_one(&mut c)?);
+    }
+    Some(v)
+}
+
+fn decode_one(c: &mut Cursor) -> Option<Record> {
+    Some(match c.byte()? {
+        T_PROCESS => Record::Process {
+            t_ms: c.u()?,
+            pid: c.u32()?,
+            start_time: c.u()?,
+            uid: c.u32()?,
+            comm: c.str()?,
+        },
+        T_EVENTS => {
+            let (t_ms, pid, n) = (c.u()?, c.u32()?, c.u()? as usize);
+            // Each event takes at least five bytes: a count beyond that is corrupt.
+            if n > c.b.len() / 5 {
+                return None;
+            }
+            let mut events = Vec::with_capacity(n);
+            let mut seq = 0u64;
+            for _ in 0..n {
+                let ks = c.byte()?;
+                let device = c.i32()?;
+                let (size, id) = (c.u()?, c.u()?);
+                seq = seq.wrapping_add(c.i()? as u64);
+                events.push(Event {
+                    seq,
+                    kind: ks >> 4,
+                    subtype: ks & 0x0f,
+                    _reserved: 0,
+                    device,
+                    size,
+                    id,
+                });
+            }
+            Record::Events { t_ms, pid, events }
+        }
+        T_PLACED => Record::Placed {
+            t_ms: c.u()?,
+            pid: c.u32()?,
+            logical: c.i32()?,
+            row: c.u32()?,
+            source: u8::try_from(c.u()?).ok()?,
+        },
+        T_INFO => {
+            let (pid, logical) = (c.u32()?, c.i32()?);
+            let mut w = [0u64; 8];
+            for x in &mut w {
+                *x = c.u()?;
+            }
+            Record::Info {
+                pid,
+                logical,
+                info: bytemuck::cast(w),
+            }
+        }
+        T_END => Record::End {
+            t_ms: c.u()?,
+            pid: c.u32()?,
+            events_lost: c.u()?,
+        },
+        T_LOST => Record::Lost {
+            t_ms: c.u()?,
+            pid: c.u32()?,
+            count: c.u()?,
+        },
+        T_DEVICES => {
+            let t_ms = c.u()?;
+            let n = c.u()? as usize;
+            if n > c.b.len() {
+                return None;
+            }
+            let mut rows = Vec::with_capacity(n);
+            for _ in 0..n {
+                rows.push(DeviceRow {
+                    id: c.u32()?,
+                    arch: c.str()?,
+                    board: c.str()?,
+                    remote: c.u()? != 0,
+                    dram_total: c.u()?,
+                    l1_total: c.u()?,
+                });
+            }
+            Record::Devices { t_ms, rows }
+        }
+        T_EXIT => {
+            let t_ms = c.u()?;
+            let (code, signal) = (c.i()?, c.i()?);
+            Record::Exit {
+                t_ms,
+                code: (code >= 0).then_some(code as i32),
+                signal: (signal >= 0).then_some(signal as i32),
+            }
+        }
+        _ => return None,
+    })
+}
+
+/// Writes a recording: the header at once, then records gathered into blocks.
+pub struct Writer<W: Write> {
+    out: W,
+    pending: Vec<u8>,
+    /// Bytes written so far, header included.
+    pub bytes: u64,
+}
+
+impl<W: Write> Writer<W> {
+    pub fn new(mut out: W, meta: &Meta) -> io::Result<Self> {
+        let json = serde_json::to_vec(meta).map_err(io::Error::other)?;
+        out.write_all(FILE_MAGIC)?;
+        out.write_all(&FORMAT_VERSION.to_le_bytes())?;
+        out.write_all(&(json.len() as u32).to_le_bytes())?;
+        out.write_all(&json)?;
+        out.flush()?;
+        Ok(Self {
+            out,
+            pending: Vec::with_capacity(BLOCK_BYTES + 4096),
+            bytes: 16 + json.len() as u64,
+        })
+    }
+
+    /// Adds encoded records (whole ones); a block is written when enough are pending.
+    pub fn add(&mut self, records: &[u8]) -> io::Result<()> {
+        self.pending.extend_from_slice(records);
+        if self.pending.len() >= BLOCK_BYTES {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    pub fn add_record(&mut self, r: &Record) -> io::Result<()> {
+        let mut b = Vec::new();
+        r.encode(&mut b);
+        self.add(&b)
+    }
+
+    /// Writes what is pending as a block.
+    pub fn flush(&mut self) -> io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let stored = lz4_flex::block::compress(&self.pending);
+        let mut head = [0u8; 12];
+        head[..4].copy_from_slice(&(stored.len() as u32).to_le_bytes());
+        head[4..8].copy_from_slice(&(self.pending.len() as u32).to_le_bytes());
+        head[8..].copy_from_slice(&crc32fast::hash(&stored).to_le_bytes());
+        self.out.write_all(&head)?;
+        self.out.write_all(&stored)?;
+        self.out.flush()?;
+        self.bytes += 12 + stored.len() as u64;
+        self.pending.clear();
+        Ok(())
+    }
+
+    pub fn into_inner(mut self) -> io::Result<W> {
+        self.flush()?;
+        Ok(self.out)
+    }
+}
+
+/// A recording as read: its header, every record of every whole block, and why
+/// reading stopped early, if it did.
+#[derive(Debug, Clone, Default)]
+pub struct Recording {
+    pub meta: Meta,
+    pub records: Vec<Record>,
+    /// Set when the file ends inside a block or a block fails its checksum: what was
+    /// wrong and where; everything before is in `records`.
+    pub truncated: Option<String>,
+    pub file_bytes: u64,
+}
+
+/// Why a file cannot be read as a recording at all.
+#[derive(Debug)]
+pub struct NotARecording(pub String);
+
+impl std::fmt::Display for NotARecording {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Recording {
+    /// Reads a recording file. A file that is not one (or of another format version)
+    /// is an error that says so; a damaged or cut one is read up to the damage.
+    pub fn read(path: &std::path::Path) -> Result<Recording, NotARecording> {
+        let mut f = std::fs::File::open(path)
+            .map_err(|e| NotARecording(format!("cannot open {}: {e}", path.display())))?;
+        let mut all = Vec::new();
+        f.read_to_end(&mut all)
+            .map_err(|e| NotARecording(format!("cannot read {}: {e}", path.display())))?;
+        Self::parse(&all).map_err(|why| NotARecording(format!("{}: {why}", path.display())))
+    }
+
+    pub fn parse(all: &[u8]) -> Result<Recording, String> {
+        if all.len() < 16 || &all[..8] != FILE_MAGIC {
+            return Err("not a tttrack recording (no TTTRREC1 header)".into());
+        }
+        let le = |o: usize| u32::from_le_bytes([all[o], all[o + 1], all[o + 2], all[o + 3]]);
+        let version = le(8);
+        if version != FORMAT_VERSION {
+            return Err(format!(
+                "recording format {version}, this tt-track reads {FORMAT_VERSION}: use the tt-track that recorded it"
+            ));
+        }
+        let n = le(12) as usize;
+        let meta_end = 16usize.saturating_add(n);
+        let meta: Meta = all
+            .get(16..meta_end)
+            .and_then(|b| serde_json::from_slice(b).ok())
+            .ok_or("the header is cut short or damaged")?;
+        let mut rec = Recording {
+            meta,
+            file_bytes: all.len() as u64,
+            ..Default::default()
+        };
+        let mut at = meta_end;
+        let mut block = 0;
+        while at < all.len() {
+            let fail = |why: &str| {
+                format!("{why} at byte {at} (block {block}); the {block} blocks before it are read")
+            };
+            if all.len() - at < 12 {
+                rec.truncated = Some(fail("the file ends inside a block header"));
+                break;
+            }
+            let (stored, raw, crc) = (le(at) as usize, le(at + 4) as usize, le(at + 8));
+            let Some(bytes) = all.get(at + 12..at + 12 + stored) else {
+                rec.truncated = Some(fail("the file ends inside a block"));
+                break;
+            };
+            if crc32fast::hash(bytes) != crc {
+                rec.truncated = Some(fail("a block fails its checksum"));
+                break;
+            }
+            let records = (raw <= 64 * BLOCK_BYTES)
+                .then(|| lz4_flex::block::decompress(bytes, raw).ok())
+                .flatten()
+                .and_then(|b| decode(&b));
+            let Some(records) = records else {
+                rec.truncated = Some(fail("a block holds records this tt-track cannot read"));
+                break;
+            };
+            rec.records.extend(records);
+            at += 12 + stored;
+            block += 1;
+        }
+        Ok(rec)
+    }
+
+    /// Events recorded, in all.
+    pub fn events(&self) -> u64 {
+        self.records
+            .iter()
+            .map(|r| match r {
+                Record::Events { events, .. } => events.len() as u64,
+                _ => 0,
+            })
+            .sum()
+    }
+}
+
+pub mod analysis;
+pub mod diff;
+pub mod export;
+pub mod html;
+pub mod text;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shm_layout::EventKind;
+
+    fn sample() -> Vec<Record> {
+        let ev = |seq, kind: EventKind, size, id| Event {
+            seq,
+            kind: kind as u8,
+            subtype: 1,
+            _reserved: 0,
+            device: 1,
+            size,
+            id,
+        };
+        vec![
+            Record::Process {
+                t_ms: 0,
+                pid: 42,
+                start_time: 99,
+                uid: 1000,
+                comm: "python3".into(),
+            },
+            Record::Events {
+                t_ms: 3,
+                pid: 42,
+                events: vec![
+                    ev(0, EventKind::Alloc, 4096, 0x1000),
+                    ev(1, EventKind::Free, 0, 0x1000),
+                ],
+            },
+            Record::Placed {
+                t_ms: 3,
+                pid: 42,
+                logical: 0,
+                row: 1,
+                source: 1,
+            },
+            Record::Info {
+                pid: 42,
+                logical: 0,
+                info: DeviceInfo {
+                    arch: 2,
+                    ..Default::default()
+                },
+            },
+            Record::Lost {
+                t_ms: 4,
+                pid: 42,
+                count: 2,
+            },
+            Record::Devices {
+                t_ms: 5,
+                rows: vec![DeviceRow {
+                    id: 1,
+                    arch: "wormhole_b0".into(),
+                    board: "n150".into(),
+                    remote: false,
+                    dram_total: 1 << 30,
+                    l1_total: 5,
+                }],
+            },
+            Record::End {
+                t_ms: 9,
+                pid: 42,
+                events_lost: 0,
+            },
+            Record::Exit {
+                t_ms: 10,
+                code: None,
+                signal: Some(9),
+            },
+        ]
+    }
+
+    #[test]
+    fn records_round_trip_and_a_cut_file_is_read_up_to_the_cut() {
+        let mut w = Writer::new(
+            Vec::new(),
+            &Meta {
+                command: vec!["x".into()],
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        for r in sample() {
+            w.add_record(&r).unwrap();
+        }
+        w.flush().unwrap();
+        for r in sample() {
+            w.add_record(&r).unwrap();
+        }
+        let file = w.into_inner().unwrap();
+        let rec = Recording::parse(&file).unwrap();
+        assert_eq!(rec.truncated, None);
+        assert_eq!(rec.records.len(), 16);
+        assert_eq!(rec.records[..8], sample()[..]);
+        assert_eq!(rec.meta.command, vec!["x".to_string()]);
+        // Cut inside the second block: the first is still there, and the cut is named.
+        let cut = Recording::parse(&file[..file.len() - 3]).unwrap();
+        assert_eq!(cut.records.len(), 8);
+        assert!(cut.truncated.unwrap().contains("ends inside a block"));
+        // A flipped bit in the second block: its checksum says so.
+        let mut bad = file.clone();
+        let last = bad.len() - 2;
+        bad[last] ^= 0x10;
+        let r = Recording::parse(&bad).unwrap();
+        assert_eq!(r.records.len(), 8);
+        assert!(r.truncated.unwrap().contains("checksum"));
+        assert!(Recording::parse(b"hello")
+            .unwrap_err()
+            .contains("not a tttrack recording"));
+        let mut v2 = file.clone();
+        v2[8] = 2;
+        assert!(Recording::parse(&v2)
+            .unwrap_err()
+            .contains("recording format 2"));
+    }
+}

@@ -1,0 +1,570 @@
+//! What a recording says happened: the events replayed through the aggregator's own
+//! accounting (the same rules, so the same figures), per device and type: the peak and
+//! when it was reached, what was live then, allocations and frees, short-lived
+//! allocations, sizes, and what each process still held when it ended.
+//!
+//! Devices are the chips' rows. A placement that changed during the run (a late
+//! report) is applied to the whole run: it was that chip all along.
+
+use super::{Record, Recording};
+use crate::aggregator::accounting::placement::Chip;
+use crate::aggregator::accounting::{cat_of_buffer, cat_of_kernel, Accounting, Outcome, ProcState};
+use crate::counters_page::{CAT_CB, CAT_KERNEL, CAT_NAMES, NUM_CATS};
+use crate::shm_layout::{BufferType, Event, KernelType};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+
+/// Buffers listed as live at each peak (the largest).
+pub const LIVE_AT_PEAK_LISTED: usize = 20;
+
+/// A live allocation at some moment.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Live {
+    pub pid: u32,
+    pub device: u32,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub address: u64,
+    pub size: u64,
+    /// Seconds since the recording began; `None` for circular buffers (the
+    /// accounting keeps only their sizes).
+    pub allocated_at_s: Option<f64>,
+}
+
+/// One device's figures of one type over the run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TypeReport {
+    pub peak_bytes: u64,
+    pub peak_at_s: f64,
+    pub allocations: u64,
+    pub frees: u64,
+    pub allocated_bytes: u64,
+    /// What processes still held when they ended.
+    pub leaked_bytes: u64,
+    pub leaked_buffers: u64,
+    /// Allocations freed before the process allocated anything else (heaptrack's
+    /// "temporary" allocations): churn that costs time and fragments memory.
+    pub temporary_allocations: u64,
+    pub temporary_bytes: u64,
+    /// The largest of what was live when the peak was reached.
+    pub live_at_peak: Vec<Live>,
+    /// Allocations by size: `[low, count]`, `low` a power of two (sizes in
+    /// `low..2*low`).
+    pub size_histogram: Vec<(u64, u64)>,
+    #[serde(skip)]
+    peak_index: usize,
+    #[serde(skip)]
+    histogram: BTreeMap<u64, u64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DeviceReport {
+    pub id: u32,
+    pub arch: Option<String>,
+    pub board: Option<String>,
+    pub remote: bool,
+    pub dram_total_bytes: Option<u64>,
+    pub l1_total_bytes: Option<u64>,
+    /// By type name (`dram`, `l1`, `l1_small`, `trace`, `system_memory`, `cb`,
+    /// `kernel`, ...), each type that saw an event.
+    pub types: BTreeMap<&'static str, TypeReport>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ProcessReport {
+    pub pid: u32,
+    pub comm: String,
+    pub started_at_s: f64,
+    pub ended_at_s: Option<f64>,
+    pub events: u64,
+    pub events_lost: u64,
+    pub leaked_bytes: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Exit {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+}
+
+/// The whole report (`tt-track report --json`, schema 1).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    pub schema: u32,
+    pub command: Vec<String>,
+    pub host: String,
+    pub started_unix_ms: u64,
+    pub duration_s: f64,
+    /// The command's exit was recorded and every process it started ended.
+    pub complete: bool,
+    pub truncated: Option<String>,
+    pub exit: Option<Exit>,
+    pub events: u64,
+    /// Events that never reached the recording or the figures (counted, not guessed).
+    pub events_lost: u64,
+    pub devices: Vec<DeviceReport>,
+    pub leaks: Vec<Live>,
+    /// What processes that had not ended when the recording did still held.
+    pub live_at_end: Vec<Live>,
+    pub processes: Vec<ProcessReport>,
+    /// Memory over time: per (device, type) the figure after each millisecond that
+    /// changed it (for charts and exports; not in the JSON).
+    #[serde(skip)]
+    pub timeline: BTreeMap<(u32, usize), Vec<(u64, u64)>>,
+    /// The same per (pid, device, type): each process's own figures.
+    #[serde(skip)]
+    pub process_timeline: BTreeMap<(u32, u32, usize), Vec<(u64, u64)>>,
+}
+
+impl Report {
+    pub fn device(&self, id: u32) -> Option<&DeviceReport> {
+        self.devices.iter().find(|d| d.id == id)
+    }
+}
+
+/// Where each (pid, logical device) ended up: the last placement recorded.
+fn final_rows(rec: &Recording) -> HashMap<(u32, i32), u32> {
+    let mut m = HashMap::new();
+    for r in &rec.records {
+        if let Record::Placed {
+            pid, logical, row, ..
+        } = r
+        {
+            m.insert((*pid, *logical), *row);
+        }
+    }
+    m
+}
+
+fn secs(t_ms: u64) -> f64 {
+    t_ms as f64 / 1000.0
+}
+
+/// The replay: records applied in order to an accounting of their own.
+struct Replay<'a> {
+    rec: &'a Recording,
+    rows: HashMap<(u32, i32), u32>,
+    acc: Accounting,
+    keys: HashMap<u32, (u32, u64)>,
+    /// Events applied so far (the index of the next).
+    index: usize,
+    t_ms: u64,
+}
+
+impl<'a> Replay<'a> {
+    fn new(rec: &'a Recording) -> Self {
+        Self {
+            rec,
+            rows: final_rows(rec),
+            acc: Accounting::default(),
+            keys: HashMap::new(),
+            index: 0,
+            t_ms: 0,
+        }
+    }
+
+    /// Runs every record; `on_event` sees each applied event (its process, the event
+    /// with its device as the chip's row, its outcome; the replay after it), `on_end`
+    /// each process about to be released.
+    fn run(
+        &mut self,
+        mut on_event: impl FnMut(&mut Self, u32, &Event, &Outcome),
+        mut on_end: impl FnMut(&mut Self, (u32, u64), u64),
+        stop_after: Option<usize>,
+    ) {
+        let rec = self.rec;
+        for r in &rec.records {
+            match r {
+                Record::Process {
+                    t_ms,
+                    pid,
+                    start_time,
+                    uid,
+                    comm,
+                } => {
+                    self.t_ms = self.t_ms.max(*t_ms);
+                    let key = (*pid, *start_time);
+                    self.keys.insert(*pid, key);
+                    self.acc.processes.entry(key).or_insert_with(|| {
+                        ProcState::new(*pid, *start_time, *uid, comm.clone(), *t_ms)
+                    });
+                }
+                Record::Events { t_ms, pid, events } => {
+                    self.t_ms = self.t_ms.max(*t_ms);
+                    let Some(&key) = self.keys.get(pid) else {
+                        continue;
+                    };
+                    for e in events {
+                        if stop_after.is_some_and(|s| self.index > s) {
+                            return;
+                        }
+                        let mut e = *e;
+                        let row = self
+                            .rows
+                            .get(&(*pid, e.device))
+                            .copied()
+                            .unwrap_or(e.device as u32);
+                        e.device = row as i32;
+                        let out = self.acc.apply(key, &e, *t_ms as u32);
+                        on_event(self, *pid, &e, &out);
+                        self.index += 1;
+                    }
+                }
+                Record::End {
+                    t_ms,
+                    pid,
+                    events_lost,
+                } => {
+                    self.t_ms = self.t_ms.max(*t_ms);
+                    if let Some(key) = self.keys.remove(pid) {
+                        on_end(self, key, *events_lost);
+                        self.acc.release(key);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// What process `key` holds now (on `row` and of category `cat`, if given).
+    fn live_of(&self, key: (u32, u64), row: Option<u32>, cat: Option<usize>) -> Vec<Live> {
+        let Some(p) = self.acc.processes.get(&key) else {
+            return Vec::new();
+        };
+        let mut v = Vec::new();
+        for (&d, pd) in &p.devices {
+            let d = d as u32;
+            if row.is_some_and(|r| r != d) {
+                continue;
+            }
+            for (&addr, b) in pd.buffers.iter() {
+                let c = BufferType::from_u8(b.btype()).map(cat_of_buffer);
+                if cat.is_none() || c == cat {
+                    v.push(Live {
+                        pid: p.pid,
+                        device: d,
+                        kind: CAT_NAMES[c.unwrap_or(0)],
+                        address: addr,
+                        size: b.size,
+                        allocated_at_s: Some(secs(b.first_seen_unix_s as u64)),
+                    });
+                }
+            }
+            if cat.is_none() || cat == Some(CAT_CB) {
+                for (&id, sizes) in &pd.cbs {
+                    v.extend(sizes.iter().map(|&size| Live {
+                        pid: p.pid,
+                        device: d,
+                        kind: CAT_NAMES[CAT_CB],
+                        address: id,
+                        size,
+                        allocated_at_s: None,
+                    }));
+                }
+            }
+            for (&id, loads) in &pd.kernels {
+                for &(size, kt, at) in loads {
+                    let sub = KernelType::from_u8(kt).map(cat_of_kernel);
+                    if cat.is_none() || cat == Some(CAT_KERNEL) || cat == sub {
+                        v.push(Live {
+                            pid: p.pid,
+                            device: d,
+                            kind: CAT_NAMES[CAT_KERNEL],
+                            address: id,
+                            size,
+                            allocated_at_s: Some(secs(at as u64)),
+                        });
+                    }
+                }
+            }
+        }
+        v.sort_by(|a, b| b.size.cmp(&a.size).then(a.address.cmp(&b.address)));
+        v
+    }
+
+    fn figures(&self, row: u32) -> Option<[u64; NUM_CATS]> {
+        let d = self.acc.devices.get(&Chip::AsReported(row as i32))?;
+        Some(d.figures.map(|f| f.used))
+    }
+}
+
+/// The power of two at or below `size` (the histogram's classes; 0 for 0).
+pub fn size_class(size: u64) -> u64 {
+    match size {
+        0 => 0,
+        s => 1 << (63 - s.leading_zeros()),
+    }
+}
+
+/// The category and size an outcome allocated or freed.
+fn moved(out: &Outcome) -> Option<(usize, u64, bool)> {
+    Some(match *out {
+        Outcome::Allocated { size, btype } => (cat_of_buffer(btype), size, true),
+        Outcome::Freed {
+            size,
+            btype,
+            last: true,
+        } => (cat_of_buffer(btype), size, false),
+        Outcome::CbAllocated { size } => (CAT_CB, size, true),
+        Outcome::CbFreed { size } => (CAT_CB, size, false),
+        Outcome::KernelLoaded { size, .. } => (CAT_KERNEL, size, true),
+        Outcome::KernelUnloaded { size, .. } => (CAT_KERNEL, size, false),
+        _ => return None,
+    })
+}
+
+/// Analyses a recording.
+pub fn analyze(rec: &Recording) -> Report {
+    let mut r = Report {
+        schema: 1,
+        command: rec.meta.command.clone(),
+        host: rec.meta.host.clone(),
+        started_unix_ms: rec.meta.started_unix_ms,
+        truncated: rec.truncated.clone(),
+        events: rec.events(),
+        ..Default::default()
+    };
+    let mut types: BTreeMap<(u32, usize), TypeReport> = BTreeMap::new();
+    let procs: std::cell::RefCell<BTreeMap<u32, ProcessReport>> = Default::default();
+    // Per process: its last allocation (row, category, id, size), for "temporary".
+    let mut last_alloc: HashMap<u32, (u32, usize, u64)> = HashMap::new();
+    let leaks: std::cell::RefCell<Vec<Live>> = Default::default();
+    let mut replay = Replay::new(rec);
+    let mut timeline = BTreeMap::new();
+    let mut proc_timeline = BTreeMap::new();
+    replay.run(
+        |rp, pid, ev, out| {
+            let row = ev.device as u32;
+            procs.borrow_mut().entry(pid).or_default().events += 1;
+            let Some((cat, size, alloc)) = moved(out) else {
+                return;
+            };
+            let t = types.entry((row, cat)).or_default();
+            if alloc {
+                t.allocations += 1;
+                t.allocated_bytes += size;
+                *t.histogram.entry(size_class(size)).or_default() += 1;
+                last_alloc.insert(pid, (row, cat, ev.id));
+            } else {
+                t.frees += 1;
+                if let Some(&last) = last_alloc.get(&pid) {
+                    if last == (row, cat, ev.id) {
+                        t.temporary_allocations += 1;
+                        t.temporary_bytes += size;
+                    }
+                }
+                last_alloc.remove(&pid);
+            }
+            if let Some(pd) = rp
+                .keys
+                .get(&pid)
+                .and_then(|k| rp.acc.processes.get(k))
+                .and_then(|p| p.devices.get(&(row as i32)))
+            {
+                for c in 0..NUM_CATS {
+                    proc_timeline
+                        .entry((pid, row, c))
+                        .or_insert_with(Series::default)
+                        .at(rp.t_ms, pd.used[c]);
+                }
+            }
+            let Some(used) = rp.figures(row) else { return };
+            // Every category this event may have moved (a kernel moves its subtype too).
+            for c in 0..NUM_CATS {
+                timeline
+                    .entry((row, c))
+                    .or_insert_with(Series::default)
+                    .at(rp.t_ms, used[c]);
+                if used[c] > 0 || types.contains_key(&(row, c)) {
+                    let t = types.entry((row, c)).or_default();
+                    if used[c] > t.peak_bytes {
+                        t.peak_bytes = used[c];
+                        t.peak_at_s = secs(rp.t_ms);
+                        t.peak_index = rp.index;
+                    }
+                }
+            }
+        },
+        |rp, key, lost| {
+            let held = rp.live_of(key, None, None);
+            let mut procs = procs.borrow_mut();
+            let p = procs.entry(key.0).or_default();
+            p.ended_at_s = Some(secs(rp.t_ms));
+            p.events_lost = lost;
+            p.leaked_bytes = held.iter().map(|l| l.size).sum();
+            leaks.borrow_mut().extend(held);
+        },
+        None,
+    );
+    r.duration_s = secs(replay.t_ms);
+    let still: Vec<(u32, u64)> = replay.acc.processes.keys().copied().collect();
+    for k in still {
+        r.live_at_end.extend(replay.live_of(k, None, None));
+    }
+    let mut leaks = leaks.into_inner();
+    for l in &leaks {
+        if let Some(c) = CAT_NAMES.iter().position(|n| *n == l.kind) {
+            let t = types.entry((l.device, c)).or_default();
+            t.leaked_bytes += l.size;
+            t.leaked_buffers += 1;
+        }
+    }
+    fill_live_at_peak(rec, &mut types);
+    let mut procs = procs.into_inner();
+    fill_processes(rec, &mut procs);
+    r.events_lost = rec
+        .records
+        .iter()
+        .map(|x| match x {
+            Record::Lost { count, .. } => *count,
+            Record::End { events_lost, .. } => *events_lost,
+            _ => 0,
+        })
+        .sum();
+    r.exit = rec.records.iter().rev().find_map(|x| match x {
+        Record::Exit { code, signal, .. } => Some(Exit {
+            code: *code,
+            signal: *signal,
+        }),
+        _ => None,
+    });
+    r.complete = r.exit.is_some()
+        && r.truncated.is_none()
+        && r.live_at_end.is_empty()
+        && replay.acc.processes.is_empty();
+    r.devices = devices(rec, types);
+    leaks.sort_by(|a, b| b.size.cmp(&a.size).then(a.pid.cmp(&b.pid)));
+    r.leaks = leaks;
+    r.processes = procs.into_values().collect();
+    r.timeline = timeline.into_iter().map(|(k, s)| (k, s.done())).collect();
+    r.process_timeline = proc_timeline
+        .into_iter()
+        .map(|(k, s): (_, Series)| (k, s.done()))
+        .filter(|(_, v)| v.iter().any(|p| p.1 > 0))
+        .collect();
+    r
+}
+
+/// A figure over time, at most two points a millisecond: its highest in that
+/// millisecond, then where it ended if lower (so neither a peak nor a fall is lost).
+#[derive(Default)]
+struct Series {
+    points: Vec<(u64, u64)>,
+    /// The millisecond being gathered: (time, highest, last).
+    open: Option<(u64, u64, u64)>,
+}
+
+impl Series {
+    fn at(&mut self, t: u64, v: u64) {
+        match &mut self.open {
+            Some((t0, hi, last)) if *t0 == t => {
+                *hi = (*hi).max(v);
+                *last = v;
+            }
+            _ => {
+                self.close();
+                self.open = Some((t, v, v));
+            }
+        }
+    }
+    fn close(&mut self) {
+        if let Some((t, hi, last)) = self.open.take() {
+            if self.points.last().map(|p| p.1) != Some(hi) || hi != last {
+                self.points.push((t, hi));
+            }
+            if last != hi {
+                self.points.push((t, last));
+            }
+        }
+    }
+    fn done(mut self) -> Vec<(u64, u64)> {
+        self.close();
+        self.points
+    }
+}
+
+/// A second replay, stopped at each peak, to list what was live then.
+fn fill_live_at_peak(rec: &Recording, types: &mut BTreeMap<(u32, usize), TypeReport>) {
+    let mut at: BTreeMap<usize, Vec<(u32, usize)>> = BTreeMap::new();
+    for (&k, t) in types.iter() {
+        if t.peak_bytes > 0 {
+            at.entry(t.peak_index).or_default().push(k);
+        }
+    }
+    let Some(&last) = at.keys().last() else {
+        return;
+    };
+    let mut replay = Replay::new(rec);
+    let mut found: Vec<((u32, usize), Vec<Live>)> = Vec::new();
+    replay.run(
+        |rp, _, _, _| {
+            if let Some(ks) = at.get(&rp.index) {
+                for &(row, cat) in ks {
+                    let keys: Vec<(u32, u64)> = rp.acc.processes.keys().copied().collect();
+                    let mut v: Vec<Live> = keys
+                        .into_iter()
+                        .flat_map(|k| rp.live_of(k, Some(row), Some(cat)))
+                        .collect();
+                    v.sort_by(|a, b| b.size.cmp(&a.size).then(a.address.cmp(&b.address)));
+                    v.truncate(LIVE_AT_PEAK_LISTED);
+                    found.push(((row, cat), v));
+                }
+            }
+        },
+        |_, _, _| {},
+        Some(last),
+    );
+    for (k, v) in found {
+        if let Some(t) = types.get_mut(&k) {
+            t.live_at_peak = v;
+        }
+    }
+}
+
+fn fill_processes(rec: &Recording, procs: &mut BTreeMap<u32, ProcessReport>) {
+    for r in &rec.records {
+        if let Record::Process {
+            t_ms, pid, comm, ..
+        } = r
+        {
+            let p = procs.entry(*pid).or_default();
+            p.pid = *pid;
+            p.comm = comm.clone();
+            p.started_at_s = secs(*t_ms);
+        }
+    }
+}
+
+/// The device reports: rows as the recorder last saw them, with every row that had
+/// an event.
+fn devices(rec: &Recording, types: BTreeMap<(u32, usize), TypeReport>) -> Vec<DeviceReport> {
+    let mut out: BTreeMap<u32, DeviceReport> = BTreeMap::new();
+    for r in &rec.records {
+        if let Record::Devices { rows, .. } = r {
+            for d in rows {
+                let text = |s: &str| (!s.is_empty()).then(|| s.to_string());
+                out.insert(
+                    d.id,
+                    DeviceReport {
+                        id: d.id,
+                        arch: text(&d.arch),
+                        board: text(&d.board),
+                        remote: d.remote,
+                        dram_total_bytes: (d.dram_total > 0).then_some(d.dram_total),
+                        l1_total_bytes: (d.l1_total > 0).then_some(d.l1_total),
+                        types: BTreeMap::new(),
+                    },
+                );
+            }
+        }
+    }
+    for ((row, cat), mut t) in types {
+        t.size_histogram = std::mem::take(&mut t.histogram).into_iter().collect();
+        let d = out.entry(row).or_insert_with(|| DeviceReport {
+            id: row,
+            ..Default::default()
+        });
+        d.types.insert(CAT_NAMES[cat], t);
+    }
+    out.into_values().collect()
+}
