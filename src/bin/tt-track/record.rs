@@ -239,34 +239,47 @@ fn default_name(cmd: &[String]) -> PathBuf {
     PathBuf::from(format!("{base}-{t}.ttrec"))
 }
 
-/// Waits for CMD (and reaps the orphans it leaves to us, their subreaper); returns
-/// CMD's wait status.
+/// Waits for CMD; returns its wait status. Orphans it leaves become our children
+/// (we are their subreaper): reaped as they end.
 fn wait_for(child: &Child) -> i32 {
     let pid = child.id() as i32;
-    let mut status = 0;
     loop {
         let mut st = 0;
         // SAFETY: waitpid with a valid status pointer.
         let r = unsafe { libc::waitpid(-1, &mut st, 0) };
         if r == pid {
-            status = st;
-            break;
+            return st;
         }
         if r < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-            break;
+            return 0;
         }
     }
-    // Orphans still running are left to run; those that ended are reaped.
-    let t = Instant::now();
-    while t.elapsed() < Duration::from_millis(500) {
+}
+
+/// Our children still running, but for `except` (the private aggregator): orphans of
+/// the command. Those that ended are reaped on the way.
+fn orphans_running(except: Option<u32>) -> bool {
+    loop {
         let mut st = 0;
         // SAFETY: as above; WNOHANG never blocks.
-        let r = unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG) };
-        if r <= 0 {
+        if unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG) } <= 0 {
             break;
         }
     }
-    status
+    let me = std::process::id();
+    let proc_root = Path::new("/proc");
+    std::fs::read_dir(proc_root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+                .is_some_and(|p| {
+                    Some(p) != except && tttrack::sys::parent_of(proc_root, p) == Some(me)
+                })
+        })
 }
 
 pub fn record(out: Option<PathBuf>, cmd: Vec<String>) -> i32 {
@@ -371,8 +384,15 @@ pub fn record(out: Option<PathBuf>, cmd: Vec<String>) -> i32 {
     };
     let status = wait_for(&child);
     let end_ms = tttrack::sys::unix_ns() / 1_000_000 - epoch_ms;
-    // Every process that began is released by the aggregator once it has drained it
-    // (within its liveness interval); wait for that, 10 s at most.
+    // The orphans it left run on (10 s at most); then every process that began is
+    // released by the aggregator once it has drained it (within its liveness interval):
+    // wait for that too, 10 s at most. Records still on their way get a moment.
+    let private = agg.private.as_ref().map(|c| c.id());
+    let t = Instant::now();
+    while orphans_running(private) && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
     let t = Instant::now();
     loop {
         let all = {
