@@ -11,7 +11,10 @@
 //!    (target: at most 64 bytes);
 //! 5. discovery: a new process's segment appearing to the process shown on the page
 //!    (target: within 100 ms);
-//! 6. `tt-smi -w -r 500` CPU in a real terminal (tmux) (target: at most 1% of a core).
+//! 6. `tt-smi -w -r 500` CPU in a real terminal (tmux) (target: at most 1% of a core);
+//! 7. recording: the same flood into the same aggregator with and without a
+//!    `tt-track record` streaming it, runs alternated, medians; and the recording's
+//!    bytes per event.
 //!
 //! Run: `cargo bench --bench end_to_end` (builds in release mode).
 
@@ -556,6 +559,81 @@ fn smi_watch_cpu() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// One flood of `pairs` alloc/free pairs on 4 threads into the aggregator of `dir`,
+/// recorded (to `file`) or not: events per second until the page shows them all.
+fn flood_once(dir: &Path, pairs: u64, file: Option<&Path>) -> f64 {
+    let before = page(dir).view().snapshot().unwrap().status.events_applied;
+    let total = 4 * 2 * pairs;
+    let args = ["load", "--threads", "4", "--pairs", &pairs.to_string()];
+    let mut cmd = Command::new(tt_track());
+    match file {
+        Some(f) => {
+            cmd.arg("record")
+                .arg("-o")
+                .arg(f)
+                .arg("--")
+                .arg(tt_track())
+                .args(args);
+        }
+        None => {
+            cmd.args(args);
+        }
+    }
+    let t = Instant::now();
+    let mut child = cmd
+        .env("TT_ALLOC_TRACKING_ENABLED", "1")
+        .env("TTTRACK_DIR", dir)
+        .env("TTTRACK_LIB", lib_path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tt-track");
+    let p = page(dir);
+    loop {
+        let s = p.view().snapshot().unwrap();
+        if s.status.events_applied >= before + total {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(300), "stuck");
+        std::thread::sleep(Duration::from_micros(500));
+    }
+    let rate = total as f64 / t.elapsed().as_secs_f64();
+    let _ = child.wait();
+    rate
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn recording() {
+    let dir = fresh_dir("rec");
+    let mut agg = start_aggregator(&dir);
+    let pairs = 1_000_000u64;
+    let (mut plain, mut recorded, mut per_event) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..5 {
+        plain.push(flood_once(&dir, pairs, None));
+        let f = dir.with_extension(format!("{i}.ttrec"));
+        recorded.push(flood_once(&dir, pairs, Some(&f)));
+        let rec = tttrack::recording::Recording::read(&f).expect("the recording");
+        per_event.push(rec.file_bytes as f64 / rec.events().max(1) as f64);
+        let _ = std::fs::remove_file(&f);
+    }
+    let (p, r) = (median(plain), median(recorded));
+    println!(
+        "recording: {} events a run (4 threads), 5 runs each, medians: not recorded {:.2} M events/s, recorded {:.2} M events/s ({:.2}x); {:.2} bytes per event in the file",
+        8 * pairs,
+        p / 1e6,
+        r / 1e6,
+        r / p,
+        median(per_event)
+    );
+    let _ = agg.kill();
+    let _ = agg.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` would pass nothing: run only
     // when benchmarking.
@@ -565,8 +643,9 @@ fn main() {
     }
     // TTTRACK_BENCH_ONLY=name[,name...] runs only those measurements.
     let only = std::env::var("TTTRACK_BENCH_ONLY").unwrap_or_default();
-    let parts: [(&str, fn()); 7] = [
+    let parts: [(&str, fn()); 8] = [
         ("throughput", throughput),
+        ("recording", recording),
         ("visibility", visibility),
         ("discovery", discovery),
         ("release", release_after_kill),

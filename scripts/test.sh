@@ -9,11 +9,12 @@ cd "$(dirname "$0")/.."
 # programs; binutils: nm; strace: the hot-path syscall test; tmux: tt-smi in a real
 # terminal; python3: socket and Python clients; prometheus (with promtool): the real
 # server the metrics endpoint is scraped by; util-linux: setpriv, to run attackers as
-# another user; systemd: systemd-analyze, to verify the unit in contrib/systemd.
+# another user; systemd: systemd-analyze, to verify the unit in contrib/systemd;
+# chromium (and a font for it): the recording's HTML page loaded headless.
 declare -A PKG=(
   [cc]=gcc [gcc]=gcc [g++]=g++ [nm]=binutils [strace]=strace [tmux]=tmux
   [python3]=python3 [prometheus]=prometheus [promtool]=prometheus [setpriv]=util-linux
-  [systemd-analyze]=systemd
+  [systemd-analyze]=systemd [chromium]=chromium
 )
 missing_pkgs=()
 missing_cmds=()
@@ -23,6 +24,11 @@ for cmd in "${!PKG[@]}"; do
     missing_pkgs+=("${PKG[$cmd]}")
   fi
 done
+# A font for the page's text in headless Chromium.
+if [ ! -d /usr/share/fonts/truetype/liberation ]; then
+  missing_cmds+=("a font")
+  missing_pkgs+=(fonts-liberation)
+fi
 # The C headers the test programs include.
 if [ ! -e /usr/include/stdio.h ]; then
   missing_cmds+=("stdio.h")
