@@ -20,7 +20,6 @@
 
 use crate::shm_layout::{DeviceInfo, Event};
 use serde::{Deserialize, Serialize};
-use std::io::{self, Read, Write};
 
 /// The first 8 bytes of a recording.
 pub const FILE_MAGIC: &[u8; 8] = b"TTTRREC1";
@@ -292,6 +291,52 @@ pub fn decode(b: &[u8]) -> Option<Vec<Record>> {
     Some(v)
 }
 
+fn decode_events(c: &mut Cursor) -> Option<Record> {
+    let (t_ms, pid, n) = (c.u()?, c.u32()?, c.u()? as usize);
+    // Each event takes at least five bytes: a count beyond that is corrupt.
+    if n > c.b.len() / 5 {
+        return None;
+    }
+    let mut events = Vec::with_capacity(n);
+    let mut seq = 0u64;
+    for _ in 0..n {
+        let ks = c.byte()?;
+        let device = c.i32()?;
+        let (size, id) = (c.u()?, c.u()?);
+        seq = seq.wrapping_add(c.i()? as u64);
+        events.push(Event {
+            seq,
+            kind: ks >> 4,
+            subtype: ks & 0x0f,
+            _reserved: 0,
+            device,
+            size,
+            id,
+        });
+    }
+    Some(Record::Events { t_ms, pid, events })
+}
+
+fn decode_devices(c: &mut Cursor) -> Option<Record> {
+    let t_ms = c.u()?;
+    let n = c.u()? as usize;
+    if n > c.b.len() {
+        return None;
+    }
+    let mut rows = Vec::with_capacity(n);
+    for _ in 0..n {
+        rows.push(DeviceRow {
+            id: c.u32()?,
+            arch: c.str()?,
+            board: c.str()?,
+            remote: c.u()? != 0,
+            dram_total: c.u()?,
+            l1_total: c.u()?,
+        });
+    }
+    Some(Record::Devices { t_ms, rows })
+}
+
 fn decode_one(c: &mut Cursor) -> Option<Record> {
     Some(match c.byte()? {
         T_PROCESS => Record::Process {
@@ -301,31 +346,7 @@ fn decode_one(c: &mut Cursor) -> Option<Record> {
             uid: c.u32()?,
             comm: c.str()?,
         },
-        T_EVENTS => {
-            let (t_ms, pid, n) = (c.u()?, c.u32()?, c.u()? as usize);
-            // Each event takes at least five bytes: a count beyond that is corrupt.
-            if n > c.b.len() / 5 {
-                return None;
-            }
-            let mut events = Vec::with_capacity(n);
-            let mut seq = 0u64;
-            for _ in 0..n {
-                let ks = c.byte()?;
-                let device = c.i32()?;
-                let (size, id) = (c.u()?, c.u()?);
-                seq = seq.wrapping_add(c.i()? as u64);
-                events.push(Event {
-                    seq,
-                    kind: ks >> 4,
-                    subtype: ks & 0x0f,
-                    _reserved: 0,
-                    device,
-                    size,
-                    id,
-                });
-            }
-            Record::Events { t_ms, pid, events }
-        }
+        T_EVENTS => decode_events(c)?,
         T_PLACED => Record::Placed {
             t_ms: c.u()?,
             pid: c.u32()?,
@@ -355,25 +376,7 @@ fn decode_one(c: &mut Cursor) -> Option<Record> {
             pid: c.u32()?,
             count: c.u()?,
         },
-        T_DEVICES => {
-            let t_ms = c.u()?;
-            let n = c.u()? as usize;
-            if n > c.b.len() {
-                return None;
-            }
-            let mut rows = Vec::with_capacity(n);
-            for _ in 0..n {
-                rows.push(DeviceRow {
-                    id: c.u32()?,
-                    arch: c.str()?,
-                    board: c.str()?,
-                    remote: c.u()? != 0,
-                    dram_total: c.u()?,
-                    l1_total: c.u()?,
-                });
-            }
-            Record::Devices { t_ms, rows }
-        }
+        T_DEVICES => decode_devices(c)?,
         T_EXIT => {
             let t_ms = c.u()?;
             let (code, signal) = (c.i()?, c.i()?);
@@ -387,292 +390,13 @@ fn decode_one(c: &mut Cursor) -> Option<Record> {
     })
 }
 
-/// Writes a recording: the header at once, then records gathered into blocks.
-pub struct Writer<W: Write> {
-    out: W,
-    pending: Vec<u8>,
-    /// Bytes written so far, header included.
-    pub bytes: u64,
-}
-
-impl<W: Write> Writer<W> {
-    pub fn new(mut out: W, meta: &Meta) -> io::Result<Self> {
-        let json = serde_json::to_vec(meta).map_err(io::Error::other)?;
-        out.write_all(FILE_MAGIC)?;
-        out.write_all(&FORMAT_VERSION.to_le_bytes())?;
-        out.write_all(&(json.len() as u32).to_le_bytes())?;
-        out.write_all(&json)?;
-        out.flush()?;
-        Ok(Self {
-            out,
-            pending: Vec::with_capacity(BLOCK_BYTES + 4096),
-            bytes: 16 + json.len() as u64,
-        })
-    }
-
-    /// Adds encoded records (whole ones); a block is written when enough are pending.
-    pub fn add(&mut self, records: &[u8]) -> io::Result<()> {
-        self.pending.extend_from_slice(records);
-        if self.pending.len() >= BLOCK_BYTES {
-            self.flush()?;
-        }
-        Ok(())
-    }
-
-    pub fn add_record(&mut self, r: &Record) -> io::Result<()> {
-        let mut b = Vec::new();
-        r.encode(&mut b);
-        self.add(&b)
-    }
-
-    /// Writes what is pending as a block.
-    pub fn flush(&mut self) -> io::Result<()> {
-        if self.pending.is_empty() {
-            return Ok(());
-        }
-        let stored = lz4_flex::block::compress(&self.pending);
-        let mut head = [0u8; 12];
-        head[..4].copy_from_slice(&(stored.len() as u32).to_le_bytes());
-        head[4..8].copy_from_slice(&(self.pending.len() as u32).to_le_bytes());
-        head[8..].copy_from_slice(&crc32fast::hash(&stored).to_le_bytes());
-        self.out.write_all(&head)?;
-        self.out.write_all(&stored)?;
-        self.out.flush()?;
-        self.bytes += 12 + stored.len() as u64;
-        self.pending.clear();
-        Ok(())
-    }
-
-    pub fn into_inner(mut self) -> io::Result<W> {
-        self.flush()?;
-        Ok(self.out)
-    }
-}
-
-/// A recording as read: its header, every record of every whole block, and why
-/// reading stopped early, if it did.
-#[derive(Debug, Clone, Default)]
-pub struct Recording {
-    pub meta: Meta,
-    pub records: Vec<Record>,
-    /// Set when the file ends inside a block or a block fails its checksum: what was
-    /// wrong and where; everything before is in `records`.
-    pub truncated: Option<String>,
-    pub file_bytes: u64,
-}
-
-/// Why a file cannot be read as a recording at all.
-#[derive(Debug)]
-pub struct NotARecording(pub String);
-
-impl std::fmt::Display for NotARecording {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl Recording {
-    /// Reads a recording file. A file that is not one (or of another format version)
-    /// is an error that says so; a damaged or cut one is read up to the damage.
-    pub fn read(path: &std::path::Path) -> Result<Recording, NotARecording> {
-        let mut f = std::fs::File::open(path)
-            .map_err(|e| NotARecording(format!("cannot open {}: {e}", path.display())))?;
-        let mut all = Vec::new();
-        f.read_to_end(&mut all)
-            .map_err(|e| NotARecording(format!("cannot read {}: {e}", path.display())))?;
-        Self::parse(&all).map_err(|why| NotARecording(format!("{}: {why}", path.display())))
-    }
-
-    pub fn parse(all: &[u8]) -> Result<Recording, String> {
-        if all.len() < 16 || &all[..8] != FILE_MAGIC {
-            return Err("not a tttrack recording (no TTTRREC1 header)".into());
-        }
-        let le = |o: usize| u32::from_le_bytes([all[o], all[o + 1], all[o + 2], all[o + 3]]);
-        let version = le(8);
-        if version != FORMAT_VERSION {
-            return Err(format!(
-                "recording format {version}, this tt-track reads {FORMAT_VERSION}: use the tt-track that recorded it"
-            ));
-        }
-        let n = le(12) as usize;
-        let meta_end = 16usize.saturating_add(n);
-        let meta: Meta = all
-            .get(16..meta_end)
-            .and_then(|b| serde_json::from_slice(b).ok())
-            .ok_or("the header is cut short or damaged")?;
-        let mut rec = Recording {
-            meta,
-            file_bytes: all.len() as u64,
-            ..Default::default()
-        };
-        let mut at = meta_end;
-        let mut block = 0;
-        while at < all.len() {
-            let fail = |why: &str| {
-                format!("{why} at byte {at} (block {block}); the {block} blocks before it are read")
-            };
-            if all.len() - at < 12 {
-                rec.truncated = Some(fail("the file ends inside a block header"));
-                break;
-            }
-            let (stored, raw, crc) = (le(at) as usize, le(at + 4) as usize, le(at + 8));
-            let Some(bytes) = all.get(at + 12..at + 12 + stored) else {
-                rec.truncated = Some(fail("the file ends inside a block"));
-                break;
-            };
-            if crc32fast::hash(bytes) != crc {
-                rec.truncated = Some(fail("a block fails its checksum"));
-                break;
-            }
-            let records = (raw <= 64 * BLOCK_BYTES)
-                .then(|| lz4_flex::block::decompress(bytes, raw).ok())
-                .flatten()
-                .and_then(|b| decode(&b));
-            let Some(records) = records else {
-                rec.truncated = Some(fail("a block holds records this tt-track cannot read"));
-                break;
-            };
-            rec.records.extend(records);
-            at += 12 + stored;
-            block += 1;
-        }
-        Ok(rec)
-    }
-
-    /// Events recorded, in all.
-    pub fn events(&self) -> u64 {
-        self.records
-            .iter()
-            .map(|r| match r {
-                Record::Events { events, .. } => events.len() as u64,
-                _ => 0,
-            })
-            .sum()
-    }
-}
-
 pub mod analysis;
+mod file;
+pub use file::{NotARecording, Recording, Writer};
 pub mod diff;
 pub mod export;
 pub mod html;
-pub mod text;
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::shm_layout::EventKind;
-
-    fn sample() -> Vec<Record> {
-        let ev = |seq, kind: EventKind, size, id| Event {
-            seq,
-            kind: kind as u8,
-            subtype: 1,
-            _reserved: 0,
-            device: 1,
-            size,
-            id,
-        };
-        vec![
-            Record::Process {
-                t_ms: 0,
-                pid: 42,
-                start_time: 99,
-                uid: 1000,
-                comm: "python3".into(),
-            },
-            Record::Events {
-                t_ms: 3,
-                pid: 42,
-                events: vec![
-                    ev(0, EventKind::Alloc, 4096, 0x1000),
-                    ev(1, EventKind::Free, 0, 0x1000),
-                ],
-            },
-            Record::Placed {
-                t_ms: 3,
-                pid: 42,
-                logical: 0,
-                row: 1,
-                source: 1,
-            },
-            Record::Info {
-                pid: 42,
-                logical: 0,
-                info: DeviceInfo {
-                    arch: 2,
-                    ..Default::default()
-                },
-            },
-            Record::Lost {
-                t_ms: 4,
-                pid: 42,
-                count: 2,
-            },
-            Record::Devices {
-                t_ms: 5,
-                rows: vec![DeviceRow {
-                    id: 1,
-                    arch: "wormhole_b0".into(),
-                    board: "n150".into(),
-                    remote: false,
-                    dram_total: 1 << 30,
-                    l1_total: 5,
-                }],
-            },
-            Record::End {
-                t_ms: 9,
-                pid: 42,
-                events_lost: 0,
-            },
-            Record::Exit {
-                t_ms: 10,
-                code: None,
-                signal: Some(9),
-            },
-        ]
-    }
-
-    #[test]
-    fn records_round_trip_and_a_cut_file_is_read_up_to_the_cut() {
-        let mut w = Writer::new(
-            Vec::new(),
-            &Meta {
-                command: vec!["x".into()],
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        for r in sample() {
-            w.add_record(&r).unwrap();
-        }
-        w.flush().unwrap();
-        for r in sample() {
-            w.add_record(&r).unwrap();
-        }
-        let file = w.into_inner().unwrap();
-        let rec = Recording::parse(&file).unwrap();
-        assert_eq!(rec.truncated, None);
-        assert_eq!(rec.records.len(), 16);
-        assert_eq!(rec.records[..8], sample()[..]);
-        assert_eq!(rec.meta.command, vec!["x".to_string()]);
-        // Cut inside the second block: the first is still there, and the cut is named.
-        let cut = Recording::parse(&file[..file.len() - 3]).unwrap();
-        assert_eq!(cut.records.len(), 8);
-        assert!(cut.truncated.unwrap().contains("ends inside a block"));
-        // A flipped bit in the second block: its checksum says so.
-        let mut bad = file.clone();
-        let last = bad.len() - 2;
-        bad[last] ^= 0x10;
-        let r = Recording::parse(&bad).unwrap();
-        assert_eq!(r.records.len(), 8);
-        assert!(r.truncated.unwrap().contains("checksum"));
-        assert!(Recording::parse(b"hello")
-            .unwrap_err()
-            .contains("not a tttrack recording"));
-        let mut v2 = file.clone();
-        v2[8] = 2;
-        assert!(Recording::parse(&v2)
-            .unwrap_err()
-            .contains("recording format 2"));
-    }
-}
+mod tests;
+pub mod text;

@@ -140,6 +140,12 @@ fn secs(t_ms: u64) -> f64 {
     t_ms as f64 / 1000.0
 }
 
+/// What looks at a replay as it runs.
+trait Visit {
+    fn event(&mut self, rp: &Replay, pid: u32, ev: &Event, out: &Outcome);
+    fn end(&mut self, _rp: &Replay, _key: (u32, u64), _events_lost: u64) {}
+}
+
 /// The replay: records applied in order to an accounting of their own.
 struct Replay<'a> {
     rec: &'a Recording,
@@ -163,15 +169,10 @@ impl<'a> Replay<'a> {
         }
     }
 
-    /// Runs every record; `on_event` sees each applied event (its process, the event
-    /// with its device as the chip's row, its outcome; the replay after it), `on_end`
-    /// each process about to be released.
-    fn run(
-        &mut self,
-        mut on_event: impl FnMut(&mut Self, u32, &Event, &Outcome),
-        mut on_end: impl FnMut(&mut Self, (u32, u64), u64),
-        stop_after: Option<usize>,
-    ) {
+    /// Runs every record (up to the event of index `stop_after`, if given): `v` sees
+    /// each applied event (its process, the event with its device as the chip's row,
+    /// its outcome; the replay after it) and each process about to be released.
+    fn run(&mut self, v: &mut impl Visit, stop_after: Option<usize>) {
         let rec = self.rec;
         for r in &rec.records {
             match r {
@@ -206,7 +207,7 @@ impl<'a> Replay<'a> {
                             .unwrap_or(e.device as u32);
                         e.device = row as i32;
                         let out = self.acc.apply(key, &e, *t_ms as u32);
-                        on_event(self, *pid, &e, &out);
+                        v.event(self, *pid, &e, &out);
                         self.index += 1;
                     }
                 }
@@ -217,7 +218,7 @@ impl<'a> Replay<'a> {
                 } => {
                     self.t_ms = self.t_ms.max(*t_ms);
                     if let Some(key) = self.keys.remove(pid) {
-                        on_end(self, key, *events_lost);
+                        v.end(self, key, *events_lost);
                         self.acc.release(key);
                     }
                 }
@@ -313,8 +314,96 @@ fn moved(out: &Outcome) -> Option<(usize, u64, bool)> {
     })
 }
 
+/// What the first replay gathers.
+#[derive(Default)]
+struct Tally {
+    types: BTreeMap<(u32, usize), TypeReport>,
+    procs: BTreeMap<u32, ProcessReport>,
+    /// Per process: its last allocation (row, category, id), for "temporary".
+    last_alloc: HashMap<u32, (u32, usize, u64)>,
+    leaks: Vec<Live>,
+    timeline: BTreeMap<(u32, usize), Series>,
+    proc_timeline: BTreeMap<(u32, u32, usize), Series>,
+}
+
+impl Tally {
+    /// Allocations, frees and temporary ones.
+    fn count(&mut self, pid: u32, row: u32, id: u64, (cat, size, alloc): (usize, u64, bool)) {
+        let t = self.types.entry((row, cat)).or_default();
+        if alloc {
+            t.allocations += 1;
+            t.allocated_bytes += size;
+            *t.histogram.entry(size_class(size)).or_default() += 1;
+            self.last_alloc.insert(pid, (row, cat, id));
+        } else {
+            t.frees += 1;
+            if self.last_alloc.remove(&pid) == Some((row, cat, id)) {
+                t.temporary_allocations += 1;
+                t.temporary_bytes += size;
+            }
+        }
+    }
+}
+
+impl Visit for Tally {
+    fn event(&mut self, rp: &Replay, pid: u32, ev: &Event, out: &Outcome) {
+        let row = ev.device as u32;
+        self.procs.entry(pid).or_default().events += 1;
+        let Some(m) = moved(out) else { return };
+        self.count(pid, row, ev.id, m);
+        let pd = rp
+            .keys
+            .get(&pid)
+            .and_then(|k| rp.acc.processes.get(k))
+            .and_then(|p| p.devices.get(&(row as i32)));
+        if let Some(pd) = pd {
+            for c in 0..NUM_CATS {
+                self.proc_timeline
+                    .entry((pid, row, c))
+                    .or_default()
+                    .at(rp.t_ms, pd.used[c]);
+            }
+        }
+        let Some(used) = rp.figures(row) else { return };
+        // Every category this event may have moved (a kernel moves its subtype too).
+        for c in 0..NUM_CATS {
+            self.timeline
+                .entry((row, c))
+                .or_default()
+                .at(rp.t_ms, used[c]);
+            if used[c] > 0 || self.types.contains_key(&(row, c)) {
+                let t = self.types.entry((row, c)).or_default();
+                if used[c] > t.peak_bytes {
+                    t.peak_bytes = used[c];
+                    t.peak_at_s = secs(rp.t_ms);
+                    t.peak_index = rp.index;
+                }
+            }
+        }
+    }
+
+    fn end(&mut self, rp: &Replay, key: (u32, u64), events_lost: u64) {
+        let held = rp.live_of(key, None, None);
+        let p = self.procs.entry(key.0).or_default();
+        p.ended_at_s = Some(secs(rp.t_ms));
+        p.events_lost = events_lost;
+        p.leaked_bytes = held.iter().map(|l| l.size).sum();
+        for l in &held {
+            if let Some(c) = CAT_NAMES.iter().position(|n| *n == l.kind) {
+                let t = self.types.entry((l.device, c)).or_default();
+                t.leaked_bytes += l.size;
+                t.leaked_buffers += 1;
+            }
+        }
+        self.leaks.extend(held);
+    }
+}
+
 /// Analyses a recording.
 pub fn analyze(rec: &Recording) -> Report {
+    let mut t = Tally::default();
+    let mut replay = Replay::new(rec);
+    replay.run(&mut t, None);
     let mut r = Report {
         schema: 1,
         command: rec.meta.command.clone(),
@@ -322,96 +411,15 @@ pub fn analyze(rec: &Recording) -> Report {
         started_unix_ms: rec.meta.started_unix_ms,
         truncated: rec.truncated.clone(),
         events: rec.events(),
+        duration_s: secs(replay.t_ms),
         ..Default::default()
     };
-    let mut types: BTreeMap<(u32, usize), TypeReport> = BTreeMap::new();
-    let procs: std::cell::RefCell<BTreeMap<u32, ProcessReport>> = Default::default();
-    // Per process: its last allocation (row, category, id, size), for "temporary".
-    let mut last_alloc: HashMap<u32, (u32, usize, u64)> = HashMap::new();
-    let leaks: std::cell::RefCell<Vec<Live>> = Default::default();
-    let mut replay = Replay::new(rec);
-    let mut timeline = BTreeMap::new();
-    let mut proc_timeline = BTreeMap::new();
-    replay.run(
-        |rp, pid, ev, out| {
-            let row = ev.device as u32;
-            procs.borrow_mut().entry(pid).or_default().events += 1;
-            let Some((cat, size, alloc)) = moved(out) else {
-                return;
-            };
-            let t = types.entry((row, cat)).or_default();
-            if alloc {
-                t.allocations += 1;
-                t.allocated_bytes += size;
-                *t.histogram.entry(size_class(size)).or_default() += 1;
-                last_alloc.insert(pid, (row, cat, ev.id));
-            } else {
-                t.frees += 1;
-                if let Some(&last) = last_alloc.get(&pid) {
-                    if last == (row, cat, ev.id) {
-                        t.temporary_allocations += 1;
-                        t.temporary_bytes += size;
-                    }
-                }
-                last_alloc.remove(&pid);
-            }
-            if let Some(pd) = rp
-                .keys
-                .get(&pid)
-                .and_then(|k| rp.acc.processes.get(k))
-                .and_then(|p| p.devices.get(&(row as i32)))
-            {
-                for c in 0..NUM_CATS {
-                    proc_timeline
-                        .entry((pid, row, c))
-                        .or_insert_with(Series::default)
-                        .at(rp.t_ms, pd.used[c]);
-                }
-            }
-            let Some(used) = rp.figures(row) else { return };
-            // Every category this event may have moved (a kernel moves its subtype too).
-            for c in 0..NUM_CATS {
-                timeline
-                    .entry((row, c))
-                    .or_insert_with(Series::default)
-                    .at(rp.t_ms, used[c]);
-                if used[c] > 0 || types.contains_key(&(row, c)) {
-                    let t = types.entry((row, c)).or_default();
-                    if used[c] > t.peak_bytes {
-                        t.peak_bytes = used[c];
-                        t.peak_at_s = secs(rp.t_ms);
-                        t.peak_index = rp.index;
-                    }
-                }
-            }
-        },
-        |rp, key, lost| {
-            let held = rp.live_of(key, None, None);
-            let mut procs = procs.borrow_mut();
-            let p = procs.entry(key.0).or_default();
-            p.ended_at_s = Some(secs(rp.t_ms));
-            p.events_lost = lost;
-            p.leaked_bytes = held.iter().map(|l| l.size).sum();
-            leaks.borrow_mut().extend(held);
-        },
-        None,
-    );
-    r.duration_s = secs(replay.t_ms);
     let still: Vec<(u32, u64)> = replay.acc.processes.keys().copied().collect();
     for k in still {
         r.live_at_end.extend(replay.live_of(k, None, None));
     }
-    let mut leaks = leaks.into_inner();
-    for l in &leaks {
-        if let Some(c) = CAT_NAMES.iter().position(|n| *n == l.kind) {
-            let t = types.entry((l.device, c)).or_default();
-            t.leaked_bytes += l.size;
-            t.leaked_buffers += 1;
-        }
-    }
-    fill_live_at_peak(rec, &mut types);
-    let mut procs = procs.into_inner();
-    fill_processes(rec, &mut procs);
+    fill_live_at_peak(rec, &mut t.types);
+    fill_processes(rec, &mut t.procs);
     r.events_lost = rec
         .records
         .iter()
@@ -428,18 +436,17 @@ pub fn analyze(rec: &Recording) -> Report {
         }),
         _ => None,
     });
-    r.complete = r.exit.is_some()
-        && r.truncated.is_none()
-        && r.live_at_end.is_empty()
-        && replay.acc.processes.is_empty();
-    r.devices = devices(rec, types);
-    leaks.sort_by(|a, b| b.size.cmp(&a.size).then(a.pid.cmp(&b.pid)));
-    r.leaks = leaks;
-    r.processes = procs.into_values().collect();
-    r.timeline = timeline.into_iter().map(|(k, s)| (k, s.done())).collect();
-    r.process_timeline = proc_timeline
+    r.complete = r.exit.is_some() && r.truncated.is_none() && replay.acc.processes.is_empty();
+    r.devices = devices(rec, t.types);
+    t.leaks
+        .sort_by(|a, b| b.size.cmp(&a.size).then(a.pid.cmp(&b.pid)));
+    r.leaks = t.leaks;
+    r.processes = t.procs.into_values().collect();
+    r.timeline = t.timeline.into_iter().map(|(k, s)| (k, s.done())).collect();
+    r.process_timeline = t
+        .proc_timeline
         .into_iter()
-        .map(|(k, s): (_, Series)| (k, s.done()))
+        .map(|(k, s)| (k, s.done()))
         .filter(|(_, v)| v.iter().any(|p| p.1 > 0))
         .collect();
     r
@@ -494,26 +501,34 @@ fn fill_live_at_peak(rec: &Recording, types: &mut BTreeMap<(u32, usize), TypeRep
     let Some(&last) = at.keys().last() else {
         return;
     };
-    let mut replay = Replay::new(rec);
-    let mut found: Vec<((u32, usize), Vec<Live>)> = Vec::new();
-    replay.run(
-        |rp, _, _, _| {
-            if let Some(ks) = at.get(&rp.index) {
-                for &(row, cat) in ks {
-                    let keys: Vec<(u32, u64)> = rp.acc.processes.keys().copied().collect();
-                    let mut v: Vec<Live> = keys
-                        .into_iter()
-                        .flat_map(|k| rp.live_of(k, Some(row), Some(cat)))
-                        .collect();
-                    v.sort_by(|a, b| b.size.cmp(&a.size).then(a.address.cmp(&b.address)));
-                    v.truncate(LIVE_AT_PEAK_LISTED);
-                    found.push(((row, cat), v));
-                }
+    /// Stops at the peaks' events and lists what is live.
+    struct AtPeaks<'a> {
+        at: &'a BTreeMap<usize, Vec<(u32, usize)>>,
+        found: Vec<((u32, usize), Vec<Live>)>,
+    }
+    impl Visit for AtPeaks<'_> {
+        fn event(&mut self, rp: &Replay, _: u32, _: &Event, _: &Outcome) {
+            let Some(ks) = self.at.get(&rp.index) else {
+                return;
+            };
+            for &(row, cat) in ks {
+                let keys: Vec<(u32, u64)> = rp.acc.processes.keys().copied().collect();
+                let mut v: Vec<Live> = keys
+                    .into_iter()
+                    .flat_map(|k| rp.live_of(k, Some(row), Some(cat)))
+                    .collect();
+                v.sort_by(|a, b| b.size.cmp(&a.size).then(a.address.cmp(&b.address)));
+                v.truncate(LIVE_AT_PEAK_LISTED);
+                self.found.push(((row, cat), v));
             }
-        },
-        |_, _, _| {},
-        Some(last),
-    );
+        }
+    }
+    let mut v = AtPeaks {
+        at: &at,
+        found: Vec::new(),
+    };
+    Replay::new(rec).run(&mut v, Some(last));
+    let found = v.found;
     for (k, v) in found {
         if let Some(t) = types.get_mut(&k) {
             t.live_at_peak = v;

@@ -109,6 +109,74 @@ fn live_table(o: &mut String, v: &[Live]) {
     o.push_str("</table>");
 }
 
+/// One device: its charts, its types' table, what was live at each peak.
+fn device_section(o: &mut String, r: &Report, d: &super::analysis::DeviceReport) {
+    let name = [d.arch.as_deref(), d.board.as_deref()]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let _ = write!(
+        o,
+        "<h2>Device {}{} {}</h2>",
+        d.id,
+        if d.remote { " (remote)" } else { "" },
+        esc(&name)
+    );
+    for &cat in &DEVICE_CATS {
+        let Some(points) = r.timeline.get(&(d.id, cat)) else {
+            continue;
+        };
+        if points.iter().all(|p| p.1 == 0) {
+            continue;
+        }
+        let total = match CAT_NAMES[cat] {
+            "dram" => d.dram_total_bytes,
+            "l1" => d.l1_total_bytes,
+            _ => None,
+        };
+        let title = format!("device {} {}", d.id, CAT_NAMES[cat]);
+        match chart(&title, points, r.duration_s, total) {
+            Ok(svg) => {
+                let _ = write!(o, "<div class=\"chart\">{svg}</div>");
+            }
+            Err(e) => {
+                let _ = write!(o, "<p>chart not drawn: {}</p>", esc(&e));
+            }
+        }
+    }
+    o.push_str("<table><tr><th>type</th><th>peak</th><th>at</th><th>allocations</th><th>frees</th><th>allocated</th><th>leaked</th><th>leaked buffers</th><th>temporary</th></tr>");
+    for (name, t) in &d.types {
+        if t.peak_bytes == 0 && t.allocations == 0 {
+            continue;
+        }
+        let _ = write!(
+            o,
+            "<tr><th>{name}</th><td>{}</td><td>{:.3} s</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            human_bytes(t.peak_bytes),
+            t.peak_at_s,
+            t.allocations,
+            t.frees,
+            human_bytes(t.allocated_bytes),
+            human_bytes(t.leaked_bytes),
+            t.leaked_buffers,
+            t.temporary_allocations
+        );
+    }
+    o.push_str("</table>");
+    for (name, t) in &d.types {
+        if !t.live_at_peak.is_empty() {
+            let _ = write!(
+                o,
+                "<h3>Live at the {name} peak ({} at {:.3} s)</h3>",
+                human_bytes(t.peak_bytes),
+                t.peak_at_s
+            );
+            live_table(o, &t.live_at_peak);
+        }
+    }
+}
+
 /// The page.
 pub fn page(r: &Report) -> String {
     let mut o = String::new();
@@ -135,70 +203,7 @@ pub fn page(r: &Report) -> String {
         r.truncated.as_ref().map_or(String::new(), |t| format!(" · <b>truncated</b>: {}", esc(t)))
     );
     for d in &r.devices {
-        let name = [d.arch.as_deref(), d.board.as_deref()]
-            .into_iter()
-            .flatten()
-            .collect::<Vec<_>>()
-            .join(" ");
-        let _ = write!(
-            o,
-            "<h2>Device {}{} {}</h2>",
-            d.id,
-            if d.remote { " (remote)" } else { "" },
-            esc(&name)
-        );
-        for &cat in &DEVICE_CATS {
-            let Some(points) = r.timeline.get(&(d.id, cat)) else {
-                continue;
-            };
-            if points.iter().all(|p| p.1 == 0) {
-                continue;
-            }
-            let total = match CAT_NAMES[cat] {
-                "dram" => d.dram_total_bytes,
-                "l1" => d.l1_total_bytes,
-                _ => None,
-            };
-            let title = format!("device {} {}", d.id, CAT_NAMES[cat]);
-            match chart(&title, points, r.duration_s, total) {
-                Ok(svg) => {
-                    let _ = write!(o, "<div class=\"chart\">{svg}</div>");
-                }
-                Err(e) => {
-                    let _ = write!(o, "<p>chart not drawn: {}</p>", esc(&e));
-                }
-            }
-        }
-        o.push_str("<table><tr><th>type</th><th>peak</th><th>at</th><th>allocations</th><th>frees</th><th>allocated</th><th>leaked</th><th>leaked buffers</th><th>temporary</th></tr>");
-        for (name, t) in &d.types {
-            if t.peak_bytes == 0 && t.allocations == 0 {
-                continue;
-            }
-            let _ = write!(
-                o,
-                "<tr><th>{name}</th><td>{}</td><td>{:.3} s</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                human_bytes(t.peak_bytes),
-                t.peak_at_s,
-                t.allocations,
-                t.frees,
-                human_bytes(t.allocated_bytes),
-                human_bytes(t.leaked_bytes),
-                t.leaked_buffers,
-                t.temporary_allocations
-            );
-        }
-        o.push_str("</table>");
-        for (name, t) in &d.types {
-            if !t.live_at_peak.is_empty() {
-                let _ = write!(
-                    o,
-                    "<h3>Live at the {name} peak ({} at {:.3} s)</h3>",
-                    human_bytes(t.peak_bytes),
-                    t.peak_at_s
-                );
-                live_table(&mut o, &t.live_at_peak);
-            }
-        }
+        device_section(&mut o, r, d);
     }
     let _ = write!(o, "<h2>Leaks ({})</h2>", r.leaks.len());
     live_table(&mut o, &r.leaks);

@@ -86,6 +86,63 @@ fn live_table(o: &mut String, v: &[Live], indent: &str) {
     }
 }
 
+/// One device: its types, what was live at each peak, sizes.
+fn device_text(o: &mut String, d: &super::analysis::DeviceReport) {
+    let name = [d.arch.as_deref(), d.board.as_deref()]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let _ = writeln!(
+        o,
+        "\nDevice {}{} {}",
+        d.id,
+        if d.remote { " (remote)" } else { "" },
+        name
+    );
+    let _ = writeln!(
+        o,
+        "  {:<18} {:>10} {:>10} {:>9} {:>9} {:>11} {:>18} {:>14}",
+        "type", "peak", "at", "allocs", "frees", "allocated", "leaked (buffers)", "temporary"
+    );
+    for (name, t) in used_types(&d.types) {
+        let _ = writeln!(
+            o,
+            "  {name:<18} {:>10} {:>8.3} s {:>9} {:>9} {:>11} {:>18} {:>14}",
+            human_bytes(t.peak_bytes),
+            t.peak_at_s,
+            t.allocations,
+            t.frees,
+            human_bytes(t.allocated_bytes),
+            format!("{} ({})", human_bytes(t.leaked_bytes), t.leaked_buffers),
+            t.temporary_allocations
+        );
+    }
+    for (name, t) in used_types(&d.types) {
+        if t.live_at_peak.is_empty() {
+            continue;
+        }
+        let _ = writeln!(
+            o,
+            "  Live at the {name} peak ({} at {:.3} s), largest first:",
+            human_bytes(t.peak_bytes),
+            t.peak_at_s
+        );
+        live_table(o, &t.live_at_peak, "    ");
+    }
+    for (name, t) in used_types(&d.types) {
+        if t.size_histogram.is_empty() {
+            continue;
+        }
+        let cells: Vec<String> = t
+            .size_histogram
+            .iter()
+            .map(|(lo, n)| format!("{}+ x{n}", human_bytes(*lo)))
+            .collect();
+        let _ = writeln!(o, "  {name} allocation sizes: {}", cells.join(", "));
+    }
+}
+
 /// The whole report.
 pub fn report_text(r: &Report) -> String {
     let mut o = String::new();
@@ -108,59 +165,7 @@ pub fn report_text(r: &Report) -> String {
         let _ = writeln!(o, "TRUNCATED: {t}");
     }
     for d in &r.devices {
-        let name = [d.arch.as_deref(), d.board.as_deref()]
-            .into_iter()
-            .flatten()
-            .collect::<Vec<_>>()
-            .join(" ");
-        let _ = writeln!(
-            o,
-            "\nDevice {}{} {}",
-            d.id,
-            if d.remote { " (remote)" } else { "" },
-            name
-        );
-        let _ = writeln!(
-            o,
-            "  {:<18} {:>10} {:>10} {:>9} {:>9} {:>11} {:>18} {:>14}",
-            "type", "peak", "at", "allocs", "frees", "allocated", "leaked (buffers)", "temporary"
-        );
-        for (name, t) in used_types(&d.types) {
-            let _ = writeln!(
-                o,
-                "  {name:<18} {:>10} {:>8.3} s {:>9} {:>9} {:>11} {:>18} {:>14}",
-                human_bytes(t.peak_bytes),
-                t.peak_at_s,
-                t.allocations,
-                t.frees,
-                human_bytes(t.allocated_bytes),
-                format!("{} ({})", human_bytes(t.leaked_bytes), t.leaked_buffers),
-                t.temporary_allocations
-            );
-        }
-        for (name, t) in used_types(&d.types) {
-            if t.live_at_peak.is_empty() {
-                continue;
-            }
-            let _ = writeln!(
-                o,
-                "  Live at the {name} peak ({} at {:.3} s), largest first:",
-                human_bytes(t.peak_bytes),
-                t.peak_at_s
-            );
-            live_table(&mut o, &t.live_at_peak, "    ");
-        }
-        for (name, t) in used_types(&d.types) {
-            if t.size_histogram.is_empty() {
-                continue;
-            }
-            let cells: Vec<String> = t
-                .size_histogram
-                .iter()
-                .map(|(lo, n)| format!("{}+ x{n}", human_bytes(*lo)))
-                .collect();
-            let _ = writeln!(o, "  {name} allocation sizes: {}", cells.join(", "));
-        }
+        device_text(&mut o, d);
     }
     let _ = writeln!(
         o,

@@ -282,40 +282,15 @@ fn orphans_running(except: Option<u32>) -> bool {
         })
 }
 
-pub fn record(out: Option<PathBuf>, cmd: Vec<String>) -> i32 {
-    let mut cmd = cmd;
-    if cmd.first().is_some_and(|c| c == "--") {
-        cmd.remove(0);
-    }
-    if cmd.is_empty() {
-        eprintln!("tt-track record: no command given (usage: tt-track record [-o FILE] [--] CMD [ARGS...])");
-        return 2;
-    }
-    let lib = super::lib_or_exit();
-    let path = out.unwrap_or_else(|| default_name(&cmd));
-    let agg = match aggregator(tttrack::sys::tracking_dir_from_env()) {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("tt-track record: {e}");
-            return 1;
-        }
-    };
-    // Orphans of the command become our children, so they stay our descendants.
-    // SAFETY: prctl with an integer argument.
-    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    let epoch_ms = tttrack::sys::unix_ns() / 1_000_000;
-    let stream = match open_stream(&agg.dir, epoch_ms) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!(
-                "tt-track record: cannot open a recording on the aggregator of {}: {e}",
-                agg.dir.display()
-            );
-            return 1;
-        }
-    };
+/// The recording file, with its header and the device rows as they are now.
+fn create(
+    path: &Path,
+    cmd: &[String],
+    epoch_ms: u64,
+    agg: &Aggregator,
+) -> std::io::Result<Writer<std::fs::File>> {
     let meta = Meta {
-        command: cmd.clone(),
+        command: cmd.to_vec(),
         host: std::fs::read_to_string("/proc/sys/kernel/hostname")
             .unwrap_or_default()
             .trim()
@@ -329,65 +304,41 @@ pub fn record(out: Option<PathBuf>, cmd: Vec<String>) -> i32 {
         }
         .into(),
     };
-    let file = match std::fs::File::create(&path).and_then(|f| Writer::new(f, &meta)) {
-        Ok(w) => Arc::new(Mutex::new(w)),
-        Err(e) => {
-            eprintln!("tt-track record: cannot write {}: {e}", path.display());
-            return 1;
-        }
-    };
-    let _ = file
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .add_record(&Record::Devices {
-            t_ms: 0,
-            rows: device_rows(&agg.dir),
-        });
-    let seen = Arc::new(Mutex::new(Seen::default()));
-    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let pumper = {
-        let (dir, w, seen, done) = (agg.dir.clone(), file.clone(), seen.clone(), done.clone());
-        std::thread::spawn(move || pump(stream, dir, epoch_ms, w, seen, done))
-    };
-    // Ctrl-C reaches the command (same process group); the recorder stays to finish.
-    // SAFETY: SIG_IGN for SIGINT and SIGQUIT; the child gets the default back below.
+    let mut w = Writer::new(std::fs::File::create(path)?, &meta)?;
+    w.add_record(&Record::Devices {
+        t_ms: 0,
+        rows: device_rows(&agg.dir),
+    })?;
+    Ok(w)
+}
+
+/// Runs CMD tracked, with the aggregator's directory, SIGINT and SIGQUIT back to
+/// their defaults (the recorder ignores them: Ctrl-C reaches the command, and the
+/// recorder stays to finish the recording).
+fn spawn(cmd: &[String], lib: &Path, dir: &Path) -> std::io::Result<Child> {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: SIG_IGN for SIGINT and SIGQUIT in the recorder.
     unsafe {
         libc::signal(libc::SIGINT, libc::SIG_IGN);
         libc::signal(libc::SIGQUIT, libc::SIG_IGN);
     }
-    let child = {
-        use std::os::unix::process::CommandExt;
-        let mut c = super::tracked(&cmd, &lib);
-        c.env("TTTRACK_DIR", &agg.dir);
-        // SAFETY: between fork and exec only async-signal-safe calls (signal).
-        unsafe {
-            c.pre_exec(|| {
-                libc::signal(libc::SIGINT, libc::SIG_DFL);
-                libc::signal(libc::SIGQUIT, libc::SIG_DFL);
-                Ok(())
-            });
-        }
-        c.spawn()
-    };
-    let child = match child {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("tt-track record: cannot run {}: {e}", cmd[0]);
-            done.store(true, std::sync::atomic::Ordering::Relaxed);
-            let _ = pumper.join();
-            return if e.kind() == std::io::ErrorKind::NotFound {
-                127
-            } else {
-                126
-            };
-        }
-    };
-    let status = wait_for(&child);
-    let end_ms = tttrack::sys::unix_ns() / 1_000_000 - epoch_ms;
-    // The orphans it left run on (10 s at most); then every process that began is
-    // released by the aggregator once it has drained it (within its liveness interval):
-    // wait for that too, 10 s at most. Records still on their way get a moment.
-    let private = agg.private.as_ref().map(|c| c.id());
+    let mut c = super::tracked(cmd, lib);
+    c.env("TTTRACK_DIR", dir);
+    // SAFETY: between fork and exec only async-signal-safe calls (signal).
+    unsafe {
+        c.pre_exec(|| {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            libc::signal(libc::SIGQUIT, libc::SIG_DFL);
+            Ok(())
+        });
+    }
+    c.spawn()
+}
+
+/// After CMD: its orphans run on (10 s at most); then every process that began is
+/// released by the aggregator once it has drained it (within its liveness interval):
+/// that is waited for too, 10 s at most. Records still on their way get a moment.
+fn wait_for_the_rest(private: Option<u32>, seen: &Mutex<Seen>) {
     let t = Instant::now();
     while orphans_running(private) && t.elapsed() < Duration::from_secs(10) {
         std::thread::sleep(Duration::from_millis(50));
@@ -405,6 +356,75 @@ pub fn record(out: Option<PathBuf>, cmd: Vec<String>) -> i32 {
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_millis(250));
+}
+
+type Opened = (
+    Aggregator,
+    UnixStream,
+    u64,
+    Arc<Mutex<Writer<std::fs::File>>>,
+);
+
+/// The aggregator (the directory's, or a private one), the recording's stream on it,
+/// its time 0 and its file.
+fn open(path: &Path, cmd: &[String]) -> Result<Opened, String> {
+    let agg = aggregator(tttrack::sys::tracking_dir_from_env())?;
+    // Orphans of the command become our children, so they stay our descendants.
+    // SAFETY: prctl with an integer argument.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    let epoch_ms = tttrack::sys::unix_ns() / 1_000_000;
+    let stream = open_stream(&agg.dir, epoch_ms).map_err(|e| {
+        format!(
+            "cannot open a recording on the aggregator of {}: {e}",
+            agg.dir.display()
+        )
+    })?;
+    let file = create(path, cmd, epoch_ms, &agg)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok((agg, stream, epoch_ms, Arc::new(Mutex::new(file))))
+}
+
+pub fn record(out: Option<PathBuf>, cmd: Vec<String>) -> i32 {
+    let mut cmd = cmd;
+    if cmd.first().is_some_and(|c| c == "--") {
+        cmd.remove(0);
+    }
+    if cmd.is_empty() {
+        eprintln!("tt-track record: no command given (usage: tt-track record [-o FILE] [--] CMD [ARGS...])");
+        return 2;
+    }
+    let lib = super::lib_or_exit();
+    let path = out.unwrap_or_else(|| default_name(&cmd));
+    let (agg, stream, epoch_ms, file) = match open(&path, &cmd) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("tt-track record: {e}");
+            return 1;
+        }
+    };
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pumper = {
+        let (dir, w, seen, done) = (agg.dir.clone(), file.clone(), seen.clone(), done.clone());
+        std::thread::spawn(move || pump(stream, dir, epoch_ms, w, seen, done))
+    };
+    let child = spawn(&cmd, &lib, &agg.dir);
+    let child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("tt-track record: cannot run {}: {e}", cmd[0]);
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            let _ = pumper.join();
+            return if e.kind() == std::io::ErrorKind::NotFound {
+                127
+            } else {
+                126
+            };
+        }
+    };
+    let status = wait_for(&child);
+    let end_ms = tttrack::sys::unix_ns() / 1_000_000 - epoch_ms;
+    wait_for_the_rest(agg.private.as_ref().map(|c| c.id()), &seen);
     done.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = pumper.join();
     let (code, signal) = if libc::WIFSIGNALED(status) {
@@ -412,21 +432,26 @@ pub fn record(out: Option<PathBuf>, cmd: Vec<String>) -> i32 {
     } else {
         (Some(libc::WEXITSTATUS(status)), None)
     };
-    {
-        let mut w = file.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = w.add_record(&Record::Devices {
+    let end = [
+        Record::Devices {
             t_ms: end_ms,
             rows: device_rows(&agg.dir),
-        });
-        let _ = w.add_record(&Record::Exit {
+        },
+        Record::Exit {
             t_ms: end_ms,
             code,
             signal,
-        });
-        if let Err(e) = w.flush() {
-            eprintln!("tt-track record: cannot write {}: {e}", path.display());
-        }
+        },
+    ];
+    let mut w = file.lock().unwrap_or_else(|e| e.into_inner());
+    if let Err(e) = end
+        .iter()
+        .try_for_each(|r| w.add_record(r))
+        .and_then(|()| w.flush())
+    {
+        eprintln!("tt-track record: cannot write {}: {e}", path.display());
     }
+    drop(w);
     drop(agg);
     summary(&path, &seen.lock().unwrap_or_else(|e| e.into_inner()));
     match (code, signal) {
