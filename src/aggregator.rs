@@ -227,6 +227,7 @@ impl Aggregator {
         // The socket's events too, before the journal is written: nothing reaches the
         // page before it is durable (a socket cannot be read again after a crash).
         read += self.serve_compat();
+        let need_snapshot = need_snapshot | std::mem::take(&mut self.requests.snapshot_due);
         self.persist_and_release(need_snapshot);
         self.flush_recordings();
         if now.duration_since(self.clock.liveness) >= LIVENESS_INTERVAL {
@@ -238,6 +239,7 @@ impl Aggregator {
             self.page.dirty = true;
         }
         self.publish_if_due(now);
+        self.answer_syncs();
         if now.duration_since(self.clock.history) >= HISTORY_INTERVAL {
             self.clock.history = now;
             self.check_page();

@@ -8,6 +8,11 @@
 //!   `limits::DEFAULT_BUFFERS_ANSWER`, at most `MAX_BUFFERS_ANSWER`); when more are
 //!   live, a last line `{"truncated": true, "shown": N, "total": M}`;
 //! - `ping`: `pong`;
+//! - `sync [pid=P]`: answered (`{"synced": true|false, "tracked": ...}`) once process
+//!   P (the asker by default) has applied every event it had numbered when asked, or
+//!   after `requests::SYNC_WAIT`, so a read right after an allocation sees it;
+//! - `reset_peak [pid=P]`: P's peaks start again from its current figures; refused
+//!   (`{"error": "refused: ..."}`) unless P is the asker's user's (or the asker is root);
 //! - `record epoch_ms=T`: the events of the asker's processes as they are applied
 //!   (see [`crate::aggregator::recordings`]): a line `ok`, then frames, each a u32 LE
 //!   length and that many bytes of [`crate::recording`] records, until the asker

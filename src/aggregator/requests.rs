@@ -2,7 +2,9 @@
 //! accounting (see [`crate::control`]), and requests and dumps together held to their
 //! share of the draining thread's time.
 
+use super::accounting::ProcKey;
 use super::Aggregator;
+use crate::control::Answer;
 use crate::control::Request;
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
@@ -11,14 +13,49 @@ use std::time::{Duration, Instant};
 pub(super) struct Requests {
     rx: Option<Receiver<Request>>,
     pub(super) quiet_until: Instant,
+    /// `sync` requests waiting for their process's events to be applied.
+    syncs: Vec<Sync>,
+    /// A request changed figures that only a snapshot keeps (a peak reset).
+    pub(super) snapshot_due: bool,
 }
+
+/// A `sync` request: answered once process `key` has applied every event numbered
+/// below `target`, or at `deadline`.
+struct Sync {
+    key: ProcKey,
+    target: u64,
+    deadline: Instant,
+    reply: std::sync::mpsc::Sender<Answer>,
+}
+
+/// How long a `sync` may wait (a gap in a process's events is waited for 250 ms).
+pub const SYNC_WAIT: Duration = Duration::from_millis(500);
+
+/// Syncs waiting at once, beyond which a new one is answered at once.
+pub const MAX_SYNCS: usize = 256;
 
 impl Default for Requests {
     fn default() -> Self {
         Self {
             rx: None,
             quiet_until: Instant::now(),
+            syncs: Vec::new(),
+            snapshot_due: false,
         }
+    }
+}
+
+fn json_line(v: serde_json::Value) -> Answer {
+    Answer::Text(format!("{v}\n"))
+}
+
+/// `pid=P` among a request's words, else the asker's pid.
+fn pid_arg(args: &str, asker: u32) -> Result<u32, Answer> {
+    match args.split_whitespace().find_map(|w| w.strip_prefix("pid=")) {
+        None => Ok(asker),
+        Some(v) => v.parse().map_err(|_| {
+            json_line(serde_json::json!({ "error": format!("pid={v} is not a number") }))
+        }),
     }
 }
 
@@ -45,14 +82,128 @@ impl Aggregator {
             }
             let Ok(req) = rx.try_recv() else { break };
             let t = Instant::now();
-            let text = match req.query.strip_prefix("record") {
-                Some(args) => self.record_request(&req, args),
-                None => crate::control::answer(&self.acc, &req.query),
+            let (word, args) = req.query.split_once(' ').unwrap_or((&req.query, ""));
+            let text = match word {
+                "record" => self.record_request(&req, args),
+                "reset_peak" => self.reset_peak(&req, args),
+                "sync" => match self.sync_request(&req, args) {
+                    Some(a) => a,
+                    None => {
+                        self.request_took(t.elapsed());
+                        continue;
+                    }
+                },
+                _ => crate::control::answer(&self.acc, &req.query),
             };
             let _ = req.reply.send(text);
             self.request_took(t.elapsed());
         }
         self.requests.rx = Some(rx);
+    }
+
+    /// `sync [pid=P]`: an answer once P (the asker by default) has applied every event
+    /// it had numbered when asked, or after [`SYNC_WAIT`]; `None` when it must wait.
+    fn sync_request(&mut self, req: &Request, args: &str) -> Option<Answer> {
+        let pid = match pid_arg(args, req.pid) {
+            Ok(p) => p,
+            Err(a) => return Some(a),
+        };
+        let find = |agg: &Aggregator| {
+            agg.segments
+                .attached
+                .values()
+                .find(|a| a.key.0 == pid && !a.broken)
+                .map(|a| {
+                    (
+                        a.key,
+                        a.seg
+                            .view()
+                            .header()
+                            .seq
+                            .load(std::sync::atomic::Ordering::Acquire),
+                    )
+                })
+        };
+        // A segment made since the last look (its process's first event): look now.
+        let found = find(self).or_else(|| {
+            self.discover();
+            let (_, snapshot) = self.drain_all();
+            self.requests.snapshot_due |= snapshot;
+            find(self)
+        });
+        let Some((key, target)) = found else {
+            // A socket client's events are applied as they come; an unknown pid has none.
+            let tracked = self.acc.processes.keys().any(|k| k.0 == pid);
+            return Some(json_line(
+                serde_json::json!({ "synced": true, "tracked": tracked }),
+            ));
+        };
+        if self.requests.syncs.len() >= MAX_SYNCS {
+            return Some(json_line(
+                serde_json::json!({ "synced": false, "reason": "too many syncs waiting" }),
+            ));
+        }
+        self.requests.syncs.push(Sync {
+            key,
+            target,
+            deadline: Instant::now() + SYNC_WAIT,
+            reply: req.reply.clone(),
+        });
+        self.answer_syncs();
+        None
+    }
+
+    /// Answers the syncs whose process caught up (or whose time ran out), after
+    /// publishing what they wait for.
+    pub(super) fn answer_syncs(&mut self) {
+        if self.requests.syncs.is_empty() {
+            return;
+        }
+        if self.page.dirty {
+            self.publish();
+        }
+        let now = Instant::now();
+        let acc = &self.acc;
+        self.requests.syncs.retain(|s| {
+            let done = acc
+                .processes
+                .get(&s.key)
+                .is_none_or(|p| p.next_seq >= s.target);
+            if done || now >= s.deadline {
+                let _ = s.reply.send(json_line(serde_json::json!({
+                    "synced": done,
+                    "tracked": acc.processes.contains_key(&s.key),
+                })));
+                return false;
+            }
+            true
+        });
+    }
+
+    /// `reset_peak [pid=P]`: P's peaks start again from its current figures; for its
+    /// own user (or root) only.
+    fn reset_peak(&mut self, req: &Request, args: &str) -> Answer {
+        let pid = match pid_arg(args, req.pid) {
+            Ok(p) => p,
+            Err(a) => return a,
+        };
+        let mut found = false;
+        for p in self.acc.processes.values_mut().filter(|p| p.pid == pid) {
+            if req.uid != 0 && req.uid != p.uid {
+                return json_line(serde_json::json!({
+                    "error": format!("refused: pid {pid} is not yours (it is uid {}'s, you are uid {})", p.uid, req.uid)
+                }));
+            }
+            for pd in p.devices.values_mut() {
+                pd.peak = pd.used;
+            }
+            found = true;
+        }
+        if found {
+            self.page.dirty = true;
+            self.requests.snapshot_due = true;
+        }
+        json_line(serde_json::json!({ "reset": found }))
     }
 
     /// `record epoch_ms=T`: a recording for the asker.

@@ -159,8 +159,10 @@ fn process_json(p: &ProcessView) -> Value {
             {
                 o.insert(format!("{name}_bytes"), d.used[c].into());
             }
-            o.insert("peak_dram_bytes".into(), d.peak[CAT_DRAM].into());
-            o.insert("peak_l1_bytes".into(), d.peak[CAT_L1].into());
+            for (c, name) in categories().filter(|(c, _)| KERNEL_SUBTYPES.iter().all(|s| s.0 != *c))
+            {
+                o.insert(format!("peak_{name}_bytes"), d.peak[c].into());
+            }
             Value::Object(o)
         })
         .collect();

@@ -185,7 +185,21 @@ pub struct FatalPage(pub String);
 impl Model {
     /// Reads the counters page of `dir`. A missing or stale page gives a model with
     /// memory N/A and a reason; a page of another layout version is fatal.
+    /// (tt-smi never lists itself.)
     pub fn load(dir: &Path, history_samples: usize, sysfs_root: &Path) -> Result<Model, FatalPage> {
+        let mut m = Self::load_including_self(dir, history_samples, sysfs_root)?;
+        let me = std::process::id();
+        m.processes.retain(|p| p.pid != me);
+        Ok(m)
+    }
+
+    /// As [`Self::load`], the calling process listed too (a process reading its own
+    /// figures: the Python package).
+    pub fn load_including_self(
+        dir: &Path,
+        history_samples: usize,
+        sysfs_root: &Path,
+    ) -> Result<Model, FatalPage> {
         let mut m = Self::load_page(dir, history_samples, sysfs_root)?;
         m.simulated = crate::devices::simulated::is_simulated(sysfs_root);
         Ok(m)
@@ -330,11 +344,9 @@ impl Model {
             leaked_bytes: st.leaked_bytes,
         };
         let devices = snap.devices.iter().map(DeviceView::of_record).collect();
-        let me = std::process::id();
         let processes = snap
             .processes
             .iter()
-            .filter(|p| p.pid != me)
             .map(|p| ProcessView {
                 pid: p.pid,
                 name: get_str(&p.comm),

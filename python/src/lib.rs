@@ -1,0 +1,88 @@
+//! `tttrack._native`: what the Python package reads, through the project's own readers
+//! (the counters page and its JSON, the request socket), so that the page layout and the
+//! JSON stay defined once, in the `tttrack` crate.
+
+use pyo3::create_exception;
+use pyo3::exceptions::PyException;
+use pyo3::prelude::*;
+use std::path::PathBuf;
+
+create_exception!(_native, TttrackError, PyException, "Any error of tttrack.");
+create_exception!(
+    _native,
+    NoAggregatorError,
+    TttrackError,
+    "No tt-aggregator serves the tracking directory."
+);
+create_exception!(
+    _native,
+    PageVersionError,
+    TttrackError,
+    "The counters page is of another layout version than this package reads."
+);
+create_exception!(
+    _native,
+    PermissionRefusedError,
+    TttrackError,
+    "The aggregator refused the request (not your process)."
+);
+
+fn dir_of(dir: Option<String>) -> PathBuf {
+    dir.map(PathBuf::from)
+        .unwrap_or_else(tttrack::sys::tracking_dir_from_env)
+}
+
+/// The tracking directory in use (`dir`, else `$TTTRACK_DIR`, else the default).
+#[pyfunction]
+#[pyo3(signature = (dir=None))]
+fn tracking_dir(dir: Option<String>) -> String {
+    dir_of(dir).display().to_string()
+}
+
+/// What `tt-smi --json` prints, for `dir` (memory is null without an aggregator).
+#[pyfunction]
+#[pyo3(signature = (dir=None, sysfs_root=None))]
+fn snapshot_json(py: Python<'_>, dir: Option<String>, sysfs_root: Option<String>) -> PyResult<String> {
+    let dir = dir_of(dir);
+    let root = tttrack::devices::sysfs_root(sysfs_root.map(PathBuf::from));
+    py.allow_threads(|| tttrack::smi::model::Model::load_including_self(&dir, 0, &root))
+        .map(|m| tttrack::smi::json::render(&m))
+        .map_err(|e| {
+            if e.0.contains("layout") || e.0.contains("version") {
+                PageVersionError::new_err(e.0)
+            } else {
+                TttrackError::new_err(e.0)
+            }
+        })
+}
+
+/// One request on the aggregator's request socket; its answer as text.
+#[pyfunction]
+#[pyo3(signature = (query, dir=None))]
+fn request(py: Python<'_>, query: String, dir: Option<String>) -> PyResult<String> {
+    let dir = dir_of(dir);
+    let answer = py.allow_threads(|| tttrack::control::request(&dir, &query));
+    match answer {
+        Ok(a) if a.contains("\"error\"") && a.contains("refused") => {
+            Err(PermissionRefusedError::new_err(a.trim().to_string()))
+        }
+        Ok(a) => Ok(a),
+        Err(e) => Err(NoAggregatorError::new_err(format!(
+            "no tt-aggregator answers on {} ({e}); start one with: tt-aggregator",
+            dir.join(tttrack::control::SOCKET_NAME).display()
+        ))),
+    }
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(tracking_dir, m)?)?;
+    m.add_function(wrap_pyfunction!(snapshot_json, m)?)?;
+    m.add_function(wrap_pyfunction!(request, m)?)?;
+    let py = m.py();
+    m.add("TttrackError", py.get_type::<TttrackError>())?;
+    m.add("NoAggregatorError", py.get_type::<NoAggregatorError>())?;
+    m.add("PageVersionError", py.get_type::<PageVersionError>())?;
+    m.add("PermissionRefusedError", py.get_type::<PermissionRefusedError>())?;
+    Ok(())
+}
