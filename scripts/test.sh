@@ -55,4 +55,20 @@ if ! cargo deb --version >/dev/null 2>&1; then
   cargo install cargo-deb --version 3.8.0 --locked --quiet
 fi
 
+# The Python package and pytest, in a virtual environment of the tests' own
+# (tests/python.rs runs real pytest in it): pip builds the extension with maturin.
+if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+  else
+    echo "test.sh: python3 cannot make virtual environments; install python3-venv" >&2
+    exit 1
+  fi
+fi
+venv=target/python-venv
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+echo "test.sh: installing the Python package into $venv (pip install pytest ./python)" >&2
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check pytest ./python
+export TTTRACK_TEST_VENV="$PWD/$venv"
+
 exec cargo test "$@"
