@@ -373,7 +373,14 @@ fn open(path: &Path, cmd: &[String]) -> Result<Opened, String> {
     // SAFETY: prctl with an integer argument.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     let epoch_ms = tttrack::sys::unix_ns() / 1_000_000;
-    let stream = open_stream(&agg.dir, epoch_ms).map_err(|e| {
+    // A private aggregator publishes its request socket just after its page: a moment.
+    let t = Instant::now();
+    let mut stream = open_stream(&agg.dir, epoch_ms);
+    while stream.is_err() && agg.private.is_some() && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+        stream = open_stream(&agg.dir, epoch_ms);
+    }
+    let stream = stream.map_err(|e| {
         format!(
             "cannot open a recording on the aggregator of {}: {e}",
             agg.dir.display()
