@@ -139,6 +139,8 @@ pub struct Aggregator {
     /// Processes told in the log to be past `limits::MAX_BUFFERS_PER_PROCESS`.
     over_limit_logged: HashSet<ProcKey>,
     recordings: recordings::Recordings,
+    /// Processes told in the log that an identity of theirs was refused.
+    refusals_logged: HashSet<ProcKey>,
 }
 
 impl Aggregator {

@@ -48,8 +48,20 @@ pub enum Answer {
         total: u64,
     },
     /// A recording's records, chunk by chunk, until the aggregator drops its end.
-    Stream(mpsc::Receiver<Vec<u8>>),
+    Stream(Stream),
 }
+
+/// A recording's connection as the aggregator and the connection's thread share it.
+pub struct Stream {
+    pub chunks: mpsc::Receiver<Vec<u8>>,
+    /// Bytes sent to the thread and not yet written.
+    pub queued: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Set by the thread when the connection ends.
+    pub closed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// A recorder that reads nothing for this long ends its recording.
+pub const STREAM_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Answer {
     pub fn into_text(self) -> String {
@@ -261,7 +273,7 @@ fn handle(conn: UnixStream, tx: mpsc::Sender<Request>, pid: u32, uid: u32) {
         return;
     }
     match rrx.recv_timeout(Duration::from_secs(10)) {
-        Ok(Answer::Stream(chunks)) => stream(conn, chunks),
+        Ok(Answer::Stream(s)) => stream(conn, s),
         Ok(a) => {
             let mut w = conn;
             let _ = w.write_all(a.into_text().as_bytes());
@@ -271,22 +283,28 @@ fn handle(conn: UnixStream, tx: mpsc::Sender<Request>, pid: u32, uid: u32) {
 }
 
 /// Writes a recording's chunks as frames until the asker closes (noticed when a
-/// write fails, or by a look every second while nothing is sent) or the aggregator
-/// ends the stream.
-fn stream(mut conn: UnixStream, chunks: mpsc::Receiver<Vec<u8>>) {
+/// write fails, or by a look every second while nothing is sent), stops reading for
+/// [`STREAM_WRITE_TIMEOUT`], or the aggregator ends the stream; then says so.
+fn stream(conn: UnixStream, s: Stream) {
+    write_frames(conn, &s);
+    s.closed.store(true, std::sync::atomic::Ordering::Release);
+}
+
+fn write_frames(mut conn: UnixStream, s: &Stream) {
+    use std::sync::atomic::Ordering::AcqRel;
     // A recorder that stops reading blocks only this thread; the aggregator's queue
     // then fills and loses (and counts) what does not fit.
-    let _ = conn.set_write_timeout(None);
+    let _ = conn.set_write_timeout(Some(STREAM_WRITE_TIMEOUT));
     if conn.write_all(b"ok\n").is_err() {
         return;
     }
-    let _ = conn.set_nonblocking(false);
     loop {
-        match chunks.recv_timeout(Duration::from_secs(1)) {
-            Ok(c) if c.is_empty() => {}
+        match s.chunks.recv_timeout(Duration::from_secs(1)) {
             Ok(c) => {
                 let len = (c.len() as u32).to_le_bytes();
-                if conn.write_all(&len).is_err() || conn.write_all(&c).is_err() {
+                let ok = conn.write_all(&len).is_ok() && conn.write_all(&c).is_ok();
+                s.queued.fetch_sub(c.len() as u64, AcqRel);
+                if !ok {
                     return;
                 }
             }

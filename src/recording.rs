@@ -320,7 +320,8 @@ fn decode_events(c: &mut Cursor) -> Option<Record> {
 fn decode_devices(c: &mut Cursor) -> Option<Record> {
     let t_ms = c.u()?;
     let n = c.u()? as usize;
-    if n > c.b.len() {
+    // Each row takes at least six bytes: a count beyond that is corrupt.
+    if n > c.b.len() / 6 {
         return None;
     }
     let mut rows = Vec::with_capacity(n);

@@ -422,10 +422,13 @@ impl Accounting {
                 }
             }
         }
-        // Chips only this process could name end with it.
+        // Chips only this process could name end with it; those it named by id, when
+        // nobody else is on them and they hold nothing.
         self.devices.retain(|c, _| {
             !matches!(c, Chip::Unplaced { pid, start_time, .. } if (*pid, *start_time) == key)
         });
+        let named: Vec<Chip> = p.placement.chips.values().map(|(c, _)| *c).collect();
+        self.prune(&named);
         self.released_lost = self.released_lost.saturating_add(p.events_lost());
         Some(p)
     }

@@ -8,8 +8,6 @@ use super::journal::Record;
 use super::{Aggregator, COMPAT_LANE};
 use crate::compat::{AllocMessage, DEVICE_INFO_RESPONSE, QUERY, RESPONSE};
 use crate::counters_page::*;
-use crate::segment::VisibleDevices;
-use crate::shm_layout::VISIBLE_DEVICES_BYTES;
 use crate::sys;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -86,12 +84,12 @@ impl Aggregator {
                 uid,
                 comm,
                 pidfd,
+                visible,
             } => {
                 let key = (pid, start_time);
                 self.acc.processes.entry(key).or_insert_with(|| {
                     ProcState::new(pid, start_time, uid, comm.clone(), sys::unix_ns())
                 });
-                let visible = self.visible_devices_of(pid, start_time);
                 self.acc.set_visible(key, visible);
                 self.consider_for_recordings(key);
                 self.segmentless.insert(key, pidfd);
@@ -114,7 +112,7 @@ impl Aggregator {
                 let now_s = (sys::unix_ns() / 1_000_000_000) as u32;
                 let out = self.acc.apply(key, &ev, now_s);
                 self.log_outcome(key, &ev, &out);
-                self.record_events(key, std::slice::from_ref(&ev).iter());
+                self.record_events(key, &[&ev], false);
                 return 1;
             }
             Msg::Query { msg, reply } => {
@@ -139,23 +137,6 @@ impl Aggregator {
             }
         }
         0
-    }
-
-    /// A socket client's `TT_VISIBLE_DEVICES`, from the environment it started with
-    /// (what it set later is not there); unknown if that cannot be read, or if the pid
-    /// is no longer that process by the time it is.
-    fn visible_devices_of(&self, pid: u32, start_time: u64) -> VisibleDevices {
-        let root = &self.cfg.proc_root;
-        let v = sys::proc_env_var(root, pid, "TT_VISIBLE_DEVICES");
-        let same = sys::proc_info(root, pid).is_some_and(|i| i.start_time == start_time);
-        match v {
-            Ok(_) if !same => VisibleDevices::Unknown,
-            Ok(None) => VisibleDevices::Unset,
-            Ok(Some(v)) if v.len() <= VISIBLE_DEVICES_BYTES => {
-                VisibleDevices::Set(String::from_utf8_lossy(&v).into_owned())
-            }
-            _ => VisibleDevices::Unknown,
-        }
     }
 
     /// The answer to a query (a device's figures) or a device-information request.

@@ -19,6 +19,9 @@ pub enum Msg {
         uid: u32,
         comm: String,
         pidfd: Option<std::os::fd::OwnedFd>,
+        /// Its `TT_VISIBLE_DEVICES`, read on the connection's own thread (a read of
+        /// another process's environment can stall: never on the aggregator's loop).
+        visible: crate::segment::VisibleDevices,
     },
     Event {
         pid: u32,
@@ -145,6 +148,23 @@ pub fn serve(
         });
 }
 
+/// A socket client's `TT_VISIBLE_DEVICES`, from the environment it started with
+/// (what it set later is not there); unknown if that cannot be read, or if the pid is
+/// no longer that process by the time it is.
+fn visible_devices_of(root: &Path, pid: u32, start_time: u64) -> crate::segment::VisibleDevices {
+    use crate::segment::VisibleDevices;
+    let v = crate::sys::proc_env_var(root, pid, "TT_VISIBLE_DEVICES");
+    let same = crate::sys::proc_info(root, pid).is_some_and(|i| i.start_time == start_time);
+    match v {
+        Ok(_) if !same => VisibleDevices::Unknown,
+        Ok(None) => VisibleDevices::Unset,
+        Ok(Some(v)) if v.len() <= crate::shm_layout::VISIBLE_DEVICES_BYTES => {
+            VisibleDevices::Set(String::from_utf8_lossy(&v).into_owned())
+        }
+        _ => VisibleDevices::Unknown,
+    }
+}
+
 fn connection(mut conn: UnixStream, tx: mpsc::SyncSender<Msg>, proc_root: &Path) {
     let Some(Peer {
         pid,
@@ -156,6 +176,7 @@ fn connection(mut conn: UnixStream, tx: mpsc::SyncSender<Msg>, proc_root: &Path)
     else {
         return;
     };
+    let visible = visible_devices_of(proc_root, pid, start_time);
     if tx
         .send(Msg::Connected {
             pid,
@@ -163,6 +184,7 @@ fn connection(mut conn: UnixStream, tx: mpsc::SyncSender<Msg>, proc_root: &Path)
             uid,
             comm,
             pidfd,
+            visible,
         })
         .is_err()
     {

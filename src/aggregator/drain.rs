@@ -101,7 +101,10 @@ impl Aggregator {
         let view = a.seg.view();
         let mut pending = std::mem::take(&mut a.pending);
         let snapshot = self.apply_batch(key, &pending[..m.ready], view);
-        self.record_events(key, pending[..m.ready].iter().map(|p| &p.ev));
+        if !self.recordings.is_empty() {
+            let applied: Vec<&Event> = pending[..m.ready].iter().map(|p| &p.ev).collect();
+            self.record_events(key, &applied, true);
+        }
         pending.drain(..m.ready);
         if let Some(a) = self.segments.attached.get_mut(path) {
             a.pending = pending;
@@ -174,7 +177,8 @@ impl Aggregator {
         let slot = ev.device.clamp(0, MAX_DEVICES as i32 - 1) as usize;
         let id = seg.read_identity(slot).unwrap_or_default();
         match self.acc.set_identity(key, ev.device, id) {
-            Ok(()) => {
+            Ok(false) => false,
+            Ok(true) => {
                 if !super::accounting::placement::names_a_card(&self.acc.cards, &id)
                     && !self.acc.cards.is_empty()
                 {
@@ -191,10 +195,16 @@ impl Aggregator {
                 true
             }
             Err(why) => {
-                self.log.warn(format!(
-                    "pid {}: identity of device {} refused: {why}",
-                    key.0, ev.device
-                ));
+                // Once per process: the count is in its invalid events.
+                if self.refusals_logged.insert(key) {
+                    let acc = &self.acc;
+                    self.refusals_logged
+                        .retain(|k| acc.processes.contains_key(k));
+                    self.log.warn(format!(
+                        "pid {}: identity of device {} refused: {why} (further refusals for it are counted, not logged)",
+                        key.0, ev.device
+                    ));
+                }
                 false
             }
         }

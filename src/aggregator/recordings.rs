@@ -6,30 +6,43 @@
 //! and belong to its user (root's recorder: anyone's). Records are sent only once the
 //! events are in the journal, so an aggregator restarted mid-run sends none twice;
 //! what it never sent shows in the recorder as a gap in a process's sequence numbers.
-//! The queue to a recorder is bounded: a recorder that does not keep up loses records
-//! (counted, in a `Lost` record), never slows draining.
+//! The queue to a recorder is bounded, in chunks and in bytes: a recorder that does
+//! not keep up loses records, never slows draining. What it loses shows as gaps in the
+//! processes' sequence numbers (counted by the recorder); events of socket clients,
+//! which have none, are counted here, in a `Lost` record. A recorder that reads
+//! nothing for `control::STREAM_WRITE_TIMEOUT` ends its recording.
 
 use super::accounting::{Placed, ProcKey};
 use super::Aggregator;
 use crate::recording::{encode_events, Record};
 use crate::shm_layout::{DeviceInfo, Event};
 use std::collections::HashSet;
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::SyncSender;
+use std::sync::Arc;
 
 /// Chunks (one per pass) waiting for a recorder's connection before it loses records.
 pub const QUEUE_CHUNKS: usize = 256;
-/// Recordings at once.
+/// Bytes waiting for a recorder's connection before it loses records.
+pub const QUEUE_BYTES: u64 = 64 << 20;
+/// Recordings at once, and of one user.
 pub const MAX_RECORDINGS: usize = 16;
+pub const MAX_RECORDINGS_PER_UID: usize = 4;
+/// Events in one `Events` record at most (records stay small, blocks bounded).
+const EVENTS_PER_RECORD: usize = 4096;
 
 struct Recording {
     pid: u32,
     uid: u32,
     epoch_unix_ms: u64,
     tx: SyncSender<Vec<u8>>,
+    queued: Arc<AtomicU64>,
+    closed: Arc<AtomicBool>,
     members: HashSet<ProcKey>,
     buf: Vec<u8>,
-    /// Events in `buf`, and events lost so far but not yet said.
-    buf_events: u64,
+    /// Events of socket clients in `buf` (they have no sequence numbers to show a
+    /// gap), and those lost so far but not yet said.
+    buf_unsequenced: u64,
     lost: u64,
 }
 
@@ -64,20 +77,30 @@ impl Aggregator {
         pid: u32,
         uid: u32,
         epoch_unix_ms: u64,
-    ) -> Result<Receiver<Vec<u8>>, String> {
-        self.recordings.list.retain(|r| !r.tx_closed());
+    ) -> Result<crate::control::Stream, String> {
+        self.prune_recordings();
         if self.recordings.list.len() >= MAX_RECORDINGS {
             return Err(format!("{MAX_RECORDINGS} recordings are running already"));
         }
-        let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE_CHUNKS);
+        let mine = self.recordings.list.iter().filter(|r| r.uid == uid).count();
+        if mine >= MAX_RECORDINGS_PER_UID {
+            return Err(format!(
+                "uid {uid} has {MAX_RECORDINGS_PER_UID} recordings running already"
+            ));
+        }
+        let (tx, chunks) = std::sync::mpsc::sync_channel(QUEUE_CHUNKS);
+        let queued = Arc::new(AtomicU64::new(0));
+        let closed = Arc::new(AtomicBool::new(false));
         self.recordings.list.push(Recording {
             pid,
             uid,
             epoch_unix_ms,
             tx,
+            queued: queued.clone(),
+            closed: closed.clone(),
             members: HashSet::new(),
             buf: Vec::new(),
-            buf_events: 0,
+            buf_unsequenced: 0,
             lost: 0,
         });
         self.log
@@ -86,7 +109,11 @@ impl Aggregator {
         for k in keys {
             self.consider_for_recordings(k);
         }
-        Ok(rx)
+        Ok(crate::control::Stream {
+            chunks,
+            queued,
+            closed,
+        })
     }
 
     /// A process that began to report (or was re-attached): in each recording whose
@@ -98,6 +125,12 @@ impl Aggregator {
         let Some(p) = self.acc.processes.get(&key) else {
             return;
         };
+        // Only a process that runs, as itself (a segment of one that ended, or forged
+        // for a pid now someone else's, is nobody's descendant).
+        let root = &self.cfg.proc_root;
+        if !crate::sys::proc_info(root, key.0).is_some_and(|i| i.start_time == key.1) {
+            return;
+        }
         let now = crate::sys::unix_ns() / 1_000_000;
         for r in &mut self.recordings.list {
             if r.members.contains(&key) || (r.uid != 0 && r.uid != p.uid) {
@@ -131,21 +164,22 @@ impl Aggregator {
         }
     }
 
-    /// Events of `key` just applied, for the recordings it is in.
-    pub(super) fn record_events<'a>(
-        &mut self,
-        key: ProcKey,
-        events: impl ExactSizeIterator<Item = &'a Event> + Clone,
-    ) {
-        if self.recordings.is_empty() || events.len() == 0 {
+    /// Events of `key` just applied, for the recordings it is in (`sequenced`: they
+    /// carry the process's sequence numbers, as a segment's do).
+    pub(super) fn record_events(&mut self, key: ProcKey, events: &[&Event], sequenced: bool) {
+        if self.recordings.is_empty() || events.is_empty() {
             return;
         }
         let now = crate::sys::unix_ns() / 1_000_000;
         for r in &mut self.recordings.list {
             if r.members.contains(&key) {
                 let t = now.saturating_sub(r.epoch_unix_ms);
-                encode_events(&mut r.buf, t, key.0, events.clone());
-                r.buf_events += events.len() as u64;
+                for part in events.chunks(EVENTS_PER_RECORD) {
+                    encode_events(&mut r.buf, t, key.0, part.iter().copied());
+                }
+                if !sequenced {
+                    r.buf_unsequenced += events.len() as u64;
+                }
             }
         }
     }
@@ -209,11 +243,11 @@ impl Aggregator {
         if self.recordings.is_empty() {
             return;
         }
+        self.prune_recordings();
         let now = crate::sys::unix_ns() / 1_000_000;
-        let log = &self.log;
-        self.recordings.list.retain_mut(|r| {
+        for r in &mut self.recordings.list {
             if r.buf.is_empty() && r.lost == 0 {
-                return true;
+                continue;
             }
             let mut chunk = Vec::with_capacity(r.buf.len() + 16);
             if r.lost > 0 {
@@ -225,46 +259,27 @@ impl Aggregator {
                 .encode(&mut chunk);
             }
             chunk.append(&mut r.buf);
-            match r.tx.try_send(chunk) {
-                Ok(()) => {
-                    r.lost = 0;
-                    r.buf_events = 0;
-                    true
-                }
-                Err(TrySendError::Full(_)) => {
-                    r.lost += r.buf_events;
-                    r.buf_events = 0;
-                    true
-                }
-                Err(TrySendError::Disconnected(_)) => {
-                    log.info(format!("   recording for pid {} ended", r.pid));
-                    false
-                }
+            let len = chunk.len() as u64;
+            let room = r.queued.load(Ordering::Acquire).saturating_add(len) <= QUEUE_BYTES;
+            if room && r.tx.try_send(chunk).is_ok() {
+                r.queued.fetch_add(len, Ordering::AcqRel);
+                r.lost = 0;
+            } else {
+                r.lost += r.buf_unsequenced;
             }
-        });
+            r.buf_unsequenced = 0;
+        }
     }
 
-    /// Ends the recordings whose recorder went away without anything to send (once a
-    /// second).
+    /// Ends the recordings whose recorder went away.
     pub(super) fn prune_recordings(&mut self) {
         let log = &self.log;
         self.recordings.list.retain(|r| {
-            let open = !r.tx_closed();
+            let open = !r.closed.load(Ordering::Acquire);
             if !open {
                 log.info(format!("   recording for pid {} ended", r.pid));
             }
             open
         });
-    }
-}
-
-impl Recording {
-    /// Whether its recorder's connection is gone (a send of nothing tells; the
-    /// connection's thread skips empty chunks).
-    fn tx_closed(&self) -> bool {
-        matches!(
-            self.tx.try_send(Vec::new()),
-            Err(TrySendError::Disconnected(_))
-        )
     }
 }

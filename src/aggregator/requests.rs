@@ -187,22 +187,26 @@ impl Aggregator {
             Ok(p) => p,
             Err(a) => return a,
         };
+        let theirs = self
+            .acc
+            .processes
+            .values()
+            .find(|p| p.pid == pid && req.uid != 0 && req.uid != p.uid);
+        if let Some(p) = theirs {
+            return json_line(serde_json::json!({
+                "error": format!("refused: pid {pid} is not yours (it is uid {}'s, you are uid {})", p.uid, req.uid)
+            }));
+        }
+        // Kept in the next snapshot (not forced: a reset is no reason to rewrite the
+        // journal; one made just before a crash may come undone).
         let mut found = false;
         for p in self.acc.processes.values_mut().filter(|p| p.pid == pid) {
-            if req.uid != 0 && req.uid != p.uid {
-                return json_line(serde_json::json!({
-                    "error": format!("refused: pid {pid} is not yours (it is uid {}'s, you are uid {})", p.uid, req.uid)
-                }));
-            }
             for pd in p.devices.values_mut() {
                 pd.peak = pd.used;
             }
             found = true;
         }
-        if found {
-            self.page.dirty = true;
-            self.requests.snapshot_due = true;
-        }
+        self.page.dirty |= found;
         json_line(serde_json::json!({ "reset": found }))
     }
 
@@ -220,7 +224,7 @@ impl Aggregator {
             ));
         };
         match self.start_recording(req.pid, req.uid, epoch) {
-            Ok(rx) => Answer::Stream(rx),
+            Ok(s) => Answer::Stream(s),
             Err(why) => Answer::Text(format!("{}\n", serde_json::json!({ "error": why }))),
         }
     }

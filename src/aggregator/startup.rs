@@ -65,6 +65,7 @@ impl Aggregator {
             },
             over_limit_logged: Default::default(),
             recordings: Default::default(),
+            refusals_logged: Default::default(),
             cfg,
         };
         agg.log.info(format!(

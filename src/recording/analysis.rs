@@ -100,7 +100,9 @@ pub struct Report {
     pub truncated: Option<String>,
     pub exit: Option<Exit>,
     pub events: u64,
-    /// Events that never reached the recording or the figures (counted, not guessed).
+    /// Events that never reached the recording (gaps in a process's sequence numbers:
+    /// lost by the process or on the way; each counted once). A process's own count of
+    /// what it lost is in `processes[].events_lost`.
     pub events_lost: u64,
     pub devices: Vec<DeviceReport>,
     pub leaks: Vec<Live>,
@@ -332,14 +334,14 @@ impl Tally {
         let t = self.types.entry((row, cat)).or_default();
         if alloc {
             t.allocations += 1;
-            t.allocated_bytes += size;
+            t.allocated_bytes = t.allocated_bytes.saturating_add(size);
             *t.histogram.entry(size_class(size)).or_default() += 1;
             self.last_alloc.insert(pid, (row, cat, id));
         } else {
             t.frees += 1;
             if self.last_alloc.remove(&pid) == Some((row, cat, id)) {
                 t.temporary_allocations += 1;
-                t.temporary_bytes += size;
+                t.temporary_bytes = t.temporary_bytes.saturating_add(size);
             }
         }
     }
@@ -387,11 +389,11 @@ impl Visit for Tally {
         let p = self.procs.entry(key.0).or_default();
         p.ended_at_s = Some(secs(rp.t_ms));
         p.events_lost = events_lost;
-        p.leaked_bytes = held.iter().map(|l| l.size).sum();
+        p.leaked_bytes = held.iter().fold(0u64, |a, l| a.saturating_add(l.size));
         for l in &held {
             if let Some(c) = CAT_NAMES.iter().position(|n| *n == l.kind) {
                 let t = self.types.entry((l.device, c)).or_default();
-                t.leaked_bytes += l.size;
+                t.leaked_bytes = t.leaked_bytes.saturating_add(l.size);
                 t.leaked_buffers += 1;
             }
         }
@@ -420,15 +422,16 @@ pub fn analyze(rec: &Recording) -> Report {
     }
     fill_live_at_peak(rec, &mut t.types);
     fill_processes(rec, &mut t.procs);
+    // Gaps in the processes' sequence numbers (found by the recorder) and the socket
+    // clients' events the aggregator could not send: each lost event once.
     r.events_lost = rec
         .records
         .iter()
         .map(|x| match x {
             Record::Lost { count, .. } => *count,
-            Record::End { events_lost, .. } => *events_lost,
             _ => 0,
         })
-        .sum();
+        .fold(0u64, u64::saturating_add);
     r.exit = rec.records.iter().rev().find_map(|x| match x {
         Record::Exit { code, signal, .. } => Some(Exit {
             code: *code,

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 pub const DEVICE_PID_BASE: u64 = 1 << 24;
 
 fn us(t_ms: u64) -> u64 {
-    t_ms * 1000
+    t_ms.saturating_mul(1000)
 }
 
 /// The Chrome trace-event JSON of a recording.

@@ -6,14 +6,15 @@ use super::*;
 
 impl Accounting {
     /// Records which chip process `key`'s device `device` is, as the process said, and
-    /// moves that device's figures there if they were elsewhere. `Err` says what is
-    /// wrong with an identity that is refused (and counted invalid).
+    /// moves that device's figures there if they were elsewhere. `Ok(false)`: the same
+    /// as it said before (nothing changed); `Err` says what is wrong with an identity
+    /// that is refused (and counted invalid).
     pub fn set_identity(
         &mut self,
         key: ProcKey,
         device: i32,
         id: ChipIdentity,
-    ) -> Result<(), &'static str> {
+    ) -> Result<bool, &'static str> {
         let Some(p) = self.processes.get_mut(&key) else {
             return Err("no such process");
         };
@@ -29,10 +30,12 @@ impl Accounting {
             p.invalid_events += 1;
             return Err(why);
         }
-        p.placement.reported.insert(device, id);
+        if p.placement.reported.insert(device, id) == Some(id) {
+            return Ok(false);
+        }
         chip_of(&self.cards, &mut self.placed, key, &mut p.placement, device);
         self.remap(key);
-        Ok(())
+        Ok(true)
     }
 
     /// Sets what process `key`'s `TT_VISIBLE_DEVICES` was, and places again.
@@ -57,6 +60,27 @@ impl Accounting {
         renumber(&mut self.devices, &self.cards);
     }
 
+    /// Drops the rows of remote chips that no process is placed on and that hold
+    /// nothing (a chip id no longer named): rows do not pile up.
+    pub(super) fn prune(&mut self, chips: &[Chip]) {
+        for c in chips {
+            if !matches!(c, Chip::Asic(_)) {
+                continue;
+            }
+            let used = self
+                .processes
+                .values()
+                .any(|p| p.placement.chips.values().any(|(x, _)| x == c));
+            let empty = self
+                .devices
+                .get(c)
+                .is_some_and(|d| d.figures.iter().all(|f| f.used == 0 && f.count == 0));
+            if !used && empty {
+                self.devices.remove(c);
+            }
+        }
+    }
+
     /// Placements made or changed since the last call.
     pub fn take_placed(&mut self) -> Vec<Placed> {
         std::mem::take(&mut self.placed)
@@ -69,6 +93,7 @@ impl Accounting {
             return;
         };
         let logicals: Vec<i32> = p.placement.chips.keys().copied().collect();
+        let mut left = Vec::new();
         for l in logicals {
             let was = p.placement.chips[&l];
             let now = placement::resolve(&self.cards, key, &p.placement, l);
@@ -78,6 +103,7 @@ impl Accounting {
             p.placement.chips.insert(l, now);
             let mut moved_from = None;
             if was.0 != now.0 {
+                left.push(was.0);
                 if let Some(pd) = p.devices.get_mut(&l) {
                     pd.chip = Some(now.0);
                 }
@@ -120,6 +146,7 @@ impl Accounting {
                 moved_from,
             });
         }
+        self.prune(&left);
     }
 
     /// The row of a chip, for the views.

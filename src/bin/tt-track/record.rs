@@ -4,7 +4,7 @@
 //! the run; then prints a summary. The exit status is CMD's (128 + N when a signal N
 //! killed it).
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -83,8 +83,13 @@ fn open_stream(dir: &Path, epoch_ms: u64) -> std::io::Result<UnixStream> {
     let mut s = UnixStream::connect(dir.join(tttrack::control::SOCKET_NAME))?;
     s.write_all(format!("record epoch_ms={epoch_ms}\n").as_bytes())?;
     s.set_read_timeout(Some(Duration::from_secs(15)))?;
-    let mut line = String::new();
-    BufReader::new(s.try_clone()?).read_line(&mut line)?;
+    // Byte by byte: what follows the line is the first frame, not to be read ahead.
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    while line.len() < 4096 && s.read(&mut b)? == 1 && b[0] != b'\n' {
+        line.push(b[0]);
+    }
+    let line = String::from_utf8_lossy(&line).into_owned();
     if line.trim() != "ok" {
         return Err(std::io::Error::other(format!(
             "the aggregator refused the recording: {}",
@@ -115,30 +120,30 @@ fn device_rows(dir: &Path) -> Vec<DeviceRow> {
         .collect()
 }
 
-/// Notes what a chunk says, and the events it is missing (gaps in a process's
-/// sequence numbers: sent by no aggregator, as when one restarted).
-fn note(seen: &mut Seen, chunk: &[u8], t_ms: u64) -> Vec<Record> {
+/// Notes what records say, and returns the events they are missing (gaps in a
+/// process's sequence numbers: never applied, or never sent, as when an aggregator
+/// restarted or a recorder fell behind), as `Lost` records.
+fn note(seen: &mut Seen, records: &[Record], t_ms: u64) -> Vec<Record> {
     let mut lost = Vec::new();
-    for r in decode(chunk).unwrap_or_default() {
+    for r in records {
         match r {
             Record::Process { pid, .. } => {
-                seen.started.insert(pid);
+                seen.started.insert(*pid);
             }
             Record::End { pid, .. } => {
-                seen.ended.insert(pid);
+                seen.ended.insert(*pid);
             }
             Record::Events { pid, events, .. } => {
                 seen.events += events.len() as u64;
-                for e in &events {
-                    let last = seen.last_seq.insert(pid, e.seq);
-                    if let Some(l) = last {
-                        if e.seq > l + 1 {
-                            lost.push(Record::Lost {
-                                t_ms,
-                                pid,
-                                count: e.seq - l - 1,
-                            });
-                        }
+                for e in events {
+                    let last = seen.last_seq.insert(*pid, e.seq);
+                    let gap = last.map_or(0, |l| e.seq.saturating_sub(l).saturating_sub(1));
+                    if gap > 0 {
+                        lost.push(Record::Lost {
+                            t_ms,
+                            pid: *pid,
+                            count: gap,
+                        });
                     }
                 }
             }
@@ -148,8 +153,38 @@ fn note(seen: &mut Seen, chunk: &[u8], t_ms: u64) -> Vec<Record> {
     lost
 }
 
+/// The largest frame the aggregator sends (its queue holds 64 MiB).
+const MAX_FRAME: usize = 256 << 20;
+
+/// The next frame: `None` if none came within 200 ms; an error for a stream that
+/// broke or is not frames.
+fn read_frame(s: &mut UnixStream) -> std::io::Result<Option<Vec<u8>>> {
+    use std::io::ErrorKind::{TimedOut, WouldBlock};
+    s.set_read_timeout(Some(Duration::from_millis(200)))?;
+    let mut head = [0u8; 4];
+    match s.read(&mut head[..1]) {
+        Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+        Ok(_) => {}
+        Err(e) if matches!(e.kind(), WouldBlock | TimedOut) => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    // A frame begun is read whole (or the stream is given up).
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.read_exact(&mut head[1..])?;
+    let len = u32::from_le_bytes(head) as usize;
+    if len > MAX_FRAME {
+        return Err(std::io::Error::other(
+            "a frame larger than the aggregator sends",
+        ));
+    }
+    let mut chunk = vec![0u8; len];
+    s.read_exact(&mut chunk)?;
+    Ok(Some(chunk))
+}
+
 /// Reads the stream into the file until `done` is set and nothing more comes; a
-/// broken stream is opened again (an aggregator restarting).
+/// broken stream is opened again (an aggregator restarting). Records are written one
+/// by one, so the file's blocks stay small whatever the frames.
 fn pump(
     mut s: UnixStream,
     dir: PathBuf,
@@ -160,34 +195,27 @@ fn pump(
 ) {
     use std::sync::atomic::Ordering::Relaxed;
     let mut last_flush = Instant::now();
-    let now_ms = || tttrack::sys::unix_ns() / 1_000_000 - epoch_ms;
+    let now_ms = || (tttrack::sys::unix_ns() / 1_000_000).saturating_sub(epoch_ms);
     loop {
-        let mut len = [0u8; 4];
-        match s.read_exact(&mut len) {
-            Ok(()) => {
-                let mut chunk = vec![0u8; u32::from_le_bytes(len) as usize];
-                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-                if s.read_exact(&mut chunk).is_err() {
-                    continue;
-                }
-                let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+        let frame = read_frame(&mut s).and_then(|f| match f {
+            Some(c) => decode(&c)
+                .map(Some)
+                .ok_or_else(|| std::io::Error::other("a frame that is not records")),
+            None => Ok(None),
+        });
+        match frame {
+            Ok(Some(records)) => {
                 let lost = note(
                     &mut seen.lock().unwrap_or_else(|e| e.into_inner()),
-                    &chunk,
+                    &records,
                     now_ms(),
                 );
                 let mut w = w.lock().unwrap_or_else(|e| e.into_inner());
-                let _ = w.add(&chunk);
-                for r in lost {
-                    let _ = w.add_record(&r);
+                for r in records.iter().chain(&lost) {
+                    let _ = w.add_record(r);
                 }
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
+            Ok(None) => {
                 if done.load(Relaxed) {
                     return;
                 }
@@ -430,7 +458,7 @@ pub fn record(out: Option<PathBuf>, cmd: Vec<String>) -> i32 {
         }
     };
     let status = wait_for(&child);
-    let end_ms = tttrack::sys::unix_ns() / 1_000_000 - epoch_ms;
+    let end_ms = (tttrack::sys::unix_ns() / 1_000_000).saturating_sub(epoch_ms);
     wait_for_the_rest(agg.private.as_ref().map(|c| c.id()), &seen);
     done.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = pumper.join();
