@@ -20,6 +20,7 @@ type CbFn = unsafe extern "C" fn(i32, u64, u64);
 type KLoadFn = unsafe extern "C" fn(i32, u64, u64, u8);
 type KUnloadFn = unsafe extern "C" fn(i32, u64, u64);
 type InfoFn = unsafe extern "C" fn(i32, *const DeviceInfo);
+type IdentityFn = unsafe extern "C" fn(i32, *const crate::shm_layout::ChipIdentity);
 type DroppedFn = unsafe extern "C" fn() -> u64;
 type EnabledFn = unsafe extern "C" fn() -> i32;
 
@@ -33,6 +34,7 @@ pub struct Lib {
     kernel_load_fn: KLoadFn,
     kernel_unload_fn: KUnloadFn,
     device_info_fn: InfoFn,
+    identity_fn: IdentityFn,
     dropped_fn: DroppedFn,
     enabled_fn: EnabledFn,
 }
@@ -88,6 +90,10 @@ impl Lib {
     pub fn device_info(&self, device: i32, info: &DeviceInfo) {
         // SAFETY: see the impl comment; `info` is a valid reference for the call.
         unsafe { (self.device_info_fn)(device, info) }
+    }
+    pub fn device_identity(&self, device: i32, id: &crate::shm_layout::ChipIdentity) {
+        // SAFETY: see the impl comment; `id` is a valid reference for the call.
+        unsafe { (self.identity_fn)(device, id) }
     }
     pub fn dropped(&self) -> u64 {
         // SAFETY: see the impl comment; no arguments.
@@ -147,6 +153,9 @@ impl Lib {
                 device_info_fn: std::mem::transmute::<*mut libc::c_void, InfoFn>(sym(
                     "tttrack_device_info",
                 )?),
+                identity_fn: std::mem::transmute::<*mut libc::c_void, IdentityFn>(sym(
+                    "tttrack_device_identity",
+                )?),
                 dropped_fn: std::mem::transmute::<*mut libc::c_void, DroppedFn>(sym(
                     "tttrack_dropped_events",
                 )?),
@@ -187,6 +196,18 @@ pub struct Options {
 
 const MIB: u64 = 1 << 20;
 const KIB: u64 = 1 << 10;
+
+/// The identity of the simulated n300's remote chip: reached through card 0, known
+/// by its chip id.
+pub const N300_REMOTE_CHIP: crate::shm_layout::ChipIdentity = crate::shm_layout::ChipIdentity {
+    struct_size: crate::shm_layout::CHIP_IDENTITY_V1_SIZE,
+    is_remote: 1,
+    pcie_index: -1,
+    via_pcie_index: 0,
+    board_id: 0x0000_0123_0000_0456,
+    asic_id: 0x0000_0ABC_0000_0DF0,
+    pci_address: [0; 16],
+};
 
 pub fn n300_chip(remote: bool) -> DeviceInfo {
     DeviceInfo {
@@ -335,6 +356,9 @@ pub fn run(lib: &Lib, o: &Options) -> u64 {
     let mut rng = Rng::new(o.seed);
     l.device_info(0, &n300_chip(false));
     l.device_info(1, &n300_chip(true));
+    // Its device 1 is the n300's second chip, behind its first (as UMD would say):
+    // every process of the cast names the same chip, so it is one row.
+    l.device_identity(1, &N300_REMOTE_CHIP);
     let mut ids = Ids(((o.seed & 0xff) << 40) + 0x1000_0000);
     let model = load_model(&l, &mut rng, &mut ids);
     // A worker thread frees what the main thread hands it.

@@ -73,7 +73,7 @@ fn report_json(file: &Path) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-fn dram<'a>(r: &'a Value, device: u64) -> &'a Value {
+fn dram(r: &Value, device: u64) -> &Value {
     let d = r["devices"]
         .as_array()
         .unwrap()

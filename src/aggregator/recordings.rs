@@ -128,7 +128,7 @@ impl Aggregator {
         // Only a process that runs, as itself (a segment of one that ended, or forged
         // for a pid now someone else's, is nobody's descendant).
         let root = &self.cfg.proc_root;
-        if !crate::sys::proc_info(root, key.0).is_some_and(|i| i.start_time == key.1) {
+        if crate::sys::proc_info(root, key.0).is_none_or(|i| i.start_time != key.1) {
             return;
         }
         let now = crate::sys::unix_ns() / 1_000_000;

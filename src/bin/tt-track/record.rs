@@ -261,6 +261,7 @@ fn default_name(cmd: &[String]) -> PathBuf {
     let base: String = base
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || "._-".contains(*c))
+        .take(40)
         .collect();
     let t = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
     let t: String = t.chars().filter(|c| c.is_ascii_digit()).collect();
