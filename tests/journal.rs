@@ -187,3 +187,61 @@ fn compaction_of_a_large_state_never_holds_the_heartbeat() {
         let _ = k.wait();
     }
 }
+
+/// Another user's process whose events were journaled after the last snapshot keeps
+/// reporting after the aggregator is killed and restarted: the replay does not know
+/// its uid (journal records do not carry it) and takes its segment's owner, checked
+/// against /proc, rather than refusing the segment.
+#[test]
+fn another_users_process_reports_on_after_a_restart() {
+    use std::os::unix::fs::PermissionsExt;
+    let base = TempDir::new("journal-uid");
+    std::fs::set_permissions(base.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = base.path().join("tttrack");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let mut agg = AggProc::start(&dir, &[]);
+    let mut p = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(c_program("producer"))
+        .arg("script")
+        .env("TT_ALLOC_TRACKING_ENABLED", "1")
+        .env("TTTRACK_DIR", &dir)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut say = |p: &mut std::process::Child, line: &str| {
+        use std::io::Write;
+        writeln!(p.stdin.as_mut().unwrap(), "{line}").unwrap();
+        wait_line(p, "ok");
+    };
+    say(&mut p, "alloc 0 1048576 1");
+    let pid = p.id();
+    let held = |agg: &AggProc| {
+        agg.snapshot().and_then(|s| {
+            s.processes
+                .iter()
+                .find(|r| r.pid == pid)
+                .map(|r| (r.uid, r.devices[0].used[0]))
+        })
+    };
+    agg.wait_for(
+        || held(&agg) == Some((65534, 1 << 20)),
+        "the process's buffer",
+    );
+    agg.kill9();
+    let agg = AggProc::start(&dir, &[]);
+    agg.wait_for(
+        || agg.output().contains("re-attached"),
+        "its segment re-attached",
+    );
+    assert!(!agg.output().contains("rejected"), "{}", agg.output());
+    say(&mut p, "alloc 0 1048576 2");
+    agg.wait_for(
+        || held(&agg) == Some((65534, 2 << 20)),
+        "its next buffer, after the restart",
+    );
+    let _ = p.kill();
+    let _ = p.wait();
+}

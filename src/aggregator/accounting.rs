@@ -62,6 +62,11 @@ pub struct ProcDev {
     pub chip: Option<Chip>,
 }
 
+/// The uid of a process first known from journal records after the last snapshot
+/// (records do not carry it): taken from its segment's owner when it re-attaches
+/// (checked against `/proc` there), or from its socket connection.
+pub const UID_UNKNOWN: u32 = u32::MAX;
+
 /// A tracked process.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProcState {

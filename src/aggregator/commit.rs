@@ -2,7 +2,7 @@
 //! slots released to the producers; and the replay of a journal at start-up, through
 //! the same accounting code as live events.
 
-use super::accounting::{Accounting, ProcState};
+use super::accounting::{Accounting, ProcState, UID_UNKNOWN};
 use super::journal::Record;
 use super::{Aggregator, COMPAT_LANE};
 use crate::shm_layout::NUM_LANES;
@@ -43,10 +43,9 @@ impl Aggregator {
 pub(super) fn replay(acc: &mut Accounting, r: &Record) {
     match r {
         Record::Event { key, lane, pos, ev } => {
-            let p = acc
-                .processes
-                .entry(*key)
-                .or_insert_with(|| ProcState::new(key.0, key.1, 0, String::new(), sys::unix_ns()));
+            let p = acc.processes.entry(*key).or_insert_with(|| {
+                ProcState::new(key.0, key.1, UID_UNKNOWN, String::new(), sys::unix_ns())
+            });
             if *lane != COMPAT_LANE {
                 let lane = (*lane as usize).min(NUM_LANES - 1);
                 p.lane_applied[lane] = *pos;

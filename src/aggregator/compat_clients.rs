@@ -87,9 +87,13 @@ impl Aggregator {
                 visible,
             } => {
                 let key = (pid, start_time);
-                self.acc.processes.entry(key).or_insert_with(|| {
+                let p = self.acc.processes.entry(key).or_insert_with(|| {
                     ProcState::new(pid, start_time, uid, comm.clone(), sys::unix_ns())
                 });
+                if p.uid == super::accounting::UID_UNKNOWN {
+                    // Known from journal records alone; the socket's credentials say.
+                    p.uid = uid;
+                }
                 self.acc.set_visible(key, visible);
                 self.consider_for_recordings(key);
                 self.segmentless.insert(key, pidfd);

@@ -131,6 +131,9 @@ impl Aggregator {
         }
         if let Some(p) = self.acc.processes.get_mut(&key) {
             p.comm = comm.clone();
+            if p.uid == super::accounting::UID_UNKNOWN {
+                p.uid = seg.file_uid;
+            }
         }
         if self
             .acc
@@ -248,7 +251,10 @@ impl Aggregator {
             ));
         }
         if let Some(p) = self.acc.processes.get(&key) {
-            if p.uid != seg.file_uid {
+            // One known from journal records alone: its uid is the file's when /proc
+            // says so (checked before this for a running process; one that ended can
+            // only have its own figures released).
+            if p.uid != seg.file_uid && p.uid != super::accounting::UID_UNKNOWN {
                 return Err(format!(
                     "claims pid {} started at {}, a process of uid {}, but the file is uid {}'s",
                     key.0, key.1, p.uid, seg.file_uid
