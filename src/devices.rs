@@ -70,6 +70,21 @@ pub struct LocalDevice {
     pub pcie_counters: Option<[u32; 12]>,
 }
 
+impl LocalDevice {
+    /// The chip's id (`tt_asic_id`, 16 hex digits) as a number, 0 if not shown.
+    pub fn asic_id_number(&self) -> u64 {
+        hex_u64(&self.asic_id)
+    }
+    /// The board's id (`tt_serial`) as a number, 0 if not shown.
+    pub fn board_id_number(&self) -> u64 {
+        hex_u64(&self.serial)
+    }
+}
+
+fn hex_u64(s: &str) -> u64 {
+    u64::from_str_radix(s.trim_start_matches("0x"), 16).unwrap_or(0)
+}
+
 fn attr(dir: &Path, name: &str) -> Option<String> {
     resolve::read_attr(dir, name)
 }
@@ -449,7 +464,7 @@ pub fn fill_record(r: &mut DeviceRecord, d: &LocalDevice, t: &Telemetry) {
     r.serial = put_str(&d.serial);
     r.pci_bdf = put_str(&d.pci_bdf);
     r.fw_bundle = put_str(&d.fw_bundle);
-    r.asic_id = u64::from_str_radix(d.asic_id.trim_start_matches("0x"), 16).unwrap_or(0);
+    r.asic_id = d.asic_id_number();
     if r.flags & DEV_HAS_INFO == 0 {
         let (dram, l1) = builtin_totals(&d.arch, &d.board);
         r.dram_total = dram.unwrap_or(0);

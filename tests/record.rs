@@ -82,6 +82,17 @@ fn dram(r: &Value, device: u64) -> &Value {
     &d.unwrap_or_else(|| panic!("no device {device}: {r}"))["types"]["dram"]
 }
 
+/// The private aggregators' directories there are now.
+fn private_dirs() -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("tttrack-record-"))
+        .collect();
+    v.sort();
+    v
+}
+
 fn out_dir(tag: &str) -> TempDir {
     TempDir::new(tag)
 }
@@ -100,12 +111,18 @@ fn a_c_program_recorded_through_a_private_aggregator() {
     let _g = heavy();
     let (dir, out) = (TempDir::new("rec-c"), out_dir("rec-c-out"));
     let file = out.path().join("run.ttrec");
+    let before = private_dirs();
     let mut c = record(
         &dir,
         &file,
         &[c_program("producer").to_str().unwrap(), "script"],
     );
     known_history(&mut c);
+    assert_eq!(
+        private_dirs().len(),
+        before.len() + 1,
+        "a private aggregator's directory"
+    );
     quit(&mut c);
     let o = finish(c);
     let err = String::from_utf8_lossy(&o.stderr);
@@ -159,7 +176,11 @@ fn a_c_program_recorded_through_a_private_aggregator() {
         "{text}"
     );
     // No aggregator was left behind, nor its directory.
-    assert!(!Path::new(&format!("/dev/shm/tttrack-record-{}", std::process::id())).exists());
+    assert_eq!(
+        private_dirs(),
+        before,
+        "the private aggregator's directory removed"
+    );
 }
 
 #[test]

@@ -105,10 +105,10 @@ impl Aggregator {
     pub(super) fn place_on_cards(&mut self, sample: &Sample) {
         let t = &mut self.telemetry;
         let mut changed = false;
+        // Every publication looks; a card is copied only when it is new or changed.
         for (d, _, _) in &sample.devices {
-            let c = Card::of(d);
-            if t.cards.get(&c.index) != Some(&c) {
-                t.cards.insert(c.index, c);
+            if !t.cards.get(&d.id).is_some_and(|c| c.is(d)) {
+                t.cards.insert(d.id, Card::of(d));
                 changed = true;
             }
         }
@@ -263,6 +263,9 @@ fn device_records(acc: &Accounting) -> Vec<DeviceRecord> {
 /// that chip's row.
 fn reported_via(acc: &Accounting) -> std::collections::HashMap<Chip, i32> {
     let mut via = std::collections::HashMap::new();
+    if !acc.devices.keys().any(Chip::is_remote) {
+        return via;
+    }
     for p in acc.processes.values() {
         for (&l, id) in &p.placement.reported {
             if let (Some((chip, _)), true) = (p.chip_of(l), id.via_pcie_index >= 0) {

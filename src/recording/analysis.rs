@@ -87,6 +87,30 @@ pub struct Exit {
     pub signal: Option<i32>,
 }
 
+impl Report {
+    /// How the command ended, in words (`exit 0`, `killed by signal 9`).
+    pub fn exit_text(&self) -> String {
+        match &self.exit {
+            Some(Exit {
+                signal: Some(s), ..
+            }) => format!("killed by signal {s}"),
+            Some(e) => format!("exit {}", e.code.unwrap_or(0)),
+            None => "no exit recorded".into(),
+        }
+    }
+}
+
+impl DeviceReport {
+    /// Its architecture and board, as known (`wormhole_b0 n150`, or empty).
+    pub fn name(&self) -> String {
+        [self.arch.as_deref(), self.board.as_deref()]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
 /// The whole report (`tt-track report --json`, schema 1).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {

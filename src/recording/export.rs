@@ -23,11 +23,7 @@ fn us(t_ms: u64) -> u64 {
 pub fn perfetto(rec: &Recording, r: &Report) -> String {
     let mut ev: Vec<Value> = Vec::new();
     for d in &r.devices {
-        let name = [d.arch.as_deref(), d.board.as_deref()]
-            .into_iter()
-            .flatten()
-            .collect::<Vec<_>>()
-            .join(" ");
+        let name = d.name();
         ev.push(json!({
             "name": "process_name", "ph": "M", "pid": DEVICE_PID_BASE + d.id as u64, "tid": 0,
             "args": { "name": format!("device {} {name}", d.id).trim_end().to_string() }

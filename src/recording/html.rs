@@ -111,11 +111,7 @@ fn live_table(o: &mut String, v: &[Live]) {
 
 /// One device: its charts, its types' table, what was live at each peak.
 fn device_section(o: &mut String, r: &Report, d: &super::analysis::DeviceReport) {
-    let name = [d.arch.as_deref(), d.board.as_deref()]
-        .into_iter()
-        .flatten()
-        .collect::<Vec<_>>()
-        .join(" ");
+    let name = d.name();
     let _ = write!(
         o,
         "<h2>Device {}{} {}</h2>",
@@ -188,11 +184,7 @@ pub fn page(r: &Report) -> String {
          td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}th{{background:#f3f3f3}}\
          .chart{{margin:4px 0}}code{{font-size:90%}}</style></head><body>"
     );
-    let exit = match &r.exit {
-        Some(e) if e.signal.is_some() => format!("killed by signal {}", e.signal.unwrap_or(0)),
-        Some(e) => format!("exit {}", e.code.unwrap_or(0)),
-        None => "no exit recorded".into(),
-    };
+    let exit = r.exit_text();
     let _ = write!(
         o,
         "<h1>Device memory of <code>{cmd}</code></h1><p>on {} · {:.3} s · {exit} · {} events, {} lost{}</p>",

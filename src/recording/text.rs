@@ -8,14 +8,6 @@ use std::fmt::Write;
 /// Leaks and live buffers listed in text (the JSON has them all).
 const LISTED: usize = 20;
 
-fn exit_text(r: &Report) -> String {
-    match &r.exit {
-        Some(e) if e.signal.is_some() => format!("killed by signal {}", e.signal.unwrap_or(0)),
-        Some(e) => format!("exit {}", e.code.unwrap_or(0)),
-        None => "no exit recorded".into(),
-    }
-}
-
 fn used_types<'a>(
     t: &'a std::collections::BTreeMap<&'static str, TypeReport>,
 ) -> impl Iterator<Item = (&'a &'static str, &'a TypeReport)> {
@@ -52,7 +44,7 @@ pub fn summary_text(r: &Report) -> String {
         "  {} leaked buffers ({}); {}; {} events lost{}",
         r.leaks.len(),
         human_bytes(leaked),
-        exit_text(r),
+        r.exit_text(),
         r.events_lost,
         match &r.truncated {
             Some(t) => format!("; TRUNCATED: {t}"),
@@ -88,11 +80,7 @@ fn live_table(o: &mut String, v: &[Live], indent: &str) {
 
 /// One device: its types, what was live at each peak, sizes.
 fn device_text(o: &mut String, d: &super::analysis::DeviceReport) {
-    let name = [d.arch.as_deref(), d.board.as_deref()]
-        .into_iter()
-        .flatten()
-        .collect::<Vec<_>>()
-        .join(" ");
+    let name = d.name();
     let _ = writeln!(
         o,
         "\nDevice {}{} {}",
@@ -152,7 +140,7 @@ pub fn report_text(r: &Report) -> String {
         r.command.join(" "),
         if r.host.is_empty() { "?" } else { &r.host },
         r.duration_s,
-        exit_text(r),
+        r.exit_text(),
         r.events,
         r.events_lost,
         if r.complete {

@@ -74,13 +74,20 @@ pub struct Card {
 impl Card {
     /// The card a sysfs device is.
     pub fn of(d: &crate::devices::LocalDevice) -> Self {
-        let hex = |s: &str| u64::from_str_radix(s.trim_start_matches("0x"), 16).unwrap_or(0);
         Self {
             index: d.id,
             pci_address: d.pci_bdf.clone(),
-            board_id: hex(&d.serial),
-            asic_id: hex(&d.asic_id),
+            board_id: d.board_id_number(),
+            asic_id: d.asic_id_number(),
         }
+    }
+
+    /// Whether it is sysfs device `d` as it is now (compared without copying).
+    pub fn is(&self, d: &crate::devices::LocalDevice) -> bool {
+        self.index == d.id
+            && self.pci_address == d.pci_bdf
+            && self.board_id == d.board_id_number()
+            && self.asic_id == d.asic_id_number()
     }
 }
 

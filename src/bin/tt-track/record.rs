@@ -45,6 +45,23 @@ fn alive(dir: &Path) -> bool {
     tttrack::counters_page::CountersReader::open(dir).is_ok_and(|r| r.aggregator_alive())
 }
 
+/// Makes `/dev/shm/tttrack-record-XXXXXX`, ours alone.
+fn private_dir() -> Result<PathBuf, String> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut template = b"/dev/shm/tttrack-record-XXXXXX\0".to_vec();
+    // SAFETY: template is a writable NUL-terminated buffer ending in six X's, which
+    // mkdtemp replaces in place.
+    let p = unsafe { libc::mkdtemp(template.as_mut_ptr() as *mut libc::c_char) };
+    if p.is_null() {
+        return Err(format!(
+            "cannot make a private tracking directory in /dev/shm: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    template.pop();
+    Ok(PathBuf::from(std::ffi::OsStr::from_bytes(&template)))
+}
+
 /// The directory's aggregator if it runs, else a private one in a fresh directory.
 fn aggregator(dir: PathBuf) -> Result<Aggregator, String> {
     if alive(&dir) {
@@ -52,10 +69,9 @@ fn aggregator(dir: PathBuf) -> Result<Aggregator, String> {
     }
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let bin = exe.with_file_name("tt-aggregator");
-    let private = PathBuf::from(format!("/dev/shm/tttrack-record-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&private);
-    tttrack::sys::ensure_tracking_dir(&private)
-        .map_err(|e| format!("cannot create {}: {e}", private.display()))?;
+    // A fresh directory of our own (mkdtemp: a name nobody could have prepared in
+    // the shared /dev/shm, made 0700 in one step).
+    let private = private_dir()?;
     let child = Command::new(&bin)
         .arg("--dir")
         .arg(&private)
@@ -63,7 +79,10 @@ fn aggregator(dir: PathBuf) -> Result<Aggregator, String> {
         .arg("--quiet")
         .stdin(Stdio::null())
         .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+        .map_err(|e| {
+            let _ = std::fs::remove_dir(&private);
+            format!("cannot start {}: {e}", bin.display())
+        })?;
     let agg = Aggregator {
         dir: private,
         private: Some(child),
