@@ -14,9 +14,7 @@
 //!   process's figures, exactly.
 
 use crate::counters_page::*;
-use crate::shm_layout::{
-    BufferType, ChipIdentity, DeviceInfo, Event, EventKind, KernelType, MAX_DEVICES,
-};
+use crate::shm_layout::{BufferType, ChipIdentity, DeviceInfo, KernelType, MAX_DEVICES};
 use placement::{Card, Chip, Placement, Source};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -231,6 +229,12 @@ pub struct Accounting {
     /// Placements made or changed since [`Self::take_placed`].
     #[serde(skip)]
     placed: Vec<Placed>,
+    /// The chips of the events being applied, and their figures when they are worked
+    /// on outside their rows ([`apply`]): kept to be reused, empty between calls.
+    #[serde(skip)]
+    pass_chips: Vec<Chip>,
+    #[serde(skip)]
+    pass_figures: Vec<DevState>,
     pub events_applied: u64,
     /// Lost events of processes already released.
     pub released_lost: u64,
@@ -264,115 +268,6 @@ impl Accounting {
             }
         }
         Ok(())
-    }
-
-    /// Applies one validated-or-not event of process `key` (which must exist), and
-    /// counts it: applied, invalid, a free of something unknown, or refused.
-    pub fn apply(&mut self, key: ProcKey, ev: &Event, now_unix_s: u32) -> Outcome {
-        let (_, out) = self.apply_until(key, std::slice::from_ref(ev), |e| e, now_unix_s, |_| true);
-        out.unwrap_or(Outcome::Invalid("no such process"))
-    }
-
-    /// Applies events of process `key` in order, as [`Self::apply`] does one, until one
-    /// whose outcome the caller must act on or log ([`Outcome::notable`]). Returns how
-    /// many were applied (that one included) and its outcome. The process is looked up
-    /// once for the whole run, its device once for each stretch of events on it.
-    pub fn apply_run<T>(
-        &mut self,
-        key: ProcKey,
-        items: &[T],
-        event_of: impl Fn(&T) -> &Event,
-        now_unix_s: u32,
-    ) -> (usize, Option<Outcome>) {
-        self.apply_until(key, items, event_of, now_unix_s, Outcome::notable)
-    }
-
-    /// Applies `items` until `stop` says so of an outcome; returns how many were
-    /// applied and the outcome that stopped them. With no such process, none.
-    fn apply_until<T>(
-        &mut self,
-        key: ProcKey,
-        items: &[T],
-        event_of: impl Fn(&T) -> &Event,
-        now_unix_s: u32,
-        stop: impl Fn(&Outcome) -> bool,
-    ) -> (usize, Option<Outcome>) {
-        let Some(p) = self.processes.get_mut(&key) else {
-            return (0, None);
-        };
-        let ProcState {
-            devices: proc_devices,
-            placement,
-            events_applied,
-            gap_lost,
-            unknown_frees,
-            invalid_events,
-            live,
-            ..
-        } = p;
-        let mut n = 0;
-        while n < items.len() {
-            let device = event_of(&items[n]).device;
-            // One stretch of events on one device: its entries looked up once, when the
-            // first event that changes figures needs them (a description or an invalid
-            // event adds no row to the process).
-            let end = items[n..]
-                .iter()
-                .position(|t| event_of(t).device != device)
-                .map_or(items.len(), |k| n + k);
-            let changes = items[n..end].iter().any(|t| changes_figures(event_of(t)));
-            let mut entries = changes.then(|| {
-                let pd = proc_devices.entry(device).or_default();
-                let chip = *pd.chip.get_or_insert_with(|| {
-                    let c = chip_of(&self.cards, &mut self.placed, key, placement, device);
-                    dev_entry(&mut self.devices, &self.cards, c);
-                    c
-                });
-                // The chip's row was made with the process's first event on it.
-                let dev = self
-                    .devices
-                    .entry(chip)
-                    .or_insert_with(DevState::unnumbered);
-                (dev, pd)
-            });
-            while n < items.len() {
-                let ev = event_of(&items[n]);
-                if ev.device != device {
-                    break;
-                }
-                n += 1;
-                let out = match validate(ev) {
-                    Err(why) => Outcome::Invalid(why),
-                    // Notable: the run ends here; the aggregator reads the slot.
-                    Ok(EventKind::DeviceInfo) => Outcome::DeviceInfo,
-                    Ok(EventKind::DeviceIdentity) => Outcome::DeviceIdentity,
-                    Ok(kind) => match entries.as_mut() {
-                        Some((dev, pd)) => apply_kind(kind, pd, dev, ev, *live, now_unix_s),
-                        // Not reached: `changes` holds when the stretch has such an event.
-                        None => Outcome::Invalid("no entries"),
-                    },
-                };
-                let process = Counts {
-                    events_applied: &mut *events_applied,
-                    gap_lost: &mut *gap_lost,
-                    unknown_frees: &mut *unknown_frees,
-                    invalid_events: &mut *invalid_events,
-                    live: &mut *live,
-                };
-                let all = Counts {
-                    events_applied: &mut self.events_applied,
-                    gap_lost: &mut 0,
-                    unknown_frees: &mut self.unknown_frees,
-                    invalid_events: &mut self.invalid_events,
-                    live: &mut 0,
-                };
-                count(&out, process, all);
-                if stop(&out) {
-                    return (n, Some(out));
-                }
-            }
-        }
-        (n, None)
     }
 
     /// Recounts what is kept rather than stored in a snapshot (each process's live
@@ -445,50 +340,6 @@ impl Accounting {
     }
 }
 
-/// Whether an event can change figures (else it adds no row: an invalid one, or one
-/// that tells the aggregator to read a device's slot).
-fn changes_figures(ev: &Event) -> bool {
-    !matches!(
-        validate(ev),
-        Err(_) | Ok(EventKind::DeviceInfo | EventKind::DeviceIdentity)
-    )
-}
-
-/// Counters an outcome moves: a process's, or (without gap_lost and live) the
-/// accounting's.
-struct Counts<'a> {
-    events_applied: &'a mut u64,
-    gap_lost: &'a mut u64,
-    unknown_frees: &'a mut u64,
-    invalid_events: &'a mut u64,
-    live: &'a mut u64,
-}
-
-/// Counts an outcome: applied, invalid, a free of something unknown, or refused (lost
-/// for the process alone: it is inexact now).
-fn count(out: &Outcome, process: Counts, all: Counts) {
-    match out {
-        Outcome::Invalid(_) => {
-            *process.invalid_events += 1;
-            *all.invalid_events += 1;
-        }
-        Outcome::OverLimit => *process.gap_lost = process.gap_lost.saturating_add(1),
-        _ => {
-            match out {
-                Outcome::UnknownFree => {
-                    *process.unknown_frees += 1;
-                    *all.unknown_frees += 1;
-                }
-                Outcome::Allocated { .. } => *process.live += 1,
-                Outcome::Freed { last: true, .. } => *process.live = process.live.saturating_sub(1),
-                _ => {}
-            }
-            *process.events_applied += 1;
-            *all.events_applied += 1;
-        }
-    }
-}
-
 /// One line on what a process held when it ended, or `None` if it held nothing.
 pub fn leak_summary(p: &ProcState) -> Option<String> {
     use crate::sys::human_bytes;
@@ -542,13 +393,13 @@ pub fn leak_summary(p: &ProcState) -> Option<String> {
     ))
 }
 
+mod apply;
 pub mod buffer_table;
 mod chip_rows;
 pub(crate) mod kinds;
 pub mod placement;
 pub use buffer_table::BufferTable;
 use chip_rows::{chip_of, dev_entry};
-use kinds::{apply_kind, validate};
 pub use kinds::{cat_of_buffer, cat_of_kernel};
 
 #[cfg(test)]

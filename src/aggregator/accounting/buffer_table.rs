@@ -2,11 +2,15 @@
 //! backward-shift deletion, at most 3/4 full) of buffer id -> [`BufRec`], 24 bytes a
 //! slot. Its own rather than a `HashMap`: one probe serves both the lookup and the
 //! insert or removal that follows, there are no tombstones to clean up, and the slot
-//! of a key is known before it is read. `cargo bench --bench aggregator` went from
-//! 15.0 M events per second with the `HashMap` to 18.7-20.7 with this table, and from
-//! 9.2 to 17.2-17.7 one event at a time. Those runs were not side by side, and the bare
-//! map baseline moved between them (52-66 M/s). Prefetching the slots of the events a
-//! few places ahead did not help in that benchmark, so it is not done.
+//! of a key is known before it is read, so the accounting prefetches it a few events
+//! ahead ([`BufferTable::prefetch`]).
+//!
+//! A key's home slot is the top bits of the key times an odd multiplier drawn at
+//! random for each table (multiply-shift hashing: any two keys share a home with
+//! probability at most 2/slots, whatever the keys), so a producer cannot choose ids
+//! that pile up in one run of slots and slow the aggregator. An earlier home, the
+//! middle bits of a fixed product, put ids of one parity (a process's buffers
+//! alternating two devices) on half the slots: its probes ran several times longer.
 
 use super::BufRec;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -27,11 +31,34 @@ const EMPTY: Slot = Slot {
     },
 };
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct BufferTable {
     slots: Vec<Slot>,
     len: usize,
+    /// The table's hash multiplier (odd; random, kept when the table grows).
+    mul: u64,
 }
+
+impl Default for BufferTable {
+    fn default() -> Self {
+        use std::hash::BuildHasher;
+        Self {
+            slots: Vec::new(),
+            len: 0,
+            mul: foldhash::fast::RandomState::default().hash_one(0x5eed_u64) | 1,
+        }
+    }
+}
+
+/// Tables are equal when they hold the same buffers (their layouts differ with their
+/// multipliers).
+impl PartialEq for BufferTable {
+    fn eq(&self, other: &Self) -> bool {
+        self.len == other.len && self.iter().all(|(k, v)| other.get(*k) == Some(v))
+    }
+}
+
+impl Eq for BufferTable {}
 
 /// Where a key is, or where it would go.
 pub enum Probe {
@@ -54,12 +81,14 @@ impl BufferTable {
 
     /// The key's home slot (the slots' count is a power of two).
     fn home(&self, key: u64) -> usize {
-        let h = (key ^ (key >> 31)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        (h >> 32) as usize & self.mask()
+        // The top log2(slots) bits of the product (`& 63`: none of an empty table).
+        let h = key.wrapping_mul(self.mul);
+        (h >> (self.mask().leading_zeros() & 63)) as usize & self.mask()
     }
 
     /// Finds `key`'s slot, or the empty one it would take. Inserting there needs room
     /// first ([`Self::reserve_one`]); a table never grown finds nothing.
+    #[inline]
     pub fn probe(&self, key: u64) -> Probe {
         if self.slots.is_empty() {
             return Probe::Vacant(0);
@@ -79,10 +108,17 @@ impl BufferTable {
     }
 
     /// Makes room for one more key (the table doubles at 3/4 full).
+    #[inline]
     pub fn reserve_one(&mut self) {
-        if (self.len + 1) * 4 <= self.slots.len() * 3 {
-            return;
+        if (self.len + 1) * 4 > self.slots.len() * 3 {
+            self.grow();
         }
+    }
+
+    /// Doubles the table (at least 8 slots), every key moved to its new place.
+    #[cold]
+    #[inline(never)]
+    fn grow(&mut self) {
         let grown = vec![EMPTY; (self.slots.len() * 2).max(8)];
         let old = std::mem::replace(&mut self.slots, grown);
         self.len = 0;
@@ -92,6 +128,22 @@ impl BufferTable {
                 self.len += 1;
             }
         }
+    }
+
+    /// Asks the CPU to fetch the cache line of `key`'s home slot, to be probed soon.
+    #[inline]
+    pub fn prefetch(&self, key: u64) {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(slot) = self.slots.get(self.home(key)) {
+            // SAFETY: a prefetch is a hint: it reads no memory the program can see and
+            // cannot fault; the pointer is to a slot of this table anyway.
+            unsafe {
+                use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+                _mm_prefetch::<_MM_HINT_T0>((slot as *const Slot).cast::<i8>())
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = key;
     }
 
     pub fn get(&self, key: u64) -> Option<&BufRec> {
@@ -226,5 +278,44 @@ mod tests {
         assert_eq!(back.len(), t.len());
         let as_map: HashMap<u64, BufRec> = bincode::deserialize(&bytes).unwrap();
         assert_eq!(as_map, m, "serialized as the map it replaces");
+    }
+
+    /// Ids as producers hand them out (sequential, of one parity, aligned addresses,
+    /// ids in the high bits) all spread: the mean distance of a key from its home slot
+    /// stays short. The fixed-product home this table had put ids of one parity on
+    /// half the slots.
+    #[test]
+    fn patterned_ids_spread() {
+        type IdOf = fn(u64) -> u64;
+        let patterns: [(&str, IdOf); 5] = [
+            ("sequential", |j| j),
+            ("even", |j| 2 * j),
+            ("odd", |j| 2 * j + 1),
+            ("4 KiB aligned", |j| 0x1000_0000 + (j << 12)),
+            ("high bits", |j| j << 32),
+        ];
+        for (name, id) in patterns {
+            let mut t = BufferTable::default();
+            for j in 0..50_000 {
+                t.insert(id(j), rec(64));
+            }
+            let mask = t.mask();
+            let displaced: usize = t
+                .slots
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.rec.size != 0)
+                .map(|(i, s)| i.wrapping_sub(t.home(s.key)) & mask)
+                .sum();
+            let mean = displaced as f64 / t.len() as f64;
+            assert!(
+                mean < 1.0,
+                "{name}: mean distance from home {mean:.2} slots"
+            );
+        }
+        let a = BufferTable::default();
+        let b = BufferTable::default();
+        assert_ne!(a.mul, b.mul, "each table draws its own multiplier");
+        assert!(a.mul & 1 == 1 && b.mul & 1 == 1);
     }
 }

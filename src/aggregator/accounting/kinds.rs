@@ -70,6 +70,7 @@ pub(super) fn apply_kind(
 }
 
 /// The event's kind, if it is one whose device and size make sense.
+#[inline]
 pub(super) fn validate(ev: &Event) -> Result<EventKind, &'static str> {
     let kind = EventKind::from_u8(ev.kind).ok_or("unknown event kind")?;
     if !(0..MAX_DEVICES as i32).contains(&ev.device) {

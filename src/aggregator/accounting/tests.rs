@@ -1,6 +1,7 @@
 //! The accounting's rules, one event at a time.
 
 use super::*;
+use crate::shm_layout::{Event, EventKind};
 use placement::Chip::AsReported;
 
 fn ev(kind: EventKind, sub: u8, dev: i32, size: u64, id: u64) -> Event {
@@ -352,4 +353,105 @@ fn a_remote_row_gives_way_to_a_card_that_appears() {
     let mut unique = rows.clone();
     unique.dedup();
     assert_eq!(rows, unique, "no two rows share an id");
+}
+
+/// A run applied in passes (as the aggregator applies a drained batch) leaves exactly
+/// the figures the same events leave applied one at a time: events alternating five
+/// devices, two of them on one chip, with invalid events, unknown frees and
+/// re-reported buffers among them.
+#[test]
+fn a_run_applied_at_once_equals_one_event_at_a_time() {
+    use crate::segment::VisibleDevices::Unset;
+    let (mut a, p, _) = acc();
+    a.set_cards(two_cards());
+    a.set_visible(p, Unset);
+    let remote = ChipIdentity {
+        struct_size: std::mem::size_of::<ChipIdentity>() as u32,
+        is_remote: 1,
+        asic_id: 0xBEEF,
+        via_pcie_index: 0,
+        ..Default::default()
+    };
+    a.set_identity(p, 2, remote).unwrap();
+    a.set_identity(p, 3, remote).unwrap();
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    let mut events = Vec::new();
+    for _ in 0..20_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let kind = [
+            EventKind::Alloc,
+            EventKind::Alloc,
+            EventKind::Free,
+            EventKind::Free,
+            EventKind::CbAlloc,
+            EventKind::CbFree,
+            EventKind::KernelLoad,
+            EventKind::KernelUnload,
+        ][(x % 8) as usize];
+        let device = if x % 97 == 0 {
+            70
+        } else {
+            ((x >> 8) % 5) as i32
+        };
+        let size = if x % 89 == 0 { 0 } else { 1 + (x >> 16) % 4096 };
+        events.push(ev(
+            kind,
+            ((x >> 24) % 6) as u8,
+            device,
+            size,
+            (x >> 32) % 300,
+        ));
+    }
+    let mut at_once = a.clone();
+    let mut i = 0;
+    while i < events.len() {
+        i += at_once.apply_run(p, &events[i..], |e| e, 7).0;
+    }
+    for e in &events {
+        a.apply(p, e, 7);
+    }
+    at_once.check_device_sums().unwrap();
+    assert!(
+        a.devices.len() >= 4,
+        "two cards, the remote chip, an unplaced one"
+    );
+    let remote_chip = at_once.processes[&p].chip_of(2).unwrap().0;
+    assert_eq!(at_once.processes[&p].chip_of(3).unwrap().0, remote_chip);
+    for (chip, d) in &a.devices {
+        let o = &at_once.devices[chip];
+        assert_eq!(
+            (d.figures, d.l1_resident_peak, d.row),
+            (o.figures, o.l1_resident_peak, o.row)
+        );
+    }
+    let (pa, po) = (&a.processes[&p], &at_once.processes[&p]);
+    for (dev, d) in &pa.devices {
+        let o = &po.devices[dev];
+        assert_eq!(
+            (d.used, d.count, d.peak, d.chip),
+            (o.used, o.count, o.peak, o.chip)
+        );
+        assert!(d.buffers == o.buffers && d.cbs == o.cbs && d.kernels == o.kernels);
+    }
+    assert_eq!(pa.devices.len(), po.devices.len());
+    let counts = |p: &ProcState| {
+        (
+            p.events_applied,
+            p.unknown_frees,
+            p.invalid_events,
+            p.live_buffers(),
+        )
+    };
+    assert_eq!(counts(pa), counts(po));
+    assert!(pa.invalid_events > 0 && pa.unknown_frees > 0 && pa.live_buffers() > 0);
+    assert_eq!(
+        (a.events_applied, a.unknown_frees, a.invalid_events),
+        (
+            at_once.events_applied,
+            at_once.unknown_frees,
+            at_once.invalid_events
+        )
+    );
 }
