@@ -56,7 +56,7 @@ use crate::shm_layout::*;
 use crate::sys;
 use core::sync::atomic::{AtomicI32, AtomicPtr, AtomicU64, AtomicU8, Ordering::*};
 pub use lane::publish;
-use lane::{ThreadLane, LANE};
+use lane::LANE;
 use segment_file::create_segment;
 pub use segment_file::write_identity;
 use std::io::Write;
@@ -117,8 +117,9 @@ fn decide_enabled() -> bool {
     STATE.load(Acquire) != ST_DISABLED
 }
 
-/// Records one event. Safe from any thread; never blocks for long, never panics.
-#[inline]
+/// Records one event. Safe from any thread; never blocks for long, never unwinds (the
+/// hot path has nothing that can panic, the slow path catches any panic).
+#[inline(always)]
 pub fn record(kind: EventKind, subtype: u8, device: i32, size: u64, id: u64) {
     let ev = Event {
         seq: 0,
@@ -129,32 +130,40 @@ pub fn record(kind: EventKind, subtype: u8, device: i32, size: u64, id: u64) {
         size,
         id,
     };
-    if STATE.load(Acquire) == ST_READY {
-        let base = BASE.load(Relaxed);
-        let generation = GENERATION.load(Relaxed);
-        if LANE.try_with(|tl| tl.push(base, generation, ev)).is_ok() {
-            return;
-        }
-        // Thread-local storage already torn down (a late call from a TLS destructor):
-        // borrow a lane for this one event.
-        let tl = ThreadLane::new();
-        tl.push(base, generation, ev);
-        return;
+    // The hot path: this thread's lane, armed, with room.
+    if !LANE.with(|tl| tl.push_fast(ev)) {
+        record_slow(kind, subtype, device, size, id);
     }
-    record_slow(ev);
 }
 
-#[cold]
+/// Everything else: tracking not decided yet or off, the segment not made yet, the
+/// thread without a lane, the lane full. (The event in registers, not built on the
+/// stack: the hot path then needs no stack frame of its own.)
 #[inline(never)]
-fn record_slow(ev: Event) {
-    match ensure_segment() {
+fn record_slow(kind: EventKind, subtype: u8, device: i32, size: u64, id: u64) {
+    let _ = std::panic::catch_unwind(|| record_slow_unguarded(kind, subtype, device, size, id));
+}
+
+fn record_slow_unguarded(kind: EventKind, subtype: u8, device: i32, size: u64, id: u64) {
+    let ev = Event {
+        seq: 0,
+        kind: kind as u8,
+        subtype,
+        _reserved: 0,
+        device,
+        size,
+        id,
+    };
+    let state = match STATE.load(Acquire) {
+        ST_READY => ST_READY,
+        _ => ensure_segment(),
+    };
+    match state {
         ST_DISABLED => {}
         ST_READY => {
             let base = BASE.load(Relaxed);
             let generation = GENERATION.load(Relaxed);
-            if LANE.try_with(|tl| tl.push(base, generation, ev)).is_err() {
-                ThreadLane::new().push(base, generation, ev);
-            }
+            LANE.with(|tl| tl.push(base, generation, ev));
         }
         _ => {
             UNDELIVERED.fetch_add(1, Relaxed);
@@ -248,5 +257,5 @@ pub fn dropped_events() -> u64 {
 
 /// Gives this thread's lane back now (it is also given back when the thread exits).
 pub fn release_thread_lane() {
-    let _ = LANE.try_with(|tl| tl.release());
+    LANE.with(|tl| tl.release());
 }

@@ -3,7 +3,7 @@
 
 use crate::shm_layout::*;
 use core::mem::size_of;
-use core::sync::atomic::AtomicU64;
+use core::sync::atomic::{AtomicU64, Ordering::*};
 
 /// A view of a mapping of [`SEGMENT_SIZE`] bytes laid out as in [`crate::shm_layout`].
 #[derive(Clone, Copy)]
@@ -36,6 +36,14 @@ impl SegmentView {
         unsafe { &*(self.base as *const SegmentHeader) }
     }
 
+    /// Lane `i` found once, for a producer's hot path (panics if `i >= NUM_LANES`).
+    pub fn lane_view(&self, i: usize) -> LaneView {
+        LaneView {
+            lane: self.lane(i),
+            seq: &self.header().seq,
+        }
+    }
+
     /// Lane `i` (panics if `i >= NUM_LANES`).
     pub fn lane(&self, i: usize) -> &LaneHeader {
         assert!(i < NUM_LANES);
@@ -46,16 +54,10 @@ impl SegmentView {
 
     /// The slot that position `pos` of lane `i` maps to.
     pub fn slot(&self, i: usize, pos: u64) -> &Slot {
-        assert!(i < NUM_LANES);
-        let idx = (pos as usize) & (LANE_CAPACITY - 1);
-        // SAFETY: idx < LANE_CAPACITY, so the slot lies inside lane i's ring, inside the
-        // mapping; Slot is four AtomicU64, 8-aligned here.
-        unsafe {
-            &*(self
-                .base
-                .add(LANES_OFFSET + i * LANE_STRIDE + size_of::<LaneHeader>() + idx * 32)
-                as *const Slot)
-        }
+        let slot: *const Slot = self.lane_view(i).slot(pos);
+        // SAFETY: the slot lies in this view's mapping (LaneView::slot), which lives as
+        // long as the view by the contract of `new`.
+        unsafe { &*slot }
     }
 
     pub fn device_slot(&self, d: usize) -> &DeviceInfoSlot {
@@ -223,4 +225,47 @@ pub enum VisibleDevices {
     Set(String),
     /// Set, but to something not recorded (too long, unreadable).
     Unknown,
+}
+
+/// One lane of a mapped segment and the segment's sequence counter, with nothing left
+/// to look up or check: a producer's hot path writes through it. Valid as long as the
+/// [`SegmentView`] it came from (the same contract).
+#[derive(Clone, Copy)]
+pub struct LaneView {
+    lane: *const LaneHeader,
+    seq: *const AtomicU64,
+}
+
+impl LaneView {
+    pub fn header(&self) -> &LaneHeader {
+        // SAFETY: taken from SegmentView::lane, valid while the mapping is (the
+        // contract of SegmentView::new, which a LaneView shares).
+        unsafe { &*self.lane }
+    }
+
+    /// The slot that position `pos` maps to (the ring follows the lane's header).
+    pub fn slot(&self, pos: u64) -> &Slot {
+        let idx = (pos as usize) & (LANE_CAPACITY - 1);
+        // SAFETY: idx < LANE_CAPACITY: the slot lies in this lane's ring, inside the
+        // mapping (as SegmentView::slot); Slot is four AtomicU64, 8-aligned here.
+        unsafe {
+            &*((self.lane as *const u8).add(size_of::<LaneHeader>() + idx * size_of::<Slot>())
+                as *const Slot)
+        }
+    }
+
+    /// Writes `ev` into the slot at `head` with the next sequence number of the
+    /// process and publishes it. The caller owns the lane and has checked there is room.
+    #[inline(always)]
+    pub fn publish(&self, head: u64, ev: Event) {
+        // SAFETY: as in `header`: the header's counter, in the same mapping.
+        let seq = unsafe { &*self.seq }.fetch_add(1, Relaxed);
+        let words = Event { seq, ..ev }.to_words();
+        let slot = self.slot(head);
+        slot.words[0].store(words[0], Relaxed);
+        slot.words[1].store(words[1], Relaxed);
+        slot.words[2].store(words[2], Relaxed);
+        slot.words[3].store(words[3], Relaxed);
+        self.header().head.store(head.wrapping_add(1), Release);
+    }
 }

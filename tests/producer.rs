@@ -262,6 +262,50 @@ fn threads_that_exit_give_their_lanes_back() {
     );
 }
 
+/// An event from a thread's last moments (a thread-specific data destructor, run after
+/// the library's own thread-local destructors gave the lane back) is delivered, and
+/// the lane it borrows for it is given back too: 100 such threads, more than there
+/// are lanes, all deliver.
+#[test]
+fn an_event_after_the_threads_lane_was_given_back_is_delivered() {
+    let _heavy = heavy();
+    let dir = TempDir::new("late");
+    let (out, c) = with_consumer(dir.path(), || {
+        run_producer(dir.path(), &["late", "100", "20"])
+    });
+    assert!(out.status.success());
+    assert_eq!(stdout_value(&out, "dropped "), Some(0));
+    let pid = *c.events.keys().next().unwrap();
+    let evs = c.ordered(pid);
+    assert_eq!(evs.len(), 100 * 21);
+    assert_contiguous(&evs);
+    for t in 0..100u64 {
+        assert!(
+            evs.iter().any(|e| e.id == (t << 32) | 20),
+            "thread {t}'s last event, from its destructor"
+        );
+    }
+    let s = c.segs.values().next().unwrap();
+    let free = (0..NUM_LANES).all(|i| {
+        s.view()
+            .lane(i)
+            .state
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == LANE_FREE
+    });
+    assert!(free, "every lane given back");
+    let v = s.view();
+    let h = v.header();
+    assert_eq!(
+        h.no_lane_dropped.load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    assert_eq!(
+        h.lanes_claimed.load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+}
+
 #[test]
 fn disabled_tracking_creates_nothing_and_reports_off() {
     let dir = TempDir::new("off");

@@ -1,7 +1,9 @@
 //! The C ABI exported by `libtttrack.so` (declared in `cabi/tttrack.h`).
 //!
 //! Every entry point returns at once when tracking is off, is safe from any thread, and
-//! catches any panic so that none unwinds into the application.
+//! catches any panic so that none unwinds into the application (the event entry points
+//! through [`producer::record`], whose hot path cannot panic and whose slow path
+//! catches).
 
 use crate::producer;
 use crate::shm_layout::{ChipIdentity, DeviceInfo, EventKind, CHIP_IDENTITY_V1_SIZE};
@@ -20,50 +22,38 @@ pub extern "C" fn tttrack_enabled() -> i32 {
 
 #[no_mangle]
 pub extern "C" fn tttrack_alloc(device_id: i32, size: u64, buffer_type: u8, buffer_id: u64) {
-    guarded((), || {
-        producer::record(EventKind::Alloc, buffer_type, device_id, size, buffer_id)
-    })
+    producer::record(EventKind::Alloc, buffer_type, device_id, size, buffer_id);
 }
 
 #[no_mangle]
 pub extern "C" fn tttrack_free(device_id: i32, buffer_id: u64) {
-    guarded((), || {
-        producer::record(EventKind::Free, 0, device_id, 0, buffer_id)
-    })
+    producer::record(EventKind::Free, 0, device_id, 0, buffer_id);
 }
 
 #[no_mangle]
 pub extern "C" fn tttrack_cb_alloc(device_id: i32, size: u64, cb_id: u64) {
-    guarded((), || {
-        producer::record(EventKind::CbAlloc, 0, device_id, size, cb_id)
-    })
+    producer::record(EventKind::CbAlloc, 0, device_id, size, cb_id);
 }
 
 #[no_mangle]
 pub extern "C" fn tttrack_cb_free(device_id: i32, size: u64, cb_id: u64) {
-    guarded((), || {
-        producer::record(EventKind::CbFree, 0, device_id, size, cb_id)
-    })
+    producer::record(EventKind::CbFree, 0, device_id, size, cb_id);
 }
 
 #[no_mangle]
 pub extern "C" fn tttrack_kernel_load(device_id: i32, size: u64, kernel_id: u64, kernel_type: u8) {
-    guarded((), || {
-        producer::record(
-            EventKind::KernelLoad,
-            kernel_type,
-            device_id,
-            size,
-            kernel_id,
-        )
-    })
+    producer::record(
+        EventKind::KernelLoad,
+        kernel_type,
+        device_id,
+        size,
+        kernel_id,
+    );
 }
 
 #[no_mangle]
 pub extern "C" fn tttrack_kernel_unload(device_id: i32, size: u64, kernel_id: u64) {
-    guarded((), || {
-        producer::record(EventKind::KernelUnload, 0, device_id, size, kernel_id)
-    })
+    producer::record(EventKind::KernelUnload, 0, device_id, size, kernel_id);
 }
 
 /// # Safety

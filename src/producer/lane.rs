@@ -7,6 +7,7 @@ use super::presence::{
 };
 use super::segment_file::reserve_lane_memory;
 use super::*;
+use crate::segment::LaneView;
 use std::cell::Cell;
 use std::io::Write;
 
@@ -25,6 +26,10 @@ pub(super) struct ThreadLane {
     /// Set after a timed-out wait; holds the tail seen then.
     shedding: Cell<Option<u64>>,
     base: Cell<*mut u8>,
+    /// The lane, while this thread may write it without a further check: set when it
+    /// is claimed and while there is room, cleared when it fills and is shed, given
+    /// back, or left behind by a fork.
+    fast: Cell<Option<LaneView>>,
 }
 
 impl ThreadLane {
@@ -36,7 +41,30 @@ impl ThreadLane {
             tail_cache: Cell::new(0),
             shedding: Cell::new(None),
             base: Cell::new(core::ptr::null_mut()),
+            fast: Cell::new(None),
         }
+    }
+
+    /// The hot path: writes `ev` if this thread holds a lane with room (known from
+    /// its own copies of the positions); false sends it the slow way ([`Self::push`]).
+    #[inline(always)]
+    pub(super) fn push_fast(&self, ev: Event) -> bool {
+        let Some(lane) = self.fast.get() else {
+            return false;
+        };
+        let head = self.head.get();
+        if head.wrapping_sub(self.tail_cache.get()) >= LANE_CAPACITY as u64 {
+            return false;
+        }
+        lane.publish(head, ev);
+        self.head.set(head.wrapping_add(1));
+        true
+    }
+
+    /// In a forked child: the lane was the parent's, in a segment the child unmaps.
+    pub(super) fn forget(&self) {
+        self.fast.set(None);
+        self.lane.set(NO_LANE);
     }
 
     fn view(&self) -> SegmentView {
@@ -95,6 +123,7 @@ impl ThreadLane {
     }
 
     pub(super) fn release(&self) {
+        self.fast.set(None);
         let i = self.lane.get();
         if i != NO_LANE && self.generation.get() == GENERATION.load(Acquire) {
             let seg = self.view();
@@ -106,8 +135,12 @@ impl ThreadLane {
         self.lane.set(NO_LANE);
     }
 
-    #[inline(always)]
+    /// The slow path: claims a lane if this thread has none (or one of the segment
+    /// before a fork), waits for room if the lane is full, writes `ev`, and arms the
+    /// fast path for the events after it.
+    #[inline(never)]
     pub(super) fn push(&self, base: *mut u8, generation: u64, ev: Event) {
+        let mut owned = true;
         if self.lane.get() == NO_LANE || self.generation.get() != generation {
             // SAFETY: base came from BASE in the READY state of this generation.
             let seg = unsafe { SegmentView::new(base) };
@@ -115,6 +148,9 @@ impl ThreadLane {
                 seg.header().no_lane_dropped.fetch_add(1, Relaxed);
                 return;
             }
+            // The lane goes back when the thread exits. A thread already exiting (an
+            // event from another thread-local destructor) gives it back at once.
+            owned = OWNER.try_with(|_| ()).is_ok();
         }
         let seg = self.view();
         let i = self.lane.get();
@@ -125,10 +161,16 @@ impl ThreadLane {
         {
             lane.dropped
                 .store(lane.dropped.load(Relaxed).wrapping_add(1), Relaxed);
+            self.fast.set(None);
             return;
         }
         publish(seg, i, head, ev);
         self.head.set(head.wrapping_add(1));
+        if owned {
+            self.fast.set(Some(seg.lane_view(i)));
+        } else {
+            self.release();
+        }
     }
 
     /// Slow path: the lane looked full. Returns true once there is room.
@@ -223,22 +265,21 @@ impl ThreadLane {
 /// publishes it. The caller owns the lane and has checked there is room.
 #[inline(always)]
 pub fn publish(seg: SegmentView, i: usize, head: u64, ev: Event) {
-    let seq = seg.header().seq.fetch_add(1, Relaxed);
-    let words = Event { seq, ..ev }.to_words();
-    let slot = seg.slot(i, head);
-    slot.words[0].store(words[0], Relaxed);
-    slot.words[1].store(words[1], Relaxed);
-    slot.words[2].store(words[2], Relaxed);
-    slot.words[3].store(words[3], Relaxed);
-    seg.lane(i).head.store(head.wrapping_add(1), Release);
+    seg.lane_view(i).publish(head, ev);
 }
 
-impl Drop for ThreadLane {
+/// Gives the thread's lane back when the thread exits. Apart from [`LANE`] so that
+/// `LANE` has no destructor: reading it is then a plain thread-local access, with no
+/// check of whether a destructor was registered or has run (the hot path's cost).
+struct LaneOwner;
+
+impl Drop for LaneOwner {
     fn drop(&mut self) {
-        self.release();
+        LANE.with(|tl| tl.release());
     }
 }
 
 thread_local! {
     pub(super) static LANE: ThreadLane = const { ThreadLane::new() };
+    static OWNER: LaneOwner = const { LaneOwner };
 }

@@ -184,6 +184,8 @@ pub fn write_identity(seg: SegmentView, pid: u32, uid: u32, start_time: u64, com
 /// first event creates its own segment.
 extern "C" fn after_fork_in_child() {
     GENERATION.fetch_add(1, AcqRel);
+    // The forking thread, the child's only one, leaves the parent's lane behind.
+    super::LANE.with(|tl| tl.forget());
     let fd = FD.swap(-1, AcqRel);
     let base = BASE.swap(core::ptr::null_mut(), AcqRel);
     if !base.is_null() {

@@ -8,6 +8,9 @@
  *   producer fork N               N allocs, fork; child N allocs of its own, sleeps 2 s
  *   producer burst N              one thread: N allocs back to back, prints dropped
  *   producer churn THREADS N      THREADS threads one after another, N allocs each
+ *   producer late THREADS N       as churn, and each thread's last alloc comes from a
+ *                                 thread-specific data destructor (after the library's
+ *                                 own thread-local destructors have run)
  *   producer syscalls N           warm up, then N events between two getppid() marks
  *   producer devinfo              describes two devices, then one alloc on each
  *   producer hold SECONDS N       N allocs, then sleeps (to be killed)
@@ -76,6 +79,20 @@ static void *handoff_b(void *arg) {
     return NULL;
 }
 
+/* late: an event from a pthread key destructor, which glibc runs after the thread's
+ * thread_local destructors (the library's lane has been given back by then). */
+static pthread_key_t late_key;
+static void late_alloc(void *arg) {
+    uint64_t t = (uint64_t)(uintptr_t)arg - 1;
+    tttrack_alloc(0, 64, TTTRACK_BUFFER_L1, (t << 32) | (uint64_t)N);
+}
+static void *late_thread(void *arg) {
+    uint64_t t = (uint64_t)(uintptr_t)arg;
+    pthread_setspecific(late_key, (void *)(uintptr_t)(t + 1));
+    for (long k = 0; k < N; k++) tttrack_alloc(0, 64, TTTRACK_BUFFER_L1, (t << 32) | (uint64_t)k);
+    return NULL;
+}
+
 static void run_threads(int threads, void *(*fn)(void *)) {
     pthread_t th[256];
     if (threads > 256) threads = 256;
@@ -141,6 +158,15 @@ int main(int argc, char **argv) {
         for (int t = 0; t < threads; t++) {
             pthread_t th;
             pthread_create(&th, NULL, keep_thread, (void *)(uintptr_t)t);
+            pthread_join(th, NULL);
+        }
+    } else if (!strcmp(mode, "late")) {
+        int threads = atoi(argv[2]);
+        N = atol(argv[3]);
+        pthread_key_create(&late_key, late_alloc);
+        for (int t = 0; t < threads; t++) {
+            pthread_t th;
+            pthread_create(&th, NULL, late_thread, (void *)(uintptr_t)t);
             pthread_join(th, NULL);
         }
     } else if (!strcmp(mode, "syscalls")) {
