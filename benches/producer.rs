@@ -108,6 +108,91 @@ fn in_bursts(iters: u64, mut one: impl FnMut(u64)) -> Duration {
     spent
 }
 
+/// A minimal in-process SPSC ring (rtrb) of the same records, with a consumer thread
+/// that lets a batch pile up before it drains (the baseline of the bursts).
+struct MinimalRing {
+    tx: rtrb::Producer<Rec>,
+    stop: Arc<AtomicBool>,
+    consumer: std::thread::JoinHandle<u64>,
+}
+
+impl MinimalRing {
+    fn start() -> Self {
+        let (tx, mut cons) = rtrb::RingBuffer::<Rec>::new(1 << 15);
+        let stop = Arc::new(AtomicBool::new(false));
+        let st = stop.clone();
+        let consumer = std::thread::spawn(move || {
+            let mut sum = 0u64;
+            while !st.load(Ordering::Relaxed) {
+                let n = cons.slots();
+                if n < 4096 {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                if let Ok(chunk) = cons.read_chunk(cons.slots()) {
+                    for r in chunk {
+                        sum += r[2];
+                    }
+                }
+            }
+            sum
+        });
+        Self { tx, stop, consumer }
+    }
+
+    #[inline]
+    fn push(&mut self, i: u64) {
+        let mut r = rec(i);
+        loop {
+            match self.tx.push(r) {
+                Ok(()) => break,
+                Err(rtrb::PushError::Full(back)) => {
+                    r = back;
+                    std::hint::spin_loop();
+                }
+            }
+        }
+    }
+
+    fn finish(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.consumer.join().unwrap();
+    }
+}
+
+/// Bursts of ours (through the real aggregator) and of the minimal ring, alternately,
+/// [`BURST_GAP`] apart: each pair of bursts sees the same machine, so the ratio holds
+/// up where two benchmarks a minute apart do not on a noisy machine. Prints the median
+/// cost per event of each and the ratio of the medians. Returns how many events were
+/// reported through ours.
+fn paired_bursts(pairs: usize) -> u64 {
+    let mut ring = MinimalRing::start();
+    let (mut ours, mut base) = (Vec::with_capacity(pairs), Vec::with_capacity(pairs));
+    let mut i = 0u64;
+    // Warm-up: both rings' pages touched (ours is 32 bursts around), neither timed.
+    for _ in 0..64 {
+        in_bursts(BURST, |k| report(i + k));
+        in_bursts(BURST, |k| ring.push(i + k));
+        i += BURST;
+    }
+    for _ in 0..pairs {
+        ours.push(in_bursts(BURST, |k| report(i + k)).as_nanos() as f64 / BURST as f64);
+        base.push(in_bursts(BURST, |k| ring.push(i + k)).as_nanos() as f64 / BURST as f64);
+        i += BURST;
+    }
+    ring.finish();
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let (o, b) = (median(&mut ours), median(&mut base));
+    println!(
+        "bursts of {BURST}, {pairs} pairs alternating: tttrack through the real aggregator \
+         {o:.2} ns/event, minimal ring {b:.2} ns/event (medians): {:.2}x",
+        o / b
+    );
+    i
+}
+
 /// The real tt-aggregator on `dir`, once its counters page is there.
 fn start_aggregator(dir: &std::path::Path) -> std::process::Child {
     let c = std::process::Command::new(env!("CARGO_BIN_EXE_tt-aggregator"))
@@ -177,6 +262,7 @@ fn bench(c: &mut Criterion) {
             d
         })
     });
+    reported.set(reported.get() + paired_bursts(2000));
     let (applied, lost) = wait_applied(&dir, reported.get());
     let dropped = tttrack::producer::ffi::tttrack_dropped_events();
     eprintln!(
@@ -271,50 +357,20 @@ fn bench(c: &mut Criterion) {
 
     // An in-process SPSC ring of the same records.
     {
-        let (mut p, mut cons) = rtrb::RingBuffer::<Rec>::new(1 << 15);
-        let stop = Arc::new(AtomicBool::new(false));
-        let st = stop.clone();
-        let h = std::thread::spawn(move || {
-            let mut sum = 0u64;
-            while !st.load(Ordering::Relaxed) {
-                let n = cons.slots();
-                if n < 4096 {
-                    std::thread::sleep(Duration::from_micros(200));
-                }
-                if let Ok(chunk) = cons.read_chunk(cons.slots()) {
-                    for r in chunk {
-                        sum += r[2];
-                    }
-                }
-            }
-            sum
-        });
-        let mut push = |i: u64| {
-            let mut r = rec(i);
-            loop {
-                match p.push(r) {
-                    Ok(()) => break,
-                    Err(rtrb::PushError::Full(back)) => {
-                        r = back;
-                        std::hint::spin_loop();
-                    }
-                }
-            }
-        };
+        let mut ring = MinimalRing::start();
         g.bench_function("rtrb", |b| {
             b.iter_custom(|iters| {
                 let t = Instant::now();
                 for i in 0..iters {
-                    push(i);
+                    ring.push(i);
                 }
                 t.elapsed()
             })
         });
         g.bench_function("rtrb_bursts", |b| {
-            b.iter_custom(|iters| in_bursts(iters, &mut push))
+            b.iter_custom(|iters| in_bursts(iters, |i| ring.push(i)))
         });
-        stop.store(true, Ordering::Relaxed);
-        h.join().unwrap();
+        ring.finish();
     }
 
     // crossbeam's ArrayQueue.

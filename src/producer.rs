@@ -132,28 +132,21 @@ pub fn record(kind: EventKind, subtype: u8, device: i32, size: u64, id: u64) {
     };
     // The hot path: this thread's lane, armed, with room.
     if !LANE.with(|tl| tl.push_fast(ev)) {
-        record_slow(kind, subtype, device, size, id);
+        let [_, w1, w2, w3] = ev.to_words();
+        record_slow(w1, w2, w3);
     }
 }
 
 /// Everything else: tracking not decided yet or off, the segment not made yet, the
-/// thread without a lane, the lane full. (The event in registers, not built on the
-/// stack: the hot path then needs no stack frame of its own.)
+/// thread without a lane, the lane full. (The event as three words in registers, not
+/// built on the stack: the hot path then keeps only those across its own work, and
+/// needs no stack frame.)
 #[inline(never)]
-fn record_slow(kind: EventKind, subtype: u8, device: i32, size: u64, id: u64) {
-    let _ = std::panic::catch_unwind(|| record_slow_unguarded(kind, subtype, device, size, id));
+fn record_slow(w1: u64, w2: u64, w3: u64) {
+    let _ = std::panic::catch_unwind(|| record_slow_unguarded(Event::from_words([0, w1, w2, w3])));
 }
 
-fn record_slow_unguarded(kind: EventKind, subtype: u8, device: i32, size: u64, id: u64) {
-    let ev = Event {
-        seq: 0,
-        kind: kind as u8,
-        subtype,
-        _reserved: 0,
-        device,
-        size,
-        id,
-    };
+fn record_slow_unguarded(ev: Event) {
     let state = match STATE.load(Acquire) {
         ST_READY => ST_READY,
         _ => ensure_segment(),
