@@ -355,28 +355,12 @@ fn a_remote_row_gives_way_to_a_card_that_appears() {
     assert_eq!(rows, unique, "no two rows share an id");
 }
 
-/// A run applied in passes (as the aggregator applies a drained batch) leaves exactly
-/// the figures the same events leave applied one at a time: events alternating five
-/// devices, two of them on one chip, with invalid events, unknown frees and
-/// re-reported buffers among them.
-#[test]
-fn a_run_applied_at_once_equals_one_event_at_a_time() {
-    use crate::segment::VisibleDevices::Unset;
-    let (mut a, p, _) = acc();
-    a.set_cards(two_cards());
-    a.set_visible(p, Unset);
-    let remote = ChipIdentity {
-        struct_size: std::mem::size_of::<ChipIdentity>() as u32,
-        is_remote: 1,
-        asic_id: 0xBEEF,
-        via_pcie_index: 0,
-        ..Default::default()
-    };
-    a.set_identity(p, 2, remote).unwrap();
-    a.set_identity(p, 3, remote).unwrap();
+/// Every kind of event, on five devices (and now and then on an invalid one, or with an
+/// invalid size), ids from a small range: re-reports, frees of live and unknown ids.
+fn mixed_events(n: usize) -> Vec<Event> {
     let mut x = 0x2545_F491_4F6C_DD1Du64;
     let mut events = Vec::new();
-    for _ in 0..20_000 {
+    for _ in 0..n {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
@@ -404,6 +388,29 @@ fn a_run_applied_at_once_equals_one_event_at_a_time() {
             (x >> 32) % 300,
         ));
     }
+    events
+}
+
+/// A run applied in passes (as the aggregator applies a drained batch) leaves exactly
+/// the figures the same events leave applied one at a time: events alternating five
+/// devices, two of them on one chip, with invalid events, unknown frees and
+/// re-reported buffers among them.
+#[test]
+fn a_run_applied_at_once_equals_one_event_at_a_time() {
+    use crate::segment::VisibleDevices::Unset;
+    let (mut a, p, _) = acc();
+    a.set_cards(two_cards());
+    a.set_visible(p, Unset);
+    let remote = ChipIdentity {
+        struct_size: std::mem::size_of::<ChipIdentity>() as u32,
+        is_remote: 1,
+        asic_id: 0xBEEF,
+        via_pcie_index: 0,
+        ..Default::default()
+    };
+    a.set_identity(p, 2, remote).unwrap();
+    a.set_identity(p, 3, remote).unwrap();
+    let events = mixed_events(20_000);
     let mut at_once = a.clone();
     let mut i = 0;
     while i < events.len() {

@@ -1,0 +1,101 @@
+//! The report's rows filled after the main replay: what was live at each peak, each
+//! process's figures, and each device's.
+
+use super::*;
+
+/// A second replay, stopped at each peak, to list what was live then.
+pub(super) fn fill_live_at_peak(rec: &Recording, types: &mut BTreeMap<(u32, usize), TypeReport>) {
+    let mut at: BTreeMap<usize, Vec<(u32, usize)>> = BTreeMap::new();
+    for (&k, t) in types.iter() {
+        if t.peak_bytes > 0 {
+            at.entry(t.peak_index).or_default().push(k);
+        }
+    }
+    let Some(&last) = at.keys().last() else {
+        return;
+    };
+    /// Stops at the peaks' events and lists what is live.
+    struct AtPeaks<'a> {
+        at: &'a BTreeMap<usize, Vec<(u32, usize)>>,
+        found: Vec<((u32, usize), Vec<Live>)>,
+    }
+    impl Visit for AtPeaks<'_> {
+        fn event(&mut self, rp: &Replay, _: u32, _: &Event, _: &Outcome) {
+            let Some(ks) = self.at.get(&rp.index) else {
+                return;
+            };
+            for &(row, cat) in ks {
+                let keys: Vec<(u32, u64)> = rp.acc.processes.keys().copied().collect();
+                let mut v: Vec<Live> = keys
+                    .into_iter()
+                    .flat_map(|k| rp.live_of(k, Some(row), Some(cat)))
+                    .collect();
+                v.sort_by(|a, b| b.size.cmp(&a.size).then(a.address.cmp(&b.address)));
+                v.truncate(LIVE_AT_PEAK_LISTED);
+                self.found.push(((row, cat), v));
+            }
+        }
+    }
+    let mut v = AtPeaks {
+        at: &at,
+        found: Vec::new(),
+    };
+    Replay::new(rec).run(&mut v, Some(last));
+    let found = v.found;
+    for (k, v) in found {
+        if let Some(t) = types.get_mut(&k) {
+            t.live_at_peak = v;
+        }
+    }
+}
+
+pub(super) fn fill_processes(rec: &Recording, procs: &mut BTreeMap<u32, ProcessReport>) {
+    for r in &rec.records {
+        if let Record::Process {
+            t_ms, pid, comm, ..
+        } = r
+        {
+            let p = procs.entry(*pid).or_default();
+            p.pid = *pid;
+            p.comm = comm.clone();
+            p.started_at_s = secs(*t_ms);
+        }
+    }
+}
+
+/// The device reports: rows as the recorder last saw them, with every row that had
+/// an event.
+pub(super) fn devices(
+    rec: &Recording,
+    types: BTreeMap<(u32, usize), TypeReport>,
+) -> Vec<DeviceReport> {
+    let mut out: BTreeMap<u32, DeviceReport> = BTreeMap::new();
+    for r in &rec.records {
+        if let Record::Devices { rows, .. } = r {
+            for d in rows {
+                let text = |s: &str| (!s.is_empty()).then(|| s.to_string());
+                out.insert(
+                    d.id,
+                    DeviceReport {
+                        id: d.id,
+                        arch: text(&d.arch),
+                        board: text(&d.board),
+                        remote: d.remote,
+                        dram_total_bytes: (d.dram_total > 0).then_some(d.dram_total),
+                        l1_total_bytes: (d.l1_total > 0).then_some(d.l1_total),
+                        types: BTreeMap::new(),
+                    },
+                );
+            }
+        }
+    }
+    for ((row, cat), mut t) in types {
+        t.size_histogram = std::mem::take(&mut t.histogram).into_iter().collect();
+        let d = out.entry(row).or_insert_with(|| DeviceReport {
+            id: row,
+            ..Default::default()
+        });
+        d.types.insert(CAT_NAMES[cat], t);
+    }
+    out.into_values().collect()
+}
