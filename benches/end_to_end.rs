@@ -14,7 +14,11 @@
 //! 6. `tt-smi -w -r 500` CPU in a real terminal (tmux) (target: at most 1% of a core);
 //! 7. recording: the same flood into the same aggregator with and without a
 //!    `tt-track record` streaming it, runs alternated, medians; and the recording's
-//!    bytes per event.
+//!    bytes per event;
+//! 8. bursts: a C program linked with libtttrack.so, bursts of 1024 events 2 ms apart
+//!    into the real aggregator, alternating with bursts into a minimal C ring of the
+//!    same records in the same program (`benches/c/bursts.c`); medians, their ratio,
+//!    and every event applied (target: within 1.5x of the ring).
 //!
 //! Run: `cargo bench --bench end_to_end` (builds in release mode).
 
@@ -95,6 +99,65 @@ fn fresh_dir(tag: &str) -> PathBuf {
     let d = PathBuf::from(format!("/dev/shm/tttrack-e2e-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     d
+}
+
+/// Bursts from a C program through `libtttrack.so` against a minimal C ring in the
+/// same program, bursts of the two alternating (`benches/c/bursts.c`).
+fn bursts() {
+    let lib = lib_path();
+    let lib_dir = lib.parent().unwrap();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let exe = std::env::temp_dir().join(format!("tttrack-bursts-{}", std::process::id()));
+    let built = Command::new("cc")
+        .args(["-O2", "-Wall", "-Werror", "-pthread", "-o"])
+        .arg(&exe)
+        .arg(repo.join("benches/c/bursts.c"))
+        .arg("-I")
+        .arg(repo.join("cabi"))
+        .arg("-L")
+        .arg(lib_dir)
+        .arg("-ltttrack")
+        .arg("-Wl,--disable-new-dtags")
+        .arg(format!("-Wl,-rpath,{}", lib_dir.display()))
+        .status()
+        .expect("run cc");
+    assert!(built.success(), "compiling benches/c/bursts.c failed");
+    let dir = fresh_dir("bursts");
+    let mut agg = start_aggregator(&dir);
+    let out = Command::new(&exe)
+        .arg("2000")
+        .env("TT_ALLOC_TRACKING_ENABLED", "1")
+        .env("TTTRACK_DIR", &dir)
+        .output()
+        .expect("bursts program");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |name: &str| -> f64 {
+        let mut w = text.split_whitespace();
+        w.find(|x| *x == name);
+        w.next().and_then(|v| v.parse().ok()).unwrap_or(f64::NAN)
+    };
+    let (ours, ring, events) = (field("ours"), field("ring"), field("events") as u64);
+    let p = page(&dir);
+    let t = Instant::now();
+    let (applied, lost) = loop {
+        let s = p.view().snapshot().unwrap();
+        if s.status.events_applied + s.status.events_lost >= events
+            || t.elapsed() > Duration::from_secs(30)
+        {
+            break (s.status.events_applied, s.status.events_lost);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    println!(
+        "bursts: a C program through libtttrack.so, bursts of 1024 events 2 ms apart, 2000 \
+         alternating with a minimal C ring's: {ours:.2} ns/event against {ring:.2} (medians), \
+         {:.2}x; {applied} of {events} events applied, {lost} lost",
+        ours / ring
+    );
+    let _ = agg.kill();
+    let _ = agg.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(&exe);
 }
 
 fn throughput() {
@@ -643,8 +706,9 @@ fn main() {
     }
     // TTTRACK_BENCH_ONLY=name[,name...] runs only those measurements.
     let only = std::env::var("TTTRACK_BENCH_ONLY").unwrap_or_default();
-    let parts: [(&str, fn()); 8] = [
+    let parts: [(&str, fn()); 9] = [
         ("throughput", throughput),
+        ("bursts", bursts),
         ("recording", recording),
         ("visibility", visibility),
         ("discovery", discovery),
