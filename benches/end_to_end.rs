@@ -107,7 +107,8 @@ fn bursts() {
     let lib = lib_path();
     let lib_dir = lib.parent().unwrap();
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let exe = std::env::temp_dir().join(format!("tttrack-bursts-{}", std::process::id()));
+    // Built under the target directory (ours), not in a directory others can write.
+    let exe = lib_dir.join(format!("bursts-{}", std::process::id()));
     let built = Command::new("cc")
         .args(["-O2", "-Wall", "-Werror", "-pthread", "-o"])
         .arg(&exe)

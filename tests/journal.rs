@@ -211,7 +211,7 @@ fn another_users_process_reports_on_after_a_restart() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut say = |p: &mut std::process::Child, line: &str| {
+    let say = |p: &mut std::process::Child, line: &str| {
         use std::io::Write;
         writeln!(p.stdin.as_mut().unwrap(), "{line}").unwrap();
         wait_line(p, "ok");

@@ -59,18 +59,8 @@ fn quit(c: &mut Child) {
 }
 
 fn report_json(file: &Path) -> Value {
-    let out = tt_track()
-        .arg("report")
-        .arg("--json")
-        .arg(file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    let out = stdout_of_success(tt_track().arg("report").arg("--json").arg(file));
+    serde_json::from_slice(&out).unwrap()
 }
 
 fn dram(r: &Value, device: u64) -> &Value {

@@ -468,18 +468,22 @@ pub fn cpp_program(name: &str) -> PathBuf {
     bin
 }
 
-/// `tt-smi ARGS`'s output; panics with tt-smi's error output if it fails.
-pub fn smi(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_tt-smi"))
-        .args(args)
-        .output()
-        .unwrap();
+/// Runs `c` to the end and returns its standard output; panics with its error output
+/// if it fails.
+pub fn stdout_of_success(c: &mut Command) -> Vec<u8> {
+    let out = c.output().unwrap();
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8(out.stdout).unwrap()
+    out.stdout
+}
+
+/// `tt-smi ARGS`'s output; panics with tt-smi's error output if it fails.
+pub fn smi(args: &[&str]) -> String {
+    let out = stdout_of_success(Command::new(env!("CARGO_BIN_EXE_tt-smi")).args(args));
+    String::from_utf8(out).unwrap()
 }
 
 /// `tt-smi --json ARGS`, parsed; panics with tt-smi's error output if it fails.
