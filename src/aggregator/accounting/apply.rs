@@ -92,32 +92,26 @@ impl Accounting {
                 &mut self.devices,
                 chips,
             );
+            let held = Held {
+                devices,
+                chips,
+                chip_at,
+            };
+            let rows = &mut self.devices;
             let end = match devices.count_ones() {
                 0 => w.apply(&mut (), &mut tally),
-                1 => {
-                    // One device: its entry and its chip's row worked on in place.
-                    let device = devices.trailing_zeros() as usize;
-                    let pd = proc_devices.get_mut(&(device as i32));
-                    match (pd, self.devices.get_mut(&chips[0])) {
-                        (Some(pd), Some(dev)) => w.apply(&mut One { device, pd, dev }, &mut tally),
-                        // Not reached: both were made by `place`.
-                        _ => w.apply(&mut (), &mut tally),
-                    }
-                }
-                _ => {
-                    let rows = &mut self.devices;
-                    let figures = &mut self.pass_figures;
-                    let held = Held {
-                        devices,
-                        chips,
-                        chip_at,
-                    };
-                    w.apply_many(held, proc_devices, rows, figures, &mut tally)
-                }
+                1 => w.apply_one(held, proc_devices, rows, &mut tally),
+                _ => w.apply_many(held, proc_devices, rows, &mut self.pass_figures, &mut tally),
             };
             match end {
                 End::Done => return (items.len(), None),
                 End::Stopped(i, out) => return (i, Some(out)),
+                // Not reached (`place` made every held device's entries), but a pass
+                // must always move on: the event is counted invalid, not retried.
+                End::Unheld(i, device) if devices >> device & 1 == 1 => {
+                    tally.count(&Outcome::Invalid("no entries"));
+                    n = i + 1;
+                }
                 End::Unheld(i, device) => {
                     devices |= 1 << device;
                     n = i;
@@ -270,6 +264,26 @@ struct Pass<'a, T, F, S> {
 }
 
 impl<T, F: Fn(&T) -> &Event, S: Fn(&Outcome) -> bool> Pass<'_, T, F, S> {
+    /// Applies the events with one device held: its entry
+    /// and its chip's row worked on in place.
+    fn apply_one(
+        &self,
+        held: Held,
+        proc_devices: &mut BTreeMap<i32, ProcDev>,
+        rows: &mut BTreeMap<Chip, DevState>,
+        tally: &mut Tally,
+    ) -> End {
+        let device = held.devices.trailing_zeros() as usize;
+        match (
+            proc_devices.get_mut(&(device as i32)),
+            rows.get_mut(&held.chips[0]),
+        ) {
+            (Some(pd), Some(dev)) => self.apply(&mut One { device, pd, dev }, tally),
+            // Not reached: both were made by `place`.
+            _ => self.apply(&mut (), tally),
+        }
+    }
+
     /// Applies the events with several devices held at once, each chip's figures taken
     /// out of its row (two devices of a process may be on one chip) and put back.
     fn apply_many(
