@@ -40,7 +40,8 @@
 //!
 //! Where it is written: `producer/lane.rs` (a thread's lane, the wait for space),
 //! `producer/presence.rs` (is an aggregator there), `producer/segment_file.rs` (the
-//! segment created and published), `producer/ffi.rs` (the C ABI).
+//! segment created and published), `producer/thread_slot.rs` (where a thread finds
+//! its lane), `producer/ffi.rs` (the C ABI).
 //!
 //! Events a thread reports after every lane is taken are counted in the segment header
 //! (`no_lane_dropped`); events reported after tracking failed in this process are
@@ -50,13 +51,14 @@ pub mod ffi;
 mod lane;
 mod presence;
 mod segment_file;
+mod thread_slot;
 
 use crate::segment::SegmentView;
 use crate::shm_layout::*;
 use crate::sys;
 use core::sync::atomic::{AtomicI32, AtomicPtr, AtomicU64, AtomicU8, Ordering::*};
 pub use lane::publish;
-use lane::LANE;
+use thread_slot::LANE;
 use segment_file::create_segment;
 pub use segment_file::write_identity;
 use std::io::Write;

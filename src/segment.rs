@@ -237,6 +237,22 @@ pub struct LaneView {
 }
 
 impl LaneView {
+    /// The view's two pointers, to be kept where an `Option` cannot be (memory that
+    /// starts zeroed: never null for a view).
+    pub fn into_raw(self) -> (*const LaneHeader, *const AtomicU64) {
+        (self.lane, self.seq)
+    }
+
+    /// A view back from [`Self::into_raw`].
+    ///
+    /// # Safety
+    /// `lane` and `seq` come from one `into_raw` of a view whose segment is still
+    /// mapped (the contract of [`SegmentView::new`]).
+    #[inline(always)]
+    pub unsafe fn from_raw(lane: *const LaneHeader, seq: *const AtomicU64) -> Self {
+        Self { lane, seq }
+    }
+
     pub fn header(&self) -> &LaneHeader {
         // SAFETY: taken from SegmentView::lane, valid while the mapping is (the
         // contract of SegmentView::new, which a LaneView shares).

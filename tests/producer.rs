@@ -516,3 +516,52 @@ fn unwritable_tracking_directory_for_this_user_turns_tracking_off_with_one_line(
         "nothing created"
     );
 }
+
+/// libtttrack.so opened with dlopen, its thread-local block in static TLS (the loader's
+/// spare room) and, with none to spare, in dynamic TLS: every event of every thread is
+/// delivered once, in order, either way.
+#[test]
+fn a_library_opened_with_dlopen_delivers_every_event_in_static_and_in_dynamic_tls() {
+    let _heavy = heavy();
+    let threads = 4u64;
+    let pairs = 50_000u64;
+    for (tunables, placed) in [
+        (None, "tls static"),
+        (Some("glibc.rtld.optional_static_tls=0"), "tls dynamic"),
+    ] {
+        let dir = TempDir::new("dlopen");
+        let (out, c) = with_consumer(dir.path(), || {
+            let mut cmd = Command::new(c_program_unlinked("dlopened"));
+            cmd.arg(lib_path())
+                .args([threads.to_string(), pairs.to_string()])
+                .env("TT_ALLOC_TRACKING_ENABLED", "1")
+                .env("TTTRACK_DIR", dir.path());
+            if let Some(t) = tunables {
+                cmd.env("GLIBC_TUNABLES", t);
+            }
+            cmd.output().expect("run dlopened")
+        });
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "dlopened failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            text.contains(placed),
+            "expected {placed} with GLIBC_TUNABLES={tunables:?}, got: {text}"
+        );
+        assert_eq!(stdout_value(&out, "dropped "), Some(0));
+        let pid = *c.events.keys().next().expect("a segment");
+        let evs = c.ordered(pid);
+        assert_eq!(evs.len() as u64, threads * pairs * 2 + 2, "{placed}");
+        assert_contiguous(&evs);
+        let mut next: HashMap<u64, u64> = HashMap::new();
+        for e in evs.iter().filter(|e| e.id >> 62 == 0) {
+            let k = next.entry(e.id >> 32).or_insert(0);
+            assert_eq!(e.id & 0xffff_ffff, *k / 2, "{placed}: thread {}: out of order", e.id >> 32);
+            *k += 1;
+        }
+        assert!(next.values().all(|&k| k == pairs * 2), "{placed}");
+    }
+}

@@ -7,51 +7,79 @@ use super::presence::{
 };
 use super::segment_file::reserve_lane_memory;
 use super::*;
+use super::thread_slot::LANE;
 use crate::segment::LaneView;
+use crate::shm_layout::LaneHeader;
+use core::sync::atomic::AtomicU64;
 use std::cell::Cell;
 use std::io::Write;
 
-const NO_LANE: usize = usize::MAX;
 /// One sleep of a producer waiting on a full lane.
 const SLEEP_STEP_NS: u64 = 20_000;
 
-/// A thread's claim on one lane, kept in thread-local storage.
+/// A thread's claim on one lane, kept in thread-local storage ([`super::thread_slot`]).
+/// Every field is valid as zeros, and zeros are the state of a thread that holds no
+/// lane: the storage starts zeroed.
 pub(super) struct ThreadLane {
+    /// The lane held, if `generation` is not 0.
     lane: Cell<usize>,
+    /// The segment generation the lane belongs to; 0: no lane.
     generation: Cell<u64>,
     /// This thread's copy of the lane's head (it is the only writer).
     head: Cell<u64>,
     /// Last tail read from the lane; re-read only when the lane looks full.
     tail_cache: Cell<u64>,
-    /// Set after a timed-out wait; holds the tail seen then.
-    shedding: Cell<Option<u64>>,
+    /// Set after a timed-out wait, with the tail seen then in `shed_tail`.
+    shedding: Cell<bool>,
+    shed_tail: Cell<u64>,
     base: Cell<*mut u8>,
-    /// The lane, while this thread may write it without a further check: set when it
-    /// is claimed and while there is room, cleared when it fills and is shed, given
-    /// back, or left behind by a fork.
-    fast: Cell<Option<LaneView>>,
+    /// The lane (a [`LaneView`] taken apart; null: none), while this thread may write
+    /// it without a further check: set when it is claimed and while there is room,
+    /// cleared when it fills and is shed, given back, or left behind by a fork.
+    fast_lane: Cell<*const LaneHeader>,
+    fast_seq: Cell<*const AtomicU64>,
 }
 
 impl ThreadLane {
+    /// No lane held: all zeros.
+    #[allow(dead_code)] // the thread-local storage of other targets starts from it
     pub(super) const fn new() -> Self {
         Self {
-            lane: Cell::new(NO_LANE),
+            lane: Cell::new(0),
             generation: Cell::new(0),
             head: Cell::new(0),
             tail_cache: Cell::new(0),
-            shedding: Cell::new(None),
+            shedding: Cell::new(false),
+            shed_tail: Cell::new(0),
             base: Cell::new(core::ptr::null_mut()),
-            fast: Cell::new(None),
+            fast_lane: Cell::new(core::ptr::null()),
+            fast_seq: Cell::new(core::ptr::null()),
         }
+    }
+
+    #[cfg(test)]
+    pub(super) fn holds_no_lane(&self) -> bool {
+        self.generation.get() == 0 && self.fast_lane.get().is_null()
+    }
+
+    fn arm(&self, lane: Option<LaneView>) {
+        let (l, s) = lane.map_or((core::ptr::null(), core::ptr::null()), LaneView::into_raw);
+        self.fast_lane.set(l);
+        self.fast_seq.set(s);
     }
 
     /// The hot path: writes `ev` if this thread holds a lane with room (known from
     /// its own copies of the positions); false sends it the slow way ([`Self::push`]).
     #[inline(always)]
     pub(super) fn push_fast(&self, ev: Event) -> bool {
-        let Some(lane) = self.fast.get() else {
+        let lane = self.fast_lane.get();
+        if lane.is_null() {
             return false;
-        };
+        }
+        // SAFETY: the pointers were set together by `arm` from a view of the segment of
+        // this thread's generation, which stays mapped while they are set (`forget`
+        // and `release` clear them before the mapping can go).
+        let lane = unsafe { LaneView::from_raw(lane, self.fast_seq.get()) };
         let head = self.head.get();
         if head.wrapping_sub(self.tail_cache.get()) >= LANE_CAPACITY as u64 {
             return false;
@@ -63,8 +91,8 @@ impl ThreadLane {
 
     /// In a forked child: the lane was the parent's, in a segment the child unmaps.
     pub(super) fn forget(&self) {
-        self.fast.set(None);
-        self.lane.set(NO_LANE);
+        self.arm(None);
+        self.generation.set(0);
     }
 
     fn view(&self) -> SegmentView {
@@ -76,7 +104,7 @@ impl ThreadLane {
 
     /// Claims a free lane of `seg`. Set-up path: runs once per thread.
     fn claim(&self, seg: SegmentView, generation: u64) -> bool {
-        self.lane.set(NO_LANE);
+        self.generation.set(0);
         // SAFETY: gettid has no preconditions.
         let tid = unsafe { libc::gettid() } as u32;
         let start = (tid as usize).wrapping_mul(2654435761) % NUM_LANES;
@@ -116,23 +144,25 @@ impl ThreadLane {
             self.base.set(seg.base());
             self.head.set(lane.head.load(Acquire));
             self.tail_cache.set(lane.tail.load(Acquire));
-            self.shedding.set(None);
+            self.shedding.set(false);
+            LANE.settle();
             return true;
         }
         false
     }
 
     pub(super) fn release(&self) {
-        self.fast.set(None);
+        self.arm(None);
         let i = self.lane.get();
-        if i != NO_LANE && self.generation.get() == GENERATION.load(Acquire) {
+        let g = self.generation.get();
+        if g != 0 && g == GENERATION.load(Acquire) {
             let seg = self.view();
             let lane = seg.lane(i);
             lane.owner_tid.store(0, Relaxed);
             lane.state.store(LANE_FREE, Relaxed);
             seg.header().lanes_claimed.fetch_and(!(1u64 << i), Release);
         }
-        self.lane.set(NO_LANE);
+        self.generation.set(0);
     }
 
     /// The slow path: claims a lane if this thread has none (or one of the segment
@@ -141,7 +171,7 @@ impl ThreadLane {
     #[inline(never)]
     pub(super) fn push(&self, base: *mut u8, generation: u64, ev: Event) {
         let mut owned = true;
-        if self.lane.get() == NO_LANE || self.generation.get() != generation {
+        if self.generation.get() != generation {
             // SAFETY: base came from BASE in the READY state of this generation.
             let seg = unsafe { SegmentView::new(base) };
             if !self.claim(seg, generation) {
@@ -161,16 +191,21 @@ impl ThreadLane {
         {
             lane.dropped
                 .store(lane.dropped.load(Relaxed).wrapping_add(1), Relaxed);
-            self.fast.set(None);
+            self.arm(None);
             return;
         }
         publish(seg, i, head, ev);
         self.head.set(head.wrapping_add(1));
         if owned {
-            self.fast.set(Some(seg.lane_view(i)));
+            self.arm(Some(seg.lane_view(i)));
         } else {
             self.release();
         }
+    }
+
+    fn shed(&self, tail: u64) {
+        self.shedding.set(true);
+        self.shed_tail.set(tail);
     }
 
     /// Slow path: the lane looked full. Returns true once there is room.
@@ -182,14 +217,14 @@ impl ThreadLane {
         let mut tail = lane.tail.load(Acquire);
         self.tail_cache.set(tail);
         if head.wrapping_sub(tail) < cap {
-            self.shedding.set(None);
+            self.shedding.set(false);
             return true;
         }
-        if let Some(t) = self.shedding.get() {
-            if t == tail {
+        if self.shedding.get() {
+            if self.shed_tail.get() == tail {
                 return false;
             }
-            self.shedding.set(None);
+            self.shedding.set(false);
         }
         if !consumer_attached(seg) {
             return false;
@@ -231,7 +266,7 @@ impl ThreadLane {
                 if now.saturating_sub(wait_start) >= ATTACH_GRACE_NS
                     || (sleeps.is_multiple_of(64) && !aggregator_running(now))
                 {
-                    self.shedding.set(Some(tail));
+                    self.shed(tail);
                     self.tail_cache.set(tail);
                     return false;
                 }
@@ -252,7 +287,7 @@ impl ThreadLane {
                 }
                 let stale = sys::monotonic_ns().saturating_sub(cur.1) >= absent_after_ns();
                 if quiet_ns >= max_wait || (stale && !aggregator_running(sys::monotonic_ns())) {
-                    self.shedding.set(Some(tail));
+                    self.shed(tail);
                     self.tail_cache.set(tail);
                     return false;
                 }
@@ -268,9 +303,9 @@ pub fn publish(seg: SegmentView, i: usize, head: u64, ev: Event) {
     seg.lane_view(i).publish(head, ev);
 }
 
-/// Gives the thread's lane back when the thread exits. Apart from [`LANE`] so that
-/// `LANE` has no destructor: reading it is then a plain thread-local access, with no
-/// check of whether a destructor was registered or has run (the hot path's cost).
+/// Gives the thread's lane back when the thread exits. Apart from [`LANE`], which has
+/// no destructor: reading it is then a plain thread-local access, with no check of
+/// whether a destructor was registered or has run (the hot path's cost).
 struct LaneOwner;
 
 impl Drop for LaneOwner {
@@ -280,6 +315,5 @@ impl Drop for LaneOwner {
 }
 
 thread_local! {
-    pub(super) static LANE: ThreadLane = const { ThreadLane::new() };
     static OWNER: LaneOwner = const { LaneOwner };
 }

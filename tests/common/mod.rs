@@ -43,6 +43,15 @@ pub fn lib_path() -> PathBuf {
 
 /// Compiles tests/c/<name>.c (linked to libtttrack.so) once per test binary.
 pub fn c_program(name: &str) -> PathBuf {
+    build_c_program(name, true)
+}
+
+/// Compiles tests/c/<name>.c without libtttrack.so (a program that opens it itself).
+pub fn c_program_unlinked(name: &str) -> PathBuf {
+    build_c_program(name, false)
+}
+
+fn build_c_program(name: &str, link: bool) -> PathBuf {
     static BUILT: OnceLock<std::sync::Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
     let m = BUILT.get_or_init(Default::default);
     let mut m = m.lock().unwrap();
@@ -53,20 +62,23 @@ pub fn c_program(name: &str) -> PathBuf {
     std::fs::create_dir_all(&out_dir).unwrap();
     let out = out_dir.join(format!("{name}-{}", std::process::id()));
     let src = repo_dir().join("tests/c").join(format!("{name}.c"));
-    let status = Command::new("cc")
-        .args(["-O2", "-Wall", "-Werror", "-pthread", "-o"])
+    let mut cc = Command::new("cc");
+    cc.args(["-O2", "-Wall", "-Werror", "-pthread", "-o"])
         .arg(&out)
         .arg(&src)
         .arg("-I")
-        .arg(repo_dir().join("cabi"))
-        .arg("-L")
-        .arg(lib_dir())
-        .arg("-ltttrack")
-        // RPATH (not RUNPATH): wins over the LD_LIBRARY_PATH cargo sets for tests.
-        .arg("-Wl,--disable-new-dtags")
-        .arg(format!("-Wl,-rpath,{}", lib_dir().display()))
-        .status()
-        .expect("run cc");
+        .arg(repo_dir().join("cabi"));
+    if link {
+        cc.arg("-L")
+            .arg(lib_dir())
+            .arg("-ltttrack")
+            // RPATH (not RUNPATH): wins over the LD_LIBRARY_PATH cargo sets for tests.
+            .arg("-Wl,--disable-new-dtags")
+            .arg(format!("-Wl,-rpath,{}", lib_dir().display()));
+    } else {
+        cc.arg("-ldl");
+    }
+    let status = cc.status().expect("run cc");
     assert!(status.success(), "compiling {} failed", src.display());
     m.insert(name.to_string(), out.clone());
     out
