@@ -2,6 +2,10 @@
 //! an alloc / free / re-alloc mix (criterion), beside its baseline: a bare `HashMap`
 //! (the same hasher) doing the same inserts, removes and updates of the same 16-byte
 //! records. Target: the accounting at least 0.7x the bare map's rate.
+//!
+//! Criterion measures the variants one after another, minutes apart on a noisy
+//! machine; after them the bench also takes turns, the accounting then the bare map on
+//! the same events, 100 rounds, and prints both medians and their ratio.
 //! Run: `cargo bench --bench aggregator`.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -18,6 +22,67 @@ fn ev(kind: EventKind, sub: u8, size: u64, id: u64) -> Event {
         size,
         id,
     }
+}
+
+type Key = (u32, u64);
+type Bare = std::collections::HashMap<u64, (u64, u32, u32), foldhash::fast::RandomState>;
+
+/// As tt-aggregator applies a drained batch: runs of one process's events.
+fn accounting_applies(mut a: Accounting, key: Key, ops: &[Event]) -> Accounting {
+    let mut i = 0;
+    while i < ops.len() {
+        i += a.apply_run(key, &ops[i..], |e| e, 0).0;
+    }
+    a
+}
+
+/// The baseline: the same operations on a bare map of the same records.
+fn bare_map_applies(mut m: Bare, ops: &[Event]) -> Bare {
+    for e in ops {
+        if e.kind == EventKind::Alloc as u8 {
+            m.entry(e.id)
+                .and_modify(|r| r.2 += 1)
+                .or_insert((e.size, 0, 1));
+        } else if let std::collections::hash_map::Entry::Occupied(mut o) = m.entry(e.id) {
+            if o.get().2 > 1 {
+                o.get_mut().2 -= 1;
+            } else {
+                o.remove();
+            }
+        }
+    }
+    m
+}
+
+/// The two taking turns on the same events, each from its own copy of the same
+/// starting state: medians of the rates and their ratio.
+fn taking_turns(acc: &Accounting, bare: &Bare, key: Key, ops: &[Event], rounds: usize) {
+    use std::time::Instant;
+    let (mut a_rates, mut b_rates) = (Vec::new(), Vec::new());
+    let rate = |t: Instant| ops.len() as f64 / t.elapsed().as_secs_f64() / 1e6;
+    for _ in 0..rounds {
+        let a = acc.clone();
+        let t = Instant::now();
+        let a = std::hint::black_box(accounting_applies(a, key, ops));
+        a_rates.push(rate(t));
+        drop(a);
+        let m = bare.clone();
+        let t = Instant::now();
+        let m = std::hint::black_box(bare_map_applies(m, ops));
+        b_rates.push(rate(t));
+        drop(m);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let (a, b) = (median(&mut a_rates), median(&mut b_rates));
+    println!(
+        "taking turns, {rounds} rounds of {} events with 100,000 live buffers (medians): \
+         accounting {a:.1} M events/s, bare map {b:.1} M/s: {:.2}x",
+        ops.len(),
+        a / b
+    );
 }
 
 fn bench(c: &mut Criterion) {
@@ -51,16 +116,12 @@ fn bench(c: &mut Criterion) {
     }
     let mut g = c.benchmark_group("aggregator_apply");
     g.throughput(Throughput::Elements(ops.len() as u64));
-    // As tt-aggregator applies a drained batch: runs of one process's events.
     g.bench_function("mix_100k_live", |b| {
         b.iter_batched(
             // Each run starts from the same 100k-live state (the mix changes it).
             || acc.clone(),
-            |mut a| {
-                let mut i = 0;
-                while i < ops.len() {
-                    i += a.apply_run(key, &ops[i..], |e| e, 0).0;
-                }
+            |a| {
+                let a = accounting_applies(a, key, &ops);
                 debug_assert_eq!(a.processes[&key].live_buffers(), LIVE);
                 a
             },
@@ -80,8 +141,6 @@ fn bench(c: &mut Criterion) {
             criterion::BatchSize::LargeInput,
         )
     });
-    // The baseline: the same operations on a bare map of the same records.
-    type Bare = std::collections::HashMap<u64, (u64, u32, u32), foldhash::fast::RandomState>;
     let mut bare: Bare = Default::default();
     for id in 0..LIVE {
         bare.insert(id, (4096 + id, 0, 1));
@@ -89,21 +148,8 @@ fn bench(c: &mut Criterion) {
     g.bench_function("bare_hashmap_baseline", |b| {
         b.iter_batched(
             || bare.clone(),
-            |mut m| {
-                for e in &ops {
-                    if e.kind == EventKind::Alloc as u8 {
-                        m.entry(e.id)
-                            .and_modify(|r| r.2 += 1)
-                            .or_insert((e.size, 0, 1));
-                    } else if let std::collections::hash_map::Entry::Occupied(mut o) = m.entry(e.id)
-                    {
-                        if o.get().2 > 1 {
-                            o.get_mut().2 -= 1;
-                        } else {
-                            o.remove();
-                        }
-                    }
-                }
+            |m| {
+                let m = bare_map_applies(m, &ops);
                 debug_assert_eq!(m.len() as u64, LIVE);
                 m
             },
@@ -111,6 +157,7 @@ fn bench(c: &mut Criterion) {
         )
     });
     g.finish();
+    taking_turns(&acc, &bare, key, &ops, 100);
 }
 
 criterion_group!(benches, bench);

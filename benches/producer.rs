@@ -153,42 +153,53 @@ impl MinimalRing {
         }
     }
 
+    /// The same push behind a call that is not inlined, as a program calls a library
+    /// (ours is such a call): the baseline without the call's cost would leave ours
+    /// paying for it alone.
+    #[inline(never)]
+    fn push_called(&mut self, i: u64) {
+        self.push(i)
+    }
+
     fn finish(self) {
         self.stop.store(true, Ordering::Relaxed);
         self.consumer.join().unwrap();
     }
 }
 
-/// Bursts of ours (through the real aggregator) and of the minimal ring, alternately,
-/// [`BURST_GAP`] apart: each pair of bursts sees the same machine, so the ratio holds
-/// up where two benchmarks a minute apart do not on a noisy machine. Prints the median
-/// cost per event of each and the ratio of the medians. Returns how many events were
-/// reported through ours.
-fn paired_bursts(pairs: usize) -> u64 {
+/// Bursts of ours (through the real aggregator) and of the minimal ring, behind a call
+/// and inlined, taking turns [`BURST_GAP`] apart: each round of bursts sees the same
+/// machine, so the ratios hold up where two benchmarks a minute apart do not on a noisy
+/// machine. Prints the median cost per event of each and the ratios of the medians.
+/// Returns how many events were reported through ours.
+fn paired_bursts(rounds: usize) -> u64 {
     let mut ring = MinimalRing::start();
-    let (mut ours, mut base) = (Vec::with_capacity(pairs), Vec::with_capacity(pairs));
+    let mut times = [(); 3].map(|_| Vec::with_capacity(rounds));
     let mut i = 0u64;
-    // Warm-up: both rings' pages touched (ours is 32 bursts around), neither timed.
+    // Warm-up: both rings' pages touched (ours is 32 bursts around), none timed.
     for _ in 0..64 {
         in_bursts(BURST, |k| report(i + k));
-        in_bursts(BURST, |k| ring.push(i + k));
+        in_bursts(BURST, |k| ring.push_called(i + k));
         i += BURST;
     }
-    for _ in 0..pairs {
-        ours.push(in_bursts(BURST, |k| report(i + k)).as_nanos() as f64 / BURST as f64);
-        base.push(in_bursts(BURST, |k| ring.push(i + k)).as_nanos() as f64 / BURST as f64);
+    let per_event = |d: Duration| d.as_nanos() as f64 / BURST as f64;
+    for _ in 0..rounds {
+        times[0].push(per_event(in_bursts(BURST, |k| report(i + k))));
+        times[1].push(per_event(in_bursts(BURST, |k| ring.push_called(i + k))));
+        times[2].push(per_event(in_bursts(BURST, |k| ring.push(i + k))));
         i += BURST;
     }
     ring.finish();
-    let median = |v: &mut Vec<f64>| {
+    let [o, c, n] = times.map(|mut v| {
         v.sort_by(|a, b| a.total_cmp(b));
         v[v.len() / 2]
-    };
-    let (o, b) = (median(&mut ours), median(&mut base));
+    });
     println!(
-        "bursts of {BURST}, {pairs} pairs alternating: tttrack through the real aggregator \
-         {o:.2} ns/event, minimal ring {b:.2} ns/event (medians): {:.2}x",
-        o / b
+        "bursts of {BURST}, {rounds} rounds taking turns (medians): tttrack through the real \
+         aggregator {o:.2} ns/event; minimal ring behind a call {c:.2} ({:.2}x); the same \
+         ring inlined {n:.2} ({:.2}x)",
+        o / c,
+        o / n
     );
     i
 }
