@@ -81,6 +81,10 @@ pub struct Config {
     pub sysfs_root: PathBuf,
     /// How often telemetry is sampled.
     pub telemetry_interval: Duration,
+    /// The directory is private to the recorder with this pid (`tt-track record` made
+    /// it, 0700, for this aggregator alone): every process that reports in it belongs
+    /// to that recorder's recordings, also one that ended before it was found.
+    pub private_to: Option<u32>,
 }
 
 /// Why the aggregator could not start.

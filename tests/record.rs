@@ -202,6 +202,33 @@ fn a_child_process_and_an_orphan_are_recorded_to_their_ends() {
     assert_eq!(dram(&r, 1)["leaked_buffers"], 5);
 }
 
+/// A command that reports and ends while the shared aggregator has not yet found its
+/// segment (stopped here, as a busy one might be slow): it stays unreaped until the
+/// aggregator has taken it in, so it is in the recording with its figures.
+#[test]
+fn a_command_that_ends_before_the_aggregator_finds_it_is_recorded() {
+    let _g = heavy();
+    let (dir, out) = (TempDir::new("rec-quick"), out_dir("rec-quick-out"));
+    let agg = AggProc::start(dir.path(), &[]);
+    let file = out.path().join("quick.ttrec");
+    let producer = c_program("producer");
+    // The shell replaces itself with the producer (same pid: the recorder's child).
+    let script = format!("sleep 0.5; exec {} keep 1 3", producer.display());
+    let c = record(&dir, &file, &["sh", "-c", &script]);
+    agg.wait_for(|| agg.output().contains("recording for pid"), "the recording");
+    let aggregator = agg.child.id() as i32;
+    // SAFETY: signals to the aggregator this test started.
+    unsafe { libc::kill(aggregator, libc::SIGSTOP) };
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    // SAFETY: as above.
+    unsafe { libc::kill(aggregator, libc::SIGCONT) };
+    let o = finish(c);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r = report_json(&file);
+    assert_eq!(r["processes"].as_array().unwrap().len(), 1, "{r}");
+    assert_eq!(r["devices"][0]["types"]["l1"]["leaked_buffers"], 3, "{r}");
+}
+
 #[test]
 fn a_python_program_recorded_through_the_shared_aggregator() {
     let _g = heavy();
@@ -571,4 +598,23 @@ fn the_html_report_shows_its_chart_in_headless_chromium() {
     assert_eq!(&png[1..4], b"PNG");
     // A blank page compresses to a few kilobytes; the chart and tables do not.
     assert!(png.len() > 20_000, "{} bytes", png.len());
+}
+
+/// `--private-to` (every process in the directory is the recorder's) only on a
+/// directory nobody else can report in.
+#[test]
+fn an_aggregator_private_to_a_recorder_refuses_a_directory_others_can_reach() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("rec-private-mode");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_tt-aggregator"))
+        .arg("--dir")
+        .arg(dir.path())
+        .args(["--private-to", "1", "--no-compat-socket"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("mode 0700") && err.contains("755"), "{err}");
+    assert!(!dir.path().join("counters").exists(), "it must not have started");
 }

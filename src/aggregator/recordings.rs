@@ -125,18 +125,20 @@ impl Aggregator {
         let Some(p) = self.acc.processes.get(&key) else {
             return;
         };
-        // Only a process that runs, as itself (a segment of one that ended, or forged
-        // for a pid now someone else's, is nobody's descendant).
+        // A descendant: only a process that runs, as itself (a segment of one that
+        // ended, or forged for a pid now someone else's, is nobody's descendant).
         let root = &self.cfg.proc_root;
-        if crate::sys::proc_info(root, key.0).is_none_or(|i| i.start_time != key.1) {
-            return;
-        }
+        let runs = crate::sys::proc_info(root, key.0).is_some_and(|i| i.start_time == key.1);
         let now = crate::sys::unix_ns() / 1_000_000;
         for r in &mut self.recordings.list {
             if r.members.contains(&key) || (r.uid != 0 && r.uid != p.uid) {
                 continue;
             }
-            if key.0 != r.pid && !descends(&self.cfg.proc_root, key.0, r.pid) {
+            // In a directory private to the recorder (only its user can report there),
+            // every process is the recording's, ended or not: a command can end before
+            // its segment is found.
+            let private = self.cfg.private_to == Some(r.pid);
+            if !private && !(runs && (key.0 == r.pid || descends(root, key.0, r.pid))) {
                 continue;
             }
             r.members.insert(key);

@@ -39,9 +39,33 @@ struct Args {
     /// Seconds between telemetry samples.
     #[arg(long, default_value_t = 1.0)]
     telemetry_interval: f64,
+    /// The directory is private to the `tt-track record` with this pid, which made it:
+    /// every process reporting in it is recorded, also one that ended before it was
+    /// found. Refused unless the directory is ours alone (mode 0700).
+    #[arg(long, value_name = "PID")]
+    private_to: Option<u32>,
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
+
+/// `dir` is a directory of our user's that no other user can write or read (0700):
+/// only our own processes (and root's) can report in it.
+fn ours_alone(dir: &std::path::Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if !m.is_dir() || m.uid() != me || m.mode() & 0o077 != 0 {
+        return Err(format!(
+            "{} must be a directory of uid {me} with mode 0700 (it is {}, uid {}, mode {:o})",
+            dir.display(),
+            if m.is_dir() { "a directory" } else { "not a directory" },
+            m.uid(),
+            m.mode() & 0o7777
+        ));
+    }
+    Ok(())
+}
 
 extern "C" fn on_signal(_: libc::c_int) {
     STOP.store(true, Ordering::Relaxed);
@@ -74,7 +98,14 @@ fn main() {
         proc_root: PathBuf::from("/proc"),
         sysfs_root: tttrack::devices::sysfs_root(args.sysfs_root.clone()),
         telemetry_interval: std::time::Duration::from_secs_f64(args.telemetry_interval.min(3600.0)),
+        private_to: args.private_to,
     };
+    if args.private_to.is_some() {
+        if let Err(e) = ours_alone(&dir) {
+            eprintln!("tt-aggregator: --private-to: {e}");
+            std::process::exit(2);
+        }
+    }
     let mut agg = match Aggregator::start(cfg) {
         Ok(a) => a,
         Err(e) => {

@@ -75,6 +75,8 @@ fn aggregator(dir: PathBuf) -> Result<Aggregator, String> {
     let child = Command::new(&bin)
         .arg("--dir")
         .arg(&private)
+        .arg("--private-to")
+        .arg(std::process::id().to_string())
         .arg("--no-compat-socket")
         .arg("--quiet")
         .stdin(Stdio::null())
@@ -287,32 +289,81 @@ fn default_name(cmd: &[String]) -> PathBuf {
     PathBuf::from(format!("{base}-{t}.ttrec"))
 }
 
-/// Waits for CMD; returns its wait status. Orphans it leaves become our children
-/// (we are their subreaper): reaped as they end.
-fn wait_for(child: &Child) -> i32 {
-    let pid = child.id() as i32;
+/// How long an ended child with a segment is kept unreaped for the aggregator to take
+/// it into the recording.
+const HOLD_FOR_RECORDING: Duration = Duration::from_secs(2);
+
+/// A child of ours that has ended, left unreaped (`WNOWAIT`); None if there is none
+/// (with `block`, once we have no children left).
+fn ended_child(block: bool) -> Option<i32> {
     loop {
-        let mut st = 0;
-        // SAFETY: waitpid with a valid status pointer.
-        let r = unsafe { libc::waitpid(-1, &mut st, 0) };
-        if r == pid {
-            return st;
+        // SAFETY: an all-zero siginfo_t is valid; waitid fills it.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let flags = libc::WEXITED | libc::WNOWAIT | if block { 0 } else { libc::WNOHANG };
+        // SAFETY: waitid with a valid siginfo pointer.
+        let r = unsafe { libc::waitid(libc::P_ALL, 0, &mut info, flags) };
+        if r < 0 {
+            if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return None;
         }
-        if r < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-            return 0;
-        }
+        // SAFETY: filled by waitid for a child that changed state (0 when WNOHANG
+        // found none).
+        let pid = unsafe { info.si_pid() };
+        return (pid > 0).then_some(pid);
     }
 }
 
-/// Our children still running, but for `except` (the private aggregator): orphans of
-/// the command. Those that ended are reaped on the way.
-fn orphans_running(except: Option<u32>) -> bool {
-    loop {
-        let mut st = 0;
-        // SAFETY: as above; WNOHANG never blocks.
-        if unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG) } <= 0 {
-            break;
+/// Reaps our ended child `pid`, once the recording has it: a child that reported (it
+/// has a segment in `dir`) stays a zombie until the aggregator has announced it on the
+/// stream, [`HOLD_FOR_RECORDING`] at most. A zombie keeps its `/proc` entry, so the
+/// aggregator still sees that it descends from us; reaped at once, a command that ends
+/// before its segment is found would be left out. Returns its wait status.
+fn reap(pid: i32, dir: &Path, seen: &Mutex<Seen>) -> i32 {
+    let t = Instant::now();
+    let recorded = || {
+        let s = seen.lock().unwrap_or_else(|e| e.into_inner());
+        s.started.contains(&(pid as u32))
+    };
+    while t.elapsed() < HOLD_FOR_RECORDING && has_segment(dir, pid as u32) && !recorded() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut st = 0;
+    // SAFETY: waitpid with a valid status pointer, for a child that has ended.
+    while unsafe { libc::waitpid(pid, &mut st, 0) } < 0
+        && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
+    {}
+    st
+}
+
+fn has_segment(dir: &Path, pid: u32) -> bool {
+    std::fs::read_dir(dir).into_iter().flatten().flatten().any(|e| {
+        e.file_name()
+            .to_str()
+            .and_then(tttrack::shm_layout::parse_segment_file_name)
+            .is_some_and(|(p, _)| p == pid)
+    })
+}
+
+/// Waits for CMD; returns its wait status. Orphans it leaves become our children
+/// (we are their subreaper): reaped as they end ([`reap`]).
+fn wait_for(child: &Child, dir: &Path, seen: &Mutex<Seen>) -> i32 {
+    let pid = child.id() as i32;
+    while let Some(p) = ended_child(true) {
+        let st = reap(p, dir, seen);
+        if p == pid {
+            return st;
         }
+    }
+    0
+}
+
+/// Our children still running, but for `except` (the private aggregator): orphans of
+/// the command. Those that ended are reaped on the way ([`reap`]).
+fn orphans_running(except: Option<u32>, dir: &Path, seen: &Mutex<Seen>) -> bool {
+    while let Some(p) = ended_child(false) {
+        reap(p, dir, seen);
     }
     let me = std::process::id();
     let proc_root = Path::new("/proc");
@@ -386,9 +437,9 @@ fn spawn(cmd: &[String], lib: &Path, dir: &Path) -> std::io::Result<Child> {
 /// After CMD: its orphans run on (10 s at most); then every process that began is
 /// released by the aggregator once it has drained it (within its liveness interval):
 /// that is waited for too, 10 s at most. Records still on their way get a moment.
-fn wait_for_the_rest(private: Option<u32>, seen: &Mutex<Seen>) {
+fn wait_for_the_rest(private: Option<u32>, dir: &Path, seen: &Mutex<Seen>) {
     let t = Instant::now();
-    while orphans_running(private) && t.elapsed() < Duration::from_secs(10) {
+    while orphans_running(private, dir, seen) && t.elapsed() < Duration::from_secs(10) {
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_millis(300));
@@ -477,9 +528,9 @@ pub fn record(out: Option<PathBuf>, cmd: Vec<String>) -> i32 {
             };
         }
     };
-    let status = wait_for(&child);
+    let status = wait_for(&child, &agg.dir, &seen);
     let end_ms = (tttrack::sys::unix_ns() / 1_000_000).saturating_sub(epoch_ms);
-    wait_for_the_rest(agg.private.as_ref().map(|c| c.id()), &seen);
+    wait_for_the_rest(agg.private.as_ref().map(|c| c.id()), &agg.dir, &seen);
     done.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = pumper.join();
     let (code, signal) = if libc::WIFSIGNALED(status) {
