@@ -4,7 +4,6 @@
 
 use super::accounting::{Outcome, ProcKey};
 use super::discovery::Attached;
-use super::journal::Record;
 use super::merge::{merge, Gaps, Pending};
 use super::segment_reader::SegmentError;
 use super::{Aggregator, GAP_TIMEOUT};
@@ -78,15 +77,12 @@ impl Aggregator {
         p.next_seq = m.next_seq;
         p.gap_lost = p.gap_lost.saturating_add(m.skipped).saturating_sub(m.late);
         for e in &a.pending[..m.ready] {
-            let applied = e.pos.wrapping_add(1);
-            p.lane_applied[e.lane as usize] = applied;
-            self.journal.append(&Record::Event {
-                key,
-                lane: e.lane,
-                pos: applied,
-                ev: e.ev,
-            });
+            p.lane_applied[e.lane as usize] = e.pos.wrapping_add(1);
         }
+        // One journal block for the pass's events of this process.
+        let ready = a.pending[..m.ready].iter();
+        self.journal
+            .append_events(key, ready.map(|e| (e.lane, e.pos.wrapping_add(1), e.ev)));
         // A gap still open waits its own full time: after a skip the timer restarts.
         let still_waiting = a.pending.len() > m.ready;
         a.gap_since = if !still_waiting {
