@@ -373,7 +373,7 @@ impl Journal {
             Record::Release { key } => {
                 let head = block_head(TAG_BLOCK_RELEASE, 0, *key, 0);
                 let c = BlockSum::new().finish(head, self.generation);
-                self.put(&[head[0], head[1], head[2], c]);
+                put(&mut self.buf, &[head[0], head[1], head[2], c]);
             }
         }
     }
@@ -389,60 +389,7 @@ impl Journal {
 
     /// One block of at most [`MAX_BLOCK_EVENTS`] events (none: nothing is written).
     fn append_block(&mut self, key: ProcKey, events: impl Iterator<Item = (u8, u64, Event)>) {
-        let start = self.buf.len();
-        self.buf.resize(start + BLOCK_HEADER, 0);
-        let mut sum = BlockSum::new();
-        let mut after = [0u64; 256];
-        let mut touched = [0u64; 4];
-        let mut n = 0u64;
-        for (lane, pos, ev) in events {
-            let mut w: [u64; 4] = bytemuck::cast(ev);
-            w[1] = (w[1] & !LANE_BITS) | (lane as u64) << LANE_SHIFT;
-            sum.add(w);
-            self.put(&w);
-            after[lane as usize] = pos;
-            touched[lane as usize / 64] |= 1 << (lane % 64);
-            n += 1;
-        }
-        if n == 0 {
-            self.buf.truncate(start);
-            return;
-        }
-        let mut lanes = 0;
-        let mut tail = [0u64; 4];
-        for lane in (0..256).filter(|&l| touched[l / 64] & (1 << (l % 64)) != 0) {
-            tail[lanes % 4] = lane as u64 | after[lane] << 8;
-            lanes += 1;
-            if lanes % 4 == 0 {
-                sum.add(tail);
-                self.put(&tail);
-            }
-        }
-        if lanes % 4 != 0 {
-            let rest = &tail[..lanes % 4];
-            let mut padded = [0u64; 4];
-            padded[..rest.len()].copy_from_slice(rest);
-            sum.add(padded);
-            self.put(rest);
-        }
-        let head = block_head(TAG_BLOCK, lanes, key, n);
-        let c = sum.finish(head, self.generation);
-        let words = [head[0], head[1], head[2], c];
-        for (d, w) in self.buf[start..start + BLOCK_HEADER].chunks_exact_mut(8).zip(words) {
-            d.copy_from_slice(&w.to_le_bytes());
-        }
-    }
-
-    /// Appends words, little-endian.
-    #[inline(always)]
-    fn put(&mut self, w: &[u64]) {
-        if cfg!(target_endian = "big") {
-            for x in w {
-                self.buf.extend_from_slice(&x.to_le_bytes());
-            }
-        } else {
-            self.buf.extend_from_slice(bytemuck::cast_slice(w));
-        }
+        write_block(&mut self.buf, self.generation, key, events);
     }
 
     pub fn pending(&self) -> bool {
@@ -503,6 +450,74 @@ impl Journal {
 
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+}
+
+/// Appends to `buf` one block of generation `generation`: events of process `key` in
+/// the order applied, each with its lane and the lane's position after it (at most
+/// [`MAX_BLOCK_EVENTS`]; none: nothing is written).
+pub fn write_block(
+    buf: &mut Vec<u8>,
+    generation: u64,
+    key: ProcKey,
+    events: impl Iterator<Item = (u8, u64, Event)>,
+) {
+    let start = buf.len();
+    buf.reserve(BLOCK_HEADER + 32 * events.size_hint().0);
+    buf.resize(start + BLOCK_HEADER, 0);
+    let mut sum = BlockSum::new();
+    let mut after = [0u64; 256];
+    let mut touched = [0u64; 4];
+    let mut n = 0u64;
+    for (lane, pos, ev) in events.take(MAX_BLOCK_EVENTS as usize) {
+        let mut w: [u64; 4] = bytemuck::cast(ev);
+        w[1] = (w[1] & !LANE_BITS) | (lane as u64) << LANE_SHIFT;
+        sum.add(w);
+        put(buf, &w);
+        after[lane as usize] = pos;
+        touched[lane as usize / 64] |= 1 << (lane % 64);
+        n += 1;
+    }
+    if n == 0 {
+        buf.truncate(start);
+        return;
+    }
+    let mut lanes = 0;
+    let mut tail = [0u64; 4];
+    for lane in (0..256).filter(|&l| touched[l / 64] & (1 << (l % 64)) != 0) {
+        tail[lanes % 4] = lane as u64 | after[lane] << 8;
+        lanes += 1;
+        if lanes % 4 == 0 {
+            sum.add(tail);
+            put(buf, &tail);
+        }
+    }
+    if lanes % 4 != 0 {
+        let rest = &tail[..lanes % 4];
+        let mut padded = [0u64; 4];
+        padded[..rest.len()].copy_from_slice(rest);
+        sum.add(padded);
+        put(buf, rest);
+    }
+    let head = block_head(TAG_BLOCK, lanes, key, n);
+    let c = sum.finish(head, generation);
+    for (d, w) in buf[start..start + BLOCK_HEADER]
+        .chunks_exact_mut(8)
+        .zip([head[0], head[1], head[2], c])
+    {
+        d.copy_from_slice(&w.to_le_bytes());
+    }
+}
+
+/// Appends words to `buf`, little-endian.
+#[inline(always)]
+fn put(buf: &mut Vec<u8>, w: &[u64]) {
+    if cfg!(target_endian = "big") {
+        for x in w {
+            buf.extend_from_slice(&x.to_le_bytes());
+        }
+    } else {
+        buf.extend_from_slice(bytemuck::cast_slice(w));
     }
 }
 
@@ -587,8 +602,10 @@ fn replay_block(
         return Ok(Err(Stop::Torn));
     }
     let words = 4 * n as usize + lanes;
-    body.resize(words * 8, 0);
-    if read_full(r, body)? < body.len() {
+    // Read as it comes: a damaged header's count costs no more memory than the file has.
+    body.clear();
+    r.take(words as u64 * 8).read_to_end(body)?;
+    if body.len() < words * 8 {
         return Ok(Err(Stop::Torn));
     }
     let word = |i: usize| u64::from_le_bytes(body[i * 8..i * 8 + 8].try_into().unwrap_or_default());
@@ -643,14 +660,32 @@ fn replay_records(
     path: &Path,
     generation: u64,
     acc: &mut Accounting,
-    mut apply: impl FnMut(&mut Accounting, &Record),
+    apply: impl FnMut(&mut Accounting, &Record),
 ) -> io::Result<(u64, bool, u64, bool)> {
-    let (mut replayed, mut torn, mut valid_len, mut legacy) = (0u64, false, 0u64, false);
     let Ok(f) = open_read(path) else {
         return Ok((0, false, 0, false));
     };
     // Block by block: the file may be as long as the longest generation was.
-    let mut r = io::BufReader::with_capacity(256 << 10, f);
+    replay_from(io::BufReader::with_capacity(256 << 10, f), generation, acc, apply)
+}
+
+/// The records a journal of generation `generation` holding `bytes` replays, through
+/// `apply`; returns (records, whether replay stopped at a torn one, bytes of whole
+/// ones). For tests and fuzzing of recovery.
+pub fn replay_bytes(bytes: &[u8], generation: u64, mut apply: impl FnMut(&Record)) -> (u64, bool, u64) {
+    let mut acc = Accounting::default();
+    let r = replay_from(bytes, generation, &mut acc, |_, r| apply(r));
+    let (n, torn, len, _) = r.unwrap_or((0, true, 0, false));
+    (n, torn, len)
+}
+
+fn replay_from(
+    mut r: impl Read,
+    generation: u64,
+    acc: &mut Accounting,
+    mut apply: impl FnMut(&mut Accounting, &Record),
+) -> io::Result<(u64, bool, u64, bool)> {
+    let (mut replayed, mut torn, mut valid_len, mut legacy) = (0u64, false, 0u64, false);
     let mut head = [0u8; BLOCK_HEADER];
     let mut body = Vec::new();
     loop {
