@@ -132,8 +132,8 @@ pub fn record(kind: EventKind, subtype: u8, device: i32, size: u64, id: u64) {
         size,
         id,
     };
-    // The hot path: this thread's lane, armed, with room.
-    if !LANE.with(|tl| tl.push_fast(ev)) {
+    // The hot path: this thread's lane, found without a call, armed, with room.
+    if LANE.with_learned(|tl| tl.push_fast(ev)) != Some(true) {
         let [_, w1, w2, w3] = ev.to_words();
         record_slow(w1, w2, w3);
     }
@@ -149,6 +149,11 @@ fn record_slow(w1: u64, w2: u64, w3: u64) {
 }
 
 fn record_slow_unguarded(ev: Event) {
+    // A lane found only through the TLS descriptor (its offset not learned yet, or the
+    // block in dynamic TLS) may still be armed and have room.
+    if LANE.with(|tl| tl.push_fast(ev)) {
+        return;
+    }
     let state = match STATE.load(Acquire) {
         ST_READY => ST_READY,
         _ => ensure_segment(),

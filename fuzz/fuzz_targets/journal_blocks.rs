@@ -5,11 +5,13 @@
 //! its lane's position after the block and the spare field cleared.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use tttrack::aggregator::journal::{replay_bytes, write_block, Record};
+use tttrack::aggregator::journal::{block_seed, replay_bytes, write_block, Record};
+
+const SECRET: u64 = 0x5ec7_e7;
 use tttrack::shm_layout::Event;
 
 fuzz_target!(|data: &[u8]| {
-    let (_, _, len) = replay_bytes(data, 7, |_| {});
+    let (_, _, len) = replay_bytes(data, 7, SECRET, |_| {});
     assert!(len as usize <= data.len());
     if data.len() < 20 {
         return;
@@ -38,9 +40,9 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let mut b = Vec::new();
-    write_block(&mut b, 7, key, events.iter().copied());
+    write_block(&mut b, block_seed(SECRET, 7), key, events.iter().copied());
     let mut got = Vec::new();
-    let (n, torn, len) = replay_bytes(&b, 7, |r| got.push(r.clone()));
+    let (n, torn, len) = replay_bytes(&b, 7, SECRET, |r| got.push(r.clone()));
     assert_eq!((n as usize, torn, len as usize), (events.len(), false, b.len()));
     let last = |lane: u8| events.iter().rev().find(|e| e.0 == lane).unwrap().1;
     for (r, (lane, _, ev)) in got.iter().zip(&events) {
@@ -52,9 +54,10 @@ fuzz_target!(|data: &[u8]| {
         };
         assert_eq!(r, &want);
     }
-    assert_eq!(replay_bytes(&b, 8, |_| {}).0, 0, "a block of another generation was accepted");
+    assert_eq!(replay_bytes(&b, 8, SECRET, |_| {}).0, 0, "a block of another generation was accepted");
+    assert_eq!(replay_bytes(&b, 7, SECRET ^ 1, |_| {}).0, 0, "a block without the secret was accepted");
     let at = data[11] as usize % b.len();
     let mut m = b.clone();
     m[at] ^= data[10].max(1);
-    assert_eq!(replay_bytes(&m, 7, |_| {}).0, 0, "a changed byte at {at} went unnoticed");
+    assert_eq!(replay_bytes(&m, 7, SECRET, |_| {}).0, 0, "a changed byte at {at} went unnoticed");
 });

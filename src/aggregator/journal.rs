@@ -39,9 +39,7 @@ const BLOCK_HEADER: usize = 32;
 /// Most events a block may hold (a pass applies at most `NUM_LANES * LANE_BATCH` of one
 /// process); more in a header is a torn or foreign one.
 const MAX_BLOCK_EVENTS: u64 = 1 << 22;
-/// Where an event's lane is kept in its second word (the event's spare field).
-const LANE_SHIFT: u32 = 16;
-const LANE_BITS: u64 = 0xffff << LANE_SHIFT;
+
 /// A snapshot file starts with this magic and [`STATE_VERSION`], then the bincode.
 const STATE_MAGIC: &[u8; 8] = b"TTTRKST\0";
 /// Bumped whenever the accounting's serialised form changes (2: kernel load times;
@@ -151,14 +149,64 @@ impl BlockSum {
         self.group += 1;
     }
 
-    fn finish(mut self, head: [u64; 3], generation: u64) -> u64 {
+    fn finish(mut self, head: [u64; 3], seed: u64) -> u64 {
         self.add([head[0], head[1], head[2], 0]);
-        let mut h = generation.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ 0xC4CE_B9FE_1A85_EC53;
+        let mut h = seed ^ 0xC4CE_B9FE_1A85_EC53;
         for a in self.acc {
             h = (h ^ a).wrapping_mul(0xBF58_476D_1CE4_E5B9);
             h ^= h >> 31;
         }
         h | 1
+    }
+}
+
+/// What a block's checksum of generation `generation` is seeded with: the generation
+/// and the journal's secret ([`SECRET_FILE`]). Producers choose most of a block's bytes
+/// (their events, back to back); where an earlier generation's leftovers are read out
+/// of step after a crash (blocks differ in length), a block forged from them cannot
+/// pass without the secret, which only the aggregator can read.
+pub fn block_seed(secret: u64, generation: u64) -> u64 {
+    secret ^ generation.wrapping_mul(0x2545_F491_4F6C_DD1D)
+}
+
+/// The file in the journal directory that holds the journal's secret (8 random bytes
+/// from the kernel, made once).
+pub const SECRET_FILE: &str = "journal.secret";
+
+/// The journal's secret: read, or made (from `getrandom`) if there is none yet.
+fn journal_secret(dir: &Path) -> io::Result<u64> {
+    let path = dir.join(SECRET_FILE);
+    match open_read(&path) {
+        Ok(mut f) => {
+            let mut b = [0u8; 9];
+            let n = read_full(&mut f, &mut b)?;
+            if n != 8 {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "{} holds {n} bytes, not 8; the journal beside it cannot be checked: move the directory {} aside to start afresh",
+                        path.display(),
+                        dir.display()
+                    ),
+                ));
+            }
+            Ok(u64::from_le_bytes(b[..8].try_into().unwrap_or_default()))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let mut b = [0u8; 8];
+            // SAFETY: getrandom writes at most b.len() bytes into b.
+            let got = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+            if got != b.len() as isize {
+                return Err(io::Error::last_os_error());
+            }
+            let tmp = dir.join(format!(".{SECRET_FILE}.tmp"));
+            let mut f = open_write(&tmp, true)?;
+            f.write_all(&b)?;
+            drop(f);
+            std::fs::rename(&tmp, &path)?;
+            Ok(u64::from_le_bytes(b))
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -260,6 +308,8 @@ pub struct Journal {
     /// The file may be reused for the next generation: it holds no record of an earlier
     /// version, whose unseeded checksum a later generation would accept.
     reusable: bool,
+    /// Mixed into every block's checksum ([`block_seed`]).
+    secret: u64,
 }
 
 /// Opens a file of the journal directory for reading, never through a link.
@@ -326,6 +376,7 @@ impl Journal {
                 .create(dir)?;
         }
         let generation = newest_generation(dir).unwrap_or(0);
+        let secret = journal_secret(dir)?;
         let mut acc = if generation > 0 {
             let mut acc = read_snapshot(dir, generation)?;
             acc.recount();
@@ -334,7 +385,8 @@ impl Journal {
             Accounting::default()
         };
         let jp = journal_path(dir, generation);
-        let (replayed, torn, valid_len, legacy) = replay_records(&jp, generation, &mut acc, apply)?;
+        let (replayed, torn, valid_len, legacy) =
+            replay_records(&jp, generation, secret, &mut acc, apply)?;
         // New records overwrite whatever follows the whole ones (a torn record, or what
         // an earlier generation left): never read, since replay stops before it.
         let file = open_write(&jp, false)?;
@@ -352,6 +404,7 @@ impl Journal {
             },
             len: valid_len,
             reusable: !legacy,
+            secret,
         };
         Ok((
             j,
@@ -372,7 +425,7 @@ impl Journal {
             }
             Record::Release { key } => {
                 let head = block_head(TAG_BLOCK_RELEASE, 0, *key, 0);
-                let c = BlockSum::new().finish(head, self.generation);
+                let c = BlockSum::new().finish(head, block_seed(self.secret, self.generation));
                 put(&mut self.buf, &[head[0], head[1], head[2], c]);
             }
         }
@@ -389,7 +442,7 @@ impl Journal {
 
     /// One block of at most [`MAX_BLOCK_EVENTS`] events (none: nothing is written).
     fn append_block(&mut self, key: ProcKey, events: impl Iterator<Item = (u8, u64, Event)>) {
-        write_block(&mut self.buf, self.generation, key, events);
+        write_block(&mut self.buf, block_seed(self.secret, self.generation), key, events);
     }
 
     pub fn pending(&self) -> bool {
@@ -430,14 +483,33 @@ impl Journal {
             bincode::serialize_into(&mut w, acc).map_err(|e| io::Error::other(e.to_string()))?;
             w.flush()?;
         }
+        let old = self.generation;
+        let (old_journal, new_journal) = (journal_path(&self.dir, old), journal_path(&self.dir, g));
+        // A fresh journal file is made before the snapshot that puts it in use: failing,
+        // generation g - 1 goes on as it was (its snapshot and journal still current).
+        let fresh = if self.reusable {
+            None
+        } else {
+            Some(open_write(&new_journal, true)?)
+        };
         std::fs::rename(&tmp, state_path(&self.dir, g))?;
         // From here on recovery uses generation g: the snapshot holds everything, and
         // journal g is empty (missing, or the old file, whose records are of g - 1).
-        let old = self.generation;
-        let (old_journal, new_journal) = (journal_path(&self.dir, old), journal_path(&self.dir, g));
-        let reused = self.reusable && std::fs::rename(&old_journal, &new_journal).is_ok();
-        if !reused {
-            self.file = open_write(&new_journal, true)?;
+        let fresh = match fresh {
+            Some(f) => Some(f),
+            None if std::fs::rename(&old_journal, &new_journal).is_ok() => None,
+            None => match open_write(&new_journal, true) {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    // No journal for generation g: take its snapshot back, so that what
+                    // is written next (to g - 1's journal) is what recovery reads.
+                    std::fs::remove_file(state_path(&self.dir, g))?;
+                    return Err(e);
+                }
+            },
+        };
+        if let Some(f) = fresh {
+            self.file = f;
             let _ = std::fs::remove_file(&old_journal);
         }
         self.generation = g;
@@ -453,12 +525,12 @@ impl Journal {
     }
 }
 
-/// Appends to `buf` one block of generation `generation`: events of process `key` in
-/// the order applied, each with its lane and the lane's position after it (at most
-/// [`MAX_BLOCK_EVENTS`]; none: nothing is written).
+/// Appends to `buf` one block checksummed with `seed` ([`block_seed`]): events of
+/// process `key` in the order applied, each with its lane and the lane's position
+/// after it (at most [`MAX_BLOCK_EVENTS`]; none: nothing is written).
 pub fn write_block(
     buf: &mut Vec<u8>,
-    generation: u64,
+    seed: u64,
     key: ProcKey,
     events: impl Iterator<Item = (u8, u64, Event)>,
 ) {
@@ -470,8 +542,11 @@ pub fn write_block(
     let mut touched = [0u64; 4];
     let mut n = 0u64;
     for (lane, pos, ev) in events.take(MAX_BLOCK_EVENTS as usize) {
-        let mut w: [u64; 4] = bytemuck::cast(ev);
-        w[1] = (w[1] & !LANE_BITS) | (lane as u64) << LANE_SHIFT;
+        // The lane in the event's spare field (whatever the producer left there).
+        let w: [u64; 4] = bytemuck::cast(Event {
+            _reserved: lane as u16,
+            ..ev
+        });
         sum.add(w);
         put(buf, &w);
         after[lane as usize] = pos;
@@ -500,7 +575,7 @@ pub fn write_block(
         put(buf, rest);
     }
     let head = block_head(TAG_BLOCK, lanes, key, n);
-    let c = sum.finish(head, generation);
+    let c = sum.finish(head, seed);
     for (d, w) in buf[start..start + BLOCK_HEADER]
         .chunks_exact_mut(8)
         .zip([head[0], head[1], head[2], c])
@@ -583,7 +658,7 @@ enum Stop {
 fn replay_block(
     r: &mut impl Read,
     head: &[u8; BLOCK_HEADER],
-    generation: u64,
+    seeds: (u64, u64),
     body: &mut Vec<u8>,
     acc: &mut Accounting,
     apply: &mut impl FnMut(&mut Accounting, &Record),
@@ -621,8 +696,8 @@ fn replay_block(
         }));
     }
     let head3 = [w[0], w[1], w[2]];
-    if sum.finish(head3, generation) != w[3] {
-        let stale = sum.finish(head3, generation.wrapping_sub(1)) == w[3];
+    if sum.finish(head3, seeds.0) != w[3] {
+        let stale = sum.finish(head3, seeds.1) == w[3];
         return Ok(Err(if stale { Stop::Clean } else { Stop::Torn }));
     }
     if tag == TAG_BLOCK_RELEASE {
@@ -640,14 +715,16 @@ fn replay_block(
         prev = Some(lane);
         after[lane as usize] = Some(pos);
     }
+    let event = |e: usize| -> Event { bytemuck::cast::<[u64; 4], Event>(core::array::from_fn(|j| word(4 * e + j))) };
+    // Every event's lane among the block's before anything is applied.
+    if (0..n as usize).any(|e| after.get(event(e)._reserved as usize).is_none_or(|p| p.is_none())) {
+        return Ok(Err(Stop::Torn));
+    }
     for e in 0..n as usize {
-        let mut ev: [u64; 4] = core::array::from_fn(|j| word(4 * e + j));
-        let lane = ((ev[1] & LANE_BITS) >> LANE_SHIFT) as usize;
-        let Some(pos) = after.get(lane).copied().flatten() else {
-            return Ok(Err(Stop::Torn));
-        };
-        ev[1] &= !LANE_BITS;
-        let ev: Event = bytemuck::cast(ev);
+        let ev = event(e);
+        let lane = ev._reserved as usize;
+        let pos = after[lane].unwrap_or_default();
+        let ev = Event { _reserved: 0, ..ev };
         apply(acc, &Record::Event { key, lane: lane as u8, pos, ev });
     }
     Ok(Ok((n, (BLOCK_HEADER + words * 8) as u64)))
@@ -659,6 +736,7 @@ fn replay_block(
 fn replay_records(
     path: &Path,
     generation: u64,
+    secret: u64,
     acc: &mut Accounting,
     apply: impl FnMut(&mut Accounting, &Record),
 ) -> io::Result<(u64, bool, u64, bool)> {
@@ -666,15 +744,20 @@ fn replay_records(
         return Ok((0, false, 0, false));
     };
     // Block by block: the file may be as long as the longest generation was.
-    replay_from(io::BufReader::with_capacity(256 << 10, f), generation, acc, apply)
+    replay_from(io::BufReader::with_capacity(256 << 10, f), generation, secret, acc, apply)
 }
 
 /// The records a journal of generation `generation` holding `bytes` replays, through
 /// `apply`; returns (records, whether replay stopped at a torn one, bytes of whole
 /// ones). For tests and fuzzing of recovery.
-pub fn replay_bytes(bytes: &[u8], generation: u64, mut apply: impl FnMut(&Record)) -> (u64, bool, u64) {
+pub fn replay_bytes(
+    bytes: &[u8],
+    generation: u64,
+    secret: u64,
+    mut apply: impl FnMut(&Record),
+) -> (u64, bool, u64) {
     let mut acc = Accounting::default();
-    let r = replay_from(bytes, generation, &mut acc, |_, r| apply(r));
+    let r = replay_from(bytes, generation, secret, &mut acc, |_, r| apply(r));
     let (n, torn, len, _) = r.unwrap_or((0, true, 0, false));
     (n, torn, len)
 }
@@ -682,12 +765,17 @@ pub fn replay_bytes(bytes: &[u8], generation: u64, mut apply: impl FnMut(&Record
 fn replay_from(
     mut r: impl Read,
     generation: u64,
+    secret: u64,
     acc: &mut Accounting,
     mut apply: impl FnMut(&mut Accounting, &Record),
 ) -> io::Result<(u64, bool, u64, bool)> {
     let (mut replayed, mut torn, mut valid_len, mut legacy) = (0u64, false, 0u64, false);
     let mut head = [0u8; BLOCK_HEADER];
     let mut body = Vec::new();
+    let seeds = (block_seed(secret, generation), block_seed(secret, generation.wrapping_sub(1)));
+    // Records of an earlier version only where that version began the file: after a
+    // block, bytes read as one are an earlier generation's read out of step.
+    let mut blocks = false;
     loop {
         let got = read_full(&mut r, &mut head)?;
         if got < head.len() {
@@ -698,6 +786,7 @@ fn replay_from(
         // The first record that is not whole and of this generation ends it: what
         // follows is a torn write or an earlier generation's (the file is reused).
         match head[0] {
+            TAG_EVENT | TAG_RELEASE if blocks => break,
             TAG_EVENT | TAG_RELEASE => {
                 // A record of an earlier version: 64 bytes.
                 let mut chunk = [0u8; RECORD_SIZE];
@@ -716,10 +805,11 @@ fn replay_from(
                 valid_len += RECORD_SIZE as u64;
             }
             TAG_BLOCK | TAG_BLOCK_RELEASE => {
-                match replay_block(&mut r, &head, generation, &mut body, acc, &mut apply)? {
+                match replay_block(&mut r, &head, seeds, &mut body, acc, &mut apply)? {
                     Ok((records, bytes)) => {
                         replayed += records;
                         valid_len += bytes;
+                        blocks = true;
                     }
                     Err(stop) => {
                         torn = matches!(stop, Stop::Torn);
@@ -852,6 +942,13 @@ mod tests {
     /// The records replay passes on from the journal bytes `b` of generation `g`, and
     /// whether it found a torn one.
     fn replayed(b: &[u8], g: u64) -> (Vec<Record>, bool, u64) {
+        replayed_with(b, g, SECRET)
+    }
+
+    /// The secret the test journals are given.
+    const SECRET: u64 = 0x5ec7_e7;
+
+    fn replayed_with(b: &[u8], g: u64, secret: u64) -> (Vec<Record>, bool, u64) {
         static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let p = std::env::temp_dir().join(format!("tttrack-jblock-{}-{n}", std::process::id()));
@@ -859,7 +956,7 @@ mod tests {
         let mut got = Vec::new();
         let mut acc = Accounting::default();
         let (count, torn, len, _) =
-            replay_records(&p, g, &mut acc, |_, r| got.push(r.clone())).unwrap();
+            replay_records(&p, g, secret, &mut acc, |_, r| got.push(r.clone())).unwrap();
         let _ = std::fs::remove_file(&p);
         assert_eq!(count as usize, got.len());
         (got, torn, len)
@@ -875,6 +972,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let (mut j, _) = Journal::open(&dir, |_, _| {}).unwrap();
         j.generation = g;
+        j.secret = SECRET;
         f(&mut j);
         let b = j.buf.clone();
         drop(j);
@@ -908,6 +1006,9 @@ mod tests {
         assert_eq!((got, torn, len), (want, false, b.len() as u64));
         // Of another generation: not this journal's; of the one before: stale, not torn.
         assert_eq!(replayed(&b, 8), (vec![], false, 0));
+        // Without the journal's secret (a block forged by someone who cannot read it):
+        // refused.
+        assert_eq!(replayed_with(&b, 7, SECRET ^ 1).0, vec![]);
         assert_eq!(replayed(&b, 6).0, vec![]);
         assert!(replayed(&b, 6).1, "two generations off is foreign");
         // Every flipped bit of the event block, and the block cut short at every length
@@ -939,8 +1040,30 @@ mod tests {
         let mut b = encode(&old, 3).to_vec();
         b.extend(written(3, |j| j.append_events(key, [(2, 10, ev(1, 2))])));
         let (got, torn, len) = replayed(&b, 3);
-        assert_eq!(got, vec![old, Record::Event { key, lane: 2, pos: 10, ev: ev(1, 2) }]);
+        let new = Record::Event { key, lane: 2, pos: 10, ev: ev(1, 2) };
+        assert_eq!(got, vec![old.clone(), new.clone()]);
         assert_eq!((torn, len), (false, b.len() as u64));
+        // After a block, what reads as an earlier version's record is an earlier
+        // generation's bytes read out of step: replay stops there.
+        let mut after = written(3, |j| j.append_events(key, [(2, 10, ev(1, 2))]));
+        after.extend(encode(&old, 3));
+        assert_eq!(replayed(&after, 3).0, vec![new]);
+    }
+
+    #[test]
+    fn the_journal_secret_is_made_once_and_kept() {
+        let dir = std::env::temp_dir().join(format!("tttrack-jsecret-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let a = journal_secret(&dir).unwrap();
+        assert_eq!(journal_secret(&dir).unwrap(), a);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.join(SECRET_FILE)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        std::fs::write(dir.join(SECRET_FILE), b"short").unwrap();
+        let e = journal_secret(&dir).unwrap_err().to_string();
+        assert!(e.contains("not 8") && e.contains("aside"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub(super) struct LaneKey;
 
 pub(super) static LANE: LaneKey = LaneKey;
 
-#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+#[cfg(all(target_arch = "x86_64", target_os = "linux", target_pointer_width = "64"))]
 mod block {
     use super::ThreadLane;
     use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -85,6 +85,26 @@ mod block {
     /// The address of the calling thread's block.
     #[inline(always)]
     pub(super) fn address() -> *const ThreadLane {
+        let offset = match learned() {
+            0 => by_descriptor(),
+            known => known,
+        };
+        thread_pointer().wrapping_add(offset) as *const ThreadLane
+    }
+
+    /// The address of the calling thread's block if its offset is learned: one load,
+    /// no call (a call here would make the hot path save registers for it).
+    #[inline(always)]
+    pub(super) fn learned_address() -> Option<*const ThreadLane> {
+        match learned() {
+            0 => None,
+            known => Some(thread_pointer().wrapping_add(known) as *const ThreadLane),
+        }
+    }
+
+    /// The learned offset, 0 if none.
+    #[inline(always)]
+    fn learned() -> usize {
         let known: usize;
         // SAFETY: a load of the offset's 8 aligned bytes (an aligned load is atomic on
         // x86-64, as a relaxed load of the atomic that `learn_static_offset` stores).
@@ -95,24 +115,28 @@ mod block {
                 options(pure, readonly, nostack, preserves_flags),
             );
         }
-        let offset = if known != 0 { known } else { by_descriptor() };
-        thread_pointer().wrapping_add(offset) as *const ThreadLane
+        known
     }
 
-    /// The block's offset from the thread pointer, from its TLS descriptor.
-    #[inline(always)]
+    /// The block's offset from the thread pointer, from its TLS descriptor. Out of line
+    /// (only until the offset is learned, or in dynamic TLS): the resolver of a block in
+    /// dynamic TLS may allocate it on a thread's first access, and some versions of it
+    /// (glibc before 2.40), or a `malloc` it calls, do not keep the vector registers the
+    /// descriptor convention promises; a call of the C ABI is assumed to clobber them.
+    #[inline(never)]
     pub(super) fn by_descriptor() -> usize {
         let offset: usize;
         // SAFETY: the TLS descriptor sequence of the x86-64 ABI (the lea and the call
         // must be exactly these, with rax, for the linker to recognise and relax them):
-        // it returns in rax the block's offset from the thread pointer and preserves
-        // every other register. The call uses the stack (no `nostack`).
+        // it returns in rax the block's offset from the thread pointer. Every register
+        // the C ABI lets a call clobber is declared clobbered; the call uses the stack
+        // (no `nostack`); it may write memory (the resolver of dynamic TLS allocates).
         unsafe {
             core::arch::asm!(
                 "lea rax, [rip + tttrack_thread_lane@TLSDESC]",
                 "call qword ptr [rax + tttrack_thread_lane@TLSCALL]",
                 out("rax") offset,
-                options(pure, readonly),
+                clobber_abi("C"),
             );
         }
         offset
@@ -177,7 +201,7 @@ mod block {
     }
 }
 
-#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux", target_pointer_width = "64")))]
 mod block {
     use super::ThreadLane;
 
@@ -191,10 +215,25 @@ mod block {
         BLOCK.with(|b| b as *const ThreadLane)
     }
 
+    #[inline(always)]
+    pub(super) fn learned_address() -> Option<*const ThreadLane> {
+        Some(address())
+    }
+
     pub(super) fn learn_static_offset() {}
 }
 
 impl LaneKey {
+    /// As [`Self::with`] where the thread's block is found without a call (its offset
+    /// learned, see `block::learn_static_offset`); None, without calling `f`, where it
+    /// is not. For the hot path.
+    #[inline(always)]
+    pub(super) fn with_learned<R>(&self, f: impl FnOnce(&ThreadLane) -> R) -> Option<R> {
+        let p = block::learned_address()?;
+        // SAFETY: as in `with`: the calling thread's own block, valid for its life.
+        Some(f(unsafe { &*p }))
+    }
+
     /// Makes later calls of [`Self::with`] cheaper where the platform allows (see
     /// `block::learn_static_offset`). For the slow path.
     pub(super) fn settle(&self) {
@@ -233,7 +272,7 @@ mod tests {
     }
 
     /// Once the offset is learned, every thread's block is where its descriptor says.
-    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    #[cfg(all(target_arch = "x86_64", target_os = "linux", target_pointer_width = "64"))]
     #[test]
     fn the_learned_offset_finds_each_threads_own_block() {
         let by_descriptor = || {

@@ -33,9 +33,11 @@ struct Aggregator {
 impl Drop for Aggregator {
     fn drop(&mut self) {
         if let Some(mut c) = self.private.take() {
-            // SAFETY: kill with a pid we spawned and have not reaped.
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-            let _ = c.wait();
+            if !PRIVATE_AGGREGATOR_REAPED.load(std::sync::atomic::Ordering::Relaxed) {
+                // SAFETY: kill with a pid we spawned and have not reaped.
+                unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+                let _ = c.wait();
+            }
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
@@ -85,6 +87,7 @@ fn aggregator(dir: PathBuf) -> Result<Aggregator, String> {
             let _ = std::fs::remove_dir(&private);
             format!("cannot start {}: {e}", bin.display())
         })?;
+    PRIVATE_AGGREGATOR.store(child.id(), std::sync::atomic::Ordering::Relaxed);
     let agg = Aggregator {
         dir: private,
         private: Some(child),
@@ -326,25 +329,42 @@ fn reap(pid: i32, dir: &Path, seen: &Mutex<Seen>) -> i32 {
         let s = seen.lock().unwrap_or_else(|e| e.into_inner());
         s.started.contains(&(pid as u32))
     };
-    while t.elapsed() < HOLD_FOR_RECORDING && has_segment(dir, pid as u32) && !recorded() {
-        std::thread::sleep(Duration::from_millis(5));
+    if has_segment(dir, pid as u32) {
+        while t.elapsed() < HOLD_FOR_RECORDING && !recorded() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
     let mut st = 0;
     // SAFETY: waitpid with a valid status pointer, for a child that has ended.
     while unsafe { libc::waitpid(pid, &mut st, 0) } < 0
         && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
     {}
+    if pid as u32 == PRIVATE_AGGREGATOR.load(std::sync::atomic::Ordering::Relaxed) {
+        PRIVATE_AGGREGATOR_REAPED.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
     st
 }
 
+/// Whether our ended child `pid` has a segment in `dir`: the one named for it and its
+/// start time (a zombie's `/proc` entry still has it), owned by us. In a shared
+/// directory anyone may make files with any name; one of another user's does not count.
 fn has_segment(dir: &Path, pid: u32) -> bool {
-    std::fs::read_dir(dir).into_iter().flatten().flatten().any(|e| {
-        e.file_name()
-            .to_str()
-            .and_then(tttrack::shm_layout::parse_segment_file_name)
-            .is_some_and(|(p, _)| p == pid)
-    })
+    use std::os::unix::fs::MetadataExt;
+    let Some(info) = tttrack::sys::proc_info(Path::new("/proc"), pid) else {
+        return false;
+    };
+    let name = tttrack::shm_layout::segment_file_name(pid, info.start_time);
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    std::fs::symlink_metadata(dir.join(name)).is_ok_and(|m| m.is_file() && m.uid() == me)
 }
+
+/// The private aggregator's pid (0: none), and whether [`reap`] reaped it (it is our
+/// child too, and may end early): then its pid is no longer its, and nobody may signal
+/// or wait for it.
+static PRIVATE_AGGREGATOR: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+static PRIVATE_AGGREGATOR_REAPED: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
 
 /// Waits for CMD; returns its wait status. Orphans it leaves become our children
 /// (we are their subreaper): reaped as they end ([`reap`]).
@@ -500,6 +520,10 @@ pub fn record(out: Option<PathBuf>, cmd: Vec<String>) -> i32 {
         return 2;
     }
     let lib = super::lib_or_exit();
+    // Children are waited for (an ignored SIGCHLD, inherited, would have the kernel
+    // reap them unseen and every wait block until the last one ends).
+    // SAFETY: restoring a signal's default disposition.
+    unsafe { libc::signal(libc::SIGCHLD, libc::SIG_DFL) };
     let path = out.unwrap_or_else(|| default_name(&cmd));
     let (agg, stream, epoch_ms, file) = match open(&path, &cmd) {
         Ok(x) => x,
