@@ -7,7 +7,7 @@
 use libfuzzer_sys::fuzz_target;
 use tttrack::aggregator::journal::{block_seed, replay_bytes, write_block, Record};
 
-const SECRET: u64 = 0x5ec7_e7;
+const SECRET: u64 = 0x005e_c7e7;
 use tttrack::shm_layout::Event;
 
 fuzz_target!(|data: &[u8]| {
