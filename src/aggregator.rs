@@ -21,7 +21,7 @@
 //! `aggregator/state_dir.rs`, log lines `aggregator/log.rs`.
 //!
 //! Between passes it naps: not at all in a flood, 50 us to 500 us while events flow,
-//! 2 ms for two seconds after the last event, 10 ms when idle, 25 ms after ten idle
+//! 2 ms for two seconds after the last event, 10 ms when idle, 40 ms after ten idle
 //! seconds; a producer with a full lane (through the wake socket) or a new segment
 //! (through inotify) wakes it at once.
 
@@ -167,7 +167,7 @@ impl Aggregator {
             } else if n == 0 && self.clock.activity.elapsed() > Duration::from_secs(10) {
                 // Long idle: each wake-up costs more than the pass (a context switch),
                 // so fewer of them; a full lane or a new segment still wakes us at once.
-                Duration::from_millis(25)
+                Duration::from_millis(40)
             } else if n == 0 && self.clock.activity.elapsed() > Duration::from_secs(2) {
                 Duration::from_millis(10)
             } else if n == 0 {
