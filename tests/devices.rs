@@ -752,12 +752,17 @@ fn queries_give_csv_that_python_parses() {
     let mut p = spawn_producer(dir.path(), &["hold", "60", "5"], 0);
     wait_line(&mut p, "ready");
     let pid = p.id();
+    // The figures, and both cards described and sampled (the telemetry thread publishes
+    // on its own schedule: device 1 may come a sample after device 0's figures).
     agg.wait_for(
         || {
-            agg.snapshot()
-                .is_some_and(|s| dev_fig(&s, 0, CAT_DRAM).used == 5 << 20)
+            agg.snapshot().is_some_and(|s| {
+                dev_fig(&s, 0, CAT_DRAM).used == 5 << 20
+                    && s.devices.len() == 2
+                    && s.devices.iter().all(|d| d.board[0] != 0 && d.telemetry.valid != 0)
+            })
         },
-        "5 MiB on device 0",
+        "5 MiB on device 0, both cards described and sampled",
     );
     let smi = |args: &[&str]| {
         let mut all = vec!["--dir", dir.path().to_str().unwrap()];
