@@ -58,10 +58,10 @@ use crate::shm_layout::*;
 use crate::sys;
 use core::sync::atomic::{AtomicI32, AtomicPtr, AtomicU64, AtomicU8, Ordering::*};
 pub use lane::publish;
-use thread_slot::LANE;
 use segment_file::create_segment;
 pub use segment_file::write_identity;
 use std::io::Write;
+use thread_slot::LANE;
 
 const ST_UNKNOWN: u8 = 0;
 const ST_DISABLED: u8 = 1;

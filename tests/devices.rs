@@ -759,7 +759,9 @@ fn queries_give_csv_that_python_parses() {
             agg.snapshot().is_some_and(|s| {
                 dev_fig(&s, 0, CAT_DRAM).used == 5 << 20
                     && s.devices.len() == 2
-                    && s.devices.iter().all(|d| d.board[0] != 0 && d.telemetry.valid != 0)
+                    && s.devices
+                        .iter()
+                        .all(|d| d.board[0] != 0 && d.telemetry.valid != 0)
             })
         },
         "5 MiB on device 0, both cards described and sampled",

@@ -559,7 +559,12 @@ fn a_library_opened_with_dlopen_delivers_every_event_in_static_and_in_dynamic_tl
         let mut next: HashMap<u64, u64> = HashMap::new();
         for e in evs.iter().filter(|e| e.id >> 62 == 0) {
             let k = next.entry(e.id >> 32).or_insert(0);
-            assert_eq!(e.id & 0xffff_ffff, *k / 2, "{placed}: thread {}: out of order", e.id >> 32);
+            assert_eq!(
+                e.id & 0xffff_ffff,
+                *k / 2,
+                "{placed}: thread {}: out of order",
+                e.id >> 32
+            );
             *k += 1;
         }
         assert!(next.values().all(|&k| k == pairs * 2), "{placed}");

@@ -215,7 +215,10 @@ fn a_command_that_ends_before_the_aggregator_finds_it_is_recorded() {
     // The shell replaces itself with the producer (same pid: the recorder's child).
     let script = format!("sleep 0.5; exec {} keep 1 3", producer.display());
     let c = record(&dir, &file, &["sh", "-c", &script]);
-    agg.wait_for(|| agg.output().contains("recording for pid"), "the recording");
+    agg.wait_for(
+        || agg.output().contains("recording for pid"),
+        "the recording",
+    );
     let aggregator = agg.child.id() as i32;
     // SAFETY: signals to the aggregator this test started.
     unsafe { libc::kill(aggregator, libc::SIGSTOP) };
@@ -616,5 +619,8 @@ fn an_aggregator_private_to_a_recorder_refuses_a_directory_others_can_reach() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("mode 0700") && err.contains("755"), "{err}");
-    assert!(!dir.path().join("counters").exists(), "it must not have started");
+    assert!(
+        !dir.path().join("counters").exists(),
+        "it must not have started"
+    );
 }

@@ -31,11 +31,11 @@ mod legacy;
 #[cfg(test)]
 mod tests;
 
-pub use blocks::{block_seed, replay_bytes, write_block};
 use blocks::{block_head, put, read_full, replay_from, BlockSum};
-pub use legacy::{decode, decode_as, encode, Written};
+pub use blocks::{block_seed, replay_bytes, write_block};
 #[cfg(test)]
 use legacy::{checksum, checksum_v1};
+pub use legacy::{decode, decode_as, encode, Written};
 
 /// Size of a record of earlier versions (one event or release each).
 pub const RECORD_SIZE: usize = 64;
@@ -113,7 +113,6 @@ fn journal_secret(dir: &Path) -> io::Result<u64> {
         Err(e) => Err(e),
     }
 }
-
 
 /// The journal of a running aggregator.
 pub struct Journal {
@@ -251,7 +250,11 @@ impl Journal {
 
     /// Appends, as one block, events of process `key` in the order applied: each with
     /// its lane and the lane's position after it.
-    pub fn append_events(&mut self, key: ProcKey, events: impl IntoIterator<Item = (u8, u64, Event)>) {
+    pub fn append_events(
+        &mut self,
+        key: ProcKey,
+        events: impl IntoIterator<Item = (u8, u64, Event)>,
+    ) {
         let mut events = events.into_iter().peekable();
         while events.peek().is_some() {
             self.append_block(key, events.by_ref().take(MAX_BLOCK_EVENTS as usize));
@@ -260,7 +263,12 @@ impl Journal {
 
     /// One block of at most [`MAX_BLOCK_EVENTS`] events (none: nothing is written).
     fn append_block(&mut self, key: ProcKey, events: impl Iterator<Item = (u8, u64, Event)>) {
-        write_block(&mut self.buf, block_seed(self.secret, self.generation), key, events);
+        write_block(
+            &mut self.buf,
+            block_seed(self.secret, self.generation),
+            key,
+            events,
+        );
     }
 
     pub fn pending(&self) -> bool {
@@ -343,7 +351,6 @@ impl Journal {
     }
 }
 
-
 /// Reads snapshot `generation` of `dir`, streamed from the file as it was written (it
 /// may be tens of MB).
 fn read_snapshot(dir: &Path, generation: u64) -> io::Result<Accounting> {
@@ -379,7 +386,6 @@ fn read_snapshot(dir: &Path, generation: u64) -> io::Result<Accounting> {
     })
 }
 
-
 /// Applies the whole records of the journal at `path` (none if it does not exist), up
 /// to the first torn or foreign one. Returns (records applied, whether one was torn,
 /// bytes of whole records, whether one was written with the unseeded checksum).
@@ -394,5 +400,11 @@ fn replay_records(
         return Ok((0, false, 0, false));
     };
     // Block by block: the file may be as long as the longest generation was.
-    replay_from(io::BufReader::with_capacity(256 << 10, f), generation, secret, acc, apply)
+    replay_from(
+        io::BufReader::with_capacity(256 << 10, f),
+        generation,
+        secret,
+        acc,
+        apply,
+    )
 }

@@ -59,7 +59,11 @@ fn ours_alone(dir: &std::path::Path) -> Result<(), String> {
         return Err(format!(
             "{} must be a directory of uid {me} with mode 0700 (it is {}, uid {}, mode {:o})",
             dir.display(),
-            if m.is_dir() { "a directory" } else { "not a directory" },
+            if m.is_dir() {
+                "a directory"
+            } else {
+                "not a directory"
+            },
             m.uid(),
             m.mode() & 0o7777
         ));

@@ -6,8 +6,8 @@ use super::presence::{
     aggregator_is_running, aggregator_running, consumer_attached, wake_aggregator,
 };
 use super::segment_file::reserve_lane_memory;
-use super::*;
 use super::thread_slot::LANE;
+use super::*;
 use crate::segment::LaneView;
 use crate::shm_layout::LaneHeader;
 use core::sync::atomic::AtomicU64;

@@ -25,7 +25,11 @@ pub(super) struct LaneKey;
 
 pub(super) static LANE: LaneKey = LaneKey;
 
-#[cfg(all(target_arch = "x86_64", target_os = "linux", target_pointer_width = "64"))]
+#[cfg(all(
+    target_arch = "x86_64",
+    target_os = "linux",
+    target_pointer_width = "64"
+))]
 mod block {
     use super::ThreadLane;
     use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -201,7 +205,11 @@ mod block {
     }
 }
 
-#[cfg(not(all(target_arch = "x86_64", target_os = "linux", target_pointer_width = "64")))]
+#[cfg(not(all(
+    target_arch = "x86_64",
+    target_os = "linux",
+    target_pointer_width = "64"
+)))]
 mod block {
     use super::ThreadLane;
 
@@ -272,7 +280,11 @@ mod tests {
     }
 
     /// Once the offset is learned, every thread's block is where its descriptor says.
-    #[cfg(all(target_arch = "x86_64", target_os = "linux", target_pointer_width = "64"))]
+    #[cfg(all(
+        target_arch = "x86_64",
+        target_os = "linux",
+        target_pointer_width = "64"
+    ))]
     #[test]
     fn the_learned_offset_finds_each_threads_own_block() {
         let by_descriptor = || {
@@ -280,11 +292,17 @@ mod tests {
                 as usize
         };
         LANE.settle();
-        assert_ne!(block::static_offset().load(core::sync::atomic::Ordering::Relaxed), 0);
+        assert_ne!(
+            block::static_offset().load(core::sync::atomic::Ordering::Relaxed),
+            0
+        );
         let threads: Vec<_> = (0..4)
             .map(|_| {
                 std::thread::spawn(move || {
-                    (LANE.with(|tl| tl as *const ThreadLane as usize), by_descriptor())
+                    (
+                        LANE.with(|tl| tl as *const ThreadLane as usize),
+                        by_descriptor(),
+                    )
                 })
             })
             .collect();
@@ -293,6 +311,9 @@ mod tests {
             assert_eq!(learned, described);
             assert!(seen.insert(learned), "two threads given one block");
         }
-        assert_eq!(LANE.with(|tl| tl as *const ThreadLane as usize), by_descriptor());
+        assert_eq!(
+            LANE.with(|tl| tl as *const ThreadLane as usize),
+            by_descriptor()
+        );
     }
 }

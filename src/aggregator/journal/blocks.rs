@@ -66,7 +66,11 @@ pub fn block_seed(secret: u64, generation: u64) -> u64 {
 
 /// A block's header words (before its checksum).
 pub(super) fn block_head(tag: u8, lanes: usize, key: ProcKey, events: u64) -> [u64; 3] {
-    [tag as u64 | (lanes as u64) << 8 | (key.0 as u64) << 32, key.1, events]
+    [
+        tag as u64 | (lanes as u64) << 8 | (key.0 as u64) << 32,
+        key.1,
+        events,
+    ]
 }
 
 /// Appends to `buf` one block checksummed with `seed` ([`block_seed`]): events of
@@ -223,9 +227,15 @@ fn replay_block(
         prev = Some(lane);
         after[lane as usize] = Some(pos);
     }
-    let event = |e: usize| -> Event { bytemuck::cast::<[u64; 4], Event>(core::array::from_fn(|j| word(4 * e + j))) };
+    let event = |e: usize| -> Event {
+        bytemuck::cast::<[u64; 4], Event>(core::array::from_fn(|j| word(4 * e + j)))
+    };
     // Every event's lane among the block's before anything is applied.
-    if (0..n as usize).any(|e| after.get(event(e)._reserved as usize).is_none_or(|p| p.is_none())) {
+    if (0..n as usize).any(|e| {
+        after
+            .get(event(e)._reserved as usize)
+            .is_none_or(|p| p.is_none())
+    }) {
         return Ok(Err(Stop::Torn));
     }
     for e in 0..n as usize {
@@ -233,7 +243,15 @@ fn replay_block(
         let lane = ev._reserved as usize;
         let pos = after[lane].unwrap_or_default();
         let ev = Event { _reserved: 0, ..ev };
-        apply(acc, &Record::Event { key, lane: lane as u8, pos, ev });
+        apply(
+            acc,
+            &Record::Event {
+                key,
+                lane: lane as u8,
+                pos,
+                ev,
+            },
+        );
     }
     Ok(Ok((n, (BLOCK_HEADER + words * 8) as u64)))
 }
@@ -262,7 +280,10 @@ pub(super) fn replay_from(
     let (mut replayed, mut torn, mut valid_len, mut legacy) = (0u64, false, 0u64, false);
     let mut head = [0u8; BLOCK_HEADER];
     let mut body = Vec::new();
-    let seeds = (block_seed(secret, generation), block_seed(secret, generation.wrapping_sub(1)));
+    let seeds = (
+        block_seed(secret, generation),
+        block_seed(secret, generation.wrapping_sub(1)),
+    );
     // Records of an earlier version only where that version began the file: after a
     // block, bytes read as one are an earlier generation's read out of step.
     let mut blocks = false;

@@ -45,8 +45,7 @@ fn records_round_trip_and_torn_ones_are_refused() {
 
 #[test]
 fn a_reused_journal_file_replays_only_its_own_generation() {
-    let dir =
-        std::env::temp_dir().join(format!("tttrack-journal-reuse-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("tttrack-journal-reuse-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let key = (9, 90);
     let alloc = |id: u64| Record::Event {
@@ -159,7 +158,11 @@ fn blocks_round_trip_and_every_torn_or_damaged_one_is_refused() {
     // spare field set by a hostile producer, and a release.
     let mut hostile = ev(2, 0xb);
     hostile._reserved = 0xffff;
-    let events = [(0u8, 11u64, ev(0, 0xa)), (5, 3, ev(1, 0xc)), (0, 12, hostile)];
+    let events = [
+        (0u8, 11u64, ev(0, 0xa)),
+        (5, 3, ev(1, 0xc)),
+        (0, 12, hostile),
+    ];
     let b = written(7, |j| {
         j.append_events(key, events);
         j.append(&Record::Release { key });
@@ -170,9 +173,24 @@ fn blocks_round_trip_and_every_torn_or_damaged_one_is_refused() {
     clean._reserved = 0;
     // Each event with its lane's position after the block (what recovery keeps).
     let want = vec![
-        Record::Event { key, lane: 0, pos: 12, ev: ev(0, 0xa) },
-        Record::Event { key, lane: 5, pos: 3, ev: ev(1, 0xc) },
-        Record::Event { key, lane: 0, pos: 12, ev: clean },
+        Record::Event {
+            key,
+            lane: 0,
+            pos: 12,
+            ev: ev(0, 0xa),
+        },
+        Record::Event {
+            key,
+            lane: 5,
+            pos: 3,
+            ev: ev(1, 0xc),
+        },
+        Record::Event {
+            key,
+            lane: 0,
+            pos: 12,
+            ev: clean,
+        },
         Record::Release { key },
     ];
     assert_eq!((got, torn, len), (want, false, b.len() as u64));
@@ -208,11 +226,21 @@ fn blocks_round_trip_and_every_torn_or_damaged_one_is_refused() {
 #[test]
 fn a_journal_of_the_earlier_records_replays_and_goes_on_in_blocks() {
     let key = (5, 50);
-    let old = Record::Event { key, lane: 2, pos: 9, ev: ev(0, 1) };
+    let old = Record::Event {
+        key,
+        lane: 2,
+        pos: 9,
+        ev: ev(0, 1),
+    };
     let mut b = encode(&old, 3).to_vec();
     b.extend(written(3, |j| j.append_events(key, [(2, 10, ev(1, 2))])));
     let (got, torn, len) = replayed(&b, 3);
-    let new = Record::Event { key, lane: 2, pos: 10, ev: ev(1, 2) };
+    let new = Record::Event {
+        key,
+        lane: 2,
+        pos: 10,
+        ev: ev(1, 2),
+    };
     assert_eq!(got, vec![old.clone(), new.clone()]);
     assert_eq!((torn, len), (false, b.len() as u64));
     // After a block, what reads as an earlier version's record is an earlier
@@ -230,7 +258,10 @@ fn the_journal_secret_is_made_once_and_kept() {
     let a = journal_secret(&dir).unwrap();
     assert_eq!(journal_secret(&dir).unwrap(), a);
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(dir.join(SECRET_FILE)).unwrap().permissions().mode();
+    let mode = std::fs::metadata(dir.join(SECRET_FILE))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
     std::fs::write(dir.join(SECRET_FILE), b"short").unwrap();
     let e = journal_secret(&dir).unwrap_err().to_string();

@@ -78,7 +78,8 @@ fn has_segment(dir: &Path, pid: u32) -> bool {
 /// The private aggregator's pid (0: none), and whether [`reap`] reaped it (it is our
 /// child too, and may end early): then its pid is no longer its, and nobody may signal
 /// or wait for it.
-pub(super) static PRIVATE_AGGREGATOR: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+pub(super) static PRIVATE_AGGREGATOR: std::sync::atomic::AtomicU32 =
+    std::sync::atomic::AtomicU32::new(0);
 pub(super) static PRIVATE_AGGREGATOR_REAPED: std::sync::atomic::AtomicBool =
     std::sync::atomic::AtomicBool::new(false);
 
