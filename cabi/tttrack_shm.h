@@ -101,13 +101,19 @@ typedef struct tttrack_page_presence {
 /* ---- The counters page (src/counters_page.rs). All fields are read with atomic
  * 64-bit loads; the main block and the history are each under a sequence lock
  * (odd while written): copy, then check the sequence did not move. ---- */
-#define TTTRACK_COUNTERS_LAYOUT_VERSION 4
+#define TTTRACK_COUNTERS_LAYOUT_VERSION 5
 /* tttrack_process_device_t.placement: how the device was placed on its chip */
 #define TTTRACK_PLACED_AS_REPORTED 0 /* a host with no cards: the id as reported */
 #define TTTRACK_PLACED_INFERRED 1    /* from TT_VISIBLE_DEVICES and the host's cards */
 #define TTTRACK_PLACED_REPORTED 2    /* the process said which chip it is */
 #define TTTRACK_PLACED_UNPLACED 3    /* not placeable: a chip of that process alone */
 #define TTTRACK_PLACED_HOLDER 4      /* reports nothing; in the card's driver list (device -1) */
+#define TTTRACK_PLACED_REGION 5      /* TT-Metal's region names the chip (device -1) */
+/* Process record flags beyond exact/alive/untracked/device overflow (1, 2, 4, 8). */
+#define TTTRACK_PROC_SOURCE_SOCKET 16  /* reports through the compatibility socket */
+#define TTTRACK_PROC_SOURCE_METAL 32   /* known from TT-Metal's own region: counters only */
+#define TTTRACK_PROC_LEFT_BEHIND 64    /* a region slot whose process is gone */
+#define TTTRACK_PROC_ALSO_IN_REGION 128 /* lanes and a region slot: counted once, from lanes */
 #define TTTRACK_PAGE_DEVICES 64
 #define TTTRACK_PAGE_PROCESSES 1024
 #define TTTRACK_PROCESS_DEVICES 32
@@ -171,6 +177,10 @@ typedef struct tttrack_process_record {
     uint64_t start_time;
     char comm[16];
     uint64_t first_seen_unix_ns, events_applied, events_lost, buffers;
+    /* TTTRACK_PROC_ALSO_IN_REGION: what TT-Metal's region says (DRAM, L1, L1_SMALL,
+       TRACE, CB, kernel); TTTRACK_PROC_LEFT_BEHIND: that slot's bytes. */
+    uint64_t region_used[TTTRACK_HIST_FIELDS];
+    uint64_t region_chip; /* N of tt_device_<N>_memory (left-behind slots) */
     tttrack_process_device_t devices[TTTRACK_PROCESS_DEVICES];
 } tttrack_process_record_t;
 

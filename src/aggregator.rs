@@ -12,6 +12,7 @@
 //! | apply an event to the figures | `aggregator/accounting.rs` |
 //! | write the applied events to the journal, then release the lanes' slots | `aggregator/commit.rs` |
 //! | every 100 ms, release the processes that ended | `aggregator/reaper.rs` |
+//! | every 100 ms, read TT-Metal's own regions (`tt_device_<N>_memory`) | `aggregator/metal_regions.rs` |
 //! | events, queries and dumps of the compatibility socket | `aggregator/compat_clients.rs` |
 //! | answer the request socket, within its share of time | `aggregator/requests.rs` |
 //! | publish the counters page (at most every 1 ms, at least every 100 ms) and its history | `aggregator/publish.rs` |
@@ -37,6 +38,7 @@ pub mod journal;
 pub mod limits;
 pub mod log;
 pub mod merge;
+pub mod metal_regions;
 pub mod metrics;
 pub mod peer;
 pub mod publish;
@@ -85,6 +87,9 @@ pub struct Config {
     /// it, 0700, for this aggregator alone): every process that reports in it belongs
     /// to that recorder's recordings, also one that ended before it was found.
     pub private_to: Option<u32>,
+    /// Where TT-Metal's own regions (`tt_device_<N>_memory`) are read (`/dev/shm`
+    /// normally); `None`: not read.
+    pub metal_shm_dir: Option<PathBuf>,
 }
 
 /// Why the aggregator could not start.
@@ -143,6 +148,8 @@ pub struct Aggregator {
     /// Processes told in the log to be past `limits::MAX_BUFFERS_PER_PROCESS`.
     over_limit_logged: HashSet<ProcKey>,
     recordings: recordings::Recordings,
+    /// TT-Metal's own regions: the second source.
+    metal: metal_regions::MetalSource,
     /// Processes told in the log that an identity of theirs was refused.
     refusals_logged: HashSet<ProcKey>,
 }
@@ -239,6 +246,7 @@ impl Aggregator {
         if now.duration_since(self.clock.liveness) >= LIVENESS_INTERVAL {
             self.clock.liveness = now;
             self.reap_dead();
+            self.read_metal(now);
         }
         self.serve_requests();
         if read > 0 {

@@ -17,7 +17,9 @@ use core::sync::atomic::AtomicU64;
 pub use view::{CountersReader, PageError, PageView, Snapshot};
 
 /// 4: rows are physical chips; a process's devices carry their logical id and chip.
-pub const COUNTERS_LAYOUT_VERSION: u32 = 4;
+/// 5: a process's source (lanes, socket, TT-Metal's own region) and the region's figures
+/// beside the lanes' for a process that reports both ways.
+pub const COUNTERS_LAYOUT_VERSION: u32 = 5;
 pub const MAX_PAGE_DEVICES: usize = 64;
 pub const MAX_PAGE_PROCESSES: usize = 1024;
 /// Devices a process record can carry figures for.
@@ -314,6 +316,30 @@ pub const PROC_ALIVE: u32 = 2;
 pub const PROC_UNTRACKED: u32 = 4;
 /// Uses more devices than MAX_PROCESS_DEVICES (the rest are summed in no record).
 pub const PROC_DEVICE_OVERFLOW: u32 = 8;
+/// Reports through the compatibility socket (else, without `PROC_SOURCE_METAL`, through
+/// lanes).
+pub const PROC_SOURCE_SOCKET: u32 = 16;
+/// Known from TT-Metal's own region (`tt_device_<N>_memory`): counters only, no buffers.
+pub const PROC_SOURCE_METAL: u32 = 32;
+/// A region's slot whose process is gone (exited, or its pid reused): bytes the region
+/// still counts, in no live figure.
+pub const PROC_LEFT_BEHIND: u32 = 64;
+/// Reports through lanes and also has a slot in TT-Metal's region: counted once, from the
+/// lanes; `region_used` holds what the region says, for comparison.
+pub const PROC_ALSO_IN_REGION: u32 = 128;
+
+/// Where a process's figures come from, as views name it.
+pub fn source_name(flags: u32) -> &'static str {
+    if flags & PROC_SOURCE_METAL != 0 {
+        "tt-metal"
+    } else if flags & PROC_SOURCE_SOCKET != 0 {
+        "socket"
+    } else if flags & PROC_UNTRACKED != 0 {
+        "none"
+    } else {
+        "lanes"
+    }
+}
 
 /// How a process's device was placed on its chip (`ProcessDevice::placement`): the id
 /// as reported (a host with no cards), inferred from `TT_VISIBLE_DEVICES`, reported by
@@ -324,9 +350,17 @@ pub const PLACED_REPORTED: u8 = 2;
 pub const PLACED_UNPLACED: u8 = 3;
 /// A process that reports nothing, seen in the card's driver list (no logical id).
 pub const PLACED_HOLDER: u8 = 4;
+/// The chip TT-Metal's region is named after (its ASIC id), no logical id.
+pub const PLACED_REGION: u8 = 5;
 /// Their names, by value (JSON, metrics).
-pub const PLACEMENT_NAMES: [&str; 5] =
-    ["as_reported", "inferred", "reported", "unplaced", "holder"];
+pub const PLACEMENT_NAMES: [&str; 6] = [
+    "as_reported",
+    "inferred",
+    "reported",
+    "unplaced",
+    "holder",
+    "region",
+];
 
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Pod, Zeroable)]
@@ -355,6 +389,11 @@ pub struct ProcessRecord {
     pub events_applied: u64,
     pub events_lost: u64,
     pub buffers: u64,
+    /// With `PROC_ALSO_IN_REGION`: what TT-Metal's region says this process holds (all its
+    /// chips), in [`DEVICE_CATS`] order; with `PROC_LEFT_BEHIND`: that slot's bytes.
+    pub region_used: [u64; HIST_FIELDS],
+    /// The N of the region file (`tt_device_<N>_memory`) of a `PROC_LEFT_BEHIND` slot.
+    pub region_chip: u64,
     pub devices: [ProcessDevice; MAX_PROCESS_DEVICES],
 }
 
@@ -425,13 +464,14 @@ crate::shared_layout! {
         info = 96, figures = 160, telemetry = 400, asic_id = 672, owner_pid = 680, via = 684,
     }
     struct ProcessDevice = 168 => { device = 0, chip = 4, placement = 6, used = 8 }
-    struct ProcessRecord = 72 + 32 * 168 => { devices = 72 }
+    struct ProcessRecord = 128 + 32 * 168 => { region_used = 72, region_chip = 120, devices = 128 }
     struct HistorySample = 8 + 64 * 48 + 64 * 8 => {}
     struct PageHeader = 128 => { main_seq = 64, history_seq = 72, history_written = 80 }
     consts {
         PAGE_SIZE, STATUS_OFFSET, DEVICES_OFFSET, PROCESSES_OFFSET, HISTORY_OFFSET,
         COUNTERS_LAYOUT_VERSION, PLACED_AS_REPORTED, PLACED_INFERRED, PLACED_REPORTED,
-        PLACED_UNPLACED, PLACED_HOLDER,
+        PLACED_UNPLACED, PLACED_HOLDER, PLACED_REGION, PROC_SOURCE_SOCKET, PROC_SOURCE_METAL,
+        PROC_LEFT_BEHIND, PROC_ALSO_IN_REGION,
     }
 }
 

@@ -16,6 +16,7 @@ pub mod control;
 pub mod counters_page;
 pub mod devices;
 pub mod doctor;
+pub mod metal_shm;
 pub mod producer;
 pub mod recording;
 pub mod segment;

@@ -37,6 +37,13 @@ pub(super) struct Segments {
     pub(super) buf: Vec<(Event, u64)>,
 }
 
+impl Segments {
+    /// Whether a segment reports for process `key`.
+    pub(super) fn reports_for(&self, key: ProcKey) -> bool {
+        self.attached.values().any(|a| a.key == key)
+    }
+}
+
 impl Aggregator {
     /// Whether inotify reported new names in the directory since the last call.
     pub(super) fn dir_changed(&self) -> bool {

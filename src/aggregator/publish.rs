@@ -125,8 +125,15 @@ impl Aggregator {
         let sample = self.telemetry.latest();
         self.note_device_changes(&sample);
         self.place_on_cards(&sample);
-        let devices = self.device_rows(&sample);
+        let mut devices = self.device_rows(&sample);
         let mut processes = process_records(&self.acc);
+        for r in processes.iter_mut() {
+            let key = (r.pid, r.start_time);
+            if self.segmentless.contains_key(&key) && !self.segments.reports_for(key) {
+                r.flags |= PROC_SOURCE_SOCKET;
+            }
+        }
+        self.add_metal(&mut devices, &mut processes);
         add_untracked(&mut processes, &sample, &self.cfg.sysfs_root, self.me.pid);
         self.page.view.publish_main(&st, &devices, &processes);
         self.page.last_devices = devices;

@@ -66,6 +66,10 @@ impl Aggregator {
             over_limit_logged: Default::default(),
             recordings: Default::default(),
             refusals_logged: Default::default(),
+            metal: super::metal_regions::MetalSource::new(
+                cfg.metal_shm_dir.as_deref(),
+                &cfg.proc_root,
+            ),
             cfg,
         };
         agg.log.info(format!(

@@ -44,6 +44,13 @@ struct Args {
     /// found. Refused unless the directory is ours alone (mode 0700).
     #[arg(long, value_name = "PID")]
     private_to: Option<u32>,
+    /// Where TT-Metal's own memory regions (tt_device_<N>_memory) are read (default:
+    /// $TTTRACK_METAL_SHM_DIR, else /dev/shm).
+    #[arg(long, value_name = "DIR", conflicts_with = "no_metal_shm")]
+    metal_shm_dir: Option<PathBuf>,
+    /// Do not read TT-Metal's own memory regions.
+    #[arg(long)]
+    no_metal_shm: bool,
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -103,6 +110,11 @@ fn main() {
         sysfs_root: tttrack::devices::sysfs_root(args.sysfs_root.clone()),
         telemetry_interval: std::time::Duration::from_secs_f64(args.telemetry_interval.min(3600.0)),
         private_to: args.private_to,
+        metal_shm_dir: (!args.no_metal_shm).then(|| {
+            args.metal_shm_dir
+                .clone()
+                .unwrap_or_else(tttrack::metal_shm::dir_from_env)
+        }),
     };
     if args.private_to.is_some() {
         if let Err(e) = ours_alone(&dir) {

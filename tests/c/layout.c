@@ -72,6 +72,8 @@ int main(void) {
     O("DeviceRecord", tttrack_device_record_t, figures);
     O("DeviceRecord", tttrack_device_record_t, telemetry);
     O("ProcessRecord", tttrack_process_record_t, devices);
+    O("ProcessRecord", tttrack_process_record_t, region_used);
+    O("ProcessRecord", tttrack_process_record_t, region_chip);
     O("AggregatorStatus", tttrack_aggregator_status_t, events_applied);
     O("AggregatorStatus", tttrack_aggregator_status_t, processes_tracked);
     O("DeviceRecord", tttrack_device_record_t, info);
@@ -86,6 +88,10 @@ int main(void) {
            TTTRACK_COUNTERS_LAYOUT_VERSION, TTTRACK_PLACED_AS_REPORTED, TTTRACK_PLACED_INFERRED);
     printf("const PLACED_REPORTED %d\nconst PLACED_UNPLACED %d\nconst PLACED_HOLDER %d\n",
            TTTRACK_PLACED_REPORTED, TTTRACK_PLACED_UNPLACED, TTTRACK_PLACED_HOLDER);
+    printf("const PLACED_REGION %d\nconst PROC_SOURCE_SOCKET %d\nconst PROC_SOURCE_METAL %d\n",
+           TTTRACK_PLACED_REGION, TTTRACK_PROC_SOURCE_SOCKET, TTTRACK_PROC_SOURCE_METAL);
+    printf("const PROC_LEFT_BEHIND %d\nconst PROC_ALSO_IN_REGION %d\n",
+           TTTRACK_PROC_LEFT_BEHIND, TTTRACK_PROC_ALSO_IN_REGION);
     O("PageHeader", tttrack_page_header_t, main_seq);
     O("PageHeader", tttrack_page_header_t, history_seq);
     O("PageHeader", tttrack_page_header_t, history_written);

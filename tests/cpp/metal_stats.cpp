@@ -1,0 +1,80 @@
+// metal_stats.cpp: drives the shipping TT-Metal library's own shared-memory tracking
+// (tt::tt_metal::SharedMemoryStatsProvider in libtt_metal.so from the ttnn wheel), so
+// that tests read regions written by TT-Metal's code, not by ours.
+//
+// The library ships no headers: the members called here are declared below from their
+// exported symbols (checked with `nm -D` by the test that builds this program):
+//   _ZN2tt8tt_metal25SharedMemoryStatsProviderC1Emibb      (uint64 asic_id, int device_id, bool disabled, bool verbose)
+//   _ZN2tt8tt_metal25SharedMemoryStatsProviderD1Ev
+//   _ZN2tt8tt_metal25SharedMemoryStatsProvider17record_allocationEimNS0_13ShmBufferTypeEj
+//   _ZN2tt8tt_metal25SharedMemoryStatsProvider19record_deallocationEimNS0_13ShmBufferTypeEj
+// The object's size is not exported; the storage below is larger than it can be.
+//
+// Commands, one per line on stdin, each answered "ok" on stdout:
+//   open ASIC_ID DEVICE_ID      a provider for that chip (its region tt_device_<ASIC_ID>_memory)
+//   alloc INDEX SIZE TYPE       record an allocation on the INDEX-th provider (TYPE: 0 DRAM,
+//                               1 L1, 3 L1_SMALL, 4 TRACE)
+//   free INDEX SIZE TYPE        record a deallocation
+//   close INDEX                 destroy the provider (TT-Metal's clean exit for that chip)
+//   exit                        destroy every provider, exit 0
+//   abort                       _exit(0) with every provider alive (a crash, as far as
+//                               the region can tell)
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <new>
+#include <unistd.h>
+
+namespace tt {
+namespace tt_metal {
+enum class ShmBufferType : int { DRAM = 0, L1 = 1, L1_SMALL = 3, TRACE = 4 };
+class SharedMemoryStatsProvider {
+   public:
+    SharedMemoryStatsProvider(unsigned long asic_id, int device_id, bool tracking_disabled, bool verbose);
+    ~SharedMemoryStatsProvider();
+    void record_allocation(int pid, unsigned long size, ShmBufferType type, unsigned int chip_id);
+    void record_deallocation(int pid, unsigned long size, ShmBufferType type, unsigned int chip_id);
+
+   private:
+    alignas(64) unsigned char storage_[16384];
+};
+}  // namespace tt_metal
+}  // namespace tt
+
+using tt::tt_metal::SharedMemoryStatsProvider;
+using tt::tt_metal::ShmBufferType;
+
+int main() {
+    SharedMemoryStatsProvider* providers[64] = {};
+    unsigned device_ids[64] = {};
+    int n = 0;
+    char line[256];
+    setvbuf(stdout, nullptr, _IONBF, 0);
+    while (fgets(line, sizeof line, stdin)) {
+        unsigned long a = 0, b = 0;
+        int i = 0, t = 0;
+        if (sscanf(line, "open %lu %lu", &a, &b) == 2 && n < 64) {
+            providers[n] = new SharedMemoryStatsProvider(a, (int)b, false, false);
+            device_ids[n] = (unsigned)b;
+            n++;
+        } else if (sscanf(line, "alloc %d %lu %d", &i, &a, &t) == 3 && i >= 0 && i < n && providers[i]) {
+            providers[i]->record_allocation(getpid(), a, (ShmBufferType)t, device_ids[i]);
+        } else if (sscanf(line, "free %d %lu %d", &i, &a, &t) == 3 && i >= 0 && i < n && providers[i]) {
+            providers[i]->record_deallocation(getpid(), a, (ShmBufferType)t, device_ids[i]);
+        } else if (sscanf(line, "close %d", &i) == 1 && i >= 0 && i < n && providers[i]) {
+            delete providers[i];
+            providers[i] = nullptr;
+        } else if (strncmp(line, "exit", 4) == 0) {
+            for (int k = 0; k < n; k++) delete providers[k];
+            printf("ok\n");
+            return 0;
+        } else if (strncmp(line, "abort", 5) == 0) {
+            _exit(0);
+        } else {
+            printf("bad command: %s", line);
+            continue;
+        }
+        printf("ok\n");
+    }
+    return 0;
+}
