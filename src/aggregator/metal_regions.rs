@@ -43,11 +43,6 @@ impl MetalSource {
             ..Default::default()
         }
     }
-
-    /// What the last read found.
-    pub(super) fn summary(&self) -> &Summary {
-        &self.last
-    }
 }
 
 impl Aggregator {
@@ -142,8 +137,18 @@ impl Aggregator {
                 first_seen_unix_ns: self.metal.first_seen.get(&key).copied().unwrap_or(0),
                 ..Default::default()
             });
+            let chip_row = row.min(u16::MAX as u32) as u16;
             let i = r.num_devices as usize;
-            if i >= MAX_PROCESS_DEVICES {
+            if let Some(d) = r.devices[..i.min(MAX_PROCESS_DEVICES)]
+                .iter_mut()
+                .find(|d| d.chip == chip_row)
+            {
+                // Two slots of one process in one region (not TT-Metal's doing): summed.
+                for c in 0..NUM_CATS {
+                    d.used[c] = d.used[c].saturating_add(l.used[c]);
+                    d.peak[c] = d.peak[c].max(d.used[c]);
+                }
+            } else if i >= MAX_PROCESS_DEVICES {
                 r.flags |= PROC_DEVICE_OVERFLOW;
             } else {
                 r.devices[i] = ProcessDevice {
@@ -164,7 +169,18 @@ impl Aggregator {
             add_to_row(devices, row, l.chip, &l.used);
         }
         self.log_differences(procs);
+        let mut left: BTreeMap<(u64, u32), crate::metal_shm::reader::LeftSlot> = BTreeMap::new();
         for l in &s.left {
+            // One row per file and pid, however many slots name it.
+            left.entry((l.chip, l.pid))
+                .and_modify(|x| {
+                    for c in 0..NUM_CATS {
+                        x.used[c] = x.used[c].saturating_add(l.used[c]);
+                    }
+                })
+                .or_insert_with(|| l.clone());
+        }
+        for l in left.values() {
             let row = self.metal_row(l.chip, &cards, devices);
             let mut r = ProcessRecord {
                 pid: l.pid,

@@ -236,6 +236,7 @@ fn device_identity(enc: &mut Enc, devs: &[(String, &DeviceRecord)]) -> std::fmt:
 fn process_memory(enc: &mut Enc, processes: &[ProcessRecord]) -> std::fmt::Result {
     let procs: Vec<(String, String, &ProcessRecord)> = processes
         .iter()
+        .filter(|p| p.flags & PROC_LEFT_BEHIND == 0)
         .map(|p| (p.pid.to_string(), label(&get_str(&p.comm)), p))
         .collect();
     // Each device by its chip's row (as the device metrics are), with the process's
@@ -255,7 +256,8 @@ fn process_memory(enc: &mut Enc, processes: &[ProcessRecord]) -> std::fmt::Resul
         "Device memory a process holds, by device and type",
         Some(&Unit::Bytes),
         pdevs.iter().flat_map(|(i, dev, logical, d)| {
-            let (pid, comm, _) = &procs[*i];
+            let (pid, comm, p) = &procs[*i];
+            let source = source_name(p.flags);
             categories().map(move |(cat, t)| {
                 (
                     [
@@ -264,6 +266,7 @@ fn process_memory(enc: &mut Enc, processes: &[ProcessRecord]) -> std::fmt::Resul
                         ("device", dev.as_str()),
                         ("logical_device", logical.as_str()),
                         ("type", t),
+                        ("source", source),
                     ],
                     gi(d.used[cat]),
                 )
@@ -276,7 +279,8 @@ fn process_memory(enc: &mut Enc, processes: &[ProcessRecord]) -> std::fmt::Resul
         "High-water mark of a process's DRAM and L1",
         Some(&Unit::Bytes),
         pdevs.iter().flat_map(|(i, dev, logical, d)| {
-            let (pid, comm, _) = &procs[*i];
+            let (pid, comm, p) = &procs[*i];
+            let source = source_name(p.flags);
             [(CAT_DRAM, "dram"), (CAT_L1, "l1")]
                 .into_iter()
                 .map(move |(cat, t)| {
@@ -287,6 +291,7 @@ fn process_memory(enc: &mut Enc, processes: &[ProcessRecord]) -> std::fmt::Resul
                             ("device", dev.as_str()),
                             ("logical_device", logical.as_str()),
                             ("type", t),
+                            ("source", source),
                         ],
                         gi(d.peak[cat]),
                     )
@@ -303,6 +308,38 @@ fn process_memory(enc: &mut Enc, processes: &[ProcessRecord]) -> std::fmt::Resul
                 [("pid", pid.as_str()), ("comm", comm.as_str())],
                 gi(p.events_lost),
             )
+        }),
+    )?;
+    // Slots of TT-Metal's regions whose process is gone: in no live figure above.
+    let left: Vec<(String, String, String, &ProcessRecord)> = processes
+        .iter()
+        .filter(|p| p.flags & PROC_LEFT_BEHIND != 0)
+        .map(|p| {
+            (
+                crate::metal_shm::name_of_chip(p.region_chip),
+                p.pid.to_string(),
+                label(&get_str(&p.comm)),
+                p,
+            )
+        })
+        .collect();
+    family(
+        enc,
+        "tt_metal_region_left_behind",
+        "Bytes TT-Metal's own region still counts for a process that is gone (not in any live figure)",
+        Some(&Unit::Bytes),
+        left.iter().flat_map(|(file, pid, comm, p)| {
+            DEVICE_CATS.iter().enumerate().map(move |(i, &c)| {
+                (
+                    [
+                        ("file", file.as_str()),
+                        ("pid", pid.as_str()),
+                        ("comm", comm.as_str()),
+                        ("type", CAT_NAMES[c]),
+                    ],
+                    gi(p.region_used[i]),
+                )
+            })
         }),
     )?;
     Ok(())

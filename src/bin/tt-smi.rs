@@ -45,6 +45,10 @@ struct Args {
     /// read from sysfs here).
     #[arg(long)]
     sysfs: bool,
+    /// Where TT-Metal's own memory regions (tt_device_<N>_memory) are read when no
+    /// aggregator runs (default: $TTTRACK_METAL_SHM_DIR, else /dev/shm).
+    #[arg(long, value_name = "DIR")]
+    metal_shm_dir: Option<PathBuf>,
     /// Root under which the driver's sysfs and proc files are read when no aggregator
     /// runs (default: $TTTRACK_SYSFS_ROOT, else /).
     #[arg(long)]
@@ -129,6 +133,11 @@ fn main() {
         return;
     }
     let _ = args.sysfs;
+    if let Some(d) = &args.metal_shm_dir {
+        // Read where the model looks for regions (one definition: metal_shm::dir_from_env);
+        // set before any thread starts.
+        std::env::set_var("TTTRACK_METAL_SHM_DIR", d);
+    }
     let dir = args
         .dir
         .clone()

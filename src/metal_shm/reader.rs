@@ -17,7 +17,7 @@
 
 use super::{chip_of_name, parse, Region, RegionError, Stamp};
 use crate::counters_page::NUM_CATS;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::OsStr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -197,8 +197,8 @@ pub struct Reader {
     refused: HashMap<u64, Refused>,
     pids: HashMap<u32, PidEntry>,
     tick: u64,
-    /// Names to look at now (from inotify).
-    pending: Vec<u64>,
+    /// Names to look at now (from inotify, or read again after they changed).
+    pending: BTreeSet<u64>,
     notices: Vec<Notice>,
     buf: Vec<u8>,
     boot_unix_ns: u64,
@@ -263,7 +263,7 @@ impl Reader {
             refused: HashMap::new(),
             pids: HashMap::new(),
             tick: 0,
-            pending: Vec::new(),
+            pending: BTreeSet::new(),
             notices: Vec::new(),
             buf: vec![0; super::SIZE_V1 + 1],
             boot_unix_ns: crate::sys::unix_ns().saturating_sub(boottime_ns()),
@@ -291,13 +291,14 @@ impl Reader {
         self.tick += 1;
         self.read_inotify();
         self.sweep_some(now);
-        let pending = std::mem::take(&mut self.pending);
         let mut opens = 0;
-        for n in pending {
+        for _ in 0..NAMES_PER_TICK {
             if opens >= OPENS_PER_TICK {
-                self.pending.push(n);
-                continue;
+                break;
             }
+            let Some(n) = self.pending.pop_first() else {
+                break;
+            };
             if self.consider(n, None, now) {
                 opens += 1;
             }
@@ -349,8 +350,8 @@ impl Reader {
                     self.sweep_started = None;
                 }
                 if let Some(chip) = chip_of_name(name) {
-                    if self.pending.len() < MAX_REMEMBERED && !self.pending.contains(&chip) {
-                        self.pending.push(chip);
+                    if self.pending.len() < MAX_REMEMBERED {
+                        self.pending.insert(chip);
                     }
                 }
                 off += head + len as usize;
@@ -611,7 +612,7 @@ impl Reader {
             // Shrunk, grown or rewritten as something else: looked at afresh.
             self.drop_held(chip);
             if self.pending.len() < MAX_REMEMBERED {
-                self.pending.push(chip);
+                self.pending.insert(chip);
             }
         }
         let t = self.tick;

@@ -255,6 +255,10 @@ pub const PROCESS_COLUMNS: [ProcessColumn; 8] = [
 pub fn process_mark<'a>(p: &ProcessView, untracked: &'a str) -> &'a str {
     if p.untracked {
         untracked
+    } else if p.left_behind {
+        " !"
+    } else if p.source == "tt-metal" {
+        " ~"
     } else if !p.exact {
         " *"
     } else {

@@ -166,10 +166,29 @@ fn process_json(p: &ProcessView) -> Value {
             Value::Object(o)
         })
         .collect();
+    let region = p.region_used.map(|u| {
+        DEVICE_CATS
+            .iter()
+            .zip(u)
+            .map(|(&c, v)| (format!("{}_bytes", CAT_NAMES[c]), Value::from(v)))
+            .collect::<serde_json::Map<_, _>>()
+    });
+    let exact_note = match p.source {
+        "tt-metal" => Value::from(
+            "counters from TT-Metal's own region: no buffers, CBs as TT-Metal keeps them",
+        ),
+        _ => Value::Null,
+    };
     json!({
         "pid": p.pid,
         "name": p.name,
+        "source": p.source,
+        "alive": !p.left_behind,
+        "left_behind": p.left_behind,
+        "region_file": p.region_file,
+        "tt_metal_region": region,
         "exact": p.exact,
+        "exact_note": exact_note,
         "events_lost": p.events_lost,
         "untracked": p.untracked,
         "devices_truncated": p.devices_truncated,

@@ -140,6 +140,17 @@ pub struct ProcessView {
     /// Uses more devices than a page record holds (only the first ones are listed).
     pub devices_truncated: bool,
     pub devices: Vec<ProcDevView>,
+    /// Where its figures come from: `lanes`, `socket`, `tt-metal` (TT-Metal's own
+    /// region: counters only), `none` (untracked).
+    pub source: &'static str,
+    /// A slot of TT-Metal's region whose process is gone: bytes the region still
+    /// counts, in no device figure.
+    pub left_behind: bool,
+    /// What TT-Metal's region says of it ([`DEVICE_CATS`] order): beside the lanes'
+    /// figures of a process that reports both ways, or a left-behind slot's bytes.
+    pub region_used: Option<[u64; HIST_FIELDS]>,
+    /// The region file of a left-behind slot.
+    pub region_file: Option<String>,
 }
 
 impl ProcessView {
@@ -276,12 +287,15 @@ impl Model {
                         untracked: true,
                         devices_truncated: false,
                         devices: vec![dv],
+                        source: "none",
+                        left_behind: false,
+                        region_used: None,
+                        region_file: None,
                     }),
                 }
             }
         }
-        processes.sort_by_key(|p| p.pid);
-        let devices = sample
+        let mut devices: Vec<DeviceView> = sample
             .devices
             .iter()
             .map(|(d, t, _)| {
@@ -307,6 +321,12 @@ impl Model {
                 }
             })
             .collect();
+        let mut why = why;
+        let metal_dir = crate::metal_shm::dir_from_env();
+        let regions =
+            crate::metal_shm::reader::Reader::new(&metal_dir, Path::new("/proc"), false).look();
+        why += &add_regions(&mut devices, &mut processes, &regions);
+        processes.sort_by_key(|p| (p.pid, p.left_behind));
         Model {
             simulated: false,
             time: now,
@@ -355,6 +375,12 @@ impl Model {
                 buffers: p.buffers,
                 untracked: p.flags & PROC_UNTRACKED != 0,
                 devices_truncated: p.flags & PROC_DEVICE_OVERFLOW != 0,
+                source: source_name(p.flags),
+                left_behind: p.flags & PROC_LEFT_BEHIND != 0,
+                region_used: (p.flags & (PROC_ALSO_IN_REGION | PROC_LEFT_BEHIND) != 0)
+                    .then_some(p.region_used),
+                region_file: (p.flags & PROC_LEFT_BEHIND != 0)
+                    .then(|| crate::metal_shm::name_of_chip(p.region_chip)),
                 devices: p.devices[..(p.num_devices as usize).min(MAX_PROCESS_DEVICES)]
                     .iter()
                     .map(|d| ProcDevView {
@@ -385,4 +411,130 @@ impl Model {
             history,
         }
     }
+}
+
+/// Without an aggregator: what TT-Metal's own regions say, read by tt-smi itself (those
+/// it may read): live slots as processes (`tt-metal`) with their bytes on their chip's
+/// row, slots of gone processes as left behind. Returns a sentence for the message
+/// about what was and was not seen.
+fn add_regions(
+    devices: &mut Vec<DeviceView>,
+    processes: &mut Vec<ProcessView>,
+    s: &crate::metal_shm::reader::Summary,
+) -> String {
+    use crate::metal_shm::reader::Refusal;
+    let row_of = |chip: u64, devices: &mut Vec<DeviceView>| -> usize {
+        let hex = format!("{chip:016X}");
+        if let Some(i) = devices
+            .iter()
+            .position(|d| d.asic_id.eq_ignore_ascii_case(&hex))
+        {
+            return i;
+        }
+        let id = (0..)
+            .find(|r| devices.iter().all(|d| d.id != *r))
+            .unwrap_or(u32::MAX);
+        devices.push(DeviceView {
+            id,
+            owner_pid: None,
+            via: None,
+            arch: String::new(),
+            board: String::new(),
+            remote: false,
+            dram_total: None,
+            l1_total: None,
+            figures: Default::default(),
+            telemetry: Default::default(),
+            memory_known: true,
+            gone: false,
+            serial: String::new(),
+            pci_bdf: String::new(),
+            asic_id: hex,
+            fw_bundle: String::new(),
+            l1_resident_peak: 0,
+        });
+        devices.len() - 1
+    };
+    for l in &s.live {
+        let i = row_of(l.chip, devices);
+        let d = &mut devices[i];
+        d.memory_known = true;
+        for c in 0..NUM_CATS {
+            d.figures[c].used = d.figures[c].used.saturating_add(l.used[c]);
+            d.figures[c].peak = d.figures[c].peak.max(d.figures[c].used);
+        }
+        let dv = ProcDevView {
+            id: d.id as i32,
+            logical_id: -1,
+            placement: PLACEMENT_NAMES[PLACED_REGION as usize],
+            used: l.used,
+            peak: l.used,
+        };
+        // A holder of the card that reports through its region is no longer untracked.
+        processes.retain(|p| !(p.pid == l.pid && p.untracked));
+        match processes
+            .iter_mut()
+            .find(|p| p.pid == l.pid && p.source == "tt-metal" && !p.left_behind)
+        {
+            Some(p) => p.devices.push(dv),
+            None => processes.push(ProcessView {
+                pid: l.pid,
+                name: l.comm.clone(),
+                exact: false,
+                events_lost: 0,
+                buffers: 0,
+                untracked: false,
+                devices_truncated: false,
+                devices: vec![dv],
+                source: "tt-metal",
+                left_behind: false,
+                region_used: None,
+                region_file: None,
+            }),
+        }
+    }
+    for l in &s.left {
+        let i = row_of(l.chip, devices);
+        let id = devices[i].id as i32;
+        processes.push(ProcessView {
+            pid: l.pid,
+            name: l.name.clone(),
+            exact: false,
+            events_lost: 0,
+            buffers: 0,
+            untracked: false,
+            devices_truncated: false,
+            devices: vec![ProcDevView {
+                id,
+                logical_id: -1,
+                placement: PLACEMENT_NAMES[PLACED_REGION as usize],
+                used: l.used,
+                peak: l.used,
+            }],
+            source: "tt-metal",
+            left_behind: true,
+            region_used: Some(DEVICE_CATS.map(|c| l.used[c])),
+            region_file: Some(l.file.clone()),
+        });
+    }
+    let unreadable = s
+        .refused
+        .iter()
+        .filter(|(_, r)| matches!(r, Refusal::NoPermission { .. }))
+        .count();
+    let mut said = String::new();
+    if !s.regions.is_empty() {
+        said += &format!(
+            "; memory of {} process{} read from TT-Metal's own regions (counters only)",
+            s.live.len(),
+            if s.live.len() == 1 { "" } else { "es" }
+        );
+    }
+    if unreadable > 0 {
+        said += &format!(
+            "; {unreadable} TT-Metal region{} of other users cannot be read by this user (mode 0600): run as root, or start tt-aggregator as a service",
+            if unreadable == 1 { "" } else { "s" }
+        );
+    }
+    said
 }

@@ -261,6 +261,18 @@ pub const PROCESS_FIELDS: &[ProcessField] = &[
         "no for a process holding a device without reporting",
         |p, _, _| text(if p.untracked { "no" } else { "yes" }),
     ),
+    ProcessField(
+        "source",
+        "",
+        "lanes, socket, tt-metal (TT-Metal's own region: counters only) or none",
+        |p, _, _| text(p.source),
+    ),
+    ProcessField(
+        "left_behind",
+        "",
+        "yes for bytes TT-Metal's region still counts for a process that is gone",
+        |p, _, _| text(if p.left_behind { "yes" } else { "no" }),
+    ),
 ];
 
 /// `--format=csv[,noheader][,nounits]`.

@@ -268,6 +268,11 @@ fn breakdown(o: &mut String, d: &DeviceView, st: &Style) {
     }
 }
 
+/// What the `~` mark of a process means.
+pub const METAL_NOTE: &str = "~ from TT-Metal's own region (tt_device_<N>_memory): counters only, no buffers, CBs as TT-Metal keeps them";
+/// What the `!` mark of a process means.
+pub const LEFT_BEHIND_NOTE: &str = "! left behind: the process is gone, TT-Metal's region still counts these bytes (not in the device figures); see tt-track doctor";
+
 fn processes(o: &mut String, m: &Model, st: &Style) {
     let _ = writeln!(o, "{}", st.bold("Processes"));
     if m.processes.is_empty() {
@@ -278,7 +283,13 @@ fn processes(o: &mut String, m: &Model, st: &Style) {
     let mut head = vec!["PID", "Name", "Dev"];
     head.extend(columns.iter().map(|c| c.header));
     let procs: Vec<_> = m.processes.iter().collect();
-    let inexact = procs.iter().any(|p| !p.untracked && !p.exact);
+    let inexact = procs
+        .iter()
+        .any(|p| !p.untracked && !p.exact && p.source != "tt-metal");
+    let metal = procs
+        .iter()
+        .any(|p| p.source == "tt-metal" && !p.left_behind);
+    let left = procs.iter().any(|p| p.left_behind);
     let rows: Vec<Vec<String>> = process_rows(&procs, &columns, " (untracked)")
         .into_iter()
         .map(|(_, cells)| cells)
@@ -314,5 +325,11 @@ fn processes(o: &mut String, m: &Model, st: &Style) {
                 "  * inexact: events of this process were lost (see tt-smi --json: events_lost)"
             )
         );
+    }
+    if metal {
+        let _ = writeln!(o, "  {}", st.dim(METAL_NOTE));
+    }
+    if left {
+        let _ = writeln!(o, "{}", st.warn(&format!("  {LEFT_BEHIND_NOTE}")));
     }
 }

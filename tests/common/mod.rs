@@ -267,6 +267,11 @@ impl AggProc {
         if !extra.contains(&"--compat-socket") {
             cmd.arg("--no-compat-socket");
         }
+        if !extra.contains(&"--metal-shm-dir") {
+            // TT-Metal's regions in /dev/shm (of tests/metal.rs, or of a real TT-Metal on
+            // this machine) are read only by the tests that ask for them.
+            cmd.arg("--no-metal-shm");
+        }
         if !extra.contains(&"--sysfs-root") {
             // No real devices leak into tests on a machine that has some.
             cmd.args(["--sysfs-root", "/nonexistent-tttrack-sysfs"]);

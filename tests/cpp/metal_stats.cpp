@@ -19,11 +19,17 @@
 //   exit                        destroy every provider, exit 0
 //   abort                       _exit(0) with every provider alive (a crash, as far as
 //                               the region can tell)
+// Built with -DWITH_LANES (and linked with libtttrack.so), also:
+//   lanes DEV SIZE ADDR         tttrack_alloc(DEV, SIZE, DRAM, ADDR): the same process
+//                               reporting through tttrack's lanes too
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <new>
 #include <unistd.h>
+#ifdef WITH_LANES
+#include "tttrack.h"
+#endif
 
 namespace tt {
 namespace tt_metal {
@@ -64,6 +70,10 @@ int main() {
         } else if (sscanf(line, "close %d", &i) == 1 && i >= 0 && i < n && providers[i]) {
             delete providers[i];
             providers[i] = nullptr;
+#ifdef WITH_LANES
+        } else if (sscanf(line, "lanes %d %lu %lu", &i, &a, &b) == 3) {
+            tttrack_alloc(i, a, TTTRACK_BUFFER_DRAM, b);
+#endif
         } else if (strncmp(line, "exit", 4) == 0) {
             for (int k = 0; k < n; k++) delete providers[k];
             printf("ok\n");

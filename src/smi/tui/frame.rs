@@ -104,6 +104,8 @@ impl App {
             Line::from(""),
             Line::from("R: remote chip   *: inexact (events lost)"),
             Line::from("?: holds a device, reports nothing (untracked)"),
+            Line::from("~: from TT-Metal's own region (counters only)"),
+            Line::from("!: left behind in TT-Metal's region by a gone process"),
         ];
         f.render_widget(Clear, r);
         f.render_widget(

@@ -55,8 +55,10 @@ impl App {
             .into_iter()
             .map(|(p, cells)| {
                 // Yellow means inexact figures; an untracked process has no figures at all.
-                let style = if p.untracked {
+                let style = if p.untracked || p.left_behind {
                     self.style(Style::default().fg(Color::DarkGray))
+                } else if p.source == "tt-metal" {
+                    Style::default()
                 } else if !p.exact {
                     self.style(Style::default().fg(Color::Yellow))
                 } else {

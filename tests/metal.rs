@@ -1,0 +1,750 @@
+//! Stock TT-Metal, no rebuild: the aggregator and tt-smi read TT-Metal's own regions
+//! (`tt_device_<N>_memory`). The regions are written by the shipping `libtt_metal.so`
+//! (the ttnn 0.81.1 wheel from PyPI, fetched once into target/ttnn-wheel by
+//! scripts/fetch-ttnn.sh) through a C++ program of ours (tests/cpp/metal_stats.cpp)
+//! that declares the few members it calls, checked against `nm -D` here. Older and
+//! newer layouts are written byte by byte at the offsets of the facts file.
+//!
+//! The shipping library writes into /dev/shm itself (shm_open); each test uses chip
+//! ids of its own and removes its regions. Tests of hostile input run the attacker as
+//! uid 65534 against a root aggregator (CI runs as root).
+
+mod common;
+use common::*;
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+const MIB: u64 = 1 << 20;
+const NOBODY: u32 = 65534;
+
+/// The directory of the shipping libtt_metal.so (fetched on first use).
+fn ttnn_lib() -> PathBuf {
+    static LIB: OnceLock<PathBuf> = OnceLock::new();
+    LIB.get_or_init(|| {
+        let t = Instant::now();
+        let out = Command::new(repo_dir().join("scripts/fetch-ttnn.sh"))
+            .output()
+            .expect("scripts/fetch-ttnn.sh");
+        assert!(
+            out.status.success(),
+            "fetching the ttnn wheel failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        eprintln!("ttnn wheel ready in {:.1} s", t.elapsed().as_secs_f64());
+        PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+    })
+    .clone()
+}
+
+/// Builds tests/cpp/metal_stats.cpp against the shipping library (and, `lanes`, against
+/// libtttrack.so too), after checking that every member it declares is exported.
+fn metal_stats(lanes: bool) -> PathBuf {
+    static BUILT: OnceLock<std::sync::Mutex<Vec<(bool, PathBuf)>>> = OnceLock::new();
+    let m = BUILT.get_or_init(Default::default);
+    let mut m = m.lock().unwrap();
+    if let Some((_, p)) = m.iter().find(|(l, _)| *l == lanes) {
+        return p.clone();
+    }
+    let lib = ttnn_lib();
+    let nm = Command::new("nm")
+        .args(["-D", "--defined-only"])
+        .arg(lib.join("libtt_metal.so"))
+        .output()
+        .expect("nm");
+    let syms = String::from_utf8_lossy(&nm.stdout);
+    for s in [
+        "_ZN2tt8tt_metal25SharedMemoryStatsProviderC1Emibb",
+        "_ZN2tt8tt_metal25SharedMemoryStatsProviderD1Ev",
+        "_ZN2tt8tt_metal25SharedMemoryStatsProvider17record_allocationEimNS0_13ShmBufferTypeEj",
+        "_ZN2tt8tt_metal25SharedMemoryStatsProvider19record_deallocationEimNS0_13ShmBufferTypeEj",
+    ] {
+        assert!(
+            syms.lines().any(|l| l.ends_with(&format!(" {s}"))),
+            "libtt_metal.so does not export {s}: the declarations in tests/cpp/metal_stats.cpp no longer match"
+        );
+    }
+    let out = target_dir().join(format!("cpp-test-programs-{}", std::process::id()));
+    std::fs::create_dir_all(&out).unwrap();
+    let bin = out.join(if lanes {
+        "metal_stats_lanes"
+    } else {
+        "metal_stats"
+    });
+    let mut cc = Command::new("g++");
+    cc.args(["-O2", "-std=c++17", "-o"])
+        .arg(&bin)
+        .arg(repo_dir().join("tests/cpp/metal_stats.cpp"))
+        .arg("-L")
+        .arg(&lib)
+        .arg("-ltt_metal")
+        .arg(format!("-Wl,-rpath,{}", lib.display()));
+    if lanes {
+        cc.arg("-DWITH_LANES")
+            .arg("-I")
+            .arg(repo_dir().join("cabi"))
+            .arg("-L")
+            .arg(lib_dir())
+            .arg("-ltttrack")
+            .arg(format!("-Wl,-rpath,{}", lib_dir().display()));
+    }
+    assert!(cc.status().expect("g++").success(), "building metal_stats");
+    m.push((lanes, bin.clone()));
+    bin
+}
+
+/// A process of the shipping TT-Metal's tracking, driven line by line.
+struct MetalProc {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl MetalProc {
+    fn start(lanes: Option<&Path>) -> Self {
+        let mut c = Command::new(metal_stats(lanes.is_some()));
+        c.stdin(Stdio::piped()).stdout(Stdio::piped());
+        if let Some(dir) = lanes {
+            c.env("TT_ALLOC_TRACKING_ENABLED", "1")
+                .env("TTTRACK_DIR", dir);
+        }
+        let mut child = c.spawn().expect("metal_stats");
+        let stdin = child.stdin.take().unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        MetalProc {
+            child,
+            stdin,
+            stdout,
+        }
+    }
+    fn cmd(&mut self, line: &str) {
+        writeln!(self.stdin, "{line}").unwrap();
+        let mut answer = String::new();
+        self.stdout.read_line(&mut answer).unwrap();
+        assert_eq!(answer.trim(), "ok", "{line}: {answer}");
+    }
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for MetalProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Chip ids no other test (or earlier run) uses, with their region files removed at
+/// the end.
+struct Chips(Vec<u64>);
+impl Chips {
+    fn new(n: usize) -> Self {
+        static N: AtomicU64 = AtomicU64::new(0);
+        Chips(
+            (0..n)
+                .map(|_| {
+                    0x7E57_0000_0000_0000
+                        | (std::process::id() as u64) << 16
+                        | N.fetch_add(1, Ordering::Relaxed)
+                })
+                .collect(),
+        )
+    }
+}
+impl Drop for Chips {
+    fn drop(&mut self) {
+        for c in &self.0 {
+            let _ = std::fs::remove_file(format!("/dev/shm/tt_device_{c}_memory"));
+        }
+    }
+}
+
+fn hex(chip: u64) -> String {
+    format!("{chip:016X}")
+}
+
+/// The row of the chip whose `asic_id` is `chip`.
+fn row(doc: &Value, chip: u64) -> Option<u64> {
+    doc["devices"]
+        .as_array()?
+        .iter()
+        .find(|d| d["asic_id"] == hex(chip))
+        .and_then(|d| d["id"].as_u64())
+}
+
+fn device<'a>(doc: &'a Value, chip: u64) -> &'a Value {
+    let r = row(doc, chip).unwrap_or_else(|| panic!("no row for chip {chip:X}: {doc:#}"));
+    doc["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["id"] == r)
+        .unwrap()
+}
+
+/// The live process row of `pid` (not a left-behind one).
+fn live_proc(doc: &Value, pid: u32) -> Option<&Value> {
+    doc["processes"]
+        .as_array()?
+        .iter()
+        .find(|p| p["pid"] == pid && p["left_behind"] == false)
+}
+
+/// What process `pid` holds of `cat` (e.g. "dram_bytes") on chip `chip`.
+fn held(doc: &Value, pid: u32, chip: u64, cat: &str) -> Option<u64> {
+    let r = row(doc, chip)?;
+    live_proc(doc, pid)?["devices"]
+        .as_array()?
+        .iter()
+        .find(|d| d["id"] == r)?[cat]
+        .as_u64()
+}
+
+fn json_of(dir: &Path) -> Value {
+    smi_json(&["--dir", dir.to_str().unwrap()])
+}
+
+fn wait_json(what: &str, dir: &Path, mut f: impl FnMut(&Value) -> bool) -> Value {
+    let t = Instant::now();
+    loop {
+        let d = json_of(dir);
+        if f(&d) {
+            return d;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "timed out waiting for {what}: {d:#}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The shipping library, two processes on two chips: exact per process and per chip,
+/// in every view; one SIGKILLed: out of the live figures within a second, its bytes
+/// shown as left behind; the other exits cleanly: gone.
+#[test]
+fn stock_tt_metal_two_processes_two_chips() {
+    let dir = TempDir::new("metal-two");
+    let chips = Chips::new(2);
+    let (a, b) = (chips.0[0], chips.0[1]);
+    let agg = AggProc::start(
+        dir.path(),
+        &[
+            "--metal-shm-dir",
+            "/dev/shm",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ],
+    );
+    let mut p1 = MetalProc::start(None);
+    let mut p2 = MetalProc::start(None);
+    for p in [&mut p1, &mut p2] {
+        p.cmd(&format!("open {a} 0"));
+        p.cmd(&format!("open {b} 1"));
+    }
+    p1.cmd(&format!("alloc 0 {} 0", MIB));
+    p1.cmd("alloc 0 65536 1");
+    p1.cmd(&format!("alloc 1 {} 0", 3 * MIB));
+    p1.cmd("alloc 1 4096 4");
+    p2.cmd(&format!("alloc 0 {} 0", 2 * MIB));
+    p2.cmd("alloc 1 5000 3");
+    // A free repeats the size (TT-Metal keeps no buffer): 1 MiB of 2 freed.
+    p2.cmd(&format!("alloc 0 {} 0", MIB));
+    p2.cmd(&format!("free 0 {} 0", MIB));
+    let (pid1, pid2) = (p1.pid(), p2.pid());
+    let doc = wait_json("both processes from the regions", dir.path(), |d| {
+        held(d, pid1, b, "trace_bytes") == Some(4096)
+            && held(d, pid2, b, "l1_small_bytes") == Some(5000)
+            && held(d, pid2, a, "dram_bytes") == Some(2 * MIB)
+    });
+    for pid in [pid1, pid2] {
+        let p = live_proc(&doc, pid).unwrap();
+        assert_eq!(p["source"], "tt-metal");
+        assert_eq!(p["exact"], false, "counters only: {p:#}");
+        assert!(p["exact_note"].as_str().unwrap().contains("no buffers"));
+        assert_eq!(p["name"], "metal_stats");
+    }
+    assert_eq!(held(&doc, pid1, a, "dram_bytes"), Some(MIB));
+    assert_eq!(held(&doc, pid1, a, "l1_bytes"), Some(65536));
+    assert_eq!(held(&doc, pid1, b, "dram_bytes"), Some(3 * MIB));
+    let (da, db) = (device(&doc, a), device(&doc, b));
+    assert_eq!(da["memory"]["dram"]["used_bytes"], 3 * MIB);
+    assert_eq!(da["memory"]["l1"]["used_bytes"], 65536);
+    assert_eq!(db["memory"]["dram"]["used_bytes"], 3 * MIB);
+    assert_eq!(db["memory"]["l1_small"]["used_bytes"], 5000);
+    assert_eq!(db["memory"]["trace"]["used_bytes"], 4096);
+
+    // The same in the table, the CSV query and Prometheus.
+    let d = dir.path().to_str().unwrap();
+    let table = smi(&["--dir", d]);
+    assert!(table.contains(&format!("{pid1} ~")), "{table}");
+    assert!(table.contains("~ from TT-Metal's own region"), "{table}");
+    let csv = smi(&[
+        "--dir",
+        d,
+        "--query-process=pid,source,used_memory",
+        "--format=csv,noheader,nounits",
+    ]);
+    assert!(
+        csv.lines()
+            .any(|l| l.starts_with(&format!("{pid2}, tt-metal, "))),
+        "{csv}"
+    );
+    let metrics = scrape(&agg);
+    let want = format!(
+        "tt_process_memory_used_bytes{{pid=\"{pid1}\",comm=\"metal_stats\",device=\"{}\",logical_device=\"-1\",type=\"dram\",source=\"tt-metal\"}} {}",
+        row(&doc, b).unwrap(),
+        3 * MIB
+    );
+    assert!(
+        metrics.lines().any(|l| l == want),
+        "{want} missing:\n{metrics}"
+    );
+
+    // SIGKILL: TT-Metal never clears the slot; tttrack takes it out of the live figures.
+    let killed = Instant::now();
+    p1.kill9();
+    let doc = wait_json(
+        "the killed process out of the live figures",
+        dir.path(),
+        |d| live_proc(d, pid1).is_none() && device(d, b)["memory"]["dram"]["used_bytes"] == 0,
+    );
+    let took = killed.elapsed();
+    eprintln!("killed process out of the live figures after {took:?}");
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    let left: Vec<&Value> = doc["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["pid"] == pid1)
+        .collect();
+    assert_eq!(left.len(), 2, "one left-behind row per region: {doc:#}");
+    for l in &left {
+        assert_eq!(l["left_behind"], true);
+        assert_eq!(l["alive"], false);
+        let file = l["region_file"].as_str().unwrap();
+        let want = if file == format!("tt_device_{a}_memory") {
+            MIB
+        } else {
+            assert_eq!(file, format!("tt_device_{b}_memory"));
+            3 * MIB
+        };
+        assert_eq!(l["tt_metal_region"]["dram_bytes"], want);
+    }
+    assert_eq!(device(&doc, a)["memory"]["dram"]["used_bytes"], 2 * MIB);
+    assert_eq!(device(&doc, a)["memory"]["l1"]["used_bytes"], 0);
+    assert_eq!(device(&doc, b)["memory"]["l1_small"]["used_bytes"], 5000);
+    let table = smi(&["--dir", d]);
+    assert!(table.contains(&format!("{pid1} !")), "{table}");
+    assert!(table.contains("! left behind"), "{table}");
+    assert!(agg.output().contains(&format!(
+        "pid {pid1} (metal_stats) has exited but tt_device_"
+    )));
+    let metrics = scrape(&agg);
+    assert!(
+        metrics.contains(&format!(
+            "tt_tt_metal_region_left_behind_bytes{{file=\"tt_device_{b}_memory\",pid=\"{pid1}\",comm=\"metal_stats\",type=\"dram\"}} {}",
+            3 * MIB
+        )),
+        "{metrics}"
+    );
+
+    // A clean exit zeroes its slot: nothing of it stays.
+    p2.cmd("exit");
+    let _ = p2.child.wait();
+    wait_json("the clean exit", dir.path(), |d| {
+        live_proc(d, pid2).is_none()
+            && device(d, a)["memory"]["dram"]["used_bytes"] == 0
+            && device(d, b)["memory"]["l1_small"]["used_bytes"] == 0
+    });
+}
+
+fn scrape(agg: &AggProc) -> String {
+    use std::io::Read;
+    let addr = {
+        let t = Instant::now();
+        loop {
+            if let Some(l) = agg
+                .output()
+                .lines()
+                .find_map(|l| l.split_once("http://").map(|(_, r)| r.to_string()))
+            {
+                break l.trim_end_matches("/metrics").to_string();
+            }
+            assert!(t.elapsed() < Duration::from_secs(10), "{}", agg.output());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    write!(s, "GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    raw.split_once("\r\n\r\n").unwrap().1.to_string()
+}
+
+/// A process that reports through libtttrack.so and also through TT-Metal's region is
+/// counted once, from its lanes; the region's figure is shown beside, not added.
+#[test]
+fn a_process_reporting_both_ways_is_counted_once() {
+    let dir = TempDir::new("metal-both");
+    let chips = Chips::new(1);
+    let a = chips.0[0];
+    let _agg = AggProc::start(dir.path(), &["--metal-shm-dir", "/dev/shm"]);
+    let mut p = MetalProc::start(Some(dir.path()));
+    p.cmd(&format!("open {a} 0"));
+    p.cmd(&format!("alloc 0 {} 0", 4 * MIB));
+    p.cmd(&format!("lanes 0 {} 4096", 4 * MIB));
+    let pid = p.pid();
+    let doc = wait_json(
+        "the process from its lanes, the region beside",
+        dir.path(),
+        |d| {
+            live_proc(d, pid).is_some_and(|p| {
+                p["source"] == "lanes" && p["tt_metal_region"]["dram_bytes"] == 4 * MIB
+            })
+        },
+    );
+    let rows: Vec<&Value> = doc["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["pid"] == pid)
+        .collect();
+    assert_eq!(rows.len(), 1, "one row for the process: {doc:#}");
+    assert_eq!(rows[0]["exact"], true);
+    // Counted once: on its lanes' device, and no row of the region's bytes beside.
+    let lanes_row = rows[0]["devices"][0]["id"].clone();
+    let dram_of = |doc: &Value| {
+        doc["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["id"] == lanes_row)
+            .map(|d| d["memory"]["dram"]["used_bytes"].clone())
+    };
+    assert_eq!(dram_of(&doc), Some(Value::from(4 * MIB)), "{doc:#}");
+    assert_eq!(
+        row(&doc, a),
+        None,
+        "the region's bytes added as a row: {doc:#}"
+    );
+    // The two disagree: shown, still not added.
+    p.cmd(&format!("alloc 0 {} 0", MIB));
+    let doc = wait_json("the region's new figure beside", dir.path(), |d| {
+        live_proc(d, pid).is_some_and(|p| p["tt_metal_region"]["dram_bytes"] == 5 * MIB)
+    });
+    assert_eq!(dram_of(&doc), Some(Value::from(4 * MIB)), "{doc:#}");
+    assert_eq!(row(&doc, a), None);
+    p.cmd("exit");
+}
+
+fn put(b: &mut [u8], off: usize, v: u64, width: usize) {
+    b[off..off + width].copy_from_slice(&v.to_le_bytes()[..width]);
+}
+
+fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is writable for the call.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// A region of `version` written byte by byte at the offsets of the facts file
+/// (../shared/reference/tt-metal-shm-stats.md), with one slot: `pid` holding `dram`
+/// and `l1` bytes, stamped `stamp`.
+fn region_bytes(version: u32, pid: u32, dram: u64, l1: u64, stamp: u64) -> Vec<u8> {
+    let (size, slots, stride, ts_off, name_off) = match version {
+        1 => (9280, 992, 128, 56, 64),
+        _ => (8576, 856, 120, 48, 56),
+    };
+    let mut b = vec![0u8; size];
+    put(&mut b, 0, version as u64, 4);
+    put(&mut b, 4, 1, 4);
+    put(&mut b, 8, stamp, 8);
+    put(&mut b, 16, 1, 4);
+    put(&mut b, 48, dram, 8);
+    put(&mut b, 56, l1, 8);
+    let s = slots + 5 * stride;
+    put(&mut b, s, pid as u64, 4);
+    put(&mut b, s + 8, dram, 8);
+    put(&mut b, s + 16, l1, 8);
+    put(&mut b, s + ts_off, stamp, 8);
+    b[s + name_off..s + name_off + 6].copy_from_slice(b"oldver");
+    if version == 4 {
+        put(&mut b, 8536, 0x5245_4459, 4);
+    }
+    b
+}
+
+/// v1 (its own strides, a monotonic clock), v2 and v4 (only once ready) as the facts
+/// give them, for a live process of root's.
+#[test]
+fn every_layout_version_from_the_facts() {
+    let dir = TempDir::new("metal-versions");
+    let shm = TempDir::new("metal-versions-shm");
+    let agg = AggProc::start(
+        dir.path(),
+        &["--metal-shm-dir", shm.path().to_str().unwrap()],
+    );
+    let mut holder = Command::new("sleep").arg("60").spawn().unwrap();
+    let pid = holder.id();
+    std::thread::sleep(Duration::from_millis(50));
+    let write = |n: u64, b: &[u8]| {
+        let p = shm.path().join(format!("tt_device_{n}_memory"));
+        std::fs::write(&p, b).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    };
+    write(0x101, &region_bytes(1, pid, 1 * MIB, 10, monotonic_ns()));
+    write(0x102, &region_bytes(2, pid, 2 * MIB, 20, now_ns()));
+    let mut v4 = region_bytes(4, pid, 4 * MIB, 40, now_ns());
+    put(&mut v4, 8536, 1, 4); // being initialised
+    write(0x104, &v4);
+    let doc = wait_json("v1 and v2", dir.path(), |d| {
+        held(d, pid, 0x101, "dram_bytes") == Some(MIB)
+            && held(d, pid, 0x102, "dram_bytes") == Some(2 * MIB)
+    });
+    assert_eq!(held(&doc, pid, 0x101, "l1_bytes"), Some(10));
+    assert_eq!(held(&doc, pid, 0x102, "l1_bytes"), Some(20));
+    assert_eq!(row(&doc, 0x104), None, "v4 not ready: not read");
+    put(&mut v4, 8536, 0x5245_4459, 4);
+    write(0x104, &v4);
+    wait_json("v4 once ready", dir.path(), |d| {
+        held(d, pid, 0x104, "dram_bytes") == Some(4 * MIB)
+    });
+    // Another version: one line, the file ignored, nothing else changes.
+    let mut v9 = region_bytes(2, pid, 9 * MIB, 0, now_ns());
+    put(&mut v9, 0, 9, 4);
+    write(0x109, &v9);
+    agg.wait_for(
+        || {
+            agg.output()
+                .contains("tt_device_265_memory ignored: layout version 9")
+        },
+        "the log line about version 9",
+    );
+    let doc = json_of(dir.path());
+    assert_eq!(row(&doc, 0x109), None);
+    assert_eq!(held(&doc, pid, 0x102, "dram_bytes"), Some(2 * MIB));
+    let _ = holder.kill();
+    let _ = holder.wait();
+    wait_json(
+        "the ended process out of the live figures",
+        dir.path(),
+        |d| live_proc(d, pid).is_none(),
+    );
+}
+
+/// A slot whose pid now names a process that started after the slot was last written
+/// (pid reuse) is not that process: left behind.
+#[test]
+fn a_reused_pid_is_not_the_slots_process() {
+    let dir = TempDir::new("metal-reuse");
+    let shm = TempDir::new("metal-reuse-shm");
+    let _agg = AggProc::start(
+        dir.path(),
+        &["--metal-shm-dir", shm.path().to_str().unwrap()],
+    );
+    let mut holder = Command::new("sleep").arg("60").spawn().unwrap();
+    let pid = holder.id();
+    // Stamped a minute before the process started.
+    let b = region_bytes(3, pid, 7 * MIB, 0, now_ns() - 60_000_000_000);
+    std::fs::write(shm.path().join("tt_device_77_memory"), &b).unwrap();
+    let doc = wait_json("the slot left behind", dir.path(), |d| {
+        d["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["pid"] == pid && p["left_behind"] == true)
+    });
+    assert!(live_proc(&doc, pid).is_none(), "{doc:#}");
+    assert_eq!(device(&doc, 77)["memory"]["dram"]["used_bytes"], 0);
+    let _ = holder.kill();
+    let _ = holder.wait();
+}
+
+/// With no aggregator, tt-smi reads the regions itself.
+#[test]
+fn tt_smi_reads_regions_without_an_aggregator() {
+    let dir = TempDir::new("metal-noagg");
+    let chips = Chips::new(1);
+    let a = chips.0[0];
+    let mut p = MetalProc::start(None);
+    p.cmd(&format!("open {a} 0"));
+    p.cmd(&format!("alloc 0 {} 0", 6 * MIB));
+    let d = dir.path().to_str().unwrap();
+    let doc = smi_json(&["--dir", d, "--metal-shm-dir", "/dev/shm"]);
+    assert_eq!(doc["aggregator"]["running"], false);
+    assert!(
+        doc["aggregator"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("read from TT-Metal's own regions"),
+        "{doc:#}"
+    );
+    assert_eq!(held(&doc, p.pid(), a, "dram_bytes"), Some(6 * MIB));
+    assert_eq!(device(&doc, a)["memory"]["dram"]["used_bytes"], 6 * MIB);
+    // As another user: root's 0600 region cannot be read, and tt-smi says so.
+    let out = Command::new(env!("CARGO_BIN_EXE_tt-smi"))
+        .args(["--dir", d, "--json", "--metal-shm-dir", "/dev/shm"])
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        doc["aggregator"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot be read by this user (mode 0600)"),
+        "{doc:#}"
+    );
+    assert!(live_proc(&doc, p.pid()).is_none());
+    p.cmd("exit");
+}
+
+/// Runs `script` with sh as uid 65534.
+fn as_nobody(script: &str) -> std::process::ExitStatus {
+    Command::new("sh")
+        .args(["-c", script])
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .status()
+        .expect("sh as uid 65534")
+}
+
+/// Every hostile file uid 65534 can make in the regions' directory, against a root
+/// aggregator and a root process writing a real region: a region claiming the root
+/// process's pid, a link to root's region, a FIFO, a truncated, a sparse and an
+/// oversized file, absurd counters, and 10,000 junk names. Root's figures stay exact,
+/// the aggregator stays responsive and never writes or unlinks anything there.
+#[test]
+fn hostile_regions_change_nothing_of_roots() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "must run as root, as CI does"
+    );
+    let dir = TempDir::new("metal-hostile");
+    let shm = TempDir::new("metal-hostile-shm");
+    std::fs::set_permissions(shm.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let mut agg = AggProc::start(
+        dir.path(),
+        &["--metal-shm-dir", shm.path().to_str().unwrap()],
+    );
+    // Root's process and its region (root's file: written as TT-Metal writes it).
+    let mut root_proc = Command::new("sleep").arg("120").spawn().unwrap();
+    let rpid = root_proc.id();
+    let root_region = shm.path().join("tt_device_1000_memory");
+    std::fs::write(&root_region, region_bytes(3, rpid, 8 * MIB, 100, now_ns())).unwrap();
+    std::fs::set_permissions(&root_region, std::fs::Permissions::from_mode(0o600)).unwrap();
+    wait_json("root's region", dir.path(), |d| {
+        held(d, rpid, 1000, "dram_bytes") == Some(8 * MIB)
+    });
+    let before = std::fs::read(&root_region).unwrap();
+
+    // The attacker's files.
+    let forged = region_bytes(3, rpid, 1 << 40, 1 << 40, now_ns());
+    let mut absurd = region_bytes(3, rpid, u64::MAX, u64::MAX, now_ns());
+    put(&mut absurd, 856, 1, 4); // pid 1, root's init
+    let stage = TempDir::new("metal-hostile-stage");
+    std::fs::set_permissions(stage.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(stage.path().join("forged"), &forged).unwrap();
+    std::fs::write(stage.path().join("absurd"), &absurd).unwrap();
+    let s = shm.path().display();
+    let st = stage.path().display();
+    let script = format!(
+        "set -e
+         cp {st}/forged {s}/tt_device_1000000_memory
+         cp {st}/absurd {s}/tt_device_1000001_memory
+         ln -s {s}/tt_device_1000_memory {s}/tt_device_1000002_memory
+         mkfifo {s}/tt_device_1000003_memory
+         head -c 100 {st}/forged > {s}/tt_device_1000004_memory
+         truncate -s 8576 {s}/tt_device_1000005_memory
+         head -c 9000 /dev/zero > {s}/tt_device_1000006_memory
+         i=0; while [ $i -lt 10000 ]; do : > {s}/tt_device_$((2000000 + i))_memory; i=$((i + 1)); done"
+    );
+    assert!(as_nobody(&script).success(), "the attacker's script failed");
+    // The forged region, made valid under the aggregator's eyes, then cut short.
+    let t = Instant::now();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(as_nobody(&format!("truncate -s 10 {s}/tt_device_1000000_memory")).success());
+    std::thread::sleep(Duration::from_millis(500));
+    let doc = json_of(dir.path());
+    assert_eq!(
+        held(&doc, rpid, 1000, "dram_bytes"),
+        Some(8 * MIB),
+        "{doc:#}"
+    );
+    let rows: Vec<&Value> = doc["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["pid"] == rpid || p["pid"] == 1)
+        .filter(|p| p["left_behind"] == false)
+        .collect();
+    assert_eq!(
+        rows.len(),
+        1,
+        "only root's own region speaks for root's process: {doc:#}"
+    );
+    let total: u64 = doc["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["memory"]["dram"]["used_bytes"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(total, 8 * MIB, "{doc:#}");
+    // Responsive throughout: the page's heartbeat is fresh.
+    let snap = agg.snapshot().expect("page");
+    let age = now_ns().saturating_sub(snap.status.heartbeat_unix_ns);
+    assert!(age < 200_000_000, "heartbeat {age} ns old");
+    eprintln!(
+        "10,000 junk names and 7 traps handled; {:?} after",
+        t.elapsed()
+    );
+    // Nothing written or removed: root's region as it was, every trap still there.
+    assert_eq!(std::fs::read(&root_region).unwrap(), before);
+    for n in 1_000_000..=1_000_006u64 {
+        assert!(
+            std::fs::symlink_metadata(shm.path().join(format!("tt_device_{n}_memory"))).is_ok(),
+            "{n} was removed"
+        );
+    }
+    let log = agg.output();
+    let lines = log.lines().filter(|l| l.contains("tt_device_2")).count();
+    assert!(lines < 10, "junk logged {lines} times:\n{log}");
+    assert_eq!(
+        agg.child.try_wait().ok().flatten(),
+        None,
+        "the aggregator ended:\n{log}"
+    );
+    let _ = root_proc.kill();
+    let _ = root_proc.wait();
+}
