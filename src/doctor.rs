@@ -17,6 +17,8 @@ pub struct Options {
     pub sysfs_root: PathBuf,
     pub compat_socket: PathBuf,
     pub metal_lib: Option<PathBuf>,
+    /// Where TT-Metal's own regions are (`/dev/shm` normally).
+    pub metal_shm_dir: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +50,7 @@ pub fn examine(o: &Options) -> Vec<Finding> {
     let snap = aggregator(&o.dir, &mut v);
     v.push(compat_socket(&o.compat_socket));
     cards(o, snap.as_ref(), &mut v);
+    metal_regions(&o.metal_shm_dir, &mut v);
     if let Some(lib) = &o.metal_lib {
         v.push(metal_lib(lib));
     }
@@ -313,6 +316,16 @@ fn metal_lib(lib: &Path) -> Finding {
         Ok(l) => l,
         Err(e) => return found(Verdict::Fix, topic, format!("{}: {e}", lib.display())),
     };
+    if l.defined.contains(METAL_STATS_CONSTRUCTOR) {
+        return found(
+            Verdict::Ok,
+            topic,
+            format!(
+                "{} is a stock TT-Metal with its own shared-memory stats: tt-aggregator (and tt-smi) read what it writes in tt_device_<N>_memory, counters per process and chip, with no rebuild and no LD_PRELOAD",
+                lib.display()
+            ),
+        );
+    }
     let relocated = SYMBOLS.iter().filter(|s| l.relocated.contains(**s)).count();
     let defined = SYMBOLS.iter().filter(|s| l.defined.contains(**s)).count();
     if relocated > 0 {
@@ -343,4 +356,98 @@ fn metal_lib(lib: &Path) -> Finding {
             lib.display()
         ),
     )
+}
+
+/// The constructor of TT-Metal's own shared-memory stats (exported by a stock build).
+const METAL_STATS_CONSTRUCTOR: &str = "_ZN2tt8tt_metal25SharedMemoryStatsProviderC1Emibb";
+
+/// TT-Metal's own regions: which there are, their versions, whether TT-Metal's
+/// tracking is off here, which cannot be read, and slots left by processes that are
+/// gone (with how to clear them: the region is TT-Metal's, tttrack never writes it).
+fn metal_regions(dir: &Path, v: &mut Vec<Finding>) {
+    use crate::metal_shm::reader::{Gone, Reader, Refusal};
+    let topic = "TT-Metal regions";
+    if std::env::var_os("TT_METAL_SHM_TRACKING_DISABLED").is_some_and(|x| x == "1") {
+        v.push(found(
+            Verdict::Note,
+            topic,
+            "TT_METAL_SHM_TRACKING_DISABLED=1 here: TT-Metal processes started from this environment write no region, so tttrack sees their memory only if they report through libtttrack.so",
+        ));
+    }
+    let s = Reader::new(dir, Path::new("/proc"), false).look();
+    if s.regions.is_empty() && s.refused.is_empty() {
+        v.push(found(
+            Verdict::Note,
+            topic,
+            format!(
+                "none in {} (a stock TT-Metal process writes tt_device_<N>_memory there for each chip it opens)",
+                dir.display()
+            ),
+        ));
+    } else if !s.regions.is_empty() {
+        let mut versions: Vec<String> = s
+            .regions
+            .iter()
+            .map(|r| format!("v{}", r.version))
+            .collect();
+        versions.sort();
+        versions.dedup();
+        v.push(found(
+            Verdict::Ok,
+            topic,
+            format!(
+                "{} read in {} (layout {}), {} live process slot{}",
+                s.regions.len(),
+                dir.display(),
+                versions.join(", "),
+                s.live.len(),
+                if s.live.len() == 1 { "" } else { "s" }
+            ),
+        ));
+    }
+    let unreadable: Vec<&String> = s
+        .refused
+        .iter()
+        .filter(|(_, r)| matches!(r, Refusal::NoPermission { .. }))
+        .map(|(f, _)| f)
+        .collect();
+    if !unreadable.is_empty() {
+        v.push(found(
+            Verdict::Note,
+            topic,
+            format!(
+                "{} cannot be read by this user (TT-Metal makes them mode 0600): run tt-track doctor as root, or as their owner; tt-aggregator run as root reads them all",
+                unreadable.iter().map(|f| f.as_str()).collect::<Vec<_>>().join(", ")
+            ),
+        ));
+    }
+    for (f, why) in &s.refused {
+        if !matches!(why, Refusal::NoPermission { .. } | Refusal::TooMany { .. }) {
+            v.push(found(
+                Verdict::Note,
+                topic,
+                format!("{}/{f} is not read: {why}", dir.display()),
+            ));
+        }
+    }
+    for l in &s.left {
+        let why = match l.why {
+            Gone::Exited => "has exited",
+            Gone::PidReused => "is gone (its pid now names a newer process)",
+        };
+        v.push(found(
+            Verdict::Fix,
+            topic,
+            format!(
+                "{}/{} still counts {} for pid {} ({}), which {why}: TT-Metal (layouts 1-3) never clears a crashed process's slot, so that file's totals stay wrong. tttrack shows these bytes as left behind, in no live figure. To clear it, when no process uses that chip any more: rm {}/{} (TT-Metal makes it anew; tttrack never writes it)",
+                dir.display(),
+                l.file,
+                sys::human_bytes(crate::counters_page::device_bytes(&l.used)),
+                l.pid,
+                l.name,
+                dir.display(),
+                l.file
+            ),
+        ));
+    }
 }

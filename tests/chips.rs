@@ -219,7 +219,7 @@ fn processes_on_device_zero_of_different_cards_are_on_their_own_cards() {
     let snap = std::sync::Arc::new(agg.snapshot().unwrap());
     let metrics = tttrack::aggregator::metrics::render(Some(snap), true);
     let want = format!(
-        "tt_process_memory_used_bytes{{pid=\"{}\",comm=\"{}\",device=\"1\",logical_device=\"0\",type=\"dram\"}} {}",
+        "tt_process_memory_used_bytes{{pid=\"{}\",comm=\"{}\",device=\"1\",logical_device=\"0\",type=\"dram\",source=\"lanes\"}} {}",
         train.pid(),
         train.comm(),
         3 * MIB

@@ -17,6 +17,8 @@ fn doctor(dir: &std::path::Path, root: &std::path::Path, tracking: bool, extra: 
         .arg(root)
         .args(["--compat-socket", "/nonexistent-tttrack-compat.sock"])
         .args(extra)
+        // TT-Metal's regions of this machine (or of tests/metal.rs) are not this test's.
+        .env("TTTRACK_METAL_SHM_DIR", "/nonexistent-tttrack-metal-shm")
         .env_remove("TT_ALLOC_TRACKING_ENABLED");
     if tracking {
         c.env("TT_ALLOC_TRACKING_ENABLED", "1");

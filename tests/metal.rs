@@ -312,6 +312,29 @@ fn stock_tt_metal_two_processes_two_chips() {
         "{want} missing:\n{metrics}"
     );
 
+    // The Python API, for a stock process (no libtttrack.so in it).
+    let out = Command::new(venv_python())
+        .args([
+            "-c",
+            "import sys, tttrack\n\
+             pid, d = int(sys.argv[1]), sys.argv[2]\n\
+             print(tttrack.memory_allocated(pid=pid, dir=d), tttrack.memory_allocated(type='l1', pid=pid, dir=d),\n\
+                   [p.source for p in tttrack.processes(d) if p.pid == pid])",
+        ])
+        .arg(pid1.to_string())
+        .arg(d)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("{} 65536 ['tt-metal']", 4 * MIB)
+    );
+
     // SIGKILL: TT-Metal never clears the slot; tttrack takes it out of the live figures.
     let killed = Instant::now();
     p1.kill9();
@@ -359,6 +382,28 @@ fn stock_tt_metal_two_processes_two_chips() {
         )),
         "{metrics}"
     );
+
+    // tt-track doctor names the file and how to clear it, and knows the library.
+    let out = Command::new(env!("CARGO_BIN_EXE_tt-track"))
+        .args(["doctor", "--dir", d, "--metal-shm-dir", "/dev/shm"])
+        .args(["--sysfs-root", "/nonexistent-tttrack-sysfs"])
+        .arg("--metal-lib")
+        .arg(ttnn_lib().join("libtt_metal.so"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with("FIX  TT-Metal regions: /dev/shm/")
+            && l.contains(&format!("tt_device_{b}_memory still counts 3.0 MiB for pid {pid1} (metal_stats), which has exited"))
+            && l.contains(&format!("rm /dev/shm/tt_device_{b}_memory"))),
+        "{text}"
+    );
+    assert!(
+        text.contains("is a stock TT-Metal with its own shared-memory stats"),
+        "{text}"
+    );
+    assert!(text.contains("OK   TT-Metal regions: "), "{text}");
 
     // A clean exit zeroes its slot: nothing of it stays.
     p2.cmd("exit");

@@ -7,47 +7,10 @@ mod common;
 use common::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 
 /// The virtual environment's python.
 fn python() -> PathBuf {
-    static VENV: OnceLock<PathBuf> = OnceLock::new();
-    VENV.get_or_init(|| {
-        if let Some(v) = std::env::var_os("TTTRACK_TEST_VENV") {
-            return PathBuf::from(v).join("bin/python");
-        }
-        let venv = target_dir().join("python-venv");
-        if !venv.join("bin/python").exists() {
-            let ok = Command::new("python3")
-                .arg("-m")
-                .arg("venv")
-                .arg(&venv)
-                .status()
-                .unwrap()
-                .success();
-            assert!(ok, "python3 -m venv");
-        }
-        let py = venv.join("bin/python");
-        let out = Command::new(&py)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "pytest",
-            ])
-            .arg(repo_dir().join("python"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "pip install ./python: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        py
-    })
-    .clone()
+    venv_python()
 }
 
 fn pytest(dir: &Path, args: &[&str]) -> Output {

@@ -70,7 +70,8 @@ class ProcessDevice:
     id: int
     #: The process's own (TT-Metal) id of it; -1 for a card held without reporting.
     logical_id: int
-    #: ``reported``, ``inferred``, ``unplaced``, ``as_reported`` or ``holder``.
+    #: ``reported``, ``inferred``, ``unplaced``, ``as_reported``, ``holder`` or ``region``
+    #: (TT-Metal's own region names the chip).
     placement: str
     used: Dict[str, int]
     peak: Dict[str, int]
@@ -85,6 +86,12 @@ class Process:
     untracked: bool
     buffers: int
     devices: List[ProcessDevice]
+    #: Where its figures come from: ``lanes`` (libtttrack.so), ``socket`` (the original
+    #: protocol), ``tt-metal`` (TT-Metal's own region: counters only, no buffers) or
+    #: ``none`` (holds a card, reports nothing).
+    source: str = "lanes"
+    #: Bytes TT-Metal's region still counts for a process that is gone (in no live figure).
+    left_behind: bool = False
 
 
 @dataclass
@@ -143,7 +150,8 @@ def _process_of(p: dict) -> Process:
             if "peak_%s_bytes" % t in d:
                 peak[t] = d["peak_%s_bytes" % t]
         devs.append(ProcessDevice(d["id"], d.get("logical_id", d["id"]), d.get("placement", "?"), used, peak))
-    return Process(p["pid"], p["name"], p["exact"], p["events_lost"], p["untracked"], p["buffers"], devs)
+    return Process(p["pid"], p["name"], p["exact"], p["events_lost"], p["untracked"], p["buffers"], devs,
+                   p.get("source", "lanes"), bool(p.get("left_behind", False)))
 
 
 def processes(dir: Optional[str] = None) -> List[Process]:
@@ -196,7 +204,7 @@ def _process(pid: Optional[int], dir: Optional[str]) -> Optional[Process]:
     pid = _me(pid)
     _sync(pid, dir)
     for p in processes(dir):
-        if p.pid == pid:
+        if p.pid == pid and not p.left_behind:
             return p
     return None
 

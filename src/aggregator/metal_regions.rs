@@ -34,6 +34,7 @@ pub(super) struct MetalSource {
     /// Processes told in the log to differ between their lanes and their region.
     differ_logged: std::collections::HashSet<ProcKey>,
     left_logged: std::collections::HashSet<(u64, u32)>,
+    last_read: Option<Instant>,
 }
 
 impl MetalSource {
@@ -46,8 +47,23 @@ impl MetalSource {
 }
 
 impl Aggregator {
+    /// Reads the regions now unless that was done in the last 5 ms (a `sync` asks: any
+    /// client may, as often as it likes); whether they were read.
+    pub(super) fn read_metal_soon(&mut self, now: Instant) -> bool {
+        let recent = self
+            .metal
+            .last_read
+            .is_some_and(|t| now.duration_since(t) < std::time::Duration::from_millis(5));
+        if recent || self.metal.reader.is_none() {
+            return false;
+        }
+        self.read_metal(now);
+        true
+    }
+
     /// Reads every region again; the page is published anew if anything changed.
     pub(super) fn read_metal(&mut self, now: Instant) {
+        self.metal.last_read = Some(now);
         let Some(reader) = &mut self.metal.reader else {
             return;
         };

@@ -132,8 +132,13 @@ impl Aggregator {
             find(self)
         });
         let Some((key, target)) = found else {
-            // A socket client's events are applied as they come; an unknown pid has none.
+            // A socket client's events are applied as they come; an unknown pid has none,
+            // or is a process of TT-Metal's regions: those are read again (at most every
+            // few milliseconds) so that the page says what they say now.
             let tracked = self.acc.processes.keys().any(|k| k.0 == pid);
+            if !tracked && self.read_metal_soon(Instant::now()) {
+                self.publish();
+            }
             return Some(json_line(
                 serde_json::json!({ "synced": true, "tracked": tracked }),
             ));

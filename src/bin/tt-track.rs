@@ -103,6 +103,10 @@ enum Cmd {
         /// AllocationClient calls.
         #[arg(long)]
         metal_lib: Option<PathBuf>,
+        /// Where TT-Metal's own memory regions are (default: $TTTRACK_METAL_SHM_DIR,
+        /// else /dev/shm).
+        #[arg(long, value_name = "DIR")]
+        metal_shm_dir: Option<PathBuf>,
     },
     /// Run a command with libtttrack.so preloaded and tracking on.
     Run {
@@ -189,12 +193,14 @@ fn main() {
             sysfs_root,
             compat_socket,
             metal_lib,
+            metal_shm_dir,
         } => {
             let o = tttrack::doctor::Options {
                 dir: dir.unwrap_or_else(tttrack::sys::tracking_dir_from_env),
                 sysfs_root: tttrack::devices::sysfs_root(sysfs_root),
                 compat_socket,
                 metal_lib,
+                metal_shm_dir: metal_shm_dir.unwrap_or_else(tttrack::metal_shm::dir_from_env),
             };
             tttrack::doctor::report(&tttrack::doctor::examine(&o))
         }

@@ -499,7 +499,13 @@ pub fn stdout_of_success(c: &mut Command) -> Vec<u8> {
 
 /// `tt-smi ARGS`'s output; panics with tt-smi's error output if it fails.
 pub fn smi(args: &[&str]) -> String {
-    let out = stdout_of_success(Command::new(env!("CARGO_BIN_EXE_tt-smi")).args(args));
+    // TT-Metal's regions in /dev/shm are read only where a test names the directory
+    // (--metal-shm-dir wins over this).
+    let out = stdout_of_success(
+        Command::new(env!("CARGO_BIN_EXE_tt-smi"))
+            .args(args)
+            .env("TTTRACK_METAL_SHM_DIR", "/nonexistent-tttrack-metal-shm"),
+    );
     String::from_utf8(out).unwrap()
 }
 
@@ -634,4 +640,46 @@ pub fn forged_segment(path: &Path, pid: u32, uid: u32, start: u64, size: u64) ->
     tttrack::producer::publish(seg, 0, 0, alloc_event(0, size, 1));
     std::os::unix::fs::chown(path, Some(uid), Some(uid)).unwrap();
     f
+}
+
+/// The tests' virtual environment's python, with pytest and the Python package
+/// (the test command's, `TTTRACK_TEST_VENV`, else made here in target/python-venv).
+pub fn venv_python() -> PathBuf {
+    static VENV: OnceLock<PathBuf> = OnceLock::new();
+    VENV.get_or_init(|| {
+        if let Some(v) = std::env::var_os("TTTRACK_TEST_VENV") {
+            return PathBuf::from(v).join("bin/python");
+        }
+        let venv = target_dir().join("python-venv");
+        if !venv.join("bin/python").exists() {
+            let ok = Command::new("python3")
+                .arg("-m")
+                .arg("venv")
+                .arg(&venv)
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "python3 -m venv");
+        }
+        let py = venv.join("bin/python");
+        let out = Command::new(&py)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "pytest",
+            ])
+            .arg(repo_dir().join("python"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pip install ./python: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        py
+    })
+    .clone()
 }
