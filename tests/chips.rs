@@ -429,3 +429,76 @@ sys.stdin.readline()
     let _ = py.wait();
     drop(agg);
 }
+
+/// Rows converge to one per physical chip whatever the order in which the aggregator
+/// learns of cards and events: events applied before the sysfs tree has its cards
+/// (ids as reported, then moved to the cards when they appear), and an aggregator
+/// started last, over a journal of events from a host that had no cards yet. No row
+/// that holds nothing and names no card stays; a peak belongs to the chip it happened
+/// on.
+#[test]
+fn rows_converge_whatever_the_order_cards_and_events_arrive() {
+    let dir = TempDir::new("chips-order");
+    let root = TempDir::new("chips-order-sysfs");
+    let agg = start(&dir, &root, &[]);
+    // Events first, on a host whose cards are not there yet.
+    let mut train = Scripted::spawn(&dir, Some("1"));
+    let mut eval = Scripted::spawn(&dir, Some("0"));
+    train.say(&format!("alloc 0 {} 1", 3 * MIB));
+    eval.say(&format!("alloc 0 {} 1", 5 * MIB));
+    wait_json(&agg, &dir, &root, "figures as reported", |v| {
+        dram_used(v, 0) == 8 * MIB
+    });
+    // The cards appear: the train process's device 0 is card 1.
+    for (i, bdf) in [(0u32, "0000:01:00.0"), (1, "0000:02:00.0")] {
+        SimCard::wormhole(i, bdf, "n150")
+            .class("tt_asic_id", &format!("00000ABC0000000{i}\n"))
+            .install(root.path())
+            .unwrap();
+    }
+    let rows_are = |v: &Value, want: &[(u64, u64)]| {
+        let got: Vec<(u64, u64)> = v["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| {
+                (
+                    d["id"].as_u64().unwrap(),
+                    d["memory"]["dram"]["used_bytes"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        got == want
+    };
+    let v = wait_json(&agg, &dir, &root, "one row per card", |v| {
+        rows_are(v, &[(0, 5 * MIB), (1, 3 * MIB)])
+    });
+    assert_cards_sum_their_processes(&v);
+    assert_eq!(device(&v, 1)["memory"]["dram"]["peak_bytes"], 3 * MIB);
+    assert_eq!(
+        device(&v, 0)["memory"]["dram"]["peak_bytes"],
+        5 * MIB,
+        "{v}"
+    );
+    // Started last: over the journal of a run on a host that had no cards, then cards.
+    drop(agg);
+    let dir2 = TempDir::new("chips-order-late");
+    let bare = TempDir::new("chips-order-bare");
+    let first = start(&dir2, &bare, &[]);
+    let mut late = Scripted::spawn(&dir2, Some("1"));
+    late.say(&format!("alloc 0 {} 1", 2 * MIB));
+    wait_json(&first, &dir2, &bare, "as reported", |v| {
+        dram_used(v, 0) == 2 * MIB
+    });
+    drop(first);
+    let again = start(&dir2, &root, &[]);
+    let v = wait_json(
+        &again,
+        &dir2,
+        &root,
+        "the journal's figures on card 1",
+        |v| rows_are(v, &[(0, 0), (1, 2 * MIB)]),
+    );
+    assert_eq!(device(&v, 0)["memory"]["dram"]["peak_bytes"], 0, "{v}");
+    drop(late);
+}

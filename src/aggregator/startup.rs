@@ -80,9 +80,13 @@ impl Aggregator {
             agg.cfg.dir.join(COUNTERS_FILE_NAME).display(),
             PAGE_SIZE
         ));
-        agg.start_telemetry();
+        // The recovered accounting first: the cards the first sample finds are given to
+        // it (given to an accounting replaced afterwards, they were lost until the
+        // first publication, and events applied meanwhile made rows of ids as reported
+        // that stayed beside the cards' rows).
         agg.log_recovery(&rec);
         agg.acc = rec.accounting;
+        agg.start_telemetry();
         Ok(agg)
     }
 

@@ -60,11 +60,13 @@ impl Accounting {
         renumber(&mut self.devices, &self.cards);
     }
 
-    /// Drops the rows of remote chips that no process is placed on and that hold
-    /// nothing (a chip id no longer named): rows do not pile up.
+    /// Drops the rows that figures moved away from, when no process is placed on them
+    /// any more and they hold nothing: a chip id no longer named, or an id as reported
+    /// before the host's cards were known. Rows do not pile up, and every row left is
+    /// a chip something is on. (A card's row is the card's, whatever it holds.)
     pub(super) fn prune(&mut self, chips: &[Chip]) {
         for c in chips {
-            if !matches!(c, Chip::Asic(_)) {
+            if !matches!(c, Chip::Asic(_) | Chip::AsReported(_)) {
                 continue;
             }
             let used = self
