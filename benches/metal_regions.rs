@@ -36,6 +36,20 @@ fn region(pids: &[u32]) -> Vec<u8> {
     b
 }
 
+/// The share of a core an aggregator's passes take when it runs as idle: one pass,
+/// then a 10 ms nap, for 3 s.
+fn busy_share(agg: &mut tttrack::aggregator::Aggregator) -> f64 {
+    let start = Instant::now();
+    let mut busy = Duration::ZERO;
+    while start.elapsed() < Duration::from_secs(3) {
+        let t = Instant::now();
+        agg.pass();
+        busy += t.elapsed();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    busy.as_secs_f64() / start.elapsed().as_secs_f64()
+}
+
 fn median(mut v: Vec<u64>) -> u64 {
     v.sort_unstable();
     v[v.len() / 2]
@@ -79,6 +93,55 @@ fn main() {
             t.elapsed().as_nanos() as u64
         })
         .collect();
+    let idle_share = busy_share(&mut agg);
+    drop(agg);
+
+    // The same aggregator reading the 64 regions: every pass as the loop runs it when
+    // idle (a 10 ms nap between passes), over 3 s: reads every 100 ms and the
+    // publications they cause included.
+    let track2 = base.join("track2");
+    std::fs::create_dir_all(&track2).unwrap();
+    let cfg = tttrack::aggregator::Config {
+        dir: track2,
+        verbosity: tttrack::aggregator::Verbosity::Quiet,
+        proc_root: "/proc".into(),
+        sysfs_root: "/nonexistent-tttrack-sysfs".into(),
+        telemetry_interval: Duration::from_secs(1),
+        private_to: None,
+        metal_shm_dir: Some(shm.clone()),
+    };
+    let mut agg = tttrack::aggregator::Aggregator::start(cfg).expect("aggregator");
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(1) {
+        agg.pass();
+    }
+    let regions_share = busy_share(&mut agg);
+    drop(agg);
+
+    // A host as hosts are: 8 chips, 8 processes on each.
+    let small = base.join("shm-small");
+    std::fs::create_dir_all(&small).unwrap();
+    let few = region(&pids[..8]);
+    for n in 0..8 {
+        std::fs::write(small.join(format!("tt_device_{}_memory", 2000 + n)), &few).unwrap();
+    }
+    let track3 = base.join("track3");
+    std::fs::create_dir_all(&track3).unwrap();
+    let cfg = tttrack::aggregator::Config {
+        dir: track3,
+        verbosity: tttrack::aggregator::Verbosity::Quiet,
+        proc_root: "/proc".into(),
+        sysfs_root: "/nonexistent-tttrack-sysfs".into(),
+        telemetry_interval: Duration::from_secs(1),
+        private_to: None,
+        metal_shm_dir: Some(small.clone()),
+    };
+    let mut agg = tttrack::aggregator::Aggregator::start(cfg).expect("aggregator");
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(1) {
+        agg.pass();
+    }
+    let small_share = busy_share(&mut agg);
     drop(agg);
 
     // One read of every region, every slot's process checked (as each 100 ms tick does,
@@ -119,6 +182,18 @@ fn main() {
     println!(
         "share of a core at one read per 100 ms:      {:>10.3} %",
         read as f64 / 100e6 * 100.0
+    );
+    println!(
+        "aggregator busy, idle loop (10 ms naps), no region:  {:>8.3} % of a core",
+        idle_share * 100.0
+    );
+    println!(
+        "aggregator busy, idle loop, 64 x 64 regions:         {:>8.3} % of a core",
+        regions_share * 100.0
+    );
+    println!(
+        "aggregator busy, idle loop, 8 x 8 regions:           {:>8.3} % of a core",
+        small_share * 100.0
     );
     for c in &mut children {
         let _ = c.kill();

@@ -231,9 +231,16 @@ pub struct Slot {
     /// Bytes by category, as the page keeps them (clamped to [`MAX_FIGURE`]).
     pub used: [u64; NUM_CATS],
     pub last_update: Stamp,
-    /// The process name TT-Metal read from `/proc/PID/comm`, control characters
-    /// replaced: safe to print.
-    pub name: String,
+    /// The process name TT-Metal read from `/proc/PID/comm`, as stored (NUL-padded):
+    /// [`Slot::name`] makes it safe to print.
+    pub name_bytes: [u8; NAME_LEN],
+}
+
+impl Slot {
+    /// The process name, control characters replaced: safe to print.
+    pub fn name(&self) -> String {
+        name_text(&self.name_bytes)
+    }
 }
 
 /// What a region says.
@@ -340,7 +347,7 @@ pub fn parse(bytes: &[u8]) -> Result<Region, RegionError> {
                         pid: s.pid as u32,
                         used: figures(s.dram, s.l1, s.l1_small, s.trace, s.cb, s.kernel),
                         last_update: Stamp::of(s.last_update_ns),
-                        name: name_text(&s.name),
+                        name_bytes: s.name,
                     });
                 }
             }
@@ -357,7 +364,7 @@ pub fn parse(bytes: &[u8]) -> Result<Region, RegionError> {
                         pid: s.pid as u32,
                         used: figures(s.dram, s.l1, s.l1_small, s.trace, s.cb, 0),
                         last_update: Stamp::of(s.last_update_ns),
-                        name: name_text(&s.name),
+                        name_bytes: s.name,
                     });
                 }
             }
@@ -426,7 +433,7 @@ mod tests {
             ],
             [100, 200, 300, 400, 500]
         );
-        assert_eq!(sl.name, "py?[", "the escape replaced");
+        assert_eq!(sl.name(), "py?[", "the escape replaced");
         assert_eq!(sl.last_update, Stamp::Unix(1_800_000_000_000_000_000));
         // v4 needs its ready flag.
         put(&mut b, 0, 4, 4);

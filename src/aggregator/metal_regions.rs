@@ -129,13 +129,29 @@ impl Aggregator {
             return;
         }
         let cards: Vec<Card> = self.acc.cards.clone();
-        let s = self.metal.last.clone();
+        // Taken for the time of this call and put back (publication runs up to every
+        // millisecond: no copy of what may be thousands of slots).
+        let s = std::mem::take(&mut self.metal.last);
+        let index: HashMap<ProcKey, usize> = procs
+            .iter()
+            .enumerate()
+            .map(|(i, r)| ((r.pid, r.start_time), i))
+            .collect();
+        // Each region's row, once per publication.
+        let mut rows: HashMap<u64, u32> = HashMap::new();
+        for r in &s.regions {
+            if r.live_slots + r.left_slots > 0 {
+                let row = self.metal_row(r.chip, &cards, devices);
+                rows.insert(r.chip, row);
+            }
+        }
+        let row_of = |chip: u64| rows.get(&chip).copied().unwrap_or(u32::MAX);
         let mut own: BTreeMap<ProcKey, ProcessRecord> = BTreeMap::new();
         for l in &s.live {
             let key = (l.pid, l.start_time);
             if self.acc.processes.contains_key(&key) {
                 // Counted from its lanes; the region's figure beside, for comparison.
-                if let Some(r) = procs.iter_mut().find(|r| (r.pid, r.start_time) == key) {
+                if let Some(r) = index.get(&key).and_then(|&i| procs.get_mut(i)) {
                     r.flags |= PROC_ALSO_IN_REGION;
                     for (i, &c) in DEVICE_CATS.iter().enumerate() {
                         r.region_used[i] = r.region_used[i].saturating_add(l.used[c]);
@@ -143,7 +159,7 @@ impl Aggregator {
                 }
                 continue;
             }
-            let row = self.metal_row(l.chip, &cards, devices);
+            let row = row_of(l.chip);
             let r = own.entry(key).or_insert_with(|| ProcessRecord {
                 pid: l.pid,
                 flags: PROC_ALIVE | PROC_SOURCE_METAL,
@@ -197,7 +213,7 @@ impl Aggregator {
                 .or_insert_with(|| l.clone());
         }
         for l in left.values() {
-            let row = self.metal_row(l.chip, &cards, devices);
+            let row = row_of(l.chip);
             let mut r = ProcessRecord {
                 pid: l.pid,
                 flags: PROC_SOURCE_METAL | PROC_LEFT_BEHIND,
@@ -240,6 +256,7 @@ impl Aggregator {
         self.metal.row_peaks.retain(|r, _| rows.contains(r));
         let chips: std::collections::HashSet<u64> = s.regions.iter().map(|r| r.chip).collect();
         self.metal.rows.retain(|c, _| chips.contains(c));
+        self.metal.last = s;
     }
 
     /// The row of the chip a region is named after: the card with that ASIC id, else

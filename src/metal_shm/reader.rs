@@ -102,7 +102,7 @@ struct PidEntry {
     _pidfd: OwnedFd,
     fd: i32,
     uid: u32,
-    comm: String,
+    comm: std::sync::Arc<str>,
     /// Start time in clock ticks since boot (as the lanes' processes are keyed).
     start_time: u64,
     /// The same since boot, in nanoseconds.
@@ -118,7 +118,8 @@ pub struct LiveSlot {
     pub pid: u32,
     pub start_time: u64,
     pub uid: u32,
-    pub comm: String,
+    /// Its name from `/proc` (safe to print).
+    pub comm: std::sync::Arc<str>,
     pub used: [u64; NUM_CATS],
 }
 
@@ -564,7 +565,9 @@ impl Reader {
                 }
             }
             let (uid, mode) = (h.uid, h.mode);
-            let Some(r) = h.region.clone() else { continue };
+            // Taken out while its slots are checked (the check needs the reader), put
+            // back after: no copy of the region.
+            let Some(r) = h.region.take() else { continue };
             let file = super::name_of_chip(chip);
             let mut rs = RegionSummary {
                 file: file.clone(),
@@ -599,7 +602,7 @@ impl Reader {
                             file: file.clone(),
                             file_uid: uid,
                             pid: slot.pid,
-                            name: slot.name.clone(),
+                            name: slot.name(),
                             used: slot.used,
                             why,
                         });
@@ -607,6 +610,9 @@ impl Reader {
                 }
             }
             s.regions.push(rs);
+            if let Some(h) = self.held.get_mut(&chip) {
+                h.region = Some(r);
+            }
         }
         for chip in gone {
             // Shrunk, grown or rewritten as something else: looked at afresh.
@@ -648,7 +654,7 @@ impl Reader {
                     fd: fd.as_raw_fd(),
                     _pidfd: fd,
                     uid: info.uid,
-                    comm: info.comm,
+                    comm: info.comm.into(),
                     start_time: info.start_time,
                     start_boot_ns,
                     touched: t,

@@ -479,7 +479,7 @@ fn add_regions(
             Some(p) => p.devices.push(dv),
             None => processes.push(ProcessView {
                 pid: l.pid,
-                name: l.comm.clone(),
+                name: l.comm.to_string(),
                 exact: false,
                 events_lost: 0,
                 buffers: 0,
