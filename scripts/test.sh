@@ -68,7 +68,13 @@ fi
 venv=target/python-venv
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 echo "test.sh: installing the Python package into $venv (pip install pytest ./python)" >&2
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check pytest ./python
+# The extension is built by maturin with python/Cargo.lock; into a target directory of
+# its own, whatever CARGO_TARGET_DIR says: in a directory shared with the main build
+# (a common set-up), the other lock file's versions of the same crates (serde_core)
+# sat beside the main build's and broke its next `cargo build` ("multiple different
+# versions of crate").
+CARGO_TARGET_DIR="$PWD/target/python-ext" \
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check pytest ./python
 export TTTRACK_TEST_VENV="$PWD/$venv"
 
 exec cargo test "$@"

@@ -65,7 +65,17 @@ fn the_plugin_fails_a_leaking_test_naming_its_buffers() {
         "{t}"
     );
     assert!(!t.contains("test_clean left"), "{t}");
-    // Warn only: both pass, the leak is a warning.
+    // The flag before the path, as everyone types it (it took the path for its value:
+    // a usage error, no test run).
+    let o = pytest(dir.path(), &["--tttrack-leaks", "leaky_suite.py"]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(t.contains("1 failed, 1 passed"), "{t}");
+    // Warn only: both pass, the leak is a warning (after the path too).
+    let o = pytest(dir.path(), &["leaky_suite.py", "--tttrack-leaks=warn"]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("2 passed") && t.contains("TttrackLeakWarning"), "{t}");
     let o = pytest(dir.path(), &["--tttrack-leaks=warn", "leaky_suite.py"]);
     let t = text(&o);
     assert!(o.status.success(), "{t}");

@@ -7,9 +7,9 @@ per device and type at the end. ``--tttrack-dir DIR``: the tracking directory (e
 ``$TTTRACK_DIR``). With no aggregator running the plugin says so once and the tests run
 unchanged.
 
-Like pytest-cov's ``--cov``, ``--tttrack-leaks`` takes an optional value: write it after
-the test paths (``pytest tests/ --tttrack-leaks``) or spelled out
-(``--tttrack-leaks=fail``), or the next argument is taken for its value.
+``--tttrack-leaks`` takes no value, so it may stand anywhere (``pytest --tttrack-leaks
+tests/`` runs tests/); ``--tttrack-leaks=warn`` (and ``--tttrack-leaks=fail``) are options
+of their own, written as one word.
 """
 
 from __future__ import annotations
@@ -29,15 +29,22 @@ class TttrackLeakWarning(UserWarning):
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     g = parser.getgroup("tttrack", "device memory (tttrack)")
-    g.addoption("--tttrack-leaks", nargs="?", const="fail", default=None, choices=("fail", "warn"),
-                help="fail (or with =warn, warn about) a test after which its process holds more device memory")
+    # Flags, not an option with an optional value: an optional value would take the
+    # next argument (`pytest --tttrack-leaks tests/` would read "tests/" as the value).
+    # argparse matches a whole option string before it splits at "=", so "=warn" is
+    # an option string of its own.
+    g.addoption("--tttrack-leaks", "--tttrack-leaks=fail", action="store_const", const="fail",
+                dest="tttrack_leaks", default=None,
+                help="fail a test after which its process holds more device memory")
+    g.addoption("--tttrack-leaks=warn", action="store_const", const="warn", dest="tttrack_leaks",
+                help="warn about (not fail) a test after which its process holds more device memory")
     g.addoption("--tttrack-peaks", action="store_true", default=False,
                 help="print each test's device-memory peak per device and type")
     g.addoption("--tttrack-dir", default=None, help="the tracking directory (default: $TTTRACK_DIR)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    if config.getoption("--tttrack-leaks") or config.getoption("--tttrack-peaks"):
+    if config.getoption("tttrack_leaks") or config.getoption("--tttrack-peaks"):
         config.pluginmanager.register(_Guard(config), "tttrack-guard")
 
 
@@ -46,7 +53,7 @@ Held = Dict[Tuple[int, str], int]
 
 class _Guard:
     def __init__(self, config: pytest.Config) -> None:
-        self.leaks: Optional[str] = config.getoption("--tttrack-leaks")
+        self.leaks: Optional[str] = config.getoption("tttrack_leaks")
         self.peaks: bool = config.getoption("--tttrack-peaks")
         self.dir: Optional[str] = config.getoption("--tttrack-dir")
         self.available = tttrack.is_available(self.dir)

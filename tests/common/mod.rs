@@ -672,6 +672,8 @@ pub fn venv_python() -> PathBuf {
                 "pytest",
             ])
             .arg(repo_dir().join("python"))
+            // Its own target directory (see scripts/test.sh): never the main build's.
+            .env("CARGO_TARGET_DIR", repo_dir().join("target/python-ext"))
             .output()
             .unwrap();
         assert!(
