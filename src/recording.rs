@@ -23,8 +23,10 @@ use serde::{Deserialize, Serialize};
 
 /// The first 8 bytes of a recording.
 pub const FILE_MAGIC: &[u8; 8] = b"TTTRREC1";
-/// Bumped whenever what a record or block means changes.
-pub const FORMAT_VERSION: u32 = 1;
+/// Bumped whenever what a record or block means changes. 2: [`Record::Sampled`].
+pub const FORMAT_VERSION: u32 = 2;
+/// The earliest version this reader reads (1 has every record but `Sampled`).
+pub const OLDEST_FORMAT_VERSION: u32 = 1;
 /// Records are cut into blocks of about this many bytes (before compression).
 pub const BLOCK_BYTES: usize = 64 << 10;
 
@@ -102,6 +104,15 @@ pub enum Record {
         code: Option<i32>,
         signal: Option<i32>,
     },
+    /// What process `pid` holds on the chip in row `row`, as TT-Metal's own region
+    /// said at `t_ms` (a process known only from its region: counters, no events), by
+    /// category in `counters_page::DEVICE_CATS` order. Sent when it changes.
+    Sampled {
+        t_ms: u64,
+        pid: u32,
+        row: u32,
+        used: [u64; crate::counters_page::HIST_FIELDS],
+    },
 }
 
 const T_PROCESS: u8 = 1;
@@ -112,6 +123,7 @@ const T_END: u8 = 5;
 const T_LOST: u8 = 6;
 const T_DEVICES: u8 = 7;
 const T_EXIT: u8 = 8;
+const T_SAMPLED: u8 = 9;
 
 fn put(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
@@ -253,6 +265,20 @@ impl Record {
                 put_i(out, code.map_or(-1, |c| c as i64 & 0xffff_ffff));
                 put_i(out, signal.map_or(-1, |s| s as i64));
             }
+            Record::Sampled {
+                t_ms,
+                pid,
+                row,
+                used,
+            } => {
+                out.push(T_SAMPLED);
+                put(out, *t_ms);
+                put(out, *pid as u64);
+                put(out, *row as u64);
+                for &u in used {
+                    put(out, u);
+                }
+            }
         }
     }
 }
@@ -385,6 +411,19 @@ fn decode_one(c: &mut Cursor) -> Option<Record> {
                 t_ms,
                 code: (code >= 0).then_some(code as i32),
                 signal: (signal >= 0).then_some(signal as i32),
+            }
+        }
+        T_SAMPLED => {
+            let (t_ms, pid, row) = (c.u()?, c.u32()?, c.u32()?);
+            let mut used = [0u64; crate::counters_page::HIST_FIELDS];
+            for u in &mut used {
+                *u = c.u()?;
+            }
+            Record::Sampled {
+                t_ms,
+                pid,
+                row,
+                used,
             }
         }
         _ => return None,

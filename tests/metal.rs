@@ -793,3 +793,65 @@ fn hostile_regions_change_nothing_of_roots() {
     let _ = root_proc.kill();
     let _ = root_proc.wait();
 }
+
+/// `tt-track record` of a stock TT-Metal program: the process is sampled from its
+/// region (its curve and peak in the report, marked as sampled).
+#[test]
+fn a_stock_program_is_recorded_from_its_region() {
+    let dir = TempDir::new("metal-record");
+    let out = TempDir::new("metal-record-out");
+    let chips = Chips::new(1);
+    let a = chips.0[0];
+    let _agg = AggProc::start(dir.path(), &["--metal-shm-dir", "/dev/shm"]);
+    let file = out.path().join("run.ttrec");
+    let script = format!(
+        "printf 'open {a} 0\\nalloc 0 {four} 0\\nsleep 400\\nalloc 0 {one} 1\\nsleep 400\\nfree 0 {four} 0\\nsleep 400\\nexit\\n' | {prog}",
+        four = 4 * MIB,
+        one = MIB,
+        prog = metal_stats(false).display()
+    );
+    let o = Command::new(env!("CARGO_BIN_EXE_tt-track"))
+        .args(["record", "-o"])
+        .arg(&file)
+        .args(["--", "sh", "-c", &script])
+        .env("TTTRACK_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rep = Command::new(env!("CARGO_BIN_EXE_tt-track"))
+        .args(["report", "--json"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        rep.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rep.stderr)
+    );
+    let r: Value = serde_json::from_slice(&rep.stdout).unwrap();
+    let p = r["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["comm"] == "metal_stats")
+        .unwrap_or_else(|| panic!("no metal_stats process in {r:#}"));
+    assert_eq!(p["sampled"], true, "{p:#}");
+    assert!(p["ended_at_s"].is_number(), "{p:#}");
+    let dev = r["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["types"]["dram"]["peak_bytes"] == 4 * MIB)
+        .unwrap_or_else(|| panic!("no device with the 4 MiB DRAM peak in {r:#}"));
+    assert_eq!(dev["types"]["l1"]["peak_bytes"], MIB, "{dev:#}");
+    let text = Command::new(env!("CARGO_BIN_EXE_tt-track"))
+        .arg("report")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("sampled from TT-Metal's own region"),
+        "{text}"
+    );
+}

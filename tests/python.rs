@@ -75,7 +75,10 @@ fn the_plugin_fails_a_leaking_test_naming_its_buffers() {
     let o = pytest(dir.path(), &["leaky_suite.py", "--tttrack-leaks=warn"]);
     let t = text(&o);
     assert!(o.status.success(), "{t}");
-    assert!(t.contains("2 passed") && t.contains("TttrackLeakWarning"), "{t}");
+    assert!(
+        t.contains("2 passed") && t.contains("TttrackLeakWarning"),
+        "{t}"
+    );
     let o = pytest(dir.path(), &["--tttrack-leaks=warn", "leaky_suite.py"]);
     let t = text(&o);
     assert!(o.status.success(), "{t}");

@@ -35,6 +35,8 @@ pub(super) struct MetalSource {
     differ_logged: std::collections::HashSet<ProcKey>,
     left_logged: std::collections::HashSet<(u64, u32)>,
     last_read: Option<Instant>,
+    /// Each region's row as last published.
+    published_rows: HashMap<u64, u32>,
 }
 
 impl MetalSource {
@@ -115,6 +117,39 @@ impl Aggregator {
             m.last = s;
             self.page.dirty = true;
         }
+        self.sample_for_recordings();
+    }
+
+    /// The region-only processes' figures, by row, for the recordings.
+    fn sample_for_recordings(&mut self) {
+        if self.recordings.is_empty() {
+            return;
+        }
+        let mut by: BTreeMap<ProcKey, super::recordings::SampledProcess> = BTreeMap::new();
+        for l in &self.metal.last.live {
+            let key = (l.pid, l.start_time);
+            if self.acc.processes.contains_key(&key) {
+                continue;
+            }
+            // A chip not published yet: sampled from the next read on.
+            let Some(&row) = self.metal.published_rows.get(&l.chip) else {
+                continue;
+            };
+            let p = by
+                .entry(key)
+                .or_insert_with(|| super::recordings::SampledProcess {
+                    key,
+                    uid: l.uid,
+                    comm: l.comm.clone(),
+                    rows: BTreeMap::new(),
+                });
+            let u = p.rows.entry(row).or_insert([0; NUM_CATS]);
+            for c in 0..NUM_CATS {
+                u[c] = u[c].saturating_add(l.used[c]);
+            }
+        }
+        let live: Vec<_> = by.into_values().collect();
+        self.record_sampled(&live);
     }
 
     /// Adds what the regions say to the page's rows: live processes of their own, the
@@ -145,6 +180,7 @@ impl Aggregator {
                 rows.insert(r.chip, row);
             }
         }
+        self.metal.published_rows = rows.clone();
         let row_of = |chip: u64| rows.get(&chip).copied().unwrap_or(u32::MAX);
         let mut own: BTreeMap<ProcKey, ProcessRecord> = BTreeMap::new();
         for l in &s.live {

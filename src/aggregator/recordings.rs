@@ -14,6 +14,7 @@
 
 use super::accounting::{Placed, ProcKey};
 use super::Aggregator;
+use crate::counters_page::{DEVICE_CATS, HIST_FIELDS};
 use crate::recording::{encode_events, Record};
 use crate::shm_layout::{DeviceInfo, Event};
 use std::collections::HashSet;
@@ -44,6 +45,11 @@ struct Recording {
     /// gap), and those lost so far but not yet said.
     buf_unsequenced: u64,
     lost: u64,
+    /// Members known only from TT-Metal's regions: what was last sent of each, by row.
+    sampled:
+        std::collections::HashMap<ProcKey, std::collections::BTreeMap<u32, [u64; HIST_FIELDS]>>,
+    /// Processes of the regions found not to be the recording's (looked at once each).
+    not_members: HashSet<ProcKey>,
 }
 
 #[derive(Default)]
@@ -55,6 +61,15 @@ impl Recordings {
     pub(super) fn is_empty(&self) -> bool {
         self.list.is_empty()
     }
+}
+
+/// A process known only from TT-Metal's regions, as recordings sample it.
+pub(super) struct SampledProcess {
+    pub(super) key: ProcKey,
+    pub(super) uid: u32,
+    pub(super) comm: std::sync::Arc<str>,
+    /// Its figures on each chip's row, by category.
+    pub(super) rows: std::collections::BTreeMap<u32, [u64; crate::counters_page::NUM_CATS]>,
 }
 
 /// Whether `pid` descends from `ancestor` (at most 64 generations up).
@@ -102,6 +117,8 @@ impl Aggregator {
             buf: Vec::new(),
             buf_unsequenced: 0,
             lost: 0,
+            sampled: Default::default(),
+            not_members: HashSet::new(),
         });
         self.log
             .info(format!("   recording for pid {pid} (uid {uid}) started"));
@@ -163,6 +180,77 @@ impl Aggregator {
                     .encode(&mut r.buf);
                 }
             }
+        }
+    }
+
+    /// Processes known only from TT-Metal's regions, each with its figures by row:
+    /// one that belongs to a recording (it descends from the recorder and is of its
+    /// user, looked at once) begins in it, its figures are sent when they change, and
+    /// it ends when it is gone from the regions.
+    pub(super) fn record_sampled(&mut self, live: &[SampledProcess]) {
+        if self.recordings.is_empty() {
+            return;
+        }
+        let root = self.cfg.proc_root.clone();
+        let now = crate::sys::unix_ns() / 1_000_000;
+        for r in &mut self.recordings.list {
+            let t_ms = now.saturating_sub(r.epoch_unix_ms);
+            for p in live {
+                let key = p.key;
+                if !r.sampled.contains_key(&key) {
+                    if r.not_members.contains(&key) || r.members.contains(&key) {
+                        continue;
+                    }
+                    // Regions are the whole host's, also for a recorder with a private
+                    // directory: only its own descendants are its.
+                    let mine = r.uid == 0 || r.uid == p.uid;
+                    if !mine || !(key.0 == r.pid || descends(&root, key.0, r.pid)) {
+                        r.not_members.insert(key);
+                        continue;
+                    }
+                    Record::Process {
+                        t_ms,
+                        pid: key.0,
+                        start_time: key.1,
+                        uid: p.uid,
+                        comm: p.comm.to_string(),
+                    }
+                    .encode(&mut r.buf);
+                    r.sampled.insert(key, Default::default());
+                }
+                let Some(sent) = r.sampled.get_mut(&key) else {
+                    continue;
+                };
+                for (&row, used) in &p.rows {
+                    let now_used = DEVICE_CATS.map(|c| used[c]);
+                    if sent.get(&row) != Some(&now_used) {
+                        sent.insert(row, now_used);
+                        Record::Sampled {
+                            t_ms,
+                            pid: key.0,
+                            row,
+                            used: now_used,
+                        }
+                        .encode(&mut r.buf);
+                    }
+                }
+            }
+            let gone: Vec<ProcKey> = r
+                .sampled
+                .keys()
+                .filter(|k| !live.iter().any(|p| p.key == **k))
+                .copied()
+                .collect();
+            for key in gone {
+                r.sampled.remove(&key);
+                Record::End {
+                    t_ms,
+                    pid: key.0,
+                    events_lost: 0,
+                }
+                .encode(&mut r.buf);
+            }
+            r.not_members.retain(|k| live.iter().any(|p| p.key == *k));
         }
     }
 

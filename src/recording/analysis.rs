@@ -9,7 +9,7 @@
 use super::{Record, Recording};
 use crate::aggregator::accounting::placement::Chip;
 use crate::aggregator::accounting::{cat_of_buffer, cat_of_kernel, Accounting, Outcome, ProcState};
-use crate::counters_page::{CAT_CB, CAT_KERNEL, CAT_NAMES, NUM_CATS};
+use crate::counters_page::{CAT_CB, CAT_KERNEL, CAT_NAMES, DEVICE_CATS, NUM_CATS};
 use crate::shm_layout::{BufferType, Event, KernelType};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
@@ -82,6 +82,9 @@ pub struct ProcessReport {
     pub events: u64,
     pub events_lost: u64,
     pub leaked_bytes: u64,
+    /// Known only from TT-Metal's own region: its figures were sampled (every 100 ms
+    /// at most), not replayed from events; no buffers.
+    pub sampled: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -173,6 +176,8 @@ fn secs(t_ms: u64) -> f64 {
 trait Visit {
     fn event(&mut self, rp: &Replay, pid: u32, ev: &Event, out: &Outcome);
     fn end(&mut self, _rp: &Replay, _key: (u32, u64), _events_lost: u64) {}
+    /// A sampled process's figures on `row` changed (`Record::Sampled`).
+    fn sample(&mut self, _rp: &Replay, _pid: u32, _row: u32) {}
 }
 
 /// The replay: records applied in order to an accounting of their own.
@@ -181,6 +186,8 @@ struct Replay<'a> {
     rows: HashMap<(u32, i32), u32>,
     acc: Accounting,
     keys: HashMap<u32, (u32, u64)>,
+    /// What each sampled process holds on each row, by category.
+    sampled: HashMap<(u32, u32), [u64; NUM_CATS]>,
     /// Events applied so far (the index of the next).
     index: usize,
     t_ms: u64,
@@ -193,6 +200,7 @@ impl<'a> Replay<'a> {
             rows: final_rows(rec),
             acc: Accounting::default(),
             keys: HashMap::new(),
+            sampled: HashMap::new(),
             index: 0,
             t_ms: 0,
         }
@@ -249,7 +257,34 @@ impl<'a> Replay<'a> {
                     if let Some(key) = self.keys.remove(pid) {
                         v.end(self, key, *events_lost);
                         self.acc.release(key);
+                        let rows: Vec<u32> = self
+                            .sampled
+                            .keys()
+                            .filter(|k| k.0 == *pid)
+                            .map(|k| k.1)
+                            .collect();
+                        for row in rows {
+                            self.sampled.remove(&(*pid, row));
+                            v.sample(self, *pid, row);
+                        }
                     }
+                }
+                Record::Sampled {
+                    t_ms,
+                    pid,
+                    row,
+                    used,
+                } => {
+                    self.t_ms = self.t_ms.max(*t_ms);
+                    if !self.keys.contains_key(pid) {
+                        continue;
+                    }
+                    let mut u = [0u64; NUM_CATS];
+                    for (i, &c) in DEVICE_CATS.iter().enumerate() {
+                        u[c] = used[i];
+                    }
+                    self.sampled.insert((*pid, *row), u);
+                    v.sample(self, *pid, *row);
                 }
                 _ => {}
             }
@@ -312,9 +347,18 @@ impl<'a> Replay<'a> {
         v
     }
 
+    /// What the chip in `row` holds: the replayed events' figures and the sampled
+    /// processes' together.
     fn figures(&self, row: u32) -> Option<[u64; NUM_CATS]> {
-        let d = self.acc.devices.get(&Chip::AsReported(row as i32))?;
-        Some(d.figures.map(|f| f.used))
+        let d = self.acc.devices.get(&Chip::AsReported(row as i32));
+        let mut used = d.map(|d| d.figures.map(|f| f.used));
+        for (_, u) in self.sampled.iter().filter(|(k, _)| k.1 == row) {
+            let f = used.get_or_insert([0; NUM_CATS]);
+            for c in 0..NUM_CATS {
+                f[c] = f[c].saturating_add(u[c]);
+            }
+        }
+        used
     }
 }
 
@@ -393,22 +437,19 @@ impl Visit for Tally {
                     .at(rp.t_ms, pd.used[c]);
             }
         }
-        let Some(used) = rp.figures(row) else { return };
-        // Every category this event may have moved (a kernel moves its subtype too).
-        for c in 0..NUM_CATS {
-            self.timeline
-                .entry((row, c))
+        self.device_point(rp, row);
+    }
+
+    fn sample(&mut self, rp: &Replay, pid: u32, row: u32) {
+        self.procs.entry(pid).or_default().sampled = true;
+        let u = rp.sampled.get(&(pid, row)).copied().unwrap_or_default();
+        for (c, &v) in u.iter().enumerate() {
+            self.proc_timeline
+                .entry((pid, row, c))
                 .or_default()
-                .at(rp.t_ms, used[c]);
-            if used[c] > 0 || self.types.contains_key(&(row, c)) {
-                let t = self.types.entry((row, c)).or_default();
-                if used[c] > t.peak_bytes {
-                    t.peak_bytes = used[c];
-                    t.peak_at_s = secs(rp.t_ms);
-                    t.peak_index = rp.index;
-                }
-            }
+                .at(rp.t_ms, v);
         }
+        self.device_point(rp, row);
     }
 
     fn end(&mut self, rp: &Replay, key: (u32, u64), events_lost: u64) {
@@ -425,6 +466,28 @@ impl Visit for Tally {
             }
         }
         self.leaks.extend(held);
+    }
+}
+
+impl Tally {
+    /// The chip in `row`'s figures now, on its timeline and against its peaks.
+    fn device_point(&mut self, rp: &Replay, row: u32) {
+        let Some(used) = rp.figures(row) else { return };
+        // Every category this event may have moved (a kernel moves its subtype too).
+        for c in 0..NUM_CATS {
+            self.timeline
+                .entry((row, c))
+                .or_default()
+                .at(rp.t_ms, used[c]);
+            if used[c] > 0 || self.types.contains_key(&(row, c)) {
+                let t = self.types.entry((row, c)).or_default();
+                if used[c] > t.peak_bytes {
+                    t.peak_bytes = used[c];
+                    t.peak_at_s = secs(rp.t_ms);
+                    t.peak_index = rp.index;
+                }
+            }
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! The recording file: the header, then checksummed blocks of records (see
 //! [`super`] for the layout).
 
-use super::{decode, Meta, Record, BLOCK_BYTES, FILE_MAGIC, FORMAT_VERSION};
+use super::{decode, Meta, Record, BLOCK_BYTES, FILE_MAGIC, FORMAT_VERSION, OLDEST_FORMAT_VERSION};
 use std::io::{self, Read, Write};
 
 /// Writes a recording: the header at once, then records gathered into blocks.
@@ -106,9 +106,9 @@ impl Recording {
         }
         let le = |o: usize| u32::from_le_bytes([all[o], all[o + 1], all[o + 2], all[o + 3]]);
         let version = le(8);
-        if version != FORMAT_VERSION {
+        if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
             return Err(format!(
-                "recording format {version}, this tt-track reads {FORMAT_VERSION}: use the tt-track that recorded it"
+                "recording format {version}, this tt-track reads {OLDEST_FORMAT_VERSION} to {FORMAT_VERSION}: use the tt-track that recorded it"
             ));
         }
         let n = le(12) as usize;

@@ -110,9 +110,26 @@ fn records_round_trip_and_a_cut_file_is_read_up_to_the_cut() {
     assert!(Recording::parse(b"hello")
         .unwrap_err()
         .contains("not a tttrack recording"));
-    let mut v2 = file.clone();
-    v2[8] = 2;
-    assert!(Recording::parse(&v2)
+    let mut v3 = file.clone();
+    v3[8] = 3;
+    assert!(Recording::parse(&v3)
         .unwrap_err()
-        .contains("recording format 2"));
+        .contains("recording format 3, this tt-track reads 1 to 2"));
+}
+
+#[test]
+fn a_sampled_record_round_trips() {
+    let r = Record::Sampled {
+        t_ms: 1234,
+        pid: 77,
+        row: 3,
+        used: [u64::MAX, 1, 0, 4096, 5, 1 << 40],
+    };
+    let mut b = Vec::new();
+    r.encode(&mut b);
+    assert_eq!(crate::recording::decode(&b), Some(vec![r]));
+    // Cut anywhere: not a whole record.
+    for n in 0..b.len() {
+        assert_eq!(crate::recording::decode(&b[..n]).filter(|v| !v.is_empty()), None);
+    }
 }

@@ -175,15 +175,22 @@ pub fn report_text(r: &Report) -> String {
     for p in &r.processes {
         let _ = writeln!(
             o,
-            "  pid {:>7} {:<16} from {:>8.3} s to {}  {} events, {} lost, left {}",
+            "  pid {:>7} {:<16} from {:>8.3} s to {}  {}",
             p.pid,
             p.comm,
             p.started_at_s,
             p.ended_at_s
                 .map_or("(running)".into(), |t| format!("{t:.3} s")),
-            p.events,
-            p.events_lost,
-            human_bytes(p.leaked_bytes)
+            if p.sampled {
+                "sampled from TT-Metal's own region (counters every 100 ms, no buffers)".to_string()
+            } else {
+                format!(
+                    "{} events, {} lost, left {}",
+                    p.events,
+                    p.events_lost,
+                    human_bytes(p.leaked_bytes)
+                )
+            }
         );
     }
     o

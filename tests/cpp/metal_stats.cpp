@@ -16,6 +16,7 @@
 //                               1 L1, 3 L1_SMALL, 4 TRACE)
 //   free INDEX SIZE TYPE        record a deallocation
 //   close INDEX                 destroy the provider (TT-Metal's clean exit for that chip)
+//   sleep MS                    wait MS milliseconds
 //   exit                        destroy every provider, exit 0
 //   abort                       _exit(0) with every provider alive (a crash, as far as
 //                               the region can tell)
@@ -67,6 +68,8 @@ int main() {
             providers[i]->record_allocation(getpid(), a, (ShmBufferType)t, device_ids[i]);
         } else if (sscanf(line, "free %d %lu %d", &i, &a, &t) == 3 && i >= 0 && i < n && providers[i]) {
             providers[i]->record_deallocation(getpid(), a, (ShmBufferType)t, device_ids[i]);
+        } else if (sscanf(line, "sleep %lu", &a) == 1) {
+            usleep((useconds_t)(a * 1000));
         } else if (sscanf(line, "close %d", &i) == 1 && i >= 0 && i < n && providers[i]) {
             delete providers[i];
             providers[i] = nullptr;

@@ -60,13 +60,18 @@ impl Accounting {
         renumber(&mut self.devices, &self.cards);
     }
 
-    /// Drops the rows that figures moved away from, when no process is placed on them
-    /// any more and they hold nothing: a chip id no longer named, or an id as reported
-    /// before the host's cards were known. Rows do not pile up, and every row left is
-    /// a chip something is on. (A card's row is the card's, whatever it holds.)
-    pub(super) fn prune(&mut self, chips: &[Chip]) {
+    /// Drops the rows of remote chips that no process is placed on and that hold
+    /// nothing (a chip id no longer named): rows do not pile up. With `as_reported`,
+    /// also rows of ids as reported (figures moved off them when the host's cards
+    /// became known: on a host with cards they name no chip).
+    pub(super) fn prune_rows(&mut self, chips: &[Chip], as_reported: bool) {
         for c in chips {
-            if !matches!(c, Chip::Asic(_) | Chip::AsReported(_)) {
+            let prunable = match c {
+                Chip::Asic(_) => true,
+                Chip::AsReported(_) => as_reported && !self.cards.is_empty(),
+                _ => false,
+            };
+            if !prunable {
                 continue;
             }
             let used = self
@@ -148,7 +153,7 @@ impl Accounting {
                 moved_from,
             });
         }
-        self.prune(&left);
+        self.prune_rows(&left, true);
     }
 
     /// The row of a chip, for the views.
@@ -260,5 +265,12 @@ fn renumber(devices: &mut BTreeMap<Chip, DevState>, cards: &[Card]) {
         if let Some(d) = devices.get_mut(&c) {
             d.row = row;
         }
+    }
+}
+
+impl Accounting {
+    /// [`Accounting::prune_rows`] of remote chips only.
+    pub(super) fn prune(&mut self, chips: &[Chip]) {
+        self.prune_rows(chips, false);
     }
 }
