@@ -6,7 +6,7 @@
 //!
 //! | step of a pass | file |
 //! |---|---|
-//! | look for new segments (when inotify reports a name; every second anyway, every 50 ms without inotify), validate them, attribute them only to their owner | `aggregator/discovery.rs` |
+//! | look at new segment names (those inotify reports; a sweep of the directory every second, every 50 ms without inotify, a bounded number of names a pass), validate them, attribute them only to their owner; a refused name costs nothing again | `aggregator/discovery.rs` |
 //! | read each lane's new events into its process's pending list | `aggregator/drain.rs` |
 //! | order them by sequence number, wait for a missing one up to [`GAP_TIMEOUT`], then skip it and count it lost | `aggregator/merge.rs` |
 //! | apply an event to the figures | `aggregator/accounting.rs` |
@@ -232,9 +232,15 @@ impl Aggregator {
         } else {
             DISCOVERY_INTERVAL
         };
-        if self.dir_changed() || now.duration_since(self.clock.discovery) >= interval {
-            self.discover();
-            self.clock.discovery = now;
+        let reported = self.dir_changed();
+        let due = now.duration_since(self.clock.discovery) >= interval;
+        if reported || due || self.segments.has_work() {
+            // Bounded work a pass: reported names first, then part of a sweep (one
+            // begins every interval).
+            self.discover(due);
+            if due {
+                self.clock.discovery = now;
+            }
         }
         let (mut read, need_snapshot) = self.drain_all();
         // The socket's events too, before the journal is written: nothing reaches the
@@ -257,6 +263,7 @@ impl Aggregator {
         if now.duration_since(self.clock.history) >= HISTORY_INTERVAL {
             self.clock.history = now;
             self.check_page();
+            self.say_counted_refusals();
             self.check_space();
             self.check_holders();
             self.prune_recordings();

@@ -775,3 +775,83 @@ while time.time() < end:
     let _ = dumper.kill();
     let _ = dumper.wait();
 }
+
+/// Attack (round two, 1): 300,000 empty files named like segments in the tracking
+/// directory, made by uid 65534 while a root process reports 500,000 events a second.
+/// Each refused name costs nothing on later sweeps (remembered by inode), a sweep reads
+/// a bounded number of names a pass, and the log says one user's junk in a few lines:
+/// the heartbeat stays fresh and the root process drops nothing.
+#[test]
+fn three_hundred_thousand_junk_names_stall_nothing() {
+    require_root();
+    let _heavy = heavy();
+    let (_base, dir) = shared_dir("junk300k");
+    let agg = AggProc::start(&dir, &[]);
+    let mut root = spawn_producer(&dir, &["paced", "500000", "12"], 0);
+    wait_line(&mut root, "ready");
+    let script = format!(
+        "python3 -c 'import os, sys\nd = sys.argv[1]\nfor i in range(300000):\n    os.close(os.open(\"%s/seg.%d.%d\" % (d, 5000000 + i, i + 1), os.O_CREAT | os.O_WRONLY, 0o644))' {}",
+        dir.display()
+    );
+    let attacker = std::thread::spawn(move || as_nobody(&script));
+    // The page's heartbeat, every 20 ms, for as long as the root process reports.
+    let t = std::time::Instant::now();
+    let mut worst = 0u64;
+    let mut ages = Vec::new();
+    while t.elapsed() < std::time::Duration::from_secs(11) {
+        if let Some(s) = agg.snapshot() {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64;
+            let age = now.saturating_sub(s.status.heartbeat_unix_ns);
+            worst = worst.max(age);
+            ages.push(age);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(
+        attacker.join().unwrap().success(),
+        "the attacker's script failed"
+    );
+    let sent = wait_line(&mut root, "sent ");
+    let dropped = wait_line(&mut root, "dropped ");
+    let _ = root.wait();
+    ages.sort_unstable();
+    let p99 = ages[ages.len() * 99 / 100];
+    eprintln!(
+        "300,000 junk names: heartbeat age worst {} ms, 99th percentile {} ms; root {} {}",
+        worst / 1_000_000,
+        p99 / 1_000_000,
+        sent.trim(),
+        dropped.trim()
+    );
+    assert_eq!(
+        dropped.trim(),
+        "dropped 0",
+        "the root process dropped events"
+    );
+    assert!(
+        worst < 200_000_000,
+        "heartbeat {} ms old at worst",
+        worst / 1_000_000
+    );
+    let n: u64 = sent.trim().trim_start_matches("sent ").parse().unwrap();
+    agg.wait_for(
+        || agg.snapshot().is_some_and(|s| s.status.events_applied >= n),
+        "every event of the root process applied",
+    );
+    agg.wait_for(
+        || {
+            agg.output()
+                .contains("more names of uid 65534's rejected as segments")
+        },
+        "the count of what was not said",
+    );
+    let log = agg.output();
+    let lines = log.lines().filter(|l| l.contains("uid 65534")).count();
+    assert!(
+        lines <= 5,
+        "{lines} log lines about one user's junk:\n{log}"
+    );
+}

@@ -389,10 +389,15 @@ fn truncation_deletion_and_junk_are_survived() {
     );
     let s = a.snapshot().unwrap();
     assert_eq!(proc_dev(&s, g, 0).unwrap().used[CAT_DRAM], 2 << 20);
+    // Each rejected once: later sweeps (one a second) count none again.
+    let rejected = s.status.segments_rejected;
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let s = a.snapshot().unwrap();
+    assert_eq!(s.status.segments_rejected, rejected, "each rejected once");
     assert_eq!(
         a.output().matches("seg.3000007.7").count(),
         1,
-        "each rejected once"
+        "each said once (the aggregator's own user's files: each said)"
     );
     assert!(a.child.try_wait().unwrap().is_none());
     let _ = good.kill();

@@ -3,7 +3,7 @@
 
 use super::accounting::{ProcKey, ProcState};
 use super::merge::Pending;
-use super::segment_reader::{list_segments, MappedSegment};
+use super::segment_reader::MappedSegment;
 use super::Aggregator;
 use crate::shm_layout::{Event, LANE_CAPACITY, NUM_LANES};
 use crate::sys;
@@ -25,16 +25,43 @@ pub(super) struct Attached {
     pub(super) broken: bool,
 }
 
+/// Names read from the directory per pass: a sweep over 300,000 names takes many
+/// passes, each short, with publishing and the heartbeat between them.
+const NAMES_PER_PASS: usize = 4096;
+/// Names looked at per pass from inotify's reports (opened and checked).
+const REPORTED_PER_PASS: usize = 256;
+/// Names waiting from inotify's reports at most (beyond, a sweep finds them).
+const MAX_REPORTED: usize = 65_536;
+/// One log line about refused segment names per uid per this long; the others are
+/// counted and said with the next.
+const REFUSAL_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A name refused: its file's inode (a new file at the name is looked at again) and
+/// the sweep that last saw it (one no sweep sees any more is forgotten).
+struct Refused {
+    ino: u64,
+    sweep: u64,
+}
+
 /// The segment files known to this aggregator.
 #[derive(Default)]
 pub(super) struct Segments {
     pub(super) attached: HashMap<PathBuf, Attached>,
-    /// Files refused (each said once in the log), until they are gone.
-    rejected: HashSet<PathBuf>,
+    /// Names refused, each said in the log (at most one line per uid per
+    /// [`REFUSAL_LOG_EVERY`]) and never opened again while the same file stands there.
+    rejected: HashMap<std::ffi::OsString, Refused>,
     /// Users at `limits::MAX_SEGMENTS_PER_UID` (told once in the log).
     uids_at_bound: HashSet<u32>,
     /// Events read from one lane, reused from pass to pass.
     pub(super) buf: Vec<(Event, u64)>,
+    /// The sweep of the directory under way, a bounded number of names per pass.
+    sweep: Option<std::fs::ReadDir>,
+    /// Sweeps begun so far.
+    sweeps: u64,
+    /// Names inotify reported, to look at first.
+    reported: std::collections::BTreeSet<std::ffi::OsString>,
+    /// Per uid: when a refusal was last said, and how many were not said since.
+    said: HashMap<u32, (Instant, u64)>,
 }
 
 impl Segments {
@@ -42,17 +69,26 @@ impl Segments {
     pub(super) fn reports_for(&self, key: ProcKey) -> bool {
         self.attached.values().any(|a| a.key == key)
     }
+
+    /// Whether names wait to be looked at: a sweep under way, or names inotify
+    /// reported.
+    pub(super) fn has_work(&self) -> bool {
+        self.sweep.is_some() || !self.reported.is_empty()
+    }
 }
 
 impl Aggregator {
-    /// Whether inotify reported new names in the directory since the last call.
-    pub(super) fn dir_changed(&self) -> bool {
+    /// Reads inotify's reports: the segment names created or moved in are kept to look
+    /// at; whether there were any reports (an overflow of inotify's queue starts a
+    /// sweep).
+    pub(super) fn dir_changed(&mut self) -> bool {
         let fd = self.wakeups.inotify;
         if fd < 0 {
             return false;
         }
-        let mut buf = [0u8; 4096];
+        let mut buf = [0u8; 8192];
         let mut changed = false;
+        let head = std::mem::size_of::<libc::inotify_event>();
         loop {
             // SAFETY: reading into a buffer we own from our non-blocking inotify fd.
             let n = unsafe { libc::read(fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len()) };
@@ -60,47 +96,200 @@ impl Aggregator {
                 return changed;
             }
             changed = true;
+            let n = n as usize;
+            let mut off = 0;
+            while off + head <= n {
+                let word = |i: usize| {
+                    u32::from_ne_bytes(
+                        buf[off + 4 * i..off + 4 * i + 4]
+                            .try_into()
+                            .unwrap_or_default(),
+                    )
+                };
+                let (mask, len) = (word(1), word(3) as usize);
+                let name = &buf[off + head..(off + head + len).min(n)];
+                let name = &name[..name.iter().position(|&c| c == 0).unwrap_or(name.len())];
+                let s = &mut self.segments;
+                if mask & libc::IN_Q_OVERFLOW != 0 || s.reported.len() >= MAX_REPORTED {
+                    // Names were lost: a sweep finds them.
+                    if s.sweep.is_none() {
+                        s.sweep = std::fs::read_dir(&self.cfg.dir).ok();
+                        s.sweeps += 1;
+                    }
+                } else if std::str::from_utf8(name)
+                    .ok()
+                    .and_then(crate::shm_layout::parse_segment_file_name)
+                    .is_some()
+                {
+                    use std::os::unix::ffi::OsStrExt;
+                    s.reported
+                        .insert(std::ffi::OsStr::from_bytes(name).to_os_string());
+                }
+                off += head + len;
+            }
         }
     }
 
-    /// Lists the directory and attaches every segment not seen before.
-    pub(super) fn discover(&mut self) {
-        let paths = match list_segments(&self.cfg.dir) {
-            Ok(p) => p,
-            Err(e) => {
-                self.log
-                    .error(format!("cannot list {}: {e}", self.cfg.dir.display()));
+    /// Looks at new names, within bounds: those inotify reported, then the next names
+    /// of the sweep under way (`sweep`: begin one if none is).
+    pub(super) fn discover(&mut self, sweep: bool) {
+        let mut reported = std::mem::take(&mut self.segments.reported);
+        for _ in 0..REPORTED_PER_PASS {
+            let Some(name) = reported.pop_first() else {
+                break;
+            };
+            self.consider(&name, None);
+        }
+        self.segments.reported.append(&mut reported);
+        if sweep && self.segments.sweep.is_none() {
+            match std::fs::read_dir(&self.cfg.dir) {
+                Ok(rd) => {
+                    self.segments.sweep = Some(rd);
+                    self.segments.sweeps += 1;
+                }
+                Err(e) => {
+                    self.log
+                        .error(format!("cannot list {}: {e}", self.cfg.dir.display()));
+                    return;
+                }
+            }
+        }
+        for _ in 0..NAMES_PER_PASS {
+            let Some(rd) = &mut self.segments.sweep else {
+                return;
+            };
+            let Some(entry) = rd.next() else {
+                // The sweep is over: forget refusals of names it no longer saw.
+                let s = &mut self.segments;
+                s.sweep = None;
+                let now = s.sweeps;
+                s.rejected.retain(|_, r| r.sweep == now);
+                return;
+            };
+            let Ok(entry) = entry else { continue };
+            let name = entry.file_name();
+            let Some(n) = name.to_str() else { continue };
+            if crate::shm_layout::parse_segment_file_name(n).is_none() {
+                continue;
+            }
+            use std::os::unix::fs::DirEntryExt;
+            self.consider(&name, Some(entry.ino()));
+        }
+    }
+
+    /// Looks at the segment `name` (its inode, if the directory said it): attached if
+    /// it is new and valid; refused (and remembered by inode, so that it costs nothing
+    /// again) if it is not.
+    fn consider(&mut self, name: &std::ffi::OsStr, ino: Option<u64>) {
+        let path = self.cfg.dir.join(name);
+        let s = &mut self.segments;
+        let sweep = s.sweeps;
+        if let Some(r) = s.rejected.get_mut(name) {
+            if ino.is_some_and(|i| i == r.ino) {
+                r.sweep = sweep;
                 return;
             }
+        }
+        if s.attached.contains_key(&path) {
+            return;
+        }
+        use std::os::unix::fs::MetadataExt;
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            // Gone already.
+            s.rejected.remove(name);
+            return;
         };
-        for path in paths {
-            let s = &self.segments;
-            if s.attached.contains_key(&path) || s.rejected.contains(&path) {
-                continue;
-            }
-            if !self.uid_has_room(&path) {
-                continue;
-            }
-            if let Err(why) = self.attach(&path) {
-                self.status.segments_rejected += 1;
-                self.log
-                    .warn(format!("rejected segment {}: {why}", path.display()));
-                self.segments.rejected.insert(path);
+        if let Some(r) = s.rejected.get_mut(name) {
+            if r.ino == meta.ino() {
+                r.sweep = sweep;
+                return;
             }
         }
-        // Forget rejections of files that are gone, so a new file of the name is looked at.
-        self.segments.rejected.retain(|p| p.exists());
+        if !self.uid_has_room(meta.uid()) {
+            return;
+        }
+        if let Err(why) = self.attach(&path) {
+            self.status.segments_rejected += 1;
+            self.say_refusal(
+                meta.uid(),
+                &format!("rejected segment {}: {why}", path.display()),
+            );
+            self.segments.rejected.insert(
+                name.to_os_string(),
+                Refused {
+                    ino: meta.ino(),
+                    sweep,
+                },
+            );
+        }
     }
 
-    /// Whether the owner of the segment file at `path` has fewer than
-    /// `limits::MAX_SEGMENTS_PER_UID` segments attached. One that has that many is told
-    /// once in the log; its further segments wait (their producers count what they
-    /// cannot deliver) until some of its processes end.
-    fn uid_has_room(&mut self, path: &Path) -> bool {
-        use std::os::unix::fs::MetadataExt;
-        let Ok(uid) = std::fs::symlink_metadata(path).map(|m| m.uid()) else {
-            return true;
-        };
+    /// A refusal in the log: at most one line per other uid per [`REFUSAL_LOG_EVERY`],
+    /// the rest counted and said with the next (one user's junk cannot flood the log).
+    fn say_refusal(&mut self, uid: u32, line: &str) {
+        // SAFETY: geteuid has no preconditions.
+        if uid == unsafe { libc::geteuid() } {
+            // Our own user's files: every one said (nobody else can make them).
+            self.log.warn(line);
+            return;
+        }
+        let now = Instant::now();
+        let e = self
+            .segments
+            .said
+            .entry(uid)
+            .or_insert((now - REFUSAL_LOG_EVERY, 0));
+        if now.duration_since(e.0) < REFUSAL_LOG_EVERY {
+            e.1 += 1;
+            return;
+        }
+        let more = std::mem::take(&mut e.1);
+        e.0 = now;
+        if more > 0 {
+            self.log.warn(format!(
+                "{line} (and {more} more names of uid {uid}'s rejected as segments since the last line)"
+            ));
+        } else {
+            self.log.warn(line);
+        }
+    }
+
+    /// Says the refusals counted but not said (once a second is enough to ask: each uid
+    /// at most once per [`REFUSAL_LOG_EVERY`]).
+    pub(super) fn say_counted_refusals(&mut self) {
+        let now = Instant::now();
+        let mut lines = Vec::new();
+        for (uid, (at, more)) in self.segments.said.iter_mut() {
+            if *more > 0 && now.duration_since(*at) >= REFUSAL_LOG_EVERY {
+                lines.push(format!(
+                    "{more} more names of uid {uid}'s rejected as segments since the last line"
+                ));
+                *more = 0;
+                *at = now;
+            }
+        }
+        for l in lines {
+            self.log.warn(l);
+        }
+        self.segments
+            .said
+            .retain(|_, (at, more)| *more > 0 || now.duration_since(*at) < REFUSAL_LOG_EVERY);
+    }
+
+    /// Looks at the segment of process `pid` now, if it has one (its name from its
+    /// start time): a `sync` for a process whose segment is new.
+    pub(super) fn discover_pid(&mut self, pid: u32) {
+        if let Some(info) = sys::proc_info(&self.cfg.proc_root, pid) {
+            let name = crate::shm_layout::segment_file_name(pid, info.start_time);
+            self.consider(std::ffi::OsStr::new(&name), None);
+        }
+    }
+
+    /// Whether user `uid` has fewer than `limits::MAX_SEGMENTS_PER_UID` segments
+    /// attached. One that has that many is told once in the log; its further segments
+    /// wait (their producers count what they cannot deliver) until some of its
+    /// processes end.
+    fn uid_has_room(&mut self, uid: u32) -> bool {
         let s = &mut self.segments;
         let n = s
             .attached

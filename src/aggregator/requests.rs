@@ -124,9 +124,10 @@ impl Aggregator {
                     )
                 })
         };
-        // A segment made since the last look (its process's first event): look now.
+        // A segment made since the last look (its process's first event): look at that
+        // process's segment name now (one name: no listing of the directory).
         let found = find(self).or_else(|| {
-            self.discover();
+            self.discover_pid(pid);
             let (_, snapshot) = self.drain_all();
             self.requests.snapshot_due |= snapshot;
             find(self)

@@ -130,6 +130,9 @@ fn a_sampled_record_round_trips() {
     assert_eq!(crate::recording::decode(&b), Some(vec![r]));
     // Cut anywhere: not a whole record.
     for n in 0..b.len() {
-        assert_eq!(crate::recording::decode(&b[..n]).filter(|v| !v.is_empty()), None);
+        assert_eq!(
+            crate::recording::decode(&b[..n]).filter(|v| !v.is_empty()),
+            None
+        );
     }
 }

@@ -29,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 #include "tttrack.h"
 
@@ -195,6 +196,31 @@ int main(int argc, char **argv) {
         tttrack_device_info(1, &d);
         tttrack_alloc(0, 111, TTTRACK_BUFFER_DRAM, 1);
         tttrack_alloc(1, 222, TTTRACK_BUFFER_DRAM, 2);
+    } else if (!strcmp(mode, "paced")) {
+        /* paced RATE SECONDS: alloc/free pairs at RATE events a second, in bursts of
+         * 1000 events, for SECONDS; prints how many it sent. */
+        long rate = atol(argv[2]);
+        double secs = atof(argv[3]);
+        struct timespec t0, now;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        long sent = 0;
+        printf("ready\n");
+        fflush(stdout);
+        for (;;) {
+            clock_gettime(CLOCK_MONOTONIC, &now);
+            double el = (double)(now.tv_sec - t0.tv_sec) + (double)(now.tv_nsec - t0.tv_nsec) / 1e9;
+            if (el >= secs) break;
+            if ((double)sent < el * (double)rate) {
+                for (int k = 0; k < 500; k++) {
+                    tttrack_alloc(0, 4096, TTTRACK_BUFFER_DRAM, 0x100000 + (uint64_t)k);
+                    tttrack_free(0, 0x100000 + (uint64_t)k);
+                }
+                sent += 1000;
+            } else {
+                usleep(500);
+            }
+        }
+        printf("sent %ld\n", sent);
     } else if (!strcmp(mode, "hold")) {
         int secs = atoi(argv[2]);
         N = atol(argv[3]);
