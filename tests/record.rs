@@ -8,6 +8,7 @@ mod common;
 use common::*;
 use serde_json::Value;
 use std::io::Write;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
@@ -623,4 +624,109 @@ fn an_aggregator_private_to_a_recorder_refuses_a_directory_others_can_reach() {
         !dir.path().join("counters").exists(),
         "it must not have started"
     );
+}
+
+/// A recording another person made, written to be a bomb (hostile round two, attacks
+/// 7 and 8): millions of identical events in a file of kilobytes, and escape codes in
+/// its command and host. `report` and `diff` refuse it with a message (no abort, no
+/// gigabytes); a recording with escape codes is shown with them replaced.
+#[test]
+fn recording_bombs_and_escape_codes_from_another_user() {
+    use std::os::unix::fs::PermissionsExt;
+    use tttrack::recording::{Meta, Record, Writer};
+    let out = out_dir("bomb");
+    std::fs::set_permissions(out.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let mut w = Writer::new(
+        Vec::new(),
+        &Meta {
+            command: vec!["\x1b]0;pwned\x07\x1b[2Jmodel".into()],
+            host: "\x1b[31mhost".into(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    w.add_record(&Record::Process {
+        t_ms: 0,
+        pid: 7,
+        start_time: 1,
+        uid: 0,
+        comm: "\x1b[5mx".into(),
+    })
+    .unwrap();
+    let ev = alloc_event(0, 4096, 0x1000);
+    for _ in 0..1000 {
+        w.add_record(&Record::Events {
+            t_ms: 1,
+            pid: 7,
+            events: vec![ev; 4096],
+        })
+        .unwrap();
+    }
+    let bytes = w.into_inner().unwrap();
+    eprintln!("bomb: {} bytes holding 4,096,000 events", bytes.len());
+    let bomb = out.path().join("bomb.ttrec");
+    // Written by uid 65534, as a recording someone shared would be.
+    let staged = out.path().join("staged");
+    std::fs::write(&staged, &bytes).unwrap();
+    let status = Command::new("sh")
+        .args(["-c", &format!("cp {} {}", staged.display(), bomb.display())])
+        .uid(65534)
+        .gid(65534)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    for args in [
+        vec!["report".to_string(), bomb.display().to_string()],
+        vec![
+            "diff".to_string(),
+            bomb.display().to_string(),
+            bomb.display().to_string(),
+        ],
+    ] {
+        let t = std::time::Instant::now();
+        let o = tt_track().args(&args).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        // The exit status of a file that is not a recording it reads (not an abort).
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("a recording bomb?"), "{err}");
+        assert!(err.contains("TTTRACK_MAX_RECORDING_EVENTS"), "{err}");
+        assert!(t.elapsed() < std::time::Duration::from_secs(10));
+    }
+    // A small recording with the same escape codes: read, shown without them.
+    let mut w = Writer::new(
+        Vec::new(),
+        &Meta {
+            command: vec!["\x1b]0;pwned\x07\x1b[2Jmodel".into()],
+            host: "\x1b[31mhost".into(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    w.add_record(&Record::Process {
+        t_ms: 0,
+        pid: 7,
+        start_time: 1,
+        uid: 0,
+        comm: "\x1b[5mx".into(),
+    })
+    .unwrap();
+    w.add_record(&Record::Events {
+        t_ms: 1,
+        pid: 7,
+        events: vec![ev],
+    })
+    .unwrap();
+    let small = out.path().join("small.ttrec");
+    std::fs::write(&small, w.into_inner().unwrap()).unwrap();
+    for args in [vec!["report"], vec!["report", "--json"]] {
+        let o = tt_track().args(&args).arg(&small).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            !o.stdout.contains(&0x1b),
+            "{}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+        assert!(!o.stdout.contains(&0x07));
+        assert!(String::from_utf8_lossy(&o.stdout).contains("model"));
+    }
 }

@@ -88,6 +88,26 @@ impl std::fmt::Display for NotARecording {
     }
 }
 
+/// Records and events a recording may expand to per byte of its file, and at least:
+/// what a reader holds is bounded by the file's size, whatever its blocks claim (LZ4
+/// expands a byte to 255, and a record of 5 bytes becomes 32 in memory and more in the
+/// replay). Recordings of real runs take several bytes an event.
+pub const MAX_EVENTS_PER_FILE_BYTE: u64 = 16;
+pub const MIN_EVENTS_ALLOWED: u64 = 1 << 20;
+/// Raises the bound for a recording one trusts.
+pub const MAX_EVENTS_VAR: &str = "TTTRACK_MAX_RECORDING_EVENTS";
+
+/// The bound for a file of `len` bytes.
+fn max_events(len: u64) -> u64 {
+    std::env::var(MAX_EVENTS_VAR)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| {
+            len.saturating_mul(MAX_EVENTS_PER_FILE_BYTE)
+                .max(MIN_EVENTS_ALLOWED)
+        })
+}
+
 impl Recording {
     /// Reads a recording file. A file that is not one (or of another format version)
     /// is an error that says so; a damaged or cut one is read up to the damage.
@@ -117,6 +137,18 @@ impl Recording {
             .get(16..meta_end)
             .and_then(|b| serde_json::from_slice(b).ok())
             .ok_or("the header is cut short or damaged")?;
+        // Names another person's machine wrote: printable wherever they are shown.
+        let meta = Meta {
+            command: meta
+                .command
+                .iter()
+                .map(|c| crate::sys::printable(c.as_bytes()))
+                .collect(),
+            host: crate::sys::printable(meta.host.as_bytes()),
+            ..meta
+        };
+        let cap = max_events(all.len() as u64);
+        let mut events = 0u64;
         let mut rec = Recording {
             meta,
             file_bytes: all.len() as u64,
@@ -149,6 +181,20 @@ impl Recording {
                 rec.truncated = Some(fail("a block holds records this tt-track cannot read"));
                 break;
             };
+            events += records
+                .iter()
+                .map(|r| match r {
+                    Record::Events { events, .. } => events.len() as u64,
+                    _ => 1,
+                })
+                .sum::<u64>();
+            if events > cap {
+                return Err(format!(
+                    "it expands to more than {cap} records and events ({} per byte of its {}-byte file): refused, since reading it would take memory out of all proportion to the file (a recording bomb?). For a recording you trust, set {MAX_EVENTS_VAR}=N to read up to N",
+                    cap / (all.len() as u64).max(1),
+                    all.len()
+                ));
+            }
             rec.records.extend(records);
             at += 12 + stored;
             block += 1;
