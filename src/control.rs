@@ -334,14 +334,125 @@ fn peer_closed(conn: &UnixStream) -> bool {
     n == 0
 }
 
-/// Sends one request to the aggregator of `dir` and returns the answer.
-pub fn request(dir: &Path, query: &str) -> std::io::Result<String> {
+/// The most of an answer a client reads (100,000 buffers take about 20 MB).
+pub const MAX_ANSWER_BYTES: usize = 64 << 20;
+/// How long a client waits for a whole answer.
+pub const ANSWER_DEADLINE: Duration = Duration::from_secs(15);
+
+/// Why a request has no answer to use, by kind: callers act on the kind, never on
+/// the answer's text.
+#[derive(Debug)]
+pub enum RequestError {
+    /// Nothing answers on the socket: no aggregator runs there.
+    NotRunning(std::io::Error),
+    /// What answers is a process of a user who is neither root nor the caller:
+    /// anyone may put a socket in a directory all may write.
+    Untrusted { uid: u32 },
+    /// The aggregator refused (not the caller's process, a bound reached).
+    Refused(String),
+    /// The aggregator answered with another error.
+    Failed(String),
+    /// The answer was longer than [`MAX_ANSWER_BYTES`].
+    TooLong,
+    /// No whole answer within [`ANSWER_DEADLINE`].
+    Timeout,
+    /// The connection broke.
+    Io(std::io::Error),
+}
+
+impl std::fmt::Display for RequestError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NotRunning(e) => write!(f, "no tt-aggregator answers ({e}); start one with: tt-aggregator"),
+            Self::Untrusted { uid } => write!(
+                f,
+                "the request socket is served by uid {uid}, neither root nor you: not trusted (anyone may put a socket there); ask who runs tt-aggregator, or start your own with TTTRACK_DIR set to a directory of yours"
+            ),
+            Self::Refused(m) | Self::Failed(m) => f.write_str(m),
+            Self::TooLong => write!(f, "the answer passed {MAX_ANSWER_BYTES} bytes: not read further"),
+            Self::Timeout => write!(f, "no whole answer within {} s", ANSWER_DEADLINE.as_secs()),
+            Self::Io(e) => write!(f, "the connection broke: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for RequestError {}
+
+/// Sends one request to the aggregator of `dir` and returns its answer. Only an
+/// aggregator of root or of the caller's own user is asked (the peer's credentials
+/// say); at most [`MAX_ANSWER_BYTES`] are read, within [`ANSWER_DEADLINE`] in all; an
+/// answer that is an error (a line that is a JSON object with an `error` key) is
+/// returned as one.
+pub fn request(dir: &Path, query: &str) -> Result<String, RequestError> {
+    request_within(dir, query, ANSWER_DEADLINE, MAX_ANSWER_BYTES)
+}
+
+/// [`request`] with its deadline and its bound on the answer's size given.
+pub fn request_within(
+    dir: &Path,
+    query: &str,
+    deadline_after: Duration,
+    max_bytes: usize,
+) -> Result<String, RequestError> {
     use std::io::Read;
     let path: PathBuf = dir.join(SOCKET_NAME);
-    let mut s = UnixStream::connect(&path)?;
-    s.set_read_timeout(Some(Duration::from_secs(15)))?;
-    s.write_all(format!("{query}\n").as_bytes())?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
-    Ok(out)
+    let mut s = UnixStream::connect(&path).map_err(RequestError::NotRunning)?;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    match crate::aggregator::peer::peer(&s) {
+        Some((_, uid)) if uid == 0 || uid == me => {}
+        Some((_, uid)) => return Err(RequestError::Untrusted { uid }),
+        None => return Err(RequestError::Untrusted { uid: u32::MAX }),
+    }
+    let deadline = std::time::Instant::now() + deadline_after;
+    s.set_write_timeout(Some(Duration::from_secs(2)))
+        .map_err(RequestError::Io)?;
+    s.write_all(format!("{query}\n").as_bytes())
+        .map_err(RequestError::Io)?;
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(RequestError::Timeout);
+        }
+        s.set_read_timeout(Some(left)).map_err(RequestError::Io)?;
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                if out.len() + n > max_bytes {
+                    return Err(RequestError::TooLong);
+                }
+                out.extend_from_slice(&buf[..n]);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(RequestError::Timeout)
+            }
+            Err(e) => return Err(RequestError::Io(e)),
+        }
+    }
+    let text = String::from_utf8_lossy(&out).into_owned();
+    if let Some(err) = error_of(&text) {
+        return Err(if err.starts_with("refused") {
+            RequestError::Refused(err)
+        } else {
+            RequestError::Failed(err)
+        });
+    }
+    Ok(text)
+}
+
+/// The error an answer is, if it is one: its first line is a JSON object with a
+/// string `error` (never guessed from text: a buffer of a process named "error" is a
+/// buffer).
+pub fn error_of(answer: &str) -> Option<String> {
+    let first = answer.lines().next()?;
+    let v: serde_json::Value = serde_json::from_str(first).ok()?;
+    v.get("error")?.as_str().map(str::to_string)
 }

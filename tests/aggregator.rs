@@ -134,8 +134,11 @@ fn cross_thread_frees_address_reuse_and_duplicates_are_exact() {
         (lines[0].address, lines[0].size, lines[0].btype.as_str()),
         (0x1000, 2048, "L1")
     );
-    let text = tttrack::control::request(dir.path(), "buffers pid=x").unwrap();
-    assert!(text.contains("\"error\""), "{text}");
+    let err = tttrack::control::request(dir.path(), "buffers pid=x").unwrap_err();
+    assert!(
+        matches!(err, tttrack::control::RequestError::Failed(_)),
+        "{err:?}"
+    );
     for c in [&mut handoff, &mut dup, &mut pairs] {
         let _ = c.kill();
         let _ = c.wait();

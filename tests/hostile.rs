@@ -855,3 +855,212 @@ fn three_hundred_thousand_junk_names_stall_nothing() {
         "{lines} log lines about one user's junk:\n{log}"
     );
 }
+
+/// Attack (round two, 5): a process of uid 65534 named `error` (and one named
+/// `refused`) holding buffers. Root's `tt-smi --buffers` and the Python API list them:
+/// answers carry their status as a JSON key, never guessed from text.
+#[test]
+fn processes_named_error_and_refused_are_buffers_like_any() {
+    require_root();
+    let (base, dir) = shared_dir("named-error");
+    let agg = AggProc::start(&dir, &[]);
+    let bin = base.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut kids = Vec::new();
+    for name in ["error", "refused"] {
+        let exe = bin.join(name);
+        std::fs::copy(c_program("producer"), &exe).unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut c = Command::new(&exe)
+            .args(["hold", "60", "1"])
+            .env("TT_ALLOC_TRACKING_ENABLED", "1")
+            .env("TTTRACK_DIR", &dir)
+            .uid(NOBODY)
+            .gid(NOBODY)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_line(&mut c, "ready");
+        kids.push(c);
+    }
+    agg.wait_for(
+        || agg.snapshot().is_some_and(|s| s.processes.len() == 2),
+        "both processes",
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_tt-smi"))
+        .args(["--buffers", "--dir", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for name in ["error", "refused"] {
+        assert!(
+            text.lines()
+                .any(|l| l.split_whitespace().nth(1) == Some(name)),
+            "{name} missing:\n{text}"
+        );
+    }
+    let py = Command::new(venv_python())
+        .args([
+            "-c",
+            "import sys, tttrack\nprint(sorted(b.comm for b in tttrack.buffers(dir=sys.argv[1])))",
+        ])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        py.status.success(),
+        "{}",
+        String::from_utf8_lossy(&py.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&py.stdout).trim(),
+        "['error', 'refused']"
+    );
+    for mut k in kids {
+        let _ = k.kill();
+        let _ = k.wait();
+    }
+}
+
+/// Attack (round two, 6): uid 65534 plants a directory all may write with a fresh
+/// counters page and a request socket of its own (its own tt-aggregator). Root's
+/// clients do not read them and say which check failed: tt-smi, `--buffers`, and the
+/// Python API (`is_available()` false, `UntrustedError`).
+#[test]
+fn a_page_and_socket_of_another_user_are_not_trusted() {
+    require_root();
+    let base = TempDir::new("planted");
+    // Like /tmp or /dev/shm: anyone may make a directory there.
+    std::fs::set_permissions(base.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let dir = base.path().join("theirs");
+    assert!(as_nobody(&format!("mkdir -m 1777 {}", dir.display())).success());
+    let log = TempDir::new("planted-log");
+    let log = log.path().join("agg.log");
+    let mut theirs = Command::new(env!("CARGO_BIN_EXE_tt-aggregator"))
+        .args([
+            "--dir",
+            dir.to_str().unwrap(),
+            "--no-compat-socket",
+            "--no-metal-shm",
+        ])
+        .args(["--sysfs-root", "/nonexistent-tttrack-sysfs"])
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = std::time::Instant::now();
+    while !dir.join("aggregator.sock").exists() {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(10),
+            "their aggregator did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let d = dir.to_str().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tt-smi"))
+        .args(["--dir", d])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("belongs to uid 65534, neither root nor you"),
+        "{err}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_tt-smi"))
+        .args(["--buffers", "--dir", d])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("served by uid 65534, neither root nor you"),
+        "{err}"
+    );
+    let py = Command::new(venv_python())
+        .args([
+            "-c",
+            "import sys, tttrack\n\
+             print(tttrack.is_available(sys.argv[1]))\n\
+             for f in (tttrack.buffers, tttrack.processes):\n\
+             \x20   try:\n\
+             \x20       f(dir=sys.argv[1])\n\
+             \x20   except tttrack.UntrustedError as e:\n\
+             \x20       print('untrusted')\n",
+        ])
+        .arg(d)
+        .output()
+        .unwrap();
+    assert!(
+        py.status.success(),
+        "{}",
+        String::from_utf8_lossy(&py.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&py.stdout),
+        "False\nuntrusted\nuntrusted\n"
+    );
+    let _ = theirs.kill();
+    let _ = theirs.wait();
+}
+
+/// A server that dribbles its answer, or sends without end, costs a client at most its
+/// deadline and its bound (a server of root's or the caller's own: one that is
+/// trusted but broken).
+#[test]
+fn a_client_reads_within_a_deadline_and_a_bound() {
+    use std::io::Write;
+    let dir = TempDir::new("dribble");
+    let sock = dir.path().join("aggregator.sock");
+    let l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    std::thread::spawn(move || {
+        for (i, c) in l.incoming().flatten().enumerate() {
+            std::thread::spawn(move || {
+                let mut c = c;
+                let chunk = vec![b'x'; 1 << 16];
+                loop {
+                    let ok = if i == 0 {
+                        std::thread::sleep(std::time::Duration::from_millis(200));
+                        c.write_all(b"x").is_ok()
+                    } else {
+                        c.write_all(&chunk).is_ok()
+                    };
+                    if !ok {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let t = std::time::Instant::now();
+    let r = tttrack::control::request_within(
+        dir.path(),
+        "buffers",
+        std::time::Duration::from_secs(1),
+        1 << 20,
+    );
+    assert!(
+        matches!(r, Err(tttrack::control::RequestError::Timeout)),
+        "{r:?}"
+    );
+    assert!(t.elapsed() < std::time::Duration::from_secs(2));
+    let r = tttrack::control::request_within(
+        dir.path(),
+        "buffers",
+        std::time::Duration::from_secs(10),
+        1 << 20,
+    );
+    assert!(
+        matches!(r, Err(tttrack::control::RequestError::TooLong)),
+        "{r:?}"
+    );
+}

@@ -26,6 +26,12 @@ create_exception!(
     TttrackError,
     "The aggregator refused the request (not your process)."
 );
+create_exception!(
+    _native,
+    UntrustedError,
+    TttrackError,
+    "The counters page or the request socket belongs to a user neither root nor you: not read."
+);
 
 fn dir_of(dir: Option<String>) -> PathBuf {
     dir.map(PathBuf::from)
@@ -48,10 +54,11 @@ fn snapshot_json(py: Python<'_>, dir: Option<String>, sysfs_root: Option<String>
     py.allow_threads(|| tttrack::smi::model::Model::load_including_self(&dir, 0, &root))
         .map(|m| tttrack::smi::json::render(&m))
         .map_err(|e| {
-            if e.0.contains("layout") || e.0.contains("version") {
-                PageVersionError::new_err(e.0)
-            } else {
-                TttrackError::new_err(e.0)
+            use tttrack::smi::model::FatalKind;
+            match e.1 {
+                FatalKind::Version => PageVersionError::new_err(e.0),
+                FatalKind::Untrusted => UntrustedError::new_err(e.0),
+                FatalKind::Other => TttrackError::new_err(e.0),
             }
         })
 }
@@ -62,15 +69,19 @@ fn snapshot_json(py: Python<'_>, dir: Option<String>, sysfs_root: Option<String>
 fn request(py: Python<'_>, query: String, dir: Option<String>) -> PyResult<String> {
     let dir = dir_of(dir);
     let answer = py.allow_threads(|| tttrack::control::request(&dir, &query));
+    use tttrack::control::RequestError;
+    let sock = dir.join(tttrack::control::SOCKET_NAME);
     match answer {
-        Ok(a) if a.contains("\"error\"") && a.contains("refused") => {
-            Err(PermissionRefusedError::new_err(a.trim().to_string()))
-        }
         Ok(a) => Ok(a),
-        Err(e) => Err(NoAggregatorError::new_err(format!(
+        Err(RequestError::NotRunning(e)) => Err(NoAggregatorError::new_err(format!(
             "no tt-aggregator answers on {} ({e}); start one with: tt-aggregator",
-            dir.join(tttrack::control::SOCKET_NAME).display()
+            sock.display()
         ))),
+        Err(e @ RequestError::Untrusted { .. }) => {
+            Err(UntrustedError::new_err(format!("{}: {e}", sock.display())))
+        }
+        Err(RequestError::Refused(m)) => Err(PermissionRefusedError::new_err(m)),
+        Err(e) => Err(TttrackError::new_err(format!("{}: {e}", sock.display()))),
     }
 }
 
@@ -84,5 +95,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("NoAggregatorError", py.get_type::<NoAggregatorError>())?;
     m.add("PageVersionError", py.get_type::<PageVersionError>())?;
     m.add("PermissionRefusedError", py.get_type::<PermissionRefusedError>())?;
+    m.add("UntrustedError", py.get_type::<UntrustedError>())?;
     Ok(())
 }

@@ -25,11 +25,12 @@ from ._native import (
     PageVersionError,
     PermissionRefusedError,
     TttrackError,
+    UntrustedError,
 )
 
 __all__ = [
     "TYPES", "Buffer", "Device", "Figure", "Process", "ProcessDevice", "TttrackError",
-    "NoAggregatorError", "PageVersionError", "PermissionRefusedError", "buffers",
+    "NoAggregatorError", "PageVersionError", "PermissionRefusedError", "UntrustedError", "buffers",
     "devices", "is_available", "max_memory_allocated", "memory_allocated", "memory_stats",
     "memory_summary", "peak_scope", "processes", "reset_peak_memory_stats",
 ]
@@ -162,14 +163,9 @@ def processes(dir: Optional[str] = None) -> List[Process]:
 
 
 def _answer(query: str, dir: Optional[str]) -> List[dict]:
-    lines = [json.loads(l) for l in _native.request(query, dir).splitlines() if l.strip()]
-    for l in lines:
-        if isinstance(l, dict) and "error" in l:
-            err = l["error"]
-            if "refused" in err or "not yours" in err:
-                raise PermissionRefusedError(err)
-            raise TttrackError(err)
-    return lines
+    # The extension raises for an answer that is an error, by its kind (refused,
+    # untrusted, not running): what comes back is the answer's lines.
+    return [json.loads(l) for l in _native.request(query, dir).splitlines() if l.strip()]
 
 
 def buffers(pid: Optional[int] = None, device: Optional[int] = None,

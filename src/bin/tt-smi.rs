@@ -191,14 +191,19 @@ fn buffers(dir: &std::path::Path, pid: Option<u32>, device: Option<i32>) -> i32 
     if let Some(d) = device {
         q.push_str(&format!(" device={d}"));
     }
+    use tttrack::control::RequestError;
     let text = match tttrack::control::request(dir, &q) {
         Ok(t) => t,
-        Err(e) => {
+        Err(RequestError::NotRunning(e)) => {
             eprintln!(
                 "tt-smi: cannot ask tt-aggregator for buffers ({e}): is it running on {}? start it with: tt-aggregator",
                 dir.display()
             );
             return 3;
+        }
+        Err(e) => {
+            eprintln!("tt-smi: buffers of {}: {e}", dir.display());
+            return 1;
         }
     };
     let now = tttrack::sys::unix_ns() / 1_000_000_000;
@@ -210,10 +215,6 @@ fn buffers(dir: &std::path::Path, pid: Option<u32>, device: Option<i32>) -> i32 
         "PID", "Name", "Dev", "(as)", "Type", "Address", "Size", "Refs", "Age"
     );
     for line in text.lines() {
-        if line.contains("\"error\"") {
-            eprintln!("tt-smi: {line}");
-            return 1;
-        }
         let Ok(b) = serde_json::from_str::<tttrack::control::BufferLine>(line) else {
             if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
                 if v["truncated"] == true {

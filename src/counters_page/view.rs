@@ -228,6 +228,11 @@ pub enum PageError {
         found: u32,
         expected: u32,
     },
+    /// The page belongs to a user who is neither root nor the reader: anyone can put a
+    /// file of that name in a directory all may write, so it is not read.
+    Untrusted {
+        uid: u32,
+    },
 }
 
 impl std::fmt::Display for PageError {
@@ -240,6 +245,10 @@ impl std::fmt::Display for PageError {
                 f,
                 "the counters page has layout version {found}, this tt-smi reads version {expected}: \
                  run a tt-smi from the same tttrack release as the running tt-aggregator"
+            ),
+            Self::Untrusted { uid } => write!(
+                f,
+                "the counters page belongs to uid {uid}, neither root nor you: not read (anyone may put a file there); ask who runs tt-aggregator, or start your own with TTTRACK_DIR set to a directory of yours"
             ),
         }
     }
@@ -258,7 +267,16 @@ impl CountersReader {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(PageError::Missing),
             Err(e) => return Err(PageError::Io(e)),
         };
-        let len = f.metadata().map_err(PageError::Io)?.len();
+        let meta = f.metadata().map_err(PageError::Io)?;
+        {
+            use std::os::unix::fs::MetadataExt;
+            // SAFETY: geteuid has no preconditions.
+            let me = unsafe { libc::geteuid() };
+            if meta.uid() != 0 && meta.uid() != me {
+                return Err(PageError::Untrusted { uid: meta.uid() });
+            }
+        }
+        let len = meta.len();
         if len < size_of::<PageHeader>() as u64 {
             return Err(PageError::Malformed(format!("{len} bytes")));
         }

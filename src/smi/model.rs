@@ -189,9 +189,20 @@ pub struct Model {
     pub simulated: bool,
 }
 
-/// Why tt-smi cannot read the page at all (as opposed to "no aggregator").
+/// Why tt-smi cannot read the page at all (as opposed to "no aggregator"): its kind,
+/// for callers that act on it (the Python package's exceptions), and what to say.
 #[derive(Debug)]
-pub struct FatalPage(pub String);
+pub struct FatalPage(pub String, pub FatalKind);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FatalKind {
+    /// A page of another layout version.
+    Version,
+    /// A page of a user neither root nor the reader.
+    Untrusted,
+    /// Anything else (malformed, unreadable, busy).
+    Other,
+}
 
 impl Model {
     /// Reads the counters page of `dir`. A missing or stale page gives a model with
@@ -231,12 +242,20 @@ impl Model {
                     dir.display()
                 )))
             }
-            Err(e @ PageError::Version { .. }) => return Err(FatalPage(e.to_string())),
+            Err(e @ PageError::Version { .. }) => {
+                return Err(FatalPage(e.to_string(), FatalKind::Version))
+            }
+            Err(e @ PageError::Untrusted { .. }) => {
+                return Err(FatalPage(
+                    format!("{}: {e}", dir.display()),
+                    FatalKind::Untrusted,
+                ))
+            }
             Err(e) => {
-                return Err(FatalPage(format!(
-                    "cannot read the counters page in {}: {e}",
-                    dir.display()
-                )))
+                return Err(FatalPage(
+                    format!("cannot read the counters page in {}: {e}", dir.display()),
+                    FatalKind::Other,
+                ))
             }
         };
         if !reader.aggregator_alive() {
@@ -246,7 +265,10 @@ impl Model {
             )));
         }
         let Some(snap) = reader.view().snapshot() else {
-            return Err(FatalPage("the counters page stayed busy; try again".into()));
+            return Err(FatalPage(
+                "the counters page stayed busy; try again".into(),
+                FatalKind::Other,
+            ));
         };
         let history = if history_samples > 0 {
             reader.view().history(history_samples).unwrap_or_default()
