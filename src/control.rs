@@ -22,7 +22,7 @@
 
 use crate::aggregator::accounting::Accounting;
 use crate::shm_layout::BufferType;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -249,17 +249,12 @@ fn handle(conn: UnixStream, tx: mpsc::Sender<Request>, pid: u32, uid: u32) {
     // draining thread. (Per thread on Linux; harmless where it fails.)
     // SAFETY: setpriority on this thread's own id has no memory-safety preconditions.
     unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10) };
-    let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
     let _ = conn.set_write_timeout(Some(Duration::from_secs(2)));
-    let mut line = String::new();
-    let mut r = BufReader::new(match conn.try_clone() {
-        Ok(c) => c,
-        Err(_) => return,
-    });
-    // One short request line; a client dribbling bytes cannot grow it without bound.
-    if (&mut r).take(4096).read_line(&mut line).is_err() {
+    // One short request line, whole within REQUEST_LINE_DEADLINE: a client dribbling a
+    // byte at a time holds its connection (and its user's share of them) no longer.
+    let Some(line) = read_request_line(&conn) else {
         return;
-    }
+    };
     let (rtx, rrx) = mpsc::channel();
     if tx
         .send(Request {
@@ -280,6 +275,44 @@ fn handle(conn: UnixStream, tx: mpsc::Sender<Request>, pid: u32, uid: u32) {
         }
         Err(_) => {}
     }
+}
+
+/// How long a client has to send its whole request line.
+pub const REQUEST_LINE_DEADLINE: Duration = Duration::from_secs(2);
+/// The longest request line.
+const REQUEST_LINE_MAX: usize = 4096;
+
+/// The request line of `conn`: up to its newline, at most [`REQUEST_LINE_MAX`] bytes,
+/// all within [`REQUEST_LINE_DEADLINE`]; `None` if it did not come whole in time.
+fn read_request_line(conn: &UnixStream) -> Option<String> {
+    let deadline = std::time::Instant::now() + REQUEST_LINE_DEADLINE;
+    let mut line = Vec::new();
+    let mut b = [0u8; 512];
+    let mut r = conn;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        conn.set_read_timeout(Some(left)).ok()?;
+        match r.read(&mut b) {
+            Ok(0) => break,
+            Ok(n) => {
+                line.extend_from_slice(&b[..n]);
+                if let Some(i) = line.iter().position(|&c| c == b'\n') {
+                    line.truncate(i);
+                    break;
+                }
+                if line.len() >= REQUEST_LINE_MAX {
+                    line.truncate(REQUEST_LINE_MAX);
+                    break;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    Some(String::from_utf8_lossy(&line).into_owned())
 }
 
 /// Writes a recording's chunks as frames until the asker closes (noticed when a

@@ -1064,3 +1064,126 @@ fn a_client_reads_within_a_deadline_and_a_bound() {
         "{r:?}"
     );
 }
+
+/// Runs `code` with python3 as `uid`, with `args`.
+fn python_as(uid: u32, code: &str, args: &[&str]) -> std::process::Child {
+    Command::new("python3")
+        .arg("-c")
+        .arg(code)
+        .args(args)
+        .uid(uid)
+        .gid(uid)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("python3")
+}
+
+/// Eight users: 65534 and seven uids without accounts.
+const ATTACKERS: [u32; 8] = [65534, 60001, 60002, 60003, 60004, 60005, 60006, 60007];
+
+/// Attack (round two, 4): 8 users x 8 connections to the request socket, each sending
+/// one byte every half second and connecting again when closed. A request line has 2 s
+/// in all (not per read), and root is bound per uid only: root's `tt-smi --buffers` and
+/// `tt-track record` are served throughout.
+#[test]
+fn slowloris_on_the_request_socket_leaves_root_a_way_in() {
+    require_root();
+    let _heavy = heavy();
+    let (_base, dir) = shared_dir("slowloris");
+    let mut agg = AggProc::start(&dir, &[]);
+    let mut holder = spawn_producer(&dir, &["hold", "60", "1"], 0);
+    wait_line(&mut holder, "ready");
+    let code = "import socket, sys, threading, time\n\
+                p, end = sys.argv[1], time.time() + float(sys.argv[2])\n\
+                def run():\n\
+                \x20   while time.time() < end:\n\
+                \x20       try:\n\
+                \x20           s = socket.socket(socket.AF_UNIX)\n\
+                \x20           s.connect(p)\n\
+                \x20           while time.time() < end:\n\
+                \x20               s.send(b'b')\n\
+                \x20               time.sleep(0.5)\n\
+                \x20       except OSError:\n\
+                \x20           time.sleep(0.02)\n\
+                ts = [threading.Thread(target=run) for _ in range(8)]\n\
+                [t.start() for t in ts]\n\
+                [t.join() for t in ts]\n";
+    let sock = dir.join("aggregator.sock");
+    let attackers: Vec<_> = ATTACKERS
+        .iter()
+        .map(|&u| python_as(u, code, &[sock.to_str().unwrap(), "8"]))
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let out = TempDir::new("slowloris-out");
+    for round in 0..3 {
+        let t = std::time::Instant::now();
+        let o = Command::new(env!("CARGO_BIN_EXE_tt-smi"))
+            .args(["--buffers", "--dir", dir.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "round {round}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        eprintln!("tt-smi --buffers under slowloris: {:?}", t.elapsed());
+        let o = Command::new(env!("CARGO_BIN_EXE_tt-track"))
+            .args(["record", "-o"])
+            .arg(out.path().join(format!("r{round}.ttrec")))
+            .args(["--", "true"])
+            .env("TTTRACK_DIR", &dir)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "round {round}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(700));
+    }
+    for mut a in attackers {
+        let _ = a.wait();
+    }
+    assert!(agg.child.try_wait().unwrap().is_none());
+    let _ = holder.kill();
+    let _ = holder.wait();
+}
+
+/// Attack (round two, 3): four users each hold four recording streams that never read.
+/// Other users can take all slots but one: root's `tt-track record` still runs.
+#[test]
+fn idle_recordings_of_other_users_leave_root_a_slot() {
+    require_root();
+    let (_base, dir) = shared_dir("idle-recs");
+    let _agg = AggProc::start(&dir, &[]);
+    let code = "import socket, sys, time\n\
+                socks = []\n\
+                for _ in range(4):\n\
+                \x20   s = socket.socket(socket.AF_UNIX)\n\
+                \x20   s.connect(sys.argv[1])\n\
+                \x20   s.sendall(b'record epoch_ms=0\\n')\n\
+                \x20   s.recv(3)\n\
+                \x20   socks.append(s)\n\
+                time.sleep(float(sys.argv[2]))\n";
+    let sock = dir.join("aggregator.sock");
+    let holders: Vec<_> = ATTACKERS[..4]
+        .iter()
+        .map(|&u| python_as(u, code, &[sock.to_str().unwrap(), "8"]))
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let out = TempDir::new("idle-recs-out");
+    let o = Command::new(env!("CARGO_BIN_EXE_tt-track"))
+        .args(["record", "-o"])
+        .arg(out.path().join("root.ttrec"))
+        .args(["--", "true"])
+        .env("TTTRACK_DIR", &dir)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for mut h in holders {
+        let _ = h.kill();
+        let _ = h.wait();
+    }
+}

@@ -61,7 +61,9 @@ impl ConnectionLimit {
         }
     }
 
-    /// A slot for a connection of `uid`, or why there is none.
+    /// A slot for a connection of `uid`, or why there is none. Root (and the
+    /// aggregator's own user) is bound per uid only: however many other users hold
+    /// connections, it always has a way in.
     pub fn admit(&self, uid: u32) -> Result<ConnectionSlot, String> {
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let (all, by_uid) = &mut *g;
@@ -72,12 +74,15 @@ impl ConnectionLimit {
                 self.per_uid
             ));
         }
-        if *all >= self.total {
+        let kept = is_kept_for(uid);
+        if !kept && *all >= self.total {
             return Err(format!("{all} connections open (at most {})", self.total));
         }
-        // Only uids with a connection open have an entry.
+        // Only uids with a connection open have an entry; the total counts others'.
         *by_uid.entry(uid).or_default() += 1;
-        *all += 1;
+        if !kept {
+            *all += 1;
+        }
         Ok(ConnectionSlot {
             limit: self.clone(),
             uid,
@@ -85,11 +90,20 @@ impl ConnectionLimit {
     }
 }
 
+/// Whether `uid` has room kept for it beyond the totals: root, and the user the
+/// aggregator runs as.
+pub fn is_kept_for(uid: u32) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    uid == 0 || uid == unsafe { libc::geteuid() }
+}
+
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
         let mut g = self.limit.inner.lock().unwrap_or_else(|e| e.into_inner());
         let (all, by_uid) = &mut *g;
-        *all = all.saturating_sub(1);
+        if !is_kept_for(self.uid) {
+            *all = all.saturating_sub(1);
+        }
         if let Some(n) = by_uid.get_mut(&self.uid) {
             *n = n.saturating_sub(1);
             if *n == 0 {
@@ -125,6 +139,12 @@ mod tests {
         assert!(l.admit(1).is_err(), "per uid");
         let _c = l.admit(2).unwrap();
         assert!(l.admit(3).is_err(), "in all");
+        let r = l.admit(0).expect("root always has a way in");
+        assert!(
+            l.admit(3).is_err(),
+            "root's connection counts against no one"
+        );
+        drop(r);
         drop(a);
         assert!(l.admit(1).is_ok());
     }

@@ -55,6 +55,8 @@ struct Recording {
 #[derive(Default)]
 pub(super) struct Recordings {
     list: Vec<Recording>,
+    /// Parents looked up for membership, shared by every recording.
+    parents: Parents,
 }
 
 impl Recordings {
@@ -72,17 +74,46 @@ pub(super) struct SampledProcess {
     pub(super) rows: std::collections::BTreeMap<u32, [u64; crate::counters_page::NUM_CATS]>,
 }
 
-/// Whether `pid` descends from `ancestor` (at most 64 generations up).
-fn descends(proc_root: &std::path::Path, pid: u32, ancestor: u32) -> bool {
-    let mut p = pid;
-    for _ in 0..64 {
-        match crate::sys::parent_of(proc_root, p) {
-            Some(pp) if pp == ancestor => return true,
-            Some(pp) if pp > 1 => p = pp,
-            _ => return false,
+/// How long a process's parent, once read, is taken as known: a chain of processes
+/// starting reporters reads each ancestor once a second at most, not once for every
+/// new process and recording.
+const PARENT_KNOWN_FOR: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Parents read from `/proc`, each with when it was read.
+#[derive(Default)]
+pub(super) struct Parents(std::collections::HashMap<u32, (u32, std::time::Instant)>);
+
+impl Parents {
+    /// The ancestors of `pid`, nearest first, at most 64 generations up (not init).
+    fn of(&mut self, proc_root: &std::path::Path, pid: u32) -> Vec<u32> {
+        let now = std::time::Instant::now();
+        if self.0.len() > 65_536 {
+            self.0
+                .retain(|_, (_, at)| now.duration_since(*at) < PARENT_KNOWN_FOR);
         }
+        let mut v = Vec::new();
+        let mut p = pid;
+        for _ in 0..64 {
+            let parent = match self.0.get(&p) {
+                Some(&(pp, at)) if now.duration_since(at) < PARENT_KNOWN_FOR => Some(pp),
+                _ => {
+                    let pp = crate::sys::parent_of(proc_root, p);
+                    if let Some(pp) = pp {
+                        self.0.insert(p, (pp, now));
+                    }
+                    pp
+                }
+            };
+            match parent {
+                Some(pp) if pp > 1 => {
+                    v.push(pp);
+                    p = pp;
+                }
+                _ => break,
+            }
+        }
+        v
     }
-    false
 }
 
 impl Aggregator {
@@ -94,8 +125,20 @@ impl Aggregator {
         epoch_unix_ms: u64,
     ) -> Result<crate::control::Stream, String> {
         self.prune_recordings();
-        if self.recordings.list.len() >= MAX_RECORDINGS {
-            return Err(format!("{MAX_RECORDINGS} recordings are running already"));
+        // One slot is kept for root (and the aggregator's own user): other users' idle
+        // streams can hold all the others, never that one.
+        let kept = super::limits::is_kept_for(uid);
+        let others = self
+            .recordings
+            .list
+            .iter()
+            .filter(|r| !super::limits::is_kept_for(r.uid))
+            .count();
+        if self.recordings.list.len() >= MAX_RECORDINGS || (!kept && others >= MAX_RECORDINGS - 1) {
+            return Err(format!(
+                "{} recordings are running already (at most {MAX_RECORDINGS}, one kept for root)",
+                self.recordings.list.len()
+            ));
         }
         let mine = self.recordings.list.iter().filter(|r| r.uid == uid).count();
         if mine >= MAX_RECORDINGS_PER_UID {
@@ -147,6 +190,12 @@ impl Aggregator {
         let root = &self.cfg.proc_root;
         let runs = crate::sys::proc_info(root, key.0).is_some_and(|i| i.start_time == key.1);
         let now = crate::sys::unix_ns() / 1_000_000;
+        // Its ancestors once, for every recording (not one walk up per recording).
+        let ancestors = if runs {
+            self.recordings.parents.of(root, key.0)
+        } else {
+            Vec::new()
+        };
         for r in &mut self.recordings.list {
             if r.members.contains(&key) || (r.uid != 0 && r.uid != p.uid) {
                 continue;
@@ -155,7 +204,7 @@ impl Aggregator {
             // every process is the recording's, ended or not: a command can end before
             // its segment is found.
             let private = self.cfg.private_to == Some(r.pid);
-            if !private && !(runs && (key.0 == r.pid || descends(root, key.0, r.pid))) {
+            if !private && !(runs && (key.0 == r.pid || ancestors.contains(&r.pid))) {
                 continue;
             }
             r.members.insert(key);
@@ -193,7 +242,8 @@ impl Aggregator {
         }
         let root = self.cfg.proc_root.clone();
         let now = crate::sys::unix_ns() / 1_000_000;
-        for r in &mut self.recordings.list {
+        let recs = &mut self.recordings;
+        for r in &mut recs.list {
             let t_ms = now.saturating_sub(r.epoch_unix_ms);
             for p in live {
                 let key = p.key;
@@ -204,7 +254,8 @@ impl Aggregator {
                     // Regions are the whole host's, also for a recorder with a private
                     // directory: only its own descendants are its.
                     let mine = r.uid == 0 || r.uid == p.uid;
-                    if !mine || !(key.0 == r.pid || descends(&root, key.0, r.pid)) {
+                    if !mine || !(key.0 == r.pid || recs.parents.of(&root, key.0).contains(&r.pid))
+                    {
                         r.not_members.insert(key);
                         continue;
                     }
