@@ -1187,3 +1187,111 @@ fn idle_recordings_of_other_users_leave_root_a_slot() {
         let _ = h.wait();
     }
 }
+
+/// Attack (round two, 2): uid 65534 holds four recording streams it never reads and,
+/// from the bottom of an 80-deep chain of processes, starts reporters as fast as it
+/// can, while a root process reports 300,000 events a second. A new process's
+/// ancestors are read once for every recording, each known for a second: the root
+/// process drops nothing and the heartbeat stays fresh.
+#[test]
+fn a_deep_process_tree_beside_idle_recordings_throttles_nothing() {
+    require_root();
+    let _heavy = heavy();
+    let (base, dir) = shared_dir("deep-tree");
+    let agg = AggProc::start(&dir, &[]);
+    let sock = dir.join("aggregator.sock");
+    let streams = python_as(
+        NOBODY,
+        "import socket, sys, time\n\
+         socks = []\n\
+         for _ in range(4):\n\
+         \x20   s = socket.socket(socket.AF_UNIX)\n\
+         \x20   s.connect(sys.argv[1])\n\
+         \x20   s.sendall(b'record epoch_ms=0\\n')\n\
+         \x20   s.recv(3)\n\
+         \x20   socks.append(s)\n\
+         time.sleep(float(sys.argv[2]))\n",
+        &[sock.to_str().unwrap(), "14"],
+    );
+    // The chain: each level a shell that starts the next; the last starts reporters.
+    let bin = base.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let producer = bin.join("reporter");
+    std::fs::copy(c_program("producer"), &producer).unwrap();
+    let script = bin.join("chain.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "if [ \"$1\" -gt 0 ]; then sh {s} $(($1 - 1)); exit; fi\n\
+             end=$(($(date +%s) + 8))\n\
+             while [ $(date +%s) -lt $end ]; do\n\
+             \x20 for i in 1 2 3 4 5 6 7 8 9 10; do {p} hold 1 1 >/dev/null & done\n\
+             \x20 sleep 0.025\n\
+             done\n\
+             wait\n",
+            s = script.display(),
+            p = producer.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&producer, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let mut root = spawn_producer(&dir, &["paced", "300000", "9"], 0);
+    wait_line(&mut root, "ready");
+    let chain = Command::new("sh")
+        .arg(&script)
+        .arg("80")
+        .env("TT_ALLOC_TRACKING_ENABLED", "1")
+        .env("TTTRACK_DIR", &dir)
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .spawn()
+        .unwrap();
+    let t = std::time::Instant::now();
+    let mut worst = 0u64;
+    let seen_before = agg
+        .snapshot()
+        .map(|s| s.status.segments_attached)
+        .unwrap_or(0);
+    while t.elapsed() < std::time::Duration::from_secs(8) {
+        if let Some(s) = agg.snapshot() {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64;
+            worst = worst.max(now.saturating_sub(s.status.heartbeat_unix_ns));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let sent = wait_line(&mut root, "sent ");
+    let dropped = wait_line(&mut root, "dropped ");
+    let _ = root.wait();
+    let mut chain = chain;
+    let _ = chain.wait();
+    let reporters = agg
+        .snapshot()
+        .map(|s| s.status.segments_attached)
+        .unwrap_or(0)
+        .saturating_sub(seen_before);
+    eprintln!(
+        "deep tree: {reporters} reporters started under an 80-deep chain beside 4 idle streams; heartbeat worst {} ms; root {} {}",
+        worst / 1_000_000,
+        sent.trim(),
+        dropped.trim()
+    );
+    assert!(
+        reporters > 100,
+        "the chain started only {reporters} reporters"
+    );
+    assert_eq!(dropped.trim(), "dropped 0");
+    assert!(
+        worst < 200_000_000,
+        "heartbeat {} ms old at worst",
+        worst / 1_000_000
+    );
+    let mut streams = streams;
+    let _ = streams.kill();
+    let _ = streams.wait();
+}
