@@ -80,6 +80,7 @@ fn main() {
         sysfs_root: "/nonexistent-tttrack-sysfs".into(),
         telemetry_interval: Duration::from_secs(1),
         private_to: None,
+        recording_idle_timeout: tttrack::aggregator::RECORDING_IDLE_TIMEOUT,
         metal_shm_dir: None,
     };
     let mut agg = tttrack::aggregator::Aggregator::start(cfg).expect("aggregator");
@@ -108,6 +109,7 @@ fn main() {
         sysfs_root: "/nonexistent-tttrack-sysfs".into(),
         telemetry_interval: Duration::from_secs(1),
         private_to: None,
+        recording_idle_timeout: tttrack::aggregator::RECORDING_IDLE_TIMEOUT,
         metal_shm_dir: Some(shm.clone()),
     };
     let mut agg = tttrack::aggregator::Aggregator::start(cfg).expect("aggregator");
@@ -134,6 +136,7 @@ fn main() {
         sysfs_root: "/nonexistent-tttrack-sysfs".into(),
         telemetry_interval: Duration::from_secs(1),
         private_to: None,
+        recording_idle_timeout: tttrack::aggregator::RECORDING_IDLE_TIMEOUT,
         metal_shm_dir: Some(small.clone()),
     };
     let mut agg = tttrack::aggregator::Aggregator::start(cfg).expect("aggregator");

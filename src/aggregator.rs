@@ -90,7 +90,13 @@ pub struct Config {
     /// Where TT-Metal's own regions (`tt_device_<N>_memory`) are read (`/dev/shm`
     /// normally); `None`: not read.
     pub metal_shm_dir: Option<PathBuf>,
+    /// Another user's recording with no process of it for this long ends (its slot
+    /// goes back).
+    pub recording_idle_timeout: Duration,
 }
+
+/// The default of [`Config::recording_idle_timeout`].
+pub const RECORDING_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Why the aggregator could not start.
 #[derive(Debug)]

@@ -1188,6 +1188,55 @@ fn idle_recordings_of_other_users_leave_root_a_slot() {
     }
 }
 
+/// Idle streams end: another user's recording with no process of it for the idle
+/// timeout (here 1 s) is ended by the aggregator, its connection closed.
+#[test]
+fn idle_recordings_of_other_users_time_out() {
+    require_root();
+    let (_base, dir) = shared_dir("idle-timeout");
+    let agg = AggProc::start(&dir, &["--recording-idle-timeout", "1"]);
+    let sock = dir.join("aggregator.sock");
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import socket, sys, time\n\
+             s = socket.socket(socket.AF_UNIX)\n\
+             s.connect(sys.argv[1])\n\
+             s.sendall(b'record epoch_ms=0\\n')\n\
+             assert s.recv(3) == b'ok\\n'\n\
+             s.settimeout(20)\n\
+             t = time.time()\n\
+             while s.recv(4096):\n\
+             \x20   pass\n\
+             print('closed after %.1f s' % (time.time() - t))\n",
+        )
+        .arg(&sock)
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let secs: f64 = text
+        .trim()
+        .trim_start_matches("closed after ")
+        .trim_end_matches(" s")
+        .parse()
+        .unwrap();
+    assert!(secs < 5.0, "{text}");
+    agg.wait_for(
+        || {
+            agg.output()
+                .contains("(uid 65534) ended: no process of it for 1 s")
+        },
+        "the log line",
+    );
+}
+
 /// Attack (round two, 2): uid 65534 holds four recording streams it never reads and,
 /// from the bottom of an 80-deep chain of processes, starts reporters as fast as it
 /// can, while a root process reports 300,000 events a second. A new process's

@@ -50,6 +50,8 @@ struct Recording {
         std::collections::HashMap<ProcKey, std::collections::BTreeMap<u32, [u64; HIST_FIELDS]>>,
     /// Processes of the regions found not to be the recording's (looked at once each).
     not_members: HashSet<ProcKey>,
+    /// When it last had a member (or began).
+    last_member: std::time::Instant,
 }
 
 #[derive(Default)]
@@ -162,6 +164,7 @@ impl Aggregator {
             lost: 0,
             sampled: Default::default(),
             not_members: HashSet::new(),
+            last_member: std::time::Instant::now(),
         });
         self.log
             .info(format!("   recording for pid {pid} (uid {uid}) started"));
@@ -413,14 +416,34 @@ impl Aggregator {
     }
 
     /// Ends the recordings whose recorder went away.
+    /// Ends the recordings whose recorder went away, and other users' recordings
+    /// that have had no member for `Config::recording_idle_timeout` (streams held open
+    /// for nothing would hold the slots; root's and the aggregator's own user's are
+    /// never ended for it).
     pub(super) fn prune_recordings(&mut self) {
         let log = &self.log;
-        self.recordings.list.retain(|r| {
+        let idle_after = self.cfg.recording_idle_timeout;
+        let now = std::time::Instant::now();
+        self.recordings.list.retain_mut(|r| {
+            if !r.members.is_empty() || !r.sampled.is_empty() {
+                r.last_member = now;
+            }
             let open = !r.closed.load(Ordering::Acquire);
             if !open {
                 log.info(format!("   recording for pid {} ended", r.pid));
+                return false;
             }
-            open
+            let idle = now.duration_since(r.last_member);
+            if !super::limits::is_kept_for(r.uid) && idle >= idle_after {
+                log.info(format!(
+                    "   recording for pid {} (uid {}) ended: no process of it for {} s",
+                    r.pid,
+                    r.uid,
+                    idle.as_secs()
+                ));
+                return false;
+            }
+            true
         });
     }
 }

@@ -51,6 +51,10 @@ struct Args {
     /// Do not read TT-Metal's own memory regions.
     #[arg(long)]
     no_metal_shm: bool,
+    /// Seconds after which another user's recording with no process of it ends (root's
+    /// never do).
+    #[arg(long, value_name = "SECONDS", default_value_t = 600.0)]
+    recording_idle_timeout: f64,
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -110,6 +114,9 @@ fn main() {
         sysfs_root: tttrack::devices::sysfs_root(args.sysfs_root.clone()),
         telemetry_interval: std::time::Duration::from_secs_f64(args.telemetry_interval.min(3600.0)),
         private_to: args.private_to,
+        recording_idle_timeout: std::time::Duration::from_secs_f64(
+            args.recording_idle_timeout.clamp(0.1, 86_400.0 * 365.0),
+        ),
         metal_shm_dir: (!args.no_metal_shm).then(|| {
             args.metal_shm_dir
                 .clone()
