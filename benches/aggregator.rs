@@ -98,9 +98,8 @@ fn bench(c: &mut Criterion) {
     // live one and free it again: live count stays at LIVE.
     let mut ops = Vec::with_capacity(400_000);
     let mut x = 0x9E37_79B9u64;
-    let mut next = LIVE;
     let mut live: Vec<u64> = (0..LIVE).collect();
-    for _ in 0..100_000 {
+    for next in LIVE..LIVE + 100_000 {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
@@ -109,7 +108,6 @@ fn bench(c: &mut Criterion) {
         ops.push(ev(EventKind::Free, 0, 0, victim));
         ops.push(ev(EventKind::Alloc, (next % 5) as u8, 8192, next));
         live[slot] = next;
-        next += 1;
         let other = live[((x >> 20) % LIVE) as usize];
         ops.push(ev(EventKind::Alloc, 0, 8192, other));
         ops.push(ev(EventKind::Free, 0, 0, other));

@@ -152,8 +152,8 @@ fn buffers_answer(acc: &Accounting, pid: Option<u32>, device: Option<i32>, limit
     use std::cmp::Reverse;
     use std::collections::BinaryHeap;
     // (size, Reverse(address), process key, device): the heap's top is the smallest kept.
-    let mut heap: BinaryHeap<Reverse<(u64, Reverse<u64>, (u32, u64), i32)>> =
-        BinaryHeap::with_capacity(limit + 1);
+    type Kept = Reverse<(u64, Reverse<u64>, (u32, u64), i32)>;
+    let mut heap: BinaryHeap<Kept> = BinaryHeap::with_capacity(limit + 1);
     let mut total = 0u64;
     for (key, p) in &acc.processes {
         if pid.is_some_and(|x| x != p.pid) {

@@ -27,7 +27,7 @@ fn live_figures_are_exact_and_released_when_the_process_exits() {
         .expect("process listed");
     assert_eq!(pr.flags & PROC_EXACT, PROC_EXACT);
     assert_eq!(pr.buffers, 5);
-    assert_eq!(get_str(&pr.comm).starts_with("producer"), true);
+    assert!(get_str(&pr.comm).starts_with("producer"));
     assert_eq!(proc_dev(&s, pid, 0).unwrap().used[CAT_DRAM], 5 << 20);
     assert_eq!(dev_fig(&s, 0, CAT_DRAM).count, 5);
     // SIGKILL mid-life: released within a second, with a leak line.

@@ -834,7 +834,7 @@ fn queries_give_csv_that_python_parses() {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|r| r[0] == pid.to_string())
+        .filter(|r| r[0] == *pid.to_string())
         .collect();
     assert_eq!(mine.len(), 1, "{v}");
     assert_eq!(mine[0][2], "0");

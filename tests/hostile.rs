@@ -15,8 +15,8 @@ use tttrack::counters_page::*;
 const NOBODY: u32 = 65534;
 
 fn require_root() {
-    // SAFETY: geteuid has no preconditions.
     assert_eq!(
+        // SAFETY: geteuid has no preconditions.
         unsafe { libc::geteuid() },
         0,
         "these tests switch to uid 65534 and must run as root, as CI does"

@@ -183,7 +183,7 @@ fn row(doc: &Value, chip: u64) -> Option<u64> {
         .and_then(|d| d["id"].as_u64())
 }
 
-fn device<'a>(doc: &'a Value, chip: u64) -> &'a Value {
+fn device(doc: &Value, chip: u64) -> &Value {
     let r = row(doc, chip).unwrap_or_else(|| panic!("no row for chip {chip:X}: {doc:#}"));
     doc["devices"]
         .as_array()
@@ -560,7 +560,7 @@ fn every_layout_version_from_the_facts() {
         std::fs::write(&p, b).unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
     };
-    write(0x101, &region_bytes(1, pid, 1 * MIB, 10, monotonic_ns()));
+    write(0x101, &region_bytes(1, pid, MIB, 10, monotonic_ns()));
     write(0x102, &region_bytes(2, pid, 2 * MIB, 20, now_ns()));
     let mut v4 = region_bytes(4, pid, 4 * MIB, 40, now_ns());
     put(&mut v4, 8536, 1, 4); // being initialised
@@ -690,8 +690,8 @@ fn as_nobody(script: &str) -> std::process::ExitStatus {
 /// the aggregator stays responsive and never writes or unlinks anything there.
 #[test]
 fn hostile_regions_change_nothing_of_roots() {
-    // SAFETY: geteuid has no preconditions.
     assert_eq!(
+        // SAFETY: geteuid has no preconditions.
         unsafe { libc::geteuid() },
         0,
         "must run as root, as CI does"

@@ -176,9 +176,9 @@ impl TestConsumer {
     pub fn poll(&mut self) -> usize {
         self.announce();
         for p in list_segments(&self.dir).unwrap_or_default() {
-            if !self.segs.contains_key(&p) {
-                if let Ok(s) = MappedSegment::open(&p) {
-                    self.segs.insert(p, s);
+            if let std::collections::hash_map::Entry::Vacant(e) = self.segs.entry(p) {
+                if let Ok(s) = MappedSegment::open(e.key()) {
+                    e.insert(s);
                 }
             }
         }

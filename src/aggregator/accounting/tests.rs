@@ -376,12 +376,16 @@ fn mixed_events(n: usize) -> Vec<Event> {
             EventKind::KernelLoad,
             EventKind::KernelUnload,
         ][(x % 8) as usize];
-        let device = if x % 97 == 0 {
+        let device = if x.is_multiple_of(97) {
             70
         } else {
             ((x >> 8) % 5) as i32
         };
-        let size = if x % 89 == 0 { 0 } else { 1 + (x >> 16) % 4096 };
+        let size = if x.is_multiple_of(89) {
+            0
+        } else {
+            1 + (x >> 16) % 4096
+        };
         events.push(ev(
             kind,
             ((x >> 24) % 6) as u8,
