@@ -2,13 +2,14 @@
 # Fetches the shipping TT-Metal the tests run against: the ttnn 0.81.1 wheel from PyPI
 # (about 100 MB, cached in target/ttnn-wheel/), and unpacks its C++ libraries
 # (ttnn/build/lib: libtt_metal.so and what it links; ttnn.libs: the bundled MPI, hwloc,
-# numa). Prints the directory of libtt_metal.so. The wheel's Python extension needs
+# numa) and its runtime files (ttnn/tt_metal: descriptors, pre-compiled firmware; what
+# mock mode needs). Prints the directory of libtt_metal.so. The wheel's Python extension needs
 # Python 3.12 and is not used: tests link their own C++ programs against the library.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dest=target/ttnn-wheel
 out=$dest/x
-if [ ! -e "$out/ttnn/build/lib/libtt_metal.so" ]; then
+if [ ! -e "$out/ttnn/build/lib/libtt_metal.so" ] || [ ! -d "$out/ttnn/tt_metal/soc_descriptors" ]; then
   py=python3
   if [ -n "${TTTRACK_TEST_VENV:-}" ] && [ -x "$TTTRACK_TEST_VENV/bin/python" ]; then
     py=$TTTRACK_TEST_VENV/bin/python
@@ -26,10 +27,13 @@ whl = sorted(glob.glob(os.path.join(dest, "ttnn-0.81.1-*.whl")))[0]
 tmp = out + ".partial"
 with zipfile.ZipFile(whl) as z:
     for m in z.infolist():
-        if m.filename.startswith(("ttnn/build/lib/", "ttnn.libs/")) and not m.is_dir():
+        if m.filename.startswith(("ttnn/build/lib/", "ttnn.libs/", "ttnn/tt_metal/")) and not m.is_dir():
             p = z.extract(m, tmp)
             os.chmod(p, 0o755)
-os.rename(tmp, out) if not os.path.exists(out) else None
+import shutil
+if os.path.exists(out):
+    shutil.rmtree(out)
+os.rename(tmp, out)
 PY
 fi
 echo "$PWD/$out/ttnn/build/lib"

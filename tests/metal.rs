@@ -855,3 +855,188 @@ fn a_stock_program_is_recorded_from_its_region() {
         "{text}"
     );
 }
+
+/// A runtime root for the shipping TT-Metal in mock mode (what an unpacked wheel
+/// lacks, see ../shared facts): the wheel's `tt_metal` files, a cluster description of
+/// one Wormhole n150 (written here from UMD's format; its board id is one of a known
+/// n150, its chip id `chip`: the region's N), and a stand-in for the RISC-V compiler
+/// that only says its version (the firmware is the wheel's pre-compiled one).
+fn mock_root(chip: u64) -> TempDir {
+    let root = TempDir::new("metal-mock-root");
+    let lib = ttnn_lib();
+    let wheel_metal = lib.parent().unwrap().parent().unwrap().join("tt_metal");
+    let tm = root.path().join("tt_metal");
+    std::fs::create_dir_all(&tm).unwrap();
+    for e in std::fs::read_dir(&wheel_metal).unwrap() {
+        let e = e.unwrap();
+        std::os::unix::fs::symlink(e.path(), tm.join(e.file_name())).unwrap();
+    }
+    let examples = tm.join("third_party/umd/tests/cluster_descriptor_examples");
+    std::fs::create_dir_all(&examples).unwrap();
+    std::fs::write(
+        examples.join("wormhole_N150.yaml"),
+        format!(
+            "arch:\n  0: wormhole_b0\nchips:\n  0:\n    - 0\n    - 0\n    - 0\n    - 0\n\
+             chip_unique_ids:\n  0: {chip}\nethernet_connections:\n  []\n\
+             chips_with_mmio:\n  - 0: 0\nharvesting:\n  0:\n    noc_translation: true\n\
+             \x20   harvest_mask: 64\n    dram_harvesting_mask: 0\n    eth_harvesting_mask: 0\n\
+             \x20   pcie_harvesting_mask: 0\nchip_to_boardtype:\n  0: n150\nboards:\n  -\n\
+             \x20   - board_id: 72059269368820857\n    - board_type: n150\n    - chips:\n        - 0\n"
+        ),
+    )
+    .unwrap();
+    let bin = root.path().join("runtime/sfpi/compiler/bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let cc = bin.join("riscv-tt-elf-g++");
+    std::fs::write(
+        &cc,
+        "#!/bin/sh\nif [ \"$1\" = \"--version\" ]; then echo \"riscv-tt-elf-g++ (tenstorrent/sfpi:7.89.0[1050]) 15.1.0\"; exit 0; fi\necho 'a stand-in: compiles nothing' >&2; exit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&cc, std::fs::Permissions::from_mode(0o755)).unwrap();
+    root
+}
+
+/// The shipping TT-Metal in mock mode (tests/cpp/metal_mock.cpp), driven line by line.
+struct MockProc {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    _scratch: TempDir,
+}
+
+impl MockProc {
+    fn start(root: &TempDir) -> Self {
+        static BUILT: OnceLock<PathBuf> = OnceLock::new();
+        let exe = BUILT.get_or_init(|| {
+            let lib = ttnn_lib();
+            let nm = Command::new("nm")
+                .args(["-D", "--defined-only"])
+                .arg(lib.join("libtt_metal.so"))
+                .output()
+                .unwrap();
+            let syms = String::from_utf8_lossy(&nm.stdout);
+            for s in [
+                "_ZN2tt8tt_metal12experimental19configure_mock_modeENS_4ARCHEj",
+                "_ZN2tt8tt_metal11distributed10MeshDevice16create_unit_meshEimmmRKNS0_18DispatchCoreConfigESt4spanIKjLm18446744073709551615EEm",
+                "_ZN2tt8tt_metal10BufferImpl6createEPNS0_7IDeviceEmmNS0_10BufferTypeERKNS0_18BufferShardingArgsESt8optionalIbES8_IN4ttsl10StrongTypeIhNS0_14SubDeviceIdTagEEEE",
+                "_ZN2tt8tt_metal18BufferShardingArgsC1Ev",
+                "_ZNK2tt8tt_metal6Buffer7addressEv",
+                "_ZNK2tt8tt_metal6Buffer21aligned_size_per_bankEv",
+                "_ZN2tt8tt_metal11distributed10MeshDevice5closeEv",
+            ] {
+                assert!(
+                    syms.lines().any(|l| l.ends_with(&format!(" {s}"))),
+                    "libtt_metal.so does not export {s}: tests/cpp/metal_mock.cpp no longer matches"
+                );
+            }
+            let out = target_dir().join(format!("cpp-test-programs-{}", std::process::id()));
+            std::fs::create_dir_all(&out).unwrap();
+            let bin = out.join("metal_mock");
+            let ok = Command::new("g++")
+                .args(["-O1", "-std=c++20", "-o"])
+                .arg(&bin)
+                .arg(repo_dir().join("tests/cpp/metal_mock.cpp"))
+                .arg("-L")
+                .arg(&lib)
+                .arg("-ltt_metal")
+                .arg(format!("-Wl,-rpath,{}", lib.display()))
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "building metal_mock");
+            bin
+        });
+        // It writes ./generated/: a scratch directory of its own.
+        let scratch = TempDir::new("metal-mock-run");
+        let mut child = Command::new(exe)
+            .arg("wormhole")
+            .current_dir(scratch.path())
+            .env("TT_METAL_RUNTIME_ROOT", root.path())
+            .env("OMPI_MCA_btl", "self")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut l = String::new();
+        loop {
+            l.clear();
+            assert!(
+                stdout.read_line(&mut l).unwrap() > 0,
+                "metal_mock ended before its device opened"
+            );
+            if l.trim() == "ready" {
+                break;
+            }
+        }
+        MockProc {
+            child,
+            stdin,
+            stdout,
+            _scratch: scratch,
+        }
+    }
+
+    fn say(&mut self, line: &str) -> String {
+        writeln!(self.stdin, "{line}").unwrap();
+        let mut a = String::new();
+        loop {
+            a.clear();
+            self.stdout.read_line(&mut a).unwrap();
+            // TT-Metal's own lines go to stdout too: ours are these.
+            if ["buf ", "oom ", "ok", "bad "]
+                .iter()
+                .any(|p| a.starts_with(p))
+            {
+                return a.trim().to_string();
+            }
+        }
+    }
+}
+
+impl Drop for MockProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The shipping TT-Metal in mock mode: a real device, real buffers from its allocator
+/// at the addresses the facts give, TT-Metal's own tracking writing its region; the
+/// aggregator shows the process and its bytes, and the frees.
+#[test]
+fn mock_mode_buffers_through_tt_metals_own_tracking() {
+    let dir = TempDir::new("metal-mock");
+    let chips = Chips::new(1);
+    let a = chips.0[0];
+    let root = mock_root(a);
+    let _agg = AggProc::start(dir.path(), &["--metal-shm-dir", "/dev/shm"]);
+    let mut p = MockProc::start(&root);
+    // 1 MiB of DRAM in 2 KiB pages over 12 banks: 88,064 bytes a bank, from 0x100040.
+    assert_eq!(p.say("alloc 1048576 2048 0"), "buf 0 1048640 88064");
+    // 64 KiB of L1: interleaved L1 from the top down.
+    assert_eq!(p.say("alloc 65536 2048 1"), "buf 1 1497088 2048");
+    assert!(p.say("alloc 4096 4096 0").starts_with("buf 2 "));
+    let pid = p.child.id();
+    wait_json("the buffers in TT-Metal's region", dir.path(), |d| {
+        held(d, pid, a, "dram_bytes") == Some(MIB + 4096)
+            && held(d, pid, a, "l1_bytes") == Some(65536)
+    });
+    assert_eq!(p.say("free 1"), "ok");
+    wait_json("the free", dir.path(), |d| {
+        held(d, pid, a, "l1_bytes") == Some(0)
+    });
+    // TT-Metal's out-of-memory is an exception the program catches: nothing changes.
+    let oom = p.say("alloc 1073741824 2048 1");
+    assert!(
+        oom.starts_with("oom ") && oom.contains("Out of Memory"),
+        "{oom}"
+    );
+    assert_eq!(p.say("exit"), "ok");
+    wait_json("the clean exit", dir.path(), |d| {
+        live_proc(d, pid).is_none()
+    });
+}

@@ -1,0 +1,122 @@
+// metal_mock.cpp: the shipping TT-Metal (libtt_metal.so of the ttnn wheel) in its own
+// mock mode: a device with no card, its real allocator handing out real buffers, its
+// own tracking writing its real region. The test bed for what tttrack reads of a stock
+// TT-Metal process.
+//
+// The library ships no headers: the types and members used are declared below from
+// its exported symbols (nm -D; the test that builds this checks each is exported).
+// Enum values are TT-Metal's: tt::ARCH WORMHOLE_B0 = 2, BLACKHOLE = 3; BufferType DRAM 0,
+// L1 1, SYSTEM_MEMORY 2, L1_SMALL 3, TRACE 4.
+//
+//   metal_mock ARCH        ARCH: wormhole or blackhole. Opens device 0 (mock, one chip),
+//                          then reads commands on stdin, answering each on stdout:
+//     alloc SIZE PAGE TYPE  a buffer -> "buf N ADDR SIZE_PER_BANK" (N: its index) or
+//                           "oom WHAT" (TT-Metal's out-of-memory, its first lines)
+//     free N                drops buffer N -> "ok"
+//     exit                  closes the device -> "ok"
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <optional>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace tt {
+enum class ARCH : int { WORMHOLE_B0 = 2, BLACKHOLE = 3 };
+}
+namespace ttsl {
+template <typename T, typename Tag>
+struct StrongType {
+    T value;
+};
+}  // namespace ttsl
+namespace tt {
+namespace tt_metal {
+enum class BufferType : int { DRAM = 0, L1 = 1, SYSTEM_MEMORY = 2, L1_SMALL = 3, TRACE = 4 };
+struct SubDeviceIdTag;
+class IDevice;
+class Buffer {
+   public:
+    uint32_t address() const;
+    uint64_t aligned_size_per_bank() const;
+};
+class BufferShardingArgs {
+   public:
+    BufferShardingArgs();  // interleaved
+   private:
+    void* impl_;  // a std::unique_ptr of the library's (left to it; this program ends soon)
+};
+// 12 bytes: the dispatch core type and an optional axis; all zero is the default.
+struct DispatchCoreConfig {
+    uint32_t words[3] = {0, 0, 0};
+};
+namespace experimental {
+void configure_mock_mode(tt::ARCH arch, unsigned int num_chips);
+}
+class BufferImpl {
+   public:
+    static std::shared_ptr<Buffer> create(IDevice* device, unsigned long size, unsigned long page_size,
+                                          BufferType type, const BufferShardingArgs& sharding,
+                                          std::optional<bool> bottom_up,
+                                          std::optional<ttsl::StrongType<unsigned char, SubDeviceIdTag>> sub_device);
+};
+namespace distributed {
+class MeshDevice {
+   public:
+    static std::shared_ptr<MeshDevice> create_unit_mesh(int device_id, unsigned long l1_small_size,
+                                                        unsigned long trace_region_size,
+                                                        unsigned long num_command_queues,
+                                                        const DispatchCoreConfig& dispatch,
+                                                        std::span<const unsigned int> l1_bank_remap,
+                                                        unsigned long worker_l1_size);
+    bool close();
+};
+}  // namespace distributed
+}  // namespace tt_metal
+}  // namespace tt
+
+using namespace tt::tt_metal;
+
+int main(int argc, char** argv) {
+    setvbuf(stdout, nullptr, _IONBF, 0);
+    tt::ARCH arch = (argc > 1 && strcmp(argv[1], "blackhole") == 0) ? tt::ARCH::BLACKHOLE : tt::ARCH::WORMHOLE_B0;
+    experimental::configure_mock_mode(arch, 1);
+    DispatchCoreConfig dispatch;
+    auto mesh = distributed::MeshDevice::create_unit_mesh(0, 0, 0, 1, dispatch, {}, 0);
+    // A MeshDevice is an IDevice: its primary base is at offset 0.
+    IDevice* dev = reinterpret_cast<IDevice*>(mesh.get());
+    printf("ready\n");
+    std::vector<std::shared_ptr<Buffer>> bufs;
+    char line[256];
+    while (fgets(line, sizeof line, stdin)) {
+        unsigned long size = 0, page = 0;
+        int type = 0, n = 0;
+        if (sscanf(line, "alloc %lu %lu %d", &size, &page, &type) == 3) {
+            try {
+                auto b = BufferImpl::create(dev, size, page, (BufferType)type, BufferShardingArgs(), std::nullopt,
+                                            std::nullopt);
+                bufs.push_back(b);
+                printf("buf %zu %u %lu\n", bufs.size() - 1, b->address(), (unsigned long)b->aligned_size_per_bank());
+            } catch (const std::exception& e) {
+                std::string w = e.what();
+                for (auto& c : w)
+                    if (c == '\n') c = ' ';
+                printf("oom %s\n", w.c_str());
+            }
+        } else if (sscanf(line, "free %d", &n) == 1 && n >= 0 && (size_t)n < bufs.size()) {
+            bufs[n].reset();
+            printf("ok\n");
+        } else if (strncmp(line, "exit", 4) == 0) {
+            bufs.clear();
+            mesh->close();
+            printf("ok\n");
+            return 0;
+        } else {
+            printf("bad %s", line);
+        }
+    }
+    return 0;
+}
