@@ -49,6 +49,7 @@
 
 pub mod ffi;
 mod lane;
+pub mod metal_hook;
 mod presence;
 mod segment_file;
 mod thread_slot;

@@ -907,6 +907,10 @@ struct MockProc {
 
 impl MockProc {
     fn start(root: &TempDir) -> Self {
+        Self::start_with(root, &[])
+    }
+
+    fn start_with(root: &TempDir, env: &[(&str, &std::ffi::OsStr)]) -> Self {
         static BUILT: OnceLock<PathBuf> = OnceLock::new();
         let exe = BUILT.get_or_init(|| {
             let lib = ttnn_lib();
@@ -954,6 +958,7 @@ impl MockProc {
             .current_dir(scratch.path())
             .env("TT_METAL_RUNTIME_ROOT", root.path())
             .env("OMPI_MCA_btl", "self")
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -1039,4 +1044,95 @@ fn mock_mode_buffers_through_tt_metals_own_tracking() {
     wait_json("the clean exit", dir.path(), |d| {
         live_proc(d, pid).is_none()
     });
+}
+
+/// Every buffer of a stock TT-Metal program, through TT-Metal's own graph-tracking hook
+/// (`LD_PRELOAD=libtttrack.so`, no rebuild): each with the address the real allocator
+/// gave it, on the physical chip; counted once (from the lanes, TT-Metal's region
+/// beside); frees exact; a SIGKILL releases everything.
+#[test]
+fn a_stock_program_s_buffers_through_the_graph_hook() {
+    let dir = TempDir::new("metal-hook");
+    let chips = Chips::new(1);
+    let a = chips.0[0];
+    let root = mock_root(a);
+    let agg = AggProc::start(dir.path(), &["--metal-shm-dir", "/dev/shm"]);
+    let lib = lib_path();
+    let mut p = MockProc::start_with(
+        &root,
+        &[
+            ("LD_PRELOAD", lib.as_os_str()),
+            ("TT_ALLOC_TRACKING_ENABLED", std::ffi::OsStr::new("1")),
+            ("TTTRACK_DIR", dir.path().as_os_str()),
+        ],
+    );
+    assert_eq!(p.say("alloc 1048576 2048 0"), "buf 0 1048640 88064");
+    assert_eq!(p.say("alloc 65536 2048 1"), "buf 1 1497088 2048");
+    assert!(p.say("alloc 4096 4096 0").starts_with("buf 2 "));
+    let pid = p.child.id();
+    let d = dir.path().to_str().unwrap();
+    let buffers = || -> Vec<(String, u64, String)> {
+        smi(&["--dir", d, "--buffers", "--pid", &pid.to_string()])
+            .lines()
+            .skip(1)
+            .filter(|l| l.trim_start().starts_with(&pid.to_string()))
+            .map(|l| {
+                let w: Vec<&str> = l.split_whitespace().collect();
+                // PID Name Dev (as) Type Address Size ...
+                (
+                    w[4].to_string(),
+                    u64::from_str_radix(w[5].trim_start_matches("0x"), 16).unwrap(),
+                    w[2].to_string(),
+                )
+            })
+            .collect()
+    };
+    let t = Instant::now();
+    while buffers().len() < 3 {
+        assert!(t.elapsed() < Duration::from_secs(20), "{:?}", buffers());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut b = buffers();
+    b.sort();
+    assert_eq!(
+        b,
+        vec![
+            ("DRAM".to_string(), 0x100040, "0".to_string()),
+            ("DRAM".to_string(), 1136704, "0".to_string()),
+            ("L1".to_string(), 0x16d800, "0".to_string()),
+        ]
+    );
+    // Counted once: from the lanes, TT-Metal's region beside.
+    let doc = wait_json("the region beside the lanes", dir.path(), |d| {
+        live_proc(d, pid).is_some_and(|p| p["tt_metal_region"]["dram_bytes"] == MIB + 4096)
+    });
+    let me = live_proc(&doc, pid).unwrap();
+    assert_eq!(me["source"], "lanes");
+    assert_eq!(me["devices"][0]["dram_bytes"], MIB + 4096);
+    assert_eq!(me["devices"][0]["l1_bytes"], 65536);
+    assert_eq!(p.say("free 1"), "ok");
+    let t = Instant::now();
+    while buffers().len() != 2 {
+        assert!(t.elapsed() < Duration::from_secs(20), "{:?}", buffers());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SIGKILL: everything it held is released.
+    let _ = p.child.kill();
+    let _ = p.child.wait();
+    agg.wait_for(
+        || {
+            agg.snapshot().is_some_and(|s| {
+                s.processes.iter().all(|r| {
+                    r.pid != pid || r.flags & tttrack::counters_page::PROC_LEFT_BEHIND != 0
+                })
+            })
+        },
+        "the killed process released",
+    );
+    assert!(
+        agg.output()
+            .contains(&format!("pid {pid} (metal_mock) exited holding 2 buffers")),
+        "{}",
+        agg.output()
+    );
 }

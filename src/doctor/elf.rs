@@ -13,6 +13,7 @@ pub struct Linkage {
     pub relocated: BTreeSet<String>,
 }
 
+const SHT_SYMTAB: u32 = 2;
 const SHT_RELA: u32 = 4;
 const SHT_DYNSYM: u32 = 11;
 
@@ -123,6 +124,50 @@ pub fn linkage(b: &[u8]) -> Result<Linkage, String> {
         }
     }
     Ok(l)
+}
+
+/// The values (addresses relative to the load base) of `wanted` symbols in the full
+/// symbol table `.symtab` (local ones included) and the dynamic one; a name not found is
+/// missing from the map. `Err` if the file is no ELF or has neither table.
+pub fn symbol_values(
+    b: &[u8],
+    wanted: &[&str],
+) -> Result<std::collections::HashMap<String, u64>, String> {
+    if b.get(..4) != Some(b"\x7fELF") || b.get(4) != Some(&2) || b.get(5) != Some(&1) {
+        return Err("not a 64-bit little-endian ELF file".into());
+    }
+    let secs = sections(b).ok_or("its section headers are cut short or malformed")?;
+    let mut out = std::collections::HashMap::new();
+    let mut tables = 0;
+    for t in secs
+        .iter()
+        .filter(|s| s.kind == SHT_SYMTAB || s.kind == SHT_DYNSYM)
+    {
+        let Some(strtab) = secs.get(t.link as usize) else {
+            continue;
+        };
+        tables += 1;
+        for i in 1..t.size.min(b.len()) / 24 {
+            let Some(o) = t.offset.checked_add(i * 24) else {
+                break;
+            };
+            let (Some(at), Some(value)) = (u32_at(b, o, 0), u64_at(b, o, 8)) else {
+                break;
+            };
+            if value == 0 {
+                continue;
+            }
+            if let Some(n) = name(b, strtab, at as usize) {
+                if wanted.contains(&n.as_str()) {
+                    out.insert(n, value);
+                }
+            }
+        }
+    }
+    if tables == 0 {
+        return Err("it has no symbol table".into());
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -1,0 +1,345 @@
+//! Every buffer of a stock TT-Metal process, through TT-Metal's own graph-tracking hook:
+//! when `libtt_metal.so` is in the process (and tracking is on), a processor of ours is
+//! pushed onto TT-Metal's `GraphTracker`, which calls it for each buffer allocated and
+//! freed; each becomes an event in this thread's lane (the buffer's address as its id).
+//!
+//! Nothing of TT-Metal is compiled in: its members are found in the loaded library by
+//! their symbols, and the processor is an object of ours whose virtual table is a copy
+//! of TT-Metal's base `IGraphProcessor` table (its own do-nothing members) with the two
+//! slots we need replaced. The slots' order changes between TT-Metal versions, so it is
+//! checked first against the library's own symbol table ([`SLOTS`]); anything that does
+//! not match, and nothing is pushed: one line on stderr, the process runs on.
+//!
+//! What is not covered (TT-Metal 0.81.1): the processor list is per thread, and the
+//! processor is pushed on the thread that loads `libtttrack.so` (the main thread under
+//! `LD_PRELOAD`): buffers allocated on other threads are not seen; a `libtt_metal.so`
+//! loaded later with `dlopen` (as `import ttnn` does) is not hooked; circular buffers and
+//! programs are not reported.
+
+use crate::shm_layout::EventKind;
+use std::ffi::{c_char, c_void, CStr};
+use std::sync::OnceLock;
+
+/// The base processor's virtual table, slot by slot (TT-Metal 0.81.1): the symbol each
+/// slot must hold. Slot 13 is the complete-object destructor, which may be named D1 or
+/// D2 (one function).
+pub const SLOTS: [&[&str]; 15] = [
+    &["_ZNK2tt8tt_metal15IGraphProcessor20is_capture_processorEv"],
+    &["_ZN2tt8tt_metal15IGraphProcessor14track_allocateEPKNS0_6BufferE"],
+    &["_ZN2tt8tt_metal15IGraphProcessor16track_deallocateEPNS0_6BufferE"],
+    &["_ZN2tt8tt_metal15IGraphProcessor17track_allocate_cbERKNS0_12CoreRangeSetEmmbPKNS0_7IDeviceE"],
+    &["_ZN2tt8tt_metal15IGraphProcessor30track_allocate_dataflow_bufferERKNS0_12CoreRangeSetEmmbPKNS0_7IDeviceE"],
+    &["_ZN2tt8tt_metal15IGraphProcessor25track_allocate_scratchpadERKNS0_12CoreRangeSetEmmPKNS0_7IDeviceE"],
+    &["_ZN2tt8tt_metal15IGraphProcessor19track_deallocate_cbEPKNS0_7IDeviceE"],
+    &["_ZN2tt8tt_metal15IGraphProcessor13track_programEPNS0_7ProgramEPKNS0_7IDeviceE"],
+    &["_ZN2tt8tt_metal15IGraphProcessor20track_function_startESt17basic_string_viewIcSt11char_traitsIcEESt4spanINS0_15TrackedArgumentELm18446744073709551615EE"],
+    &["_ZN2tt8tt_metal15IGraphProcessor18track_function_endEv"],
+    &["_ZN2tt8tt_metal15IGraphProcessor18track_function_endERKSt3any"],
+    &["_ZN2tt8tt_metal15IGraphProcessor13begin_captureENS1_7RunModeE"],
+    &["_ZN2tt8tt_metal15IGraphProcessor11end_captureB5cxx11Ev"],
+    &["_ZN2tt8tt_metal15IGraphProcessorD1Ev", "_ZN2tt8tt_metal15IGraphProcessorD2Ev"],
+    &["_ZN2tt8tt_metal15IGraphProcessorD0Ev"],
+];
+/// The slots we replace.
+const SLOT_ALLOCATE: usize = 1;
+const SLOT_DEALLOCATE: usize = 2;
+
+pub const VTABLE: &str = "_ZTVN2tt8tt_metal15IGraphProcessorE";
+pub const MESH_DEVICE_VTABLE: &str = "_ZTVN2tt8tt_metal11distributed10MeshDeviceE";
+/// The exported members called (`nm -D` of the shipping library).
+pub const GRAPH_TRACKER_INSTANCE: &str = "_ZN2tt8tt_metal12GraphTracker8instanceEv";
+pub const PUSH_PROCESSOR: &str =
+    "_ZN2tt8tt_metal12GraphTracker14push_processorERKSt10shared_ptrINS0_15IGraphProcessorEE";
+pub const BUFFER_ADDRESS: &str = "_ZNK2tt8tt_metal6Buffer7addressEv";
+pub const BUFFER_SIZE: &str = "_ZNK2tt8tt_metal6Buffer4sizeEv";
+pub const BUFFER_TYPE: &str = "_ZNK2tt8tt_metal6Buffer11buffer_typeEv";
+pub const BUFFER_DEVICE: &str = "_ZNK2tt8tt_metal6Buffer6deviceEv";
+pub const MESH_DEVICE_ID: &str = "_ZNK2tt8tt_metal11distributed10MeshDevice2idEv";
+pub const MESH_NUM_DEVICES: &str = "_ZNK2tt8tt_metal11distributed10MeshDevice11num_devicesEv";
+pub const MESH_GET_DEVICE: &str = "_ZNK2tt8tt_metal11distributed10MeshDevice10get_deviceEmm";
+
+/// What the callbacks call, found once.
+struct Api {
+    address: extern "C" fn(*const c_void) -> u32,
+    size: extern "C" fn(*const c_void) -> u64,
+    buffer_type: extern "C" fn(*const c_void) -> i32,
+    device: extern "C" fn(*const c_void) -> *const c_void,
+    /// The slot of `IDevice::id()` in a device's virtual table.
+    id_slot: usize,
+    /// A MeshDevice's virtual table pointer (its table's address point).
+    mesh_vptr: usize,
+    num_devices: extern "C" fn(*const c_void) -> usize,
+    get_device: extern "C" fn(*const c_void, usize, usize) -> *const c_void,
+}
+
+static API: OnceLock<Api> = OnceLock::new();
+
+/// The device id of `dev` (an `IDevice*`), through its own virtual `id()`.
+///
+/// # Safety
+/// `dev` is a live TT-Metal device whose virtual table has `id()` at `slot`.
+unsafe fn device_id(dev: *const c_void, slot: usize) -> i32 {
+    if dev.is_null() {
+        return 0;
+    }
+    // SAFETY: the caller's contract: dev's first word is its vtable pointer, and slot
+    // `slot` of it is `int id() const`.
+    unsafe {
+        let vt = *(dev as *const *const usize);
+        let f: extern "C" fn(*const c_void) -> i32 = std::mem::transmute(*vt.add(slot));
+        f(dev)
+    }
+}
+
+/// The physical chip of a buffer's device: a mesh of one chip is that chip (a buffer
+/// made on a unit mesh names the mesh); any other device says its own id.
+///
+/// # Safety
+/// As [`device_id`].
+unsafe fn chip_of(dev: *const c_void, api: &Api) -> i32 {
+    if dev.is_null() {
+        return 0;
+    }
+    // SAFETY: dev's first word is its vtable pointer; a MeshDevice's members are called
+    // only on a MeshDevice.
+    unsafe {
+        if *(dev as *const usize) == api.mesh_vptr && (api.num_devices)(dev) == 1 {
+            let chip = (api.get_device)(dev, 0, 0);
+            if !chip.is_null() {
+                return device_id(chip, api.id_slot);
+            }
+        }
+        device_id(dev, api.id_slot)
+    }
+}
+
+extern "C" fn on_allocate(_this: *mut c_void, buffer: *const c_void) {
+    let Some(api) = API.get() else { return };
+    if buffer.is_null() {
+        return;
+    }
+    let ty = (api.buffer_type)(buffer);
+    let Ok(ty) = u8::try_from(ty) else { return };
+    let dev = (api.device)(buffer);
+    // SAFETY: dev is the buffer's device, a MeshDevice or Device whose id() slot was
+    // found at install time.
+    let id = unsafe { chip_of(dev, api) };
+    super::record(
+        EventKind::Alloc,
+        ty,
+        id,
+        (api.size)(buffer),
+        (api.address)(buffer) as u64,
+    );
+}
+
+extern "C" fn on_deallocate(_this: *mut c_void, buffer: *const c_void) {
+    let Some(api) = API.get() else { return };
+    if buffer.is_null() {
+        return;
+    }
+    let dev = (api.device)(buffer);
+    // SAFETY: as in on_allocate.
+    let id = unsafe { chip_of(dev, api) };
+    super::record(EventKind::Free, 0, id, 0, (api.address)(buffer) as u64);
+}
+
+/// The control block of our processor's `shared_ptr` (libstdc++'s `_Sp_counted_base`:
+/// its vtable, then the use and weak counts). The counts start so high that they never
+/// reach zero: nothing is ever disposed, so its members are never called.
+#[repr(C)]
+struct ControlBlock {
+    vtable: *const usize,
+    use_count: i32,
+    weak_count: i32,
+}
+
+extern "C" fn never(_this: *mut c_void) -> *mut c_void {
+    std::ptr::null_mut()
+}
+
+/// A `std::shared_ptr<IGraphProcessor>` as libstdc++ lays it out.
+#[repr(C)]
+struct SharedPtr {
+    ptr: *const c_void,
+    control: *const ControlBlock,
+}
+
+fn sym(handle: *mut c_void, name: &str) -> Result<*mut c_void, String> {
+    let c = std::ffi::CString::new(name).map_err(|e| e.to_string())?;
+    // SAFETY: handle is a dlopen handle; c is NUL-terminated.
+    let p = unsafe { libc::dlsym(handle, c.as_ptr()) };
+    if p.is_null() {
+        Err(format!("{name} not found"))
+    } else {
+        Ok(p)
+    }
+}
+
+/// Whether the library's processor table is the one [`SLOTS`] describes: each slot of
+/// the table in memory holds the function its symbol names (from the library file's own
+/// symbol table).
+fn check_slots(
+    vtable: *const usize,
+    base: usize,
+    values: &std::collections::HashMap<String, u64>,
+) -> Result<(), String> {
+    for (i, names) in SLOTS.iter().enumerate() {
+        // SAFETY: the table has at least 2 + SLOTS.len() words (TT-Metal's IGraphProcessor
+        // table; its symbol's size was checked by the caller).
+        let slot = unsafe { *vtable.add(2 + i) };
+        let ok = names.iter().any(|n| {
+            values
+                .get(*n)
+                .is_some_and(|&v| base.wrapping_add(v as usize) == slot)
+        });
+        if !ok {
+            return Err(format!(
+                "slot {i} of IGraphProcessor's table is not {} (another TT-Metal version)",
+                names[0]
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Every name the check needs from the library file.
+pub fn wanted_symbols() -> Vec<&'static str> {
+    let mut v: Vec<&str> = SLOTS.iter().flat_map(|s| s.iter().copied()).collect();
+    v.extend([VTABLE, MESH_DEVICE_VTABLE, MESH_DEVICE_ID]);
+    v
+}
+
+/// Pushes our processor onto TT-Metal's graph tracker, on this thread, if
+/// `libtt_metal.so` is loaded and is a version whose tables we know. `Ok(false)`: no
+/// TT-Metal here.
+pub fn install() -> Result<bool, String> {
+    // SAFETY: dlopen with RTLD_NOLOAD only looks up an already loaded library.
+    let handle = unsafe {
+        libc::dlopen(
+            c"libtt_metal.so".as_ptr(),
+            libc::RTLD_NOLOAD | libc::RTLD_LAZY,
+        )
+    };
+    if handle.is_null() {
+        return Ok(false);
+    }
+    let vtable = sym(handle, VTABLE)? as *const usize;
+    // The library file, to read its symbol table, and where it is loaded.
+    // SAFETY: dladdr fills info for an address inside a loaded object.
+    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; info lives through the call.
+    if unsafe { libc::dladdr(vtable as *const c_void, &mut info) } == 0 || info.dli_fname.is_null()
+    {
+        return Err("cannot tell which file libtt_metal.so was loaded from".into());
+    }
+    // SAFETY: dli_fname is a NUL-terminated path owned by the loader.
+    let path = unsafe { CStr::from_ptr(info.dli_fname as *const c_char) }
+        .to_string_lossy()
+        .into_owned();
+    let base = info.dli_fbase as usize;
+    let bytes = std::fs::read(&path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    let values = crate::doctor::elf::symbol_values(&bytes, &wanted_symbols())
+        .map_err(|e| format!("{path}: {e}"))?;
+    check_slots(vtable, base, &values)?;
+    // IDevice::id()'s slot: where MeshDevice's table holds MeshDevice::id.
+    let mesh_vt = sym(handle, MESH_DEVICE_VTABLE)? as *const usize;
+    let mesh_id = sym(handle, MESH_DEVICE_ID)? as usize;
+    let id_slot = (2..400)
+        // SAFETY: MeshDevice's table is far longer than a few slots; the scan stops at
+        // the first match and never passes 400 words (the table's symbol is larger).
+        .find(|&k| unsafe { *mesh_vt.add(k) } == mesh_id)
+        .ok_or("MeshDevice::id is in no slot of MeshDevice's table")?;
+    // SAFETY: the symbols are the exported members whose signatures the constants name.
+    let api = unsafe {
+        Api {
+            address: std::mem::transmute::<*mut c_void, extern "C" fn(*const c_void) -> u32>(sym(
+                handle,
+                BUFFER_ADDRESS,
+            )?),
+            size: std::mem::transmute::<*mut c_void, extern "C" fn(*const c_void) -> u64>(sym(
+                handle,
+                BUFFER_SIZE,
+            )?),
+            buffer_type: std::mem::transmute::<*mut c_void, extern "C" fn(*const c_void) -> i32>(
+                sym(handle, BUFFER_TYPE)?,
+            ),
+            device: std::mem::transmute::<*mut c_void, extern "C" fn(*const c_void) -> *const c_void>(
+                sym(handle, BUFFER_DEVICE)?,
+            ),
+            id_slot: id_slot - 2,
+            mesh_vptr: mesh_vt.add(2) as usize,
+            num_devices: std::mem::transmute::<*mut c_void, extern "C" fn(*const c_void) -> usize>(
+                sym(handle, MESH_NUM_DEVICES)?,
+            ),
+            get_device: std::mem::transmute::<
+                *mut c_void,
+                extern "C" fn(*const c_void, usize, usize) -> *const c_void,
+            >(sym(handle, MESH_GET_DEVICE)?),
+        }
+    };
+    let instance = sym(handle, GRAPH_TRACKER_INSTANCE)?;
+    let push = sym(handle, PUSH_PROCESSOR)?;
+    let _ = API.set(api);
+    // Our table: TT-Metal's base table (offset, type info, its do-nothing members),
+    // with the two we need replaced. Leaked: it lives as long as the process.
+    let mut table: Vec<usize> = (0..2 + SLOTS.len())
+        // SAFETY: the table has these words (checked above).
+        .map(|k| unsafe { *vtable.add(k) })
+        .collect();
+    table[2 + SLOT_ALLOCATE] = on_allocate as *const () as usize;
+    table[2 + SLOT_DEALLOCATE] = on_deallocate as *const () as usize;
+    let table: &'static [usize] = Box::leak(table.into_boxed_slice());
+    let object: &'static usize = Box::leak(Box::new(table[2..].as_ptr() as usize));
+    let never = never as *const () as usize;
+    let cb_table: &'static [usize] =
+        Box::leak(vec![0, 0, never, never, never, never, never, never].into_boxed_slice());
+    let control: &'static ControlBlock = Box::leak(Box::new(ControlBlock {
+        vtable: cb_table[2..].as_ptr(),
+        use_count: 1 << 30,
+        weak_count: 1 << 30,
+    }));
+    let sp = SharedPtr {
+        ptr: object as *const usize as *const c_void,
+        control,
+    };
+    // SAFETY: instance() returns the tracker; push_processor(this, const shared_ptr&)
+    // copies the shared_ptr (a count up on our never-released control block).
+    unsafe {
+        let instance: extern "C" fn() -> *mut c_void = std::mem::transmute(instance);
+        let push: extern "C" fn(*mut c_void, *const SharedPtr) = std::mem::transmute(push);
+        push(instance(), &sp);
+    }
+    Ok(true)
+}
+
+/// Runs when the library is loaded: with tracking on, in `libtttrack.so` itself (not in
+/// a binary that links the crate), hooks a TT-Metal already in the process.
+extern "C" fn at_load() {
+    if std::env::var_os("TT_ALLOC_TRACKING_ENABLED").is_none_or(|v| v != "1") {
+        return;
+    }
+    // SAFETY: dladdr on a function of ours.
+    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+    // SAFETY: info lives through the call.
+    let found = unsafe { libc::dladdr(at_load as *const c_void, &mut info) };
+    if found == 0 || info.dli_fname.is_null() {
+        return;
+    }
+    // SAFETY: a NUL-terminated path owned by the loader.
+    let me = unsafe { CStr::from_ptr(info.dli_fname) }.to_string_lossy();
+    if !me.ends_with("libtttrack.so") {
+        return;
+    }
+    match std::panic::catch_unwind(install) {
+        Ok(Ok(_)) => {}
+        Ok(Err(why)) => eprintln!(
+            "tttrack: TT-Metal's buffers are not tracked one by one ({why}); TT-Metal's own counters still are"
+        ),
+        Err(_) => eprintln!("tttrack: TT-Metal's buffers are not tracked one by one (an internal error)"),
+    }
+}
+
+#[used]
+#[link_section = ".init_array"]
+static AT_LOAD: extern "C" fn() = at_load;
