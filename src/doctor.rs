@@ -316,15 +316,33 @@ fn metal_lib(lib: &Path) -> Finding {
         Ok(l) => l,
         Err(e) => return found(Verdict::Fix, topic, format!("{}: {e}", lib.display())),
     };
-    if l.defined.contains(METAL_STATS_CONSTRUCTOR) {
-        return found(
-            Verdict::Ok,
-            topic,
-            format!(
-                "{} is a stock TT-Metal with its own shared-memory stats: tt-aggregator (and tt-smi) read what it writes in tt_device_<N>_memory, counters per process and chip, with no rebuild and no LD_PRELOAD",
-                lib.display()
+    if l.defined.contains(METAL_STATS_CONSTRUCTOR)
+        || l.defined
+            .contains(crate::producer::metal_hook::PUSH_PROCESSOR)
+    {
+        let stats = if l.defined.contains(METAL_STATS_CONSTRUCTOR) {
+            "its own shared-memory stats are read by tt-aggregator and tt-smi (counters per process and chip, no rebuild, no LD_PRELOAD)"
+        } else {
+            "it writes no shared-memory stats"
+        };
+        return match crate::producer::metal_hook::check_file(&bytes) {
+            Ok(what) => found(
+                Verdict::Ok,
+                topic,
+                format!(
+                    "{} is a stock TT-Metal: {stats}; its buffers can be tracked one by one through its graph hook (`tt-track run`, or LD_PRELOAD=libtttrack.so with TT_ALLOC_TRACKING_ENABLED=1): {what}",
+                    lib.display()
+                ),
             ),
-        );
+            Err(why) => found(
+                Verdict::Note,
+                topic,
+                format!(
+                    "{} is a stock TT-Metal: {stats}; its graph hook cannot be used by this tttrack ({why}), so no per-buffer detail",
+                    lib.display()
+                ),
+            ),
+        };
     }
     let relocated = SYMBOLS.iter().filter(|s| l.relocated.contains(**s)).count();
     let defined = SYMBOLS.iter().filter(|s| l.defined.contains(**s)).count();

@@ -400,7 +400,8 @@ fn stock_tt_metal_two_processes_two_chips() {
         "{text}"
     );
     assert!(
-        text.contains("is a stock TT-Metal with its own shared-memory stats"),
+        text.contains("is a stock TT-Metal: its own shared-memory stats are read")
+            && text.contains("its buffers can be tracked one by one through its graph hook"),
         "{text}"
     );
     assert!(text.contains("OK   TT-Metal regions: "), "{text}");
@@ -1134,5 +1135,72 @@ fn a_stock_program_s_buffers_through_the_graph_hook() {
             .contains(&format!("pid {pid} (metal_mock) exited holding 2 buffers")),
         "{}",
         agg.output()
+    );
+}
+
+/// A TT-Metal whose processor table is laid out otherwise (a stand-in library of
+/// another version, tests/cpp/standin_metal.cpp): nothing is hooked, one line on
+/// stderr, the program runs on; `tt-track doctor --metal-lib` says why.
+#[test]
+fn a_tt_metal_of_another_layout_is_refused_and_runs_on() {
+    let out = TempDir::new("metal-standin");
+    let libdir = out.path().join("lib");
+    std::fs::create_dir_all(&libdir).unwrap();
+    let ok = Command::new("g++")
+        .args(["-O1", "-std=c++20", "-shared", "-fPIC", "-o"])
+        .arg(libdir.join("libtt_metal.so"))
+        .arg(repo_dir().join("tests/cpp/standin_metal.cpp"))
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "building the stand-in");
+    let main = out.path().join("main.cpp");
+    std::fs::write(
+        &main,
+        "#include <cstdio>\nextern \"C\" void standin_metal_touch();\nint main() { standin_metal_touch(); std::puts(\"ran on\"); return 0; }\n",
+    )
+    .unwrap();
+    let exe = out.path().join("main");
+    let ok = Command::new("g++")
+        .arg("-o")
+        .arg(&exe)
+        .arg(&main)
+        .arg("-L")
+        .arg(&libdir)
+        .arg("-ltt_metal")
+        .arg(format!("-Wl,-rpath,{}", libdir.display()))
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let dir = TempDir::new("metal-standin-track");
+    let o = Command::new(&exe)
+        .env("LD_PRELOAD", lib_path())
+        .env("TT_ALLOC_TRACKING_ENABLED", "1")
+        .env("TTTRACK_DIR", dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "ran on");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("tttrack: TT-Metal's buffers are not tracked one by one (slot 1 of IGraphProcessor's table"),
+        "{err}"
+    );
+    let d = Command::new(env!("CARGO_BIN_EXE_tt-track"))
+        .args([
+            "doctor",
+            "--metal-shm-dir",
+            "/nonexistent-tttrack-metal-shm",
+        ])
+        .arg("--metal-lib")
+        .arg(libdir.join("libtt_metal.so"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&d.stdout);
+    assert!(
+        text.contains("its graph hook cannot be used by this tttrack (slot 1 of its IGraphProcessor table is _ZN2tt8tt_metal15IGraphProcessor16track_deallocateEPNS0_6BufferE"),
+        "{text}"
     );
 }

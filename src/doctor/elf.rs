@@ -36,6 +36,7 @@ fn u64_at(b: &[u8], base: usize, off: usize) -> Option<u64> {
 struct Section {
     kind: u32,
     link: u32,
+    addr: u64,
     offset: usize,
     size: usize,
     entsize: usize,
@@ -54,6 +55,7 @@ fn sections(b: &[u8]) -> Option<Vec<Section>> {
             Some(Section {
                 kind: u32_at(b, h, 4)?,
                 link: u32_at(b, h, 40)?,
+                addr: u64_at(b, h, 16)?,
                 offset: u64_at(b, h, 24)? as usize,
                 size: u64_at(b, h, 32)? as usize,
                 entsize: u64_at(b, h, 56)? as usize,
@@ -168,6 +170,73 @@ pub fn symbol_values(
         return Err("it has no symbol table".into());
     }
     Ok(out)
+}
+
+/// `n` 64-bit words of the file's initialised data at address `at` (relative to the
+/// load base, as symbol values are): a table as the file holds it, before relocation
+/// (a word the loader fills from a symbol reads 0).
+pub fn words_at(b: &[u8], at: u64, n: usize) -> Option<Vec<u64>> {
+    let secs = sections(b)?;
+    // SHT_NOBITS (8) has no bytes in the file.
+    let s = secs.iter().find(|s| {
+        s.kind != 8 && s.addr != 0 && s.addr <= at && at < s.addr.saturating_add(s.size as u64)
+    })?;
+    let off = s.offset.checked_add((at - s.addr) as usize)?;
+    (0..n).map(|i| u64_at(b, off, i * 8)).collect()
+}
+
+/// What the loader writes at a place: a symbol's address, or the load base plus an
+/// addend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fill {
+    Symbol(String),
+    Base(u64),
+}
+
+/// The relocations of the file that write into `[start, start + len)` (relative
+/// addresses), by the address they write.
+pub fn fills_in(b: &[u8], start: u64, len: u64) -> std::collections::HashMap<u64, Fill> {
+    let mut out = std::collections::HashMap::new();
+    let Some(secs) = sections(b) else { return out };
+    let Some((di, dynsym)) = secs.iter().enumerate().find(|(_, s)| s.kind == SHT_DYNSYM) else {
+        return out;
+    };
+    let Some(dynstr) = secs.get(dynsym.link as usize) else {
+        return out;
+    };
+    for s in secs
+        .iter()
+        .filter(|s| s.kind == SHT_RELA && s.link as usize == di)
+    {
+        let ent = if s.entsize == 0 { 24 } else { s.entsize };
+        for k in 0..s.size.min(b.len()) / ent {
+            let Some(o) = k.checked_mul(ent).and_then(|at| s.offset.checked_add(at)) else {
+                break;
+            };
+            let (Some(at), Some(info), Some(addend)) =
+                (u64_at(b, o, 0), u64_at(b, o, 8), u64_at(b, o, 16))
+            else {
+                break;
+            };
+            if at < start || at >= start.saturating_add(len) {
+                continue;
+            }
+            let sym = (info >> 32) as usize;
+            let fill = if sym == 0 {
+                Fill::Base(addend)
+            } else {
+                let Some(so) = dynsym.offset.checked_add(sym.saturating_mul(24)) else {
+                    continue;
+                };
+                let Some(n) = u32_at(b, so, 0).and_then(|i| name(b, dynstr, i as usize)) else {
+                    continue;
+                };
+                Fill::Symbol(n)
+            };
+            out.insert(at, fill);
+        }
+    }
+    out
 }
 
 #[cfg(test)]

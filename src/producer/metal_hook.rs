@@ -203,6 +203,66 @@ fn check_slots(
     Ok(())
 }
 
+/// Whether a TT-Metal library file can be hooked: its processor table has the slots
+/// [`SLOTS`] names, in that order (a slot the loader fills from a symbol is taken on
+/// its symbol's word), and every member the hook calls is exported. `Ok` says what was
+/// found; `Err` what does not match.
+pub fn check_file(bytes: &[u8]) -> Result<String, String> {
+    let values = crate::doctor::elf::symbol_values(bytes, &wanted_symbols())?;
+    let vt = *values
+        .get(VTABLE)
+        .ok_or("no IGraphProcessor table (not a TT-Metal with GraphTracker)")?;
+    let words = crate::doctor::elf::words_at(bytes, vt, 2 + SLOTS.len())
+        .ok_or("its IGraphProcessor table cannot be read")?;
+    let fills = crate::doctor::elf::fills_in(bytes, vt, 8 * (2 + SLOTS.len()) as u64);
+    let mut relocated = 0;
+    for (i, names) in SLOTS.iter().enumerate() {
+        let at = vt + 8 * (2 + i) as u64;
+        // What the loader writes there wins over the file's word.
+        let w = match fills.get(&at) {
+            Some(crate::doctor::elf::Fill::Symbol(n)) => {
+                if !names.contains(&n.as_str()) {
+                    return Err(format!(
+                        "slot {i} of its IGraphProcessor table is {n}, not {} (another TT-Metal version: its processors are laid out otherwise)",
+                        names[0]
+                    ));
+                }
+                relocated += 1;
+                continue;
+            }
+            Some(crate::doctor::elf::Fill::Base(a)) => *a,
+            None => words[2 + i],
+        };
+        if !names.iter().any(|n| values.get(*n) == Some(&w)) {
+            return Err(format!(
+                "slot {i} of its IGraphProcessor table is not {} (another TT-Metal version: its processors are laid out otherwise)",
+                names[0]
+            ));
+        }
+    }
+    let linkage = crate::doctor::elf::linkage(bytes)?;
+    for m in [
+        GRAPH_TRACKER_INSTANCE,
+        PUSH_PROCESSOR,
+        BUFFER_ADDRESS,
+        BUFFER_SIZE,
+        BUFFER_TYPE,
+        BUFFER_DEVICE,
+        MESH_DEVICE_ID,
+        MESH_NUM_DEVICES,
+        MESH_GET_DEVICE,
+    ] {
+        if !linkage.defined.contains(m) {
+            return Err(format!("it does not export {m}"));
+        }
+    }
+    Ok(format!(
+        "its IGraphProcessor table has the {} slots tttrack knows, in order ({} filled at load from their symbols), and every member the hook calls is exported",
+        SLOTS.len(),
+        relocated
+    ))
+}
+
 /// Every name the check needs from the library file.
 pub fn wanted_symbols() -> Vec<&'static str> {
     let mut v: Vec<&str> = SLOTS.iter().flat_map(|s| s.iter().copied()).collect();
