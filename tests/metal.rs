@@ -864,38 +864,59 @@ fn a_stock_program_is_recorded_from_its_region() {
 /// that only says its version (the firmware is the wheel's pre-compiled one).
 fn mock_root(chip: u64) -> TempDir {
     let root = TempDir::new("metal-mock-root");
-    let lib = ttnn_lib();
-    let wheel_metal = lib.parent().unwrap().parent().unwrap().join("tt_metal");
-    let tm = root.path().join("tt_metal");
-    std::fs::create_dir_all(&tm).unwrap();
-    for e in std::fs::read_dir(&wheel_metal).unwrap() {
-        let e = e.unwrap();
-        std::os::unix::fs::symlink(e.path(), tm.join(e.file_name())).unwrap();
-    }
-    let examples = tm.join("third_party/umd/tests/cluster_descriptor_examples");
-    std::fs::create_dir_all(&examples).unwrap();
-    std::fs::write(
-        examples.join("wormhole_N150.yaml"),
-        format!(
-            "arch:\n  0: wormhole_b0\nchips:\n  0:\n    - 0\n    - 0\n    - 0\n    - 0\n\
-             chip_unique_ids:\n  0: {chip}\nethernet_connections:\n  []\n\
-             chips_with_mmio:\n  - 0: 0\nharvesting:\n  0:\n    noc_translation: true\n\
-             \x20   harvest_mask: 64\n    dram_harvesting_mask: 0\n    eth_harvesting_mask: 0\n\
-             \x20   pcie_harvesting_mask: 0\nchip_to_boardtype:\n  0: n150\nboards:\n  -\n\
-             \x20   - board_id: 72059269368820857\n    - board_type: n150\n    - chips:\n        - 0\n"
-        ),
-    )
-    .unwrap();
-    let bin = root.path().join("runtime/sfpi/compiler/bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    let cc = bin.join("riscv-tt-elf-g++");
-    std::fs::write(
-        &cc,
-        "#!/bin/sh\nif [ \"$1\" = \"--version\" ]; then echo \"riscv-tt-elf-g++ (tenstorrent/sfpi:7.89.0[1050]) 15.1.0\"; exit 0; fi\necho 'a stand-in: compiles nothing' >&2; exit 1\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&cc, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let ok = Command::new(repo_dir().join("scripts/metal-mock-root.sh"))
+        .arg(root.path())
+        .arg(chip.to_string())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "scripts/metal-mock-root.sh failed");
     root
+}
+
+/// tests/cpp/metal_mock.cpp built against the shipping library (once), after checking
+/// that every member it declares is exported.
+fn mock_exe() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let lib = ttnn_lib();
+        let nm = Command::new("nm")
+            .args(["-D", "--defined-only"])
+            .arg(lib.join("libtt_metal.so"))
+            .output()
+            .unwrap();
+        let syms = String::from_utf8_lossy(&nm.stdout);
+        for s in [
+            "_ZN2tt8tt_metal12experimental19configure_mock_modeENS_4ARCHEj",
+            "_ZN2tt8tt_metal11distributed10MeshDevice16create_unit_meshEimmmRKNS0_18DispatchCoreConfigESt4spanIKjLm18446744073709551615EEm",
+            "_ZN2tt8tt_metal10BufferImpl6createEPNS0_7IDeviceEmmNS0_10BufferTypeERKNS0_18BufferShardingArgsESt8optionalIbES8_IN4ttsl10StrongTypeIhNS0_14SubDeviceIdTagEEEE",
+            "_ZN2tt8tt_metal18BufferShardingArgsC1Ev",
+            "_ZNK2tt8tt_metal6Buffer7addressEv",
+            "_ZNK2tt8tt_metal6Buffer21aligned_size_per_bankEv",
+            "_ZN2tt8tt_metal11distributed10MeshDevice5closeEv",
+        ] {
+            assert!(
+                syms.lines().any(|l| l.ends_with(&format!(" {s}"))),
+                "libtt_metal.so does not export {s}: tests/cpp/metal_mock.cpp no longer matches"
+            );
+        }
+        let out = target_dir().join(format!("cpp-test-programs-{}", std::process::id()));
+        std::fs::create_dir_all(&out).unwrap();
+        let bin = out.join("metal_mock");
+        let ok = Command::new("g++")
+            .args(["-O1", "-std=c++20", "-o"])
+            .arg(&bin)
+            .arg(repo_dir().join("tests/cpp/metal_mock.cpp"))
+            .arg("-L")
+            .arg(&lib)
+            .arg("-ltt_metal")
+            .arg(format!("-Wl,-rpath,{}", lib.display()))
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "building metal_mock");
+        bin
+    }).clone()
 }
 
 /// The shipping TT-Metal in mock mode (tests/cpp/metal_mock.cpp), driven line by line.
@@ -912,46 +933,7 @@ impl MockProc {
     }
 
     fn start_with(root: &TempDir, env: &[(&str, &std::ffi::OsStr)]) -> Self {
-        static BUILT: OnceLock<PathBuf> = OnceLock::new();
-        let exe = BUILT.get_or_init(|| {
-            let lib = ttnn_lib();
-            let nm = Command::new("nm")
-                .args(["-D", "--defined-only"])
-                .arg(lib.join("libtt_metal.so"))
-                .output()
-                .unwrap();
-            let syms = String::from_utf8_lossy(&nm.stdout);
-            for s in [
-                "_ZN2tt8tt_metal12experimental19configure_mock_modeENS_4ARCHEj",
-                "_ZN2tt8tt_metal11distributed10MeshDevice16create_unit_meshEimmmRKNS0_18DispatchCoreConfigESt4spanIKjLm18446744073709551615EEm",
-                "_ZN2tt8tt_metal10BufferImpl6createEPNS0_7IDeviceEmmNS0_10BufferTypeERKNS0_18BufferShardingArgsESt8optionalIbES8_IN4ttsl10StrongTypeIhNS0_14SubDeviceIdTagEEEE",
-                "_ZN2tt8tt_metal18BufferShardingArgsC1Ev",
-                "_ZNK2tt8tt_metal6Buffer7addressEv",
-                "_ZNK2tt8tt_metal6Buffer21aligned_size_per_bankEv",
-                "_ZN2tt8tt_metal11distributed10MeshDevice5closeEv",
-            ] {
-                assert!(
-                    syms.lines().any(|l| l.ends_with(&format!(" {s}"))),
-                    "libtt_metal.so does not export {s}: tests/cpp/metal_mock.cpp no longer matches"
-                );
-            }
-            let out = target_dir().join(format!("cpp-test-programs-{}", std::process::id()));
-            std::fs::create_dir_all(&out).unwrap();
-            let bin = out.join("metal_mock");
-            let ok = Command::new("g++")
-                .args(["-O1", "-std=c++20", "-o"])
-                .arg(&bin)
-                .arg(repo_dir().join("tests/cpp/metal_mock.cpp"))
-                .arg("-L")
-                .arg(&lib)
-                .arg("-ltt_metal")
-                .arg(format!("-Wl,-rpath,{}", lib.display()))
-                .status()
-                .unwrap()
-                .success();
-            assert!(ok, "building metal_mock");
-            bin
-        });
+        let exe = mock_exe();
         // It writes ./generated/: a scratch directory of its own.
         let scratch = TempDir::new("metal-mock-run");
         let mut child = Command::new(exe)
@@ -993,7 +975,7 @@ impl MockProc {
             a.clear();
             self.stdout.read_line(&mut a).unwrap();
             // TT-Metal's own lines go to stdout too: ours are these.
-            if ["buf ", "oom ", "ok", "bad "]
+            if ["buf ", "oom ", "ok", "bad ", "ns "]
                 .iter()
                 .any(|p| a.starts_with(p))
             {
@@ -1202,5 +1184,61 @@ fn a_tt_metal_of_another_layout_is_refused_and_runs_on() {
     assert!(
         text.contains("its graph hook cannot be used by this tttrack (slot 1 of its IGraphProcessor table is _ZN2tt8tt_metal15IGraphProcessor16track_deallocateEPNS0_6BufferE"),
         "{text}"
+    );
+}
+
+/// `tt-track record` of a stock program (no rebuild): its buffers come through the
+/// graph hook, and the report names the ones it left when it ended by their addresses.
+#[test]
+fn a_stock_program_recorded_through_the_graph_hook_names_its_leaks() {
+    let dir = TempDir::new("metal-hook-record");
+    let chips = Chips::new(1);
+    let root = mock_root(chips.0[0]);
+    let _agg = AggProc::start(dir.path(), &[]);
+    let out = TempDir::new("metal-hook-record-out");
+    let file = out.path().join("run.ttrec");
+    let script = format!(
+        "printf 'alloc 1048576 2048 0\\nalloc 65536 2048 1\\nalloc 4096 4096 0\\nfree 2\\nsleep 300\\nabort\\n' | {}",
+        mock_exe().display()
+    );
+    let o = Command::new(env!("CARGO_BIN_EXE_tt-track"))
+        .args(["record", "-o"])
+        .arg(&file)
+        .args(["--", "sh", "-c", &script])
+        .current_dir(out.path())
+        .env("TTTRACK_DIR", dir.path())
+        .env("TTTRACK_LIB", lib_path())
+        .env("TT_METAL_RUNTIME_ROOT", root.path())
+        .env("OMPI_MCA_btl", "self")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rep = Command::new(env!("CARGO_BIN_EXE_tt-track"))
+        .args(["report", "--json"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(rep.status.success());
+    let r: Value = serde_json::from_slice(&rep.stdout).unwrap();
+    let mut leaks: Vec<(String, u64, u64)> = r["leaks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["type"].as_str().unwrap().to_string(),
+                l["address"].as_u64().unwrap(),
+                l["size"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    leaks.sort();
+    assert_eq!(
+        leaks,
+        vec![
+            ("dram".to_string(), 0x100040, MIB),
+            ("l1".to_string(), 0x16d800, 65536)
+        ],
+        "{r:#}"
     );
 }

@@ -13,9 +13,16 @@
 //     alloc SIZE PAGE TYPE  a buffer -> "buf N ADDR SIZE_PER_BANK" (N: its index) or
 //                           "oom WHAT" (TT-Metal's out-of-memory, its first lines)
 //     free N                drops buffer N -> "ok"
+//     loop N SIZE PAGE TYPE N times a buffer made and dropped -> "ns NS" (per buffer
+//                           event: an allocation or a free)
+//     sleep MS              -> "ok" after MS milliseconds
 //     exit                  closes the device -> "ok"
+//     abort                 _exit(0): every buffer still held, nothing closed
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <thread>
+#include <unistd.h>
 #include <cstring>
 #include <memory>
 #include <optional>
@@ -109,6 +116,19 @@ int main(int argc, char** argv) {
         } else if (sscanf(line, "free %d", &n) == 1 && n >= 0 && (size_t)n < bufs.size()) {
             bufs[n].reset();
             printf("ok\n");
+        } else if (sscanf(line, "loop %d %lu %lu %d", &n, &size, &page, &type) == 4 && n > 0) {
+            auto t0 = std::chrono::steady_clock::now();
+            for (int k = 0; k < n; k++) {
+                auto b = BufferImpl::create(dev, size, page, (BufferType)type, BufferShardingArgs(), std::nullopt,
+                                            std::nullopt);
+            }
+            double ns = std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count();
+            printf("ns %.2f\n", ns / (2.0 * n));
+        } else if (sscanf(line, "sleep %d", &n) == 1) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(n));
+            printf("ok\n");
+        } else if (strncmp(line, "abort", 5) == 0) {
+            _exit(0);
         } else if (strncmp(line, "exit", 4) == 0) {
             bufs.clear();
             mesh->close();
