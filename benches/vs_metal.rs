@@ -185,9 +185,88 @@ fn main() {
         let (m, t) = (median(m), median(t));
         println!("  {name:<36} {m:>8.2} | {t:>8.2} | {:.2}x", t / m);
     }
+    mock_mode(repo, &metal, &lib, &dir, runs);
     let _ = agg.kill();
     let _ = agg.wait();
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_file(&exe);
     let _ = std::fs::remove_file(&region);
+}
+
+/// A buffer made and dropped by the real allocator in TT-Metal's mock mode
+/// (`tests/cpp/metal_mock.cpp`, `loop`): with TT-Metal's own tracking only, with our
+/// graph-hook processor doing nothing (`TTTRACK_METAL_HOOK=bare`: the hook's mechanism),
+/// and with it reporting every buffer into the real aggregator. ns per buffer event.
+fn mock_mode(repo: &Path, metal: &Path, lib: &Path, dir: &Path, runs: usize) {
+    let pid = std::process::id();
+    let base = PathBuf::from(format!("/dev/shm/tttrack-vs-metal-mock-{pid}"));
+    let _ = std::fs::remove_dir_all(&base);
+    std::fs::create_dir_all(&base).unwrap();
+    let chip = 0x7E57_BF00_0000_0000u64 | pid as u64;
+    let root = base.join("root");
+    let ok = Command::new(repo.join("scripts/metal-mock-root.sh"))
+        .arg(&root)
+        .arg(chip.to_string())
+        .status()
+        .expect("scripts/metal-mock-root.sh")
+        .success();
+    assert!(ok);
+    let exe = base.join("metal_mock");
+    let ok = Command::new("g++")
+        .args(["-O2", "-std=c++20", "-o"])
+        .arg(&exe)
+        .arg(repo.join("tests/cpp/metal_mock.cpp"))
+        .arg("-L")
+        .arg(metal)
+        .arg("-ltt_metal")
+        .arg(format!("-Wl,-rpath,{}", metal.display()))
+        .status()
+        .expect("g++")
+        .success();
+    assert!(ok, "building metal_mock");
+    let once = |mode: &str| -> f64 {
+        use std::io::Write;
+        let mut c = Command::new(&exe);
+        c.arg("wormhole")
+            .current_dir(&base)
+            .env("TT_METAL_RUNTIME_ROOT", &root)
+            .env("OMPI_MCA_btl", "self")
+            .env("TTTRACK_DIR", dir)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null());
+        if mode != "metal" {
+            c.env("LD_PRELOAD", lib)
+                .env("TT_ALLOC_TRACKING_ENABLED", "1");
+        }
+        if mode == "bare" {
+            c.env("TTTRACK_METAL_HOOK", "bare");
+        }
+        let mut child = c.spawn().expect("metal_mock");
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(stdin, "loop 200000 4096 4096 0").unwrap();
+        writeln!(stdin, "exit").unwrap();
+        drop(stdin);
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.lines()
+            .find_map(|l| l.strip_prefix("ns ").and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(f64::NAN)
+    };
+    let (mut m, mut b, mut t) = (vec![], vec![], vec![]);
+    for _ in 0..runs {
+        m.push(once("metal"));
+        b.push(once("bare"));
+        t.push(once("tttrack"));
+    }
+    let (m, b, t) = (median(m), median(b), median(t));
+    println!("a 4 KiB DRAM buffer made and dropped by the real allocator in mock mode, ns per buffer event, medians of {runs} runs:");
+    println!("  TT-Metal alone (its own tracking):          {m:>8.2}");
+    println!(
+        "  + our processor doing nothing (bare hook):  {b:>8.2}  (+{:.2})",
+        b - m
+    );
+    println!("  + our processor reporting every buffer:     {t:>8.2}  (+{:.2}: {:.2} ns over the bare hook)", t - m, t - b);
+    let _ = std::fs::remove_dir_all(&base);
+    let _ = std::fs::remove_file(format!("/dev/shm/tt_device_{chip}_memory"));
 }

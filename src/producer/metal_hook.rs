@@ -133,6 +133,8 @@ extern "C" fn on_allocate(_this: *mut c_void, buffer: *const c_void) {
     );
 }
 
+extern "C" fn on_nothing(_this: *mut c_void, _buffer: *const c_void) {}
+
 extern "C" fn on_deallocate(_this: *mut c_void, buffer: *const c_void) {
     let Some(api) = API.get() else { return };
     if buffer.is_null() {
@@ -347,8 +349,22 @@ pub fn install() -> Result<bool, String> {
         // SAFETY: the table has these words (checked above).
         .map(|k| unsafe { *vtable.add(k) })
         .collect();
-    table[2 + SLOT_ALLOCATE] = on_allocate as *const () as usize;
-    table[2 + SLOT_DEALLOCATE] = on_deallocate as *const () as usize;
+    // TTTRACK_METAL_HOOK=bare: a processor that does nothing (the benchmark's baseline:
+    // what the hook's mechanism costs TT-Metal, without our work).
+    let bare = std::env::var_os("TTTRACK_METAL_HOOK").is_some_and(|v| v == "bare");
+    let (alloc, free) = if bare {
+        (
+            on_nothing as *const () as usize,
+            on_nothing as *const () as usize,
+        )
+    } else {
+        (
+            on_allocate as *const () as usize,
+            on_deallocate as *const () as usize,
+        )
+    };
+    table[2 + SLOT_ALLOCATE] = alloc;
+    table[2 + SLOT_DEALLOCATE] = free;
     let table: &'static [usize] = Box::leak(table.into_boxed_slice());
     let object: &'static usize = Box::leak(Box::new(table[2..].as_ptr() as usize));
     let never = never as *const () as usize;
