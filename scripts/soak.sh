@@ -19,7 +19,7 @@ cleanup() {
   rm -rf "$dir"
 }
 trap cleanup EXIT
-"$bin/tt-aggregator" --dir "$dir" --no-compat-socket --quiet >"$log" 2>&1 &
+"$bin/tt-aggregator" --dir "$dir" --no-compat-socket --no-metal-shm --quiet >"$log" 2>&1 &
 agg=$!
 sleep 0.5
 # Private memory: the counters page is a shared file mapping whose history pages get
