@@ -36,6 +36,24 @@ fn region(pids: &[u32]) -> Vec<u8> {
     b
 }
 
+/// A quiet aggregator of `dir` (no cards), reading TT-Metal's regions in `metal`.
+fn aggregator(
+    dir: std::path::PathBuf,
+    metal: Option<std::path::PathBuf>,
+) -> tttrack::aggregator::Aggregator {
+    tttrack::aggregator::Aggregator::start(tttrack::aggregator::Config {
+        dir,
+        verbosity: tttrack::aggregator::Verbosity::Quiet,
+        proc_root: "/proc".into(),
+        sysfs_root: "/nonexistent-tttrack-sysfs".into(),
+        telemetry_interval: Duration::from_secs(1),
+        private_to: None,
+        recording_idle_timeout: tttrack::aggregator::RECORDING_IDLE_TIMEOUT,
+        metal_shm_dir: metal,
+    })
+    .expect("aggregator")
+}
+
 /// The share of a core an aggregator's passes take when it runs as idle: one pass,
 /// then a 10 ms nap, for 3 s.
 fn busy_share(agg: &mut tttrack::aggregator::Aggregator) -> f64 {
@@ -73,17 +91,7 @@ fn main() {
     }
 
     // The aggregator's idle pass (no process, no region), as it runs today.
-    let cfg = tttrack::aggregator::Config {
-        dir: track.clone(),
-        verbosity: tttrack::aggregator::Verbosity::Quiet,
-        proc_root: "/proc".into(),
-        sysfs_root: "/nonexistent-tttrack-sysfs".into(),
-        telemetry_interval: Duration::from_secs(1),
-        private_to: None,
-        recording_idle_timeout: tttrack::aggregator::RECORDING_IDLE_TIMEOUT,
-        metal_shm_dir: None,
-    };
-    let mut agg = tttrack::aggregator::Aggregator::start(cfg).expect("aggregator");
+    let mut agg = aggregator(track.clone(), None);
     for _ in 0..100 {
         agg.pass();
     }
@@ -102,17 +110,7 @@ fn main() {
     // publications they cause included.
     let track2 = base.join("track2");
     std::fs::create_dir_all(&track2).unwrap();
-    let cfg = tttrack::aggregator::Config {
-        dir: track2,
-        verbosity: tttrack::aggregator::Verbosity::Quiet,
-        proc_root: "/proc".into(),
-        sysfs_root: "/nonexistent-tttrack-sysfs".into(),
-        telemetry_interval: Duration::from_secs(1),
-        private_to: None,
-        recording_idle_timeout: tttrack::aggregator::RECORDING_IDLE_TIMEOUT,
-        metal_shm_dir: Some(shm.clone()),
-    };
-    let mut agg = tttrack::aggregator::Aggregator::start(cfg).expect("aggregator");
+    let mut agg = aggregator(track2, Some(shm.clone()));
     let t = Instant::now();
     while t.elapsed() < Duration::from_secs(1) {
         agg.pass();
@@ -129,17 +127,7 @@ fn main() {
     }
     let track3 = base.join("track3");
     std::fs::create_dir_all(&track3).unwrap();
-    let cfg = tttrack::aggregator::Config {
-        dir: track3,
-        verbosity: tttrack::aggregator::Verbosity::Quiet,
-        proc_root: "/proc".into(),
-        sysfs_root: "/nonexistent-tttrack-sysfs".into(),
-        telemetry_interval: Duration::from_secs(1),
-        private_to: None,
-        recording_idle_timeout: tttrack::aggregator::RECORDING_IDLE_TIMEOUT,
-        metal_shm_dir: Some(small.clone()),
-    };
-    let mut agg = tttrack::aggregator::Aggregator::start(cfg).expect("aggregator");
+    let mut agg = aggregator(track3, Some(small.clone()));
     let t = Instant::now();
     while t.elapsed() < Duration::from_secs(1) {
         agg.pass();

@@ -131,6 +131,8 @@ fn main() {
         .arg(repo.join("benches/c/vs_metal.cpp"))
         .arg("-I")
         .arg(repo.join("cabi"))
+        .arg("-I")
+        .arg(repo.join("tests/cpp"))
         .arg("-L")
         .arg(lib_dir)
         .arg("-ltttrack")

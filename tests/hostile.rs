@@ -23,16 +23,6 @@ fn require_root() {
     );
 }
 
-/// Runs `script` with sh as uid 65534 and returns its status.
-fn as_nobody(script: &str) -> std::process::ExitStatus {
-    Command::new("sh")
-        .args(["-c", script])
-        .uid(NOBODY)
-        .gid(NOBODY)
-        .status()
-        .expect("sh as uid 65534")
-}
-
 /// A tracking directory as the default one is: root's, mode 1777.
 fn shared_dir(tag: &str) -> (TempDir, PathBuf) {
     let base = TempDir::new(tag);
@@ -795,21 +785,8 @@ fn three_hundred_thousand_junk_names_stall_nothing() {
     );
     let attacker = std::thread::spawn(move || as_nobody(&script));
     // The page's heartbeat, every 20 ms, for as long as the root process reports.
-    let t = std::time::Instant::now();
-    let mut worst = 0u64;
-    let mut ages = Vec::new();
-    while t.elapsed() < std::time::Duration::from_secs(11) {
-        if let Some(s) = agg.snapshot() {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64;
-            let age = now.saturating_sub(s.status.heartbeat_unix_ns);
-            worst = worst.max(age);
-            ages.push(age);
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let mut ages = heartbeat_ages(&agg, std::time::Duration::from_secs(11));
+    let worst = ages.iter().copied().max().unwrap_or(0);
     assert!(
         attacker.join().unwrap().success(),
         "the attacker's script failed"
@@ -1298,22 +1275,14 @@ fn a_deep_process_tree_beside_idle_recordings_throttles_nothing() {
         .gid(NOBODY)
         .spawn()
         .unwrap();
-    let t = std::time::Instant::now();
-    let mut worst = 0u64;
     let seen_before = agg
         .snapshot()
         .map(|s| s.status.segments_attached)
         .unwrap_or(0);
-    while t.elapsed() < std::time::Duration::from_secs(8) {
-        if let Some(s) = agg.snapshot() {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64;
-            worst = worst.max(now.saturating_sub(s.status.heartbeat_unix_ns));
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let worst = heartbeat_ages(&agg, std::time::Duration::from_secs(8))
+        .into_iter()
+        .max()
+        .unwrap_or(0);
     let sent = wait_line(&mut root, "sent ");
     let dropped = wait_line(&mut root, "dropped ");
     let _ = root.wait();
@@ -1343,4 +1312,21 @@ fn a_deep_process_tree_beside_idle_recordings_throttles_nothing() {
     let mut streams = streams;
     let _ = streams.kill();
     let _ = streams.wait();
+}
+
+/// How old the page's heartbeat was, in ns, looked at every 20 ms for `how_long`.
+fn heartbeat_ages(agg: &AggProc, how_long: std::time::Duration) -> Vec<u64> {
+    let t = std::time::Instant::now();
+    let mut ages = Vec::new();
+    while t.elapsed() < how_long {
+        if let Some(s) = agg.snapshot() {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64;
+            ages.push(now.saturating_sub(s.status.heartbeat_unix_ns));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    ages
 }

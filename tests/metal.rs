@@ -43,6 +43,23 @@ fn ttnn_lib() -> PathBuf {
     .clone()
 }
 
+/// Checks that the shipping libtt_metal.so exports every member of `symbols` (as `nm -D`
+/// lists them), the members `declared_in` declares for itself.
+fn assert_exported(symbols: &[&str], declared_in: &str) {
+    let nm = Command::new("nm")
+        .args(["-D", "--defined-only"])
+        .arg(ttnn_lib().join("libtt_metal.so"))
+        .output()
+        .expect("nm");
+    let syms = String::from_utf8_lossy(&nm.stdout);
+    for s in symbols {
+        assert!(
+            syms.lines().any(|l| l.ends_with(&format!(" {s}"))),
+            "libtt_metal.so does not export {s}: the declarations in {declared_in} no longer match"
+        );
+    }
+}
+
 /// Builds tests/cpp/metal_stats.cpp against the shipping library (and, `lanes`, against
 /// libtttrack.so too), after checking that every member it declares is exported.
 fn metal_stats(lanes: bool) -> PathBuf {
@@ -53,23 +70,15 @@ fn metal_stats(lanes: bool) -> PathBuf {
         return p.clone();
     }
     let lib = ttnn_lib();
-    let nm = Command::new("nm")
-        .args(["-D", "--defined-only"])
-        .arg(lib.join("libtt_metal.so"))
-        .output()
-        .expect("nm");
-    let syms = String::from_utf8_lossy(&nm.stdout);
-    for s in [
-        "_ZN2tt8tt_metal25SharedMemoryStatsProviderC1Emibb",
-        "_ZN2tt8tt_metal25SharedMemoryStatsProviderD1Ev",
-        "_ZN2tt8tt_metal25SharedMemoryStatsProvider17record_allocationEimNS0_13ShmBufferTypeEj",
-        "_ZN2tt8tt_metal25SharedMemoryStatsProvider19record_deallocationEimNS0_13ShmBufferTypeEj",
-    ] {
-        assert!(
-            syms.lines().any(|l| l.ends_with(&format!(" {s}"))),
-            "libtt_metal.so does not export {s}: the declarations in tests/cpp/metal_stats.cpp no longer match"
-        );
-    }
+    assert_exported(
+        &[
+            "_ZN2tt8tt_metal25SharedMemoryStatsProviderC1Emibb",
+            "_ZN2tt8tt_metal25SharedMemoryStatsProviderD1Ev",
+            "_ZN2tt8tt_metal25SharedMemoryStatsProvider17record_allocationEimNS0_13ShmBufferTypeEj",
+            "_ZN2tt8tt_metal25SharedMemoryStatsProvider19record_deallocationEimNS0_13ShmBufferTypeEj",
+        ],
+        "tests/cpp/tt_metal_stats.hpp",
+    );
     let out = target_dir().join(format!("cpp-test-programs-{}", std::process::id()));
     std::fs::create_dir_all(&out).unwrap();
     let bin = out.join(if lanes {
@@ -674,16 +683,6 @@ fn tt_smi_reads_regions_without_an_aggregator() {
     p.cmd("exit");
 }
 
-/// Runs `script` with sh as uid 65534.
-fn as_nobody(script: &str) -> std::process::ExitStatus {
-    Command::new("sh")
-        .args(["-c", script])
-        .uid(NOBODY)
-        .gid(NOBODY)
-        .status()
-        .expect("sh as uid 65534")
-}
-
 /// Every hostile file uid 65534 can make in the regions' directory, against a root
 /// aggregator and a root process writing a real region: a region claiming the root
 /// process's pid, a link to root's region, a FIFO, a truncated, a sparse and an
@@ -880,26 +879,18 @@ fn mock_exe() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT.get_or_init(|| {
         let lib = ttnn_lib();
-        let nm = Command::new("nm")
-            .args(["-D", "--defined-only"])
-            .arg(lib.join("libtt_metal.so"))
-            .output()
-            .unwrap();
-        let syms = String::from_utf8_lossy(&nm.stdout);
-        for s in [
-            "_ZN2tt8tt_metal12experimental19configure_mock_modeENS_4ARCHEj",
-            "_ZN2tt8tt_metal11distributed10MeshDevice16create_unit_meshEimmmRKNS0_18DispatchCoreConfigESt4spanIKjLm18446744073709551615EEm",
-            "_ZN2tt8tt_metal10BufferImpl6createEPNS0_7IDeviceEmmNS0_10BufferTypeERKNS0_18BufferShardingArgsESt8optionalIbES8_IN4ttsl10StrongTypeIhNS0_14SubDeviceIdTagEEEE",
-            "_ZN2tt8tt_metal18BufferShardingArgsC1Ev",
-            "_ZNK2tt8tt_metal6Buffer7addressEv",
-            "_ZNK2tt8tt_metal6Buffer21aligned_size_per_bankEv",
-            "_ZN2tt8tt_metal11distributed10MeshDevice5closeEv",
-        ] {
-            assert!(
-                syms.lines().any(|l| l.ends_with(&format!(" {s}"))),
-                "libtt_metal.so does not export {s}: tests/cpp/metal_mock.cpp no longer matches"
-            );
-        }
+        assert_exported(
+            &[
+                "_ZN2tt8tt_metal12experimental19configure_mock_modeENS_4ARCHEj",
+                "_ZN2tt8tt_metal11distributed10MeshDevice16create_unit_meshEimmmRKNS0_18DispatchCoreConfigESt4spanIKjLm18446744073709551615EEm",
+                "_ZN2tt8tt_metal10BufferImpl6createEPNS0_7IDeviceEmmNS0_10BufferTypeERKNS0_18BufferShardingArgsESt8optionalIbES8_IN4ttsl10StrongTypeIhNS0_14SubDeviceIdTagEEEE",
+                "_ZN2tt8tt_metal18BufferShardingArgsC1Ev",
+                "_ZNK2tt8tt_metal6Buffer7addressEv",
+                "_ZNK2tt8tt_metal6Buffer21aligned_size_per_bankEv",
+                "_ZN2tt8tt_metal11distributed10MeshDevice5closeEv",
+            ],
+            "tests/cpp/metal_mock.cpp",
+        );
         let out = target_dir().join(format!("cpp-test-programs-{}", std::process::id()));
         std::fs::create_dir_all(&out).unwrap();
         let bin = out.join("metal_mock");

@@ -633,26 +633,10 @@ fn an_aggregator_private_to_a_recorder_refuses_a_directory_others_can_reach() {
 #[test]
 fn recording_bombs_and_escape_codes_from_another_user() {
     use std::os::unix::fs::PermissionsExt;
-    use tttrack::recording::{Meta, Record, Writer};
+    use tttrack::recording::Record;
     let out = out_dir("bomb");
     std::fs::set_permissions(out.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
-    let mut w = Writer::new(
-        Vec::new(),
-        &Meta {
-            command: vec!["\x1b]0;pwned\x07\x1b[2Jmodel".into()],
-            host: "\x1b[31mhost".into(),
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    w.add_record(&Record::Process {
-        t_ms: 0,
-        pid: 7,
-        start_time: 1,
-        uid: 0,
-        comm: "\x1b[5mx".into(),
-    })
-    .unwrap();
+    let mut w = hostile_writer();
     let ev = alloc_event(0, 4096, 0x1000);
     for _ in 0..1000 {
         w.add_record(&Record::Events {
@@ -693,23 +677,7 @@ fn recording_bombs_and_escape_codes_from_another_user() {
         assert!(t.elapsed() < std::time::Duration::from_secs(10));
     }
     // A small recording with the same escape codes: read, shown without them.
-    let mut w = Writer::new(
-        Vec::new(),
-        &Meta {
-            command: vec!["\x1b]0;pwned\x07\x1b[2Jmodel".into()],
-            host: "\x1b[31mhost".into(),
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    w.add_record(&Record::Process {
-        t_ms: 0,
-        pid: 7,
-        start_time: 1,
-        uid: 0,
-        comm: "\x1b[5mx".into(),
-    })
-    .unwrap();
+    let mut w = hostile_writer();
     w.add_record(&Record::Events {
         t_ms: 1,
         pid: 7,
@@ -729,4 +697,28 @@ fn recording_bombs_and_escape_codes_from_another_user() {
         assert!(!o.stdout.contains(&0x07));
         assert!(String::from_utf8_lossy(&o.stdout).contains("model"));
     }
+}
+
+/// A recording writer whose header and first process carry escape codes (as another
+/// person's recording could).
+fn hostile_writer() -> tttrack::recording::Writer<Vec<u8>> {
+    use tttrack::recording::{Meta, Record, Writer};
+    let mut w = Writer::new(
+        Vec::new(),
+        &Meta {
+            command: vec!["\x1b]0;pwned\x07\x1b[2Jmodel".into()],
+            host: "\x1b[31mhost".into(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    w.add_record(&Record::Process {
+        t_ms: 0,
+        pid: 7,
+        start_time: 1,
+        uid: 0,
+        comm: "\x1b[5mx".into(),
+    })
+    .unwrap();
+    w
 }

@@ -1,6 +1,7 @@
 // vs_metal.cpp: what a buffer event costs a program through TT-Metal's own tracking
 // (SharedMemoryStatsProvider::record_allocation / record_deallocation of the shipping
-// libtt_metal.so, the members declared here from its exported symbols) and through
+// libtt_metal.so, its members declared in tests/cpp/tt_metal_stats.hpp from its exported
+// symbols) and through
 // libtttrack.so, in the same program, the same alloc/free pairs of 4 KiB DRAM buffers.
 //
 //   vs_metal bursts ROUNDS ASIC      bursts of 1024 events 2 ms apart, the two taking
@@ -25,21 +26,7 @@
 
 #include "tttrack.h"
 
-namespace tt {
-namespace tt_metal {
-enum class ShmBufferType : int { DRAM = 0, L1 = 1, L1_SMALL = 3, TRACE = 4 };
-class SharedMemoryStatsProvider {
-   public:
-    SharedMemoryStatsProvider(unsigned long asic_id, int device_id, bool tracking_disabled, bool verbose);
-    ~SharedMemoryStatsProvider();
-    void record_allocation(int pid, unsigned long size, ShmBufferType type, unsigned int chip_id);
-    void record_deallocation(int pid, unsigned long size, ShmBufferType type, unsigned int chip_id);
-
-   private:
-    alignas(64) unsigned char storage_[16384];
-};
-}  // namespace tt_metal
-}  // namespace tt
+#include "tt_metal_stats.hpp"
 
 using tt::tt_metal::SharedMemoryStatsProvider;
 using tt::tt_metal::ShmBufferType;

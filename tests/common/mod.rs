@@ -685,3 +685,14 @@ pub fn venv_python() -> PathBuf {
     })
     .clone()
 }
+
+/// Runs `script` with sh as uid 65534 (an unprivileged attacker) and returns its status.
+pub fn as_nobody(script: &str) -> std::process::ExitStatus {
+    use std::os::unix::process::CommandExt;
+    Command::new("sh")
+        .args(["-c", script])
+        .uid(65534)
+        .gid(65534)
+        .status()
+        .expect("sh as uid 65534")
+}

@@ -2,13 +2,8 @@
 // (tt::tt_metal::SharedMemoryStatsProvider in libtt_metal.so from the ttnn wheel), so
 // that tests read regions written by TT-Metal's code, not by ours.
 //
-// The library ships no headers: the members called here are declared below from their
-// exported symbols (checked with `nm -D` by the test that builds this program):
-//   _ZN2tt8tt_metal25SharedMemoryStatsProviderC1Emibb      (uint64 asic_id, int device_id, bool disabled, bool verbose)
-//   _ZN2tt8tt_metal25SharedMemoryStatsProviderD1Ev
-//   _ZN2tt8tt_metal25SharedMemoryStatsProvider17record_allocationEimNS0_13ShmBufferTypeEj
-//   _ZN2tt8tt_metal25SharedMemoryStatsProvider19record_deallocationEimNS0_13ShmBufferTypeEj
-// The object's size is not exported; the storage below is larger than it can be.
+// The library ships no headers: the members called are declared in tt_metal_stats.hpp
+// from their exported symbols (checked with `nm -D` by the test that builds this).
 //
 // Commands, one per line on stdin, each answered "ok" on stdout:
 //   open ASIC_ID DEVICE_ID      a provider for that chip (its region tt_device_<ASIC_ID>_memory)
@@ -32,21 +27,7 @@
 #include "tttrack.h"
 #endif
 
-namespace tt {
-namespace tt_metal {
-enum class ShmBufferType : int { DRAM = 0, L1 = 1, L1_SMALL = 3, TRACE = 4 };
-class SharedMemoryStatsProvider {
-   public:
-    SharedMemoryStatsProvider(unsigned long asic_id, int device_id, bool tracking_disabled, bool verbose);
-    ~SharedMemoryStatsProvider();
-    void record_allocation(int pid, unsigned long size, ShmBufferType type, unsigned int chip_id);
-    void record_deallocation(int pid, unsigned long size, ShmBufferType type, unsigned int chip_id);
-
-   private:
-    alignas(64) unsigned char storage_[16384];
-};
-}  // namespace tt_metal
-}  // namespace tt
+#include "tt_metal_stats.hpp"
 
 using tt::tt_metal::SharedMemoryStatsProvider;
 using tt::tt_metal::ShmBufferType;
