@@ -1076,6 +1076,28 @@ fn a_stock_program_s_buffers_through_the_graph_hook() {
             ("L1".to_string(), 0x16d800, "0".to_string()),
         ]
     );
+    // The same for scripts.
+    let j: Value = serde_json::from_str(&smi(&[
+        "--dir",
+        d,
+        "--buffers",
+        "--json",
+        "--pid",
+        &pid.to_string(),
+    ]))
+    .unwrap();
+    let mut addrs: Vec<u64> = j["buffers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["address"].as_u64().unwrap())
+        .collect();
+    addrs.sort();
+    assert_eq!(addrs, vec![0x100040, 1136704, 0x16d800], "{j:#}");
+    assert!(
+        j["buffers"][0]["page_size"].is_null() && j["truncated"].is_null(),
+        "{j:#}"
+    );
     // Counted once: from the lanes, TT-Metal's region beside.
     let doc = wait_json("the region beside the lanes", dir.path(), |d| {
         live_proc(d, pid).is_some_and(|p| p["tt_metal_region"]["dram_bytes"] == MIB + 4096)

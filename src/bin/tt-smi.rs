@@ -24,7 +24,7 @@ struct Args {
     #[arg(short = 'r', long = "refresh", default_value_t = 500, value_parser = clap::value_parser!(u64).range(50..=60000))]
     refresh_ms: u64,
     /// One JSON document (schema in the README) instead of the table.
-    #[arg(long, conflicts_with_all = ["watch", "buffers"])]
+    #[arg(long, conflicts_with_all = ["watch"])]
     json: bool,
     /// The live buffers, largest first (leak hunting).
     #[arg(long, conflicts_with = "watch")]
@@ -146,7 +146,7 @@ fn main() {
     let tty = std::io::stdout().is_terminal();
     let color = tty && !args.no_color && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     if args.buffers {
-        std::process::exit(buffers(&dir, args.pid, args.device));
+        std::process::exit(buffers(&dir, args.pid, args.device, args.json));
     }
     if args.query_device.is_some() || args.query_process.is_some() {
         let every = args
@@ -183,7 +183,7 @@ fn main() {
     }
 }
 
-fn buffers(dir: &std::path::Path, pid: Option<u32>, device: Option<i32>) -> i32 {
+fn buffers(dir: &std::path::Path, pid: Option<u32>, device: Option<i32>, json: bool) -> i32 {
     let mut q = String::from("buffers");
     if let Some(p) = pid {
         q.push_str(&format!(" pid={p}"));
@@ -206,6 +206,9 @@ fn buffers(dir: &std::path::Path, pid: Option<u32>, device: Option<i32>) -> i32 
             return 1;
         }
     };
+    if json {
+        return buffers_json(&text);
+    }
     let now = tttrack::sys::unix_ns() / 1_000_000_000;
     let mut n = 0;
     let mut total = 0u64;
@@ -247,5 +250,41 @@ fn buffers(dir: &std::path::Path, pid: Option<u32>, device: Option<i32>) -> i32 
         ),
         _ => println!("{n} live buffers, {}", tttrack::sys::human_bytes(total)),
     }
+    0
+}
+
+/// `--buffers --json`: one document, a JSON object per live buffer (largest first)
+/// and whether the aggregator's answer was cut. `page_size`, `size_per_bank` and
+/// `layout` are null where no source reports them (the lanes carry neither yet).
+fn buffers_json(text: &str) -> i32 {
+    let mut list = Vec::new();
+    let mut cut = serde_json::Value::Null;
+    for line in text.lines() {
+        match serde_json::from_str::<tttrack::control::BufferLine>(line) {
+            Ok(b) => list.push(serde_json::json!({
+                "pid": b.pid,
+                "comm": b.comm,
+                "device": b.device,
+                "logical_device": b.logical_device,
+                "type": b.btype,
+                "address": b.address,
+                "size": b.size,
+                "page_size": null,
+                "size_per_bank": null,
+                "layout": null,
+                "refcount": b.refcount,
+                "first_seen_unix_s": b.first_seen_unix_s,
+            })),
+            Err(_) => {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+                    if v["truncated"] == true {
+                        cut = serde_json::json!({ "shown": v["shown"], "total": v["total"] });
+                    }
+                }
+            }
+        }
+    }
+    let doc = serde_json::json!({ "schema": 1, "buffers": list, "truncated": cut });
+    println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
     0
 }
