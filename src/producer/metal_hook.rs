@@ -10,11 +10,12 @@
 //! checked first against the library's own symbol table ([`SLOTS`]); anything that does
 //! not match, and nothing is pushed: one line on stderr, the process runs on.
 //!
-//! What is not covered (TT-Metal 0.81.1): the processor list is per thread, and the
-//! processor is pushed on the thread that loads `libtttrack.so` (the main thread under
-//! `LD_PRELOAD`): buffers allocated on other threads are not seen; a `libtt_metal.so`
-//! loaded later with `dlopen` (as `import ttnn` does) is not hooked; circular buffers and
-//! programs are not reported.
+//! Threads: the processor list is per thread (TT-Metal 0.81.1). The processor is pushed
+//! on the thread that loads `libtttrack.so`, and on every thread made after that through
+//! `pthread_create` (which this library wraps, passing every call on): threads that
+//! already ran before it was loaded are not covered. Not covered either: a
+//! `libtt_metal.so` loaded later with `dlopen` (as `import ttnn` does); circular buffers
+//! and programs.
 
 use crate::shm_layout::EventKind;
 use std::ffi::{c_char, c_void, CStr};
@@ -375,18 +376,105 @@ pub fn install() -> Result<bool, String> {
         use_count: 1 << 30,
         weak_count: 1 << 30,
     }));
-    let sp = SharedPtr {
-        ptr: object as *const usize as *const c_void,
-        control,
+    // SAFETY: the symbols are GraphTracker::instance() and push_processor(this, const
+    // shared_ptr&), as their names say.
+    let pusher = unsafe {
+        Pusher {
+            instance: std::mem::transmute::<*mut c_void, extern "C" fn() -> *mut c_void>(instance),
+            push: std::mem::transmute::<*mut c_void, extern "C" fn(*mut c_void, *const SharedPtr)>(
+                push,
+            ),
+            object: object as *const usize as usize,
+            control: control as *const ControlBlock as usize,
+        }
     };
-    // SAFETY: instance() returns the tracker; push_processor(this, const shared_ptr&)
-    // copies the shared_ptr (a count up on our never-released control block).
-    unsafe {
-        let instance: extern "C" fn() -> *mut c_void = std::mem::transmute(instance);
-        let push: extern "C" fn(*mut c_void, *const SharedPtr) = std::mem::transmute(push);
-        push(instance(), &sp);
-    }
+    pusher.push_here();
+    let _ = PUSHER.set(pusher);
     Ok(true)
+}
+
+/// What it takes to push our processor on a thread: TT-Metal's list of processors is
+/// per thread, so every thread that may allocate needs it pushed.
+struct Pusher {
+    instance: extern "C" fn() -> *mut c_void,
+    push: extern "C" fn(*mut c_void, *const SharedPtr),
+    object: usize,
+    control: usize,
+}
+
+static PUSHER: OnceLock<Pusher> = OnceLock::new();
+
+impl Pusher {
+    /// Pushes our processor onto the calling thread's list.
+    fn push_here(&self) {
+        let sp = SharedPtr {
+            ptr: self.object as *const c_void,
+            control: self.control as *const ControlBlock,
+        };
+        // push_processor copies the shared_ptr: a count up on our control block, which
+        // is never released.
+        (self.push)((self.instance)(), &sp);
+    }
+}
+
+/// A thread about to run: its start routine and argument, and whether to push.
+struct Start {
+    routine: extern "C" fn(*mut c_void) -> *mut c_void,
+    arg: *mut c_void,
+}
+
+extern "C" fn start_thread(p: *mut c_void) -> *mut c_void {
+    // SAFETY: p is the Box<Start> that pthread_create below made for this thread.
+    let s = unsafe { Box::from_raw(p as *mut Start) };
+    if let Some(pusher) = PUSHER.get() {
+        pusher.push_here();
+    }
+    (s.routine)(s.arg)
+}
+
+type PthreadCreate = unsafe extern "C" fn(
+    *mut libc::pthread_t,
+    *const libc::pthread_attr_t,
+    extern "C" fn(*mut c_void) -> *mut c_void,
+    *mut c_void,
+) -> i32;
+
+/// `pthread_create`, as the process sees it while `libtttrack.so` is loaded: the real
+/// one, and once TT-Metal's graph hook is in, every new thread has our processor pushed
+/// before its own routine runs (TT-Metal's list is per thread). Until then, and in a
+/// process with no TT-Metal, it only passes the call on.
+///
+/// # Safety
+/// As `pthread_create`.
+#[no_mangle]
+pub unsafe extern "C" fn pthread_create(
+    thread: *mut libc::pthread_t,
+    attr: *const libc::pthread_attr_t,
+    routine: extern "C" fn(*mut c_void) -> *mut c_void,
+    arg: *mut c_void,
+) -> i32 {
+    static REAL: OnceLock<usize> = OnceLock::new();
+    let real = *REAL.get_or_init(|| {
+        // SAFETY: looking up the next definition of a libc function.
+        unsafe { libc::dlsym(libc::RTLD_NEXT, c"pthread_create".as_ptr()) as usize }
+    });
+    if real == 0 {
+        return libc::EAGAIN;
+    }
+    // SAFETY: real is libc's pthread_create.
+    let real: PthreadCreate = unsafe { std::mem::transmute(real) };
+    if PUSHER.get().is_none() {
+        // SAFETY: the caller's arguments, passed on.
+        return unsafe { real(thread, attr, routine, arg) };
+    }
+    let s = Box::into_raw(Box::new(Start { routine, arg }));
+    // SAFETY: start_thread takes back the Box it is given.
+    let r = unsafe { real(thread, attr, start_thread, s as *mut c_void) };
+    if r != 0 {
+        // SAFETY: the thread was not made: the Box is still ours.
+        drop(unsafe { Box::from_raw(s) });
+    }
+    r
 }
 
 /// Runs when the library is loaded: with tracking on, in `libtttrack.so` itself (not in

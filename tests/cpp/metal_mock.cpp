@@ -13,6 +13,7 @@
 //     alloc SIZE PAGE TYPE  a buffer -> "buf N ADDR SIZE_PER_BANK" (N: its index) or
 //                           "oom WHAT" (TT-Metal's out-of-memory, its first lines)
 //     free N                drops buffer N -> "ok"
+//     thread SIZE PAGE TYPE as alloc, on a thread made for it (the buffer outlives it)
 //     loop N SIZE PAGE TYPE N times a buffer made and dropped -> "ns NS" (per buffer
 //                           event: an allocation or a free)
 //     sleep MS              -> "ok" after MS milliseconds
@@ -112,6 +113,26 @@ int main(int argc, char** argv) {
                 for (auto& c : w)
                     if (c == '\n') c = ' ';
                 printf("oom %s\n", w.c_str());
+            }
+        } else if (sscanf(line, "thread %lu %lu %d", &size, &page, &type) == 3) {
+            std::shared_ptr<Buffer> b;
+            std::string err;
+            std::thread t([&] {
+                try {
+                    b = BufferImpl::create(dev, size, page, (BufferType)type, BufferShardingArgs(), std::nullopt,
+                                           std::nullopt);
+                } catch (const std::exception& e) {
+                    err = e.what();
+                }
+            });
+            t.join();
+            if (b) {
+                bufs.push_back(b);
+                printf("buf %zu %u %lu\n", bufs.size() - 1, b->address(), (unsigned long)b->aligned_size_per_bank());
+            } else {
+                for (auto& c : err)
+                    if (c == '\n') c = ' ';
+                printf("oom %s\n", err.c_str());
             }
         } else if (sscanf(line, "free %d", &n) == 1 && n >= 0 && (size_t)n < bufs.size()) {
             bufs[n].reset();
