@@ -1259,3 +1259,92 @@ fn a_stock_program_recorded_through_the_graph_hook_names_its_leaks() {
         "{r:#}"
     );
 }
+
+/// A TT-Metal that comes in later with `dlopen` (as `import ttnn` brings it): hooked when
+/// that call returns; its buffers listed with their addresses.
+#[test]
+fn a_tt_metal_loaded_later_with_dlopen_is_hooked() {
+    let dir = TempDir::new("metal-dlopen");
+    let chips = Chips::new(1);
+    let root = mock_root(chips.0[0]);
+    let _agg = AggProc::start(dir.path(), &[]);
+    let lib = ttnn_lib();
+    let out = TempDir::new("metal-dlopen-bin");
+    let so = out.path().join("libmetal_mock.so");
+    let ok = Command::new("g++")
+        .args([
+            "-O1",
+            "-std=c++20",
+            "-shared",
+            "-fPIC",
+            "-DAS_LIBRARY",
+            "-o",
+        ])
+        .arg(&so)
+        .arg(repo_dir().join("tests/cpp/metal_mock.cpp"))
+        .arg("-L")
+        .arg(&lib)
+        .arg("-ltt_metal")
+        .arg(format!("-Wl,-rpath,{}", lib.display()))
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "building libmetal_mock.so");
+    let main = out.path().join("dlopen_main");
+    let ok = Command::new("g++")
+        .arg("-o")
+        .arg(&main)
+        .arg(repo_dir().join("tests/cpp/dlopen_main.cpp"))
+        .arg("-ldl")
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "building dlopen_main");
+    let o = Command::new(&main)
+        .arg(&so)
+        .arg("wormhole")
+        .current_dir(out.path())
+        .env("TT_METAL_RUNTIME_ROOT", root.path())
+        .env("OMPI_MCA_btl", "self")
+        .env("LD_PRELOAD", lib_path())
+        .env("TT_ALLOC_TRACKING_ENABLED", "1")
+        .env("TTTRACK_DIR", dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut p = o;
+    {
+        let mut stdin = p.stdin.take().unwrap();
+        writeln!(stdin, "alloc 1048576 2048 0").unwrap();
+        writeln!(stdin, "sleep 1500").unwrap();
+        writeln!(stdin, "exit").unwrap();
+    }
+    let pid = p.id();
+    let d = dir.path().to_str().unwrap();
+    let t = Instant::now();
+    let seen = loop {
+        let text = smi(&["--dir", d, "--buffers", "--pid", &pid.to_string()]);
+        if text.contains("0x100040") {
+            break text;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "never listed:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(seen.contains("DRAM"), "{seen}");
+    let out = p.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("tttrack:"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -13,9 +13,10 @@
 //! Threads: the processor list is per thread (TT-Metal 0.81.1). The processor is pushed
 //! on the thread that loads `libtttrack.so`, and on every thread made after that through
 //! `pthread_create` (which this library wraps, passing every call on): threads that
-//! already ran before it was loaded are not covered. Not covered either: a
-//! `libtt_metal.so` loaded later with `dlopen` (as `import ttnn` does); circular buffers
-//! and programs.
+//! already ran before it was loaded are not covered. A `libtt_metal.so` that comes in
+//! later with `dlopen` (as `import ttnn` brings it) is hooked when that call returns
+//! (`dlopen` is wrapped too), on the calling thread and the threads made after. Not
+//! covered: circular buffers and programs.
 
 use crate::shm_layout::EventKind;
 use std::ffi::{c_char, c_void, CStr};
@@ -277,9 +278,13 @@ pub fn wanted_symbols() -> Vec<&'static str> {
 /// `libtt_metal.so` is loaded and is a version whose tables we know. `Ok(false)`: no
 /// TT-Metal here.
 pub fn install() -> Result<bool, String> {
-    // SAFETY: dlopen with RTLD_NOLOAD only looks up an already loaded library.
+    if PUSHER.get().is_some() {
+        return Ok(true);
+    }
+    // SAFETY: dlopen with RTLD_NOLOAD only looks up an already loaded library (libc's
+    // own dlopen: ours would come back here).
     let handle = unsafe {
-        libc::dlopen(
+        real_dlopen()(
             c"libtt_metal.so".as_ptr(),
             libc::RTLD_NOLOAD | libc::RTLD_LAZY,
         )
@@ -495,15 +500,77 @@ extern "C" fn at_load() {
     if !me.ends_with("libtttrack.so") {
         return;
     }
-    match std::panic::catch_unwind(install) {
-        Ok(Ok(_)) => {}
-        Ok(Err(why)) => eprintln!(
-            "tttrack: TT-Metal's buffers are not tracked one by one ({why}); TT-Metal's own counters still are"
-        ),
-        Err(_) => eprintln!("tttrack: TT-Metal's buffers are not tracked one by one (an internal error)"),
-    }
+    try_install();
 }
 
 #[used]
 #[link_section = ".init_array"]
 static AT_LOAD: extern "C" fn() = at_load;
+
+type Dlopen = unsafe extern "C" fn(*const c_char, i32) -> *mut c_void;
+
+/// libc's `dlopen` (the next definition after ours).
+fn real_dlopen() -> Dlopen {
+    static REAL: OnceLock<usize> = OnceLock::new();
+    let real = *REAL.get_or_init(|| {
+        // SAFETY: looking up the next definition of a libc function.
+        unsafe { libc::dlsym(libc::RTLD_NEXT, c"dlopen".as_ptr()) as usize }
+    });
+    if real == 0 {
+        return refuse_dlopen;
+    }
+    // SAFETY: real is libc's dlopen.
+    unsafe { std::mem::transmute::<usize, Dlopen>(real) }
+}
+
+unsafe extern "C" fn refuse_dlopen(_: *const c_char, _: i32) -> *mut c_void {
+    std::ptr::null_mut()
+}
+
+/// Whether this code runs in `libtttrack.so` itself (not in a binary linking the crate).
+fn in_libtttrack() -> bool {
+    static IN: OnceLock<bool> = OnceLock::new();
+    *IN.get_or_init(|| {
+        // SAFETY: dladdr on a function of ours; info lives through the call.
+        let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        let found = unsafe { libc::dladdr(in_libtttrack as *const c_void, &mut info) };
+        // SAFETY: a NUL-terminated path owned by the loader.
+        found != 0
+            && !info.dli_fname.is_null()
+            && unsafe { CStr::from_ptr(info.dli_fname) }
+                .to_string_lossy()
+                .ends_with("libtttrack.so")
+    })
+}
+
+/// `dlopen`, as the process sees it while `libtttrack.so` is loaded: libc's, and then,
+/// with tracking on, a TT-Metal that came in with this call (as `import ttnn` brings
+/// one) is hooked on the calling thread and every thread made after.
+///
+/// # Safety
+/// As `dlopen`.
+#[no_mangle]
+pub unsafe extern "C" fn dlopen(file: *const c_char, mode: i32) -> *mut c_void {
+    // SAFETY: the caller's arguments, passed on.
+    let h = unsafe { real_dlopen()(file, mode) };
+    if !h.is_null() && PUSHER.get().is_none() && in_libtttrack() && super::enabled() {
+        try_install();
+    }
+    h
+}
+
+/// Hooks a TT-Metal in the process, saying once on stderr if it cannot.
+fn try_install() {
+    static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let why = match std::panic::catch_unwind(install) {
+        Ok(Ok(_)) => return,
+        Ok(Err(why)) => why,
+        Err(_) => "an internal error".to_string(),
+    };
+    if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        eprintln!(
+            "tttrack: TT-Metal's buffers are not tracked one by one ({why}); TT-Metal's own counters still are"
+        );
+    }
+}

@@ -696,3 +696,16 @@ pub fn as_nobody(script: &str) -> std::process::ExitStatus {
         .status()
         .expect("sh as uid 65534")
 }
+
+/// Before any test runs: TT-Metal's regions in /dev/shm (of tests/metal.rs run beside,
+/// or of a real TT-Metal on this machine) are read by no tool these tests start unless a
+/// test names the directory (`--metal-shm-dir` wins over the variable).
+extern "C" fn no_metal_regions_unless_asked() {
+    if std::env::var_os("TTTRACK_METAL_SHM_DIR").is_none() {
+        std::env::set_var("TTTRACK_METAL_SHM_DIR", "/nonexistent-tttrack-metal-shm");
+    }
+}
+
+#[used]
+#[link_section = ".init_array"]
+static NO_METAL_REGIONS: extern "C" fn() = no_metal_regions_unless_asked;

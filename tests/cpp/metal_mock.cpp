@@ -88,7 +88,13 @@ class MeshDevice {
 
 using namespace tt::tt_metal;
 
+#ifdef AS_LIBRARY
+// Built as a library a program loads with dlopen (as Python loads ttnn's extension,
+// which brings libtt_metal.so in): tests/cpp/dlopen_main.cpp runs it.
+extern "C" int metal_mock_main(int argc, char** argv) {
+#else
 int main(int argc, char** argv) {
+#endif
     setvbuf(stdout, nullptr, _IONBF, 0);
     tt::ARCH arch = (argc > 1 && strcmp(argv[1], "blackhole") == 0) ? tt::ARCH::BLACKHOLE : tt::ARCH::WORMHOLE_B0;
     experimental::configure_mock_mode(arch, 1);
