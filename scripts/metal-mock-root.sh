@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Makes ROOT a runtime root for the shipping TT-Metal in mock mode (a device with no
-# card), what an unpacked ttnn wheel lacks: the wheel's tt_metal files (linked), a
-# cluster description of one Wormhole n150 written from UMD's format, whose chip id is
-# CHIP (the N of its tt_device_<N>_memory region; its board id is a known n150's), and a
+# card), what an unpacked ttnn wheel lacks: the wheel's tt_metal files (linked),
+# cluster descriptions of one Wormhole n150 and of one Blackhole p150, written from UMD's
+# format, whose chip id is CHIP (the N of its tt_device_<N>_memory region; their board
+# ids are a known n150's and p150's), and a
 # stand-in for the RISC-V compiler that only says its version (TT-Metal then uses the
 # wheel's pre-compiled firmware). Run programs with TT_METAL_RUNTIME_ROOT=ROOT and
 # OMPI_MCA_btl=self, from a directory of their own (they write ./generated/).
@@ -47,6 +48,34 @@ boards:
   -
     - board_id: 72059269368820857
     - board_type: n150
+    - chips:
+        - 0
+YAML
+cat > "$examples/blackhole_P150.yaml" <<YAML
+arch:
+  0: blackhole
+chips:
+  {}
+chip_unique_ids:
+  0: $chip
+ethernet_connections:
+  []
+ethernet_connections_to_remote_devices:
+  []
+chips_with_mmio:
+  - 0: 0
+harvesting:
+  0:
+    noc_translation: true
+    harvest_mask: 0
+    dram_harvesting_mask: 0
+    eth_harvesting_mask: 288
+    pcie_harvesting_mask: 2
+    l2cpu_harvesting_mask: 0
+boards:
+  -
+    - board_id: 4476187513037
+    - board_type: p150
     - chips:
         - 0
 YAML

@@ -924,11 +924,15 @@ impl MockProc {
     }
 
     fn start_with(root: &TempDir, env: &[(&str, &std::ffi::OsStr)]) -> Self {
+        Self::start_arch(root, "wormhole", env)
+    }
+
+    fn start_arch(root: &TempDir, arch: &str, env: &[(&str, &std::ffi::OsStr)]) -> Self {
         let exe = mock_exe();
         // It writes ./generated/: a scratch directory of its own.
         let scratch = TempDir::new("metal-mock-run");
         let mut child = Command::new(exe)
-            .arg("wormhole")
+            .arg(arch)
             .current_dir(scratch.path())
             .env("TT_METAL_RUNTIME_ROOT", root.path())
             .env("OMPI_MCA_btl", "self")
@@ -1347,4 +1351,65 @@ fn a_tt_metal_loaded_later_with_dlopen_is_hooked() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The same on a Blackhole p150 in mock mode: its allocator's addresses (DRAM from
+/// 0x100080 with 64-byte alignment, 8 banks) listed through the hook.
+#[test]
+fn a_blackhole_program_s_buffers_through_the_graph_hook() {
+    let dir = TempDir::new("metal-hook-bh");
+    let chips = Chips::new(1);
+    let root = mock_root(chips.0[0]);
+    let _agg = AggProc::start(dir.path(), &[]);
+    let lib = lib_path();
+    let mut p = MockProc::start_arch(
+        &root,
+        "blackhole",
+        &[
+            ("LD_PRELOAD", lib.as_os_str()),
+            ("TT_ALLOC_TRACKING_ENABLED", std::ffi::OsStr::new("1")),
+            ("TTTRACK_DIR", dir.path().as_os_str()),
+        ],
+    );
+    // 1 MiB in 2 KiB pages over 8 banks: 131,072 bytes a bank.
+    assert_eq!(p.say("alloc 1048576 2048 0"), "buf 0 1048704 131072");
+    assert_eq!(p.say("alloc 65536 2048 1"), "buf 1 1570816 2048");
+    let pid = p.child.id();
+    let d = dir.path().to_str().unwrap();
+    let t = Instant::now();
+    loop {
+        let j: Value = serde_json::from_str(&smi(&[
+            "--dir",
+            d,
+            "--buffers",
+            "--json",
+            "--pid",
+            &pid.to_string(),
+        ]))
+        .unwrap();
+        let mut got: Vec<(String, u64, u64)> = j["buffers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| {
+                (
+                    b["type"].as_str().unwrap().to_string(),
+                    b["address"].as_u64().unwrap(),
+                    b["size"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        got.sort();
+        if got
+            == vec![
+                ("DRAM".to_string(), 0x100080, MIB),
+                ("L1".to_string(), 0x17f800, 65536),
+            ]
+        {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "{j:#}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(p.say("exit"), "ok");
 }
