@@ -9,6 +9,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 dest=target/ttnn-wheel
 out=$dest/x
+mkdir -p "$dest"
+# Tests run it at the same time from several processes: one fetches and unpacks, the
+# others wait for it.
+exec 9>"$dest/.lock"
+flock 9
 if [ ! -e "$out/ttnn/build/lib/libtt_metal.so" ] || [ ! -d "$out/ttnn/tt_metal/soc_descriptors" ]; then
   py=python3
   if [ -n "${TTTRACK_TEST_VENV:-}" ] && [ -x "$TTTRACK_TEST_VENV/bin/python" ]; then
@@ -25,6 +30,8 @@ import glob, os, sys, zipfile
 dest, out = sys.argv[1], sys.argv[2]
 whl = sorted(glob.glob(os.path.join(dest, "ttnn-0.81.1-*.whl")))[0]
 tmp = out + ".partial"
+import shutil
+shutil.rmtree(tmp, ignore_errors=True)
 with zipfile.ZipFile(whl) as z:
     for m in z.infolist():
         if m.filename.startswith(("ttnn/build/lib/", "ttnn.libs/", "ttnn/tt_metal/")) and not m.is_dir():

@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 declare -A PKG=(
   [cc]=gcc [gcc]=gcc [g++]=g++ [nm]=binutils [strace]=strace [tmux]=tmux
   [python3]=python3 [prometheus]=prometheus [promtool]=prometheus [setpriv]=util-linux
-  [systemd-analyze]=systemd [chromium]=chromium
+  [systemd-analyze]=systemd [chromium]=chromium [flock]=util-linux
 )
 missing_pkgs=()
 missing_cmds=()
