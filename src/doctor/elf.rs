@@ -135,6 +135,17 @@ pub fn symbol_values(
     b: &[u8],
     wanted: &[&str],
 ) -> Result<std::collections::HashMap<String, u64>, String> {
+    Ok(symbols(b, wanted)?
+        .into_iter()
+        .map(|(n, (value, _))| (n, value))
+        .collect())
+}
+
+/// As [`symbol_values`], each with its size in bytes (`st_size`).
+pub fn symbols(
+    b: &[u8],
+    wanted: &[&str],
+) -> Result<std::collections::HashMap<String, (u64, u64)>, String> {
     if b.get(..4) != Some(b"\x7fELF") || b.get(4) != Some(&2) || b.get(5) != Some(&1) {
         return Err("not a 64-bit little-endian ELF file".into());
     }
@@ -153,7 +164,9 @@ pub fn symbol_values(
             let Some(o) = t.offset.checked_add(i * 24) else {
                 break;
             };
-            let (Some(at), Some(value)) = (u32_at(b, o, 0), u64_at(b, o, 8)) else {
+            let (Some(at), Some(value), Some(size)) =
+                (u32_at(b, o, 0), u64_at(b, o, 8), u64_at(b, o, 16))
+            else {
                 break;
             };
             if value == 0 {
@@ -161,7 +174,7 @@ pub fn symbol_values(
             }
             if let Some(n) = name(b, strtab, at as usize) {
                 if wanted.contains(&n.as_str()) {
-                    out.insert(n, value);
+                    out.insert(n, (value, size));
                 }
             }
         }

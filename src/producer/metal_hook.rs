@@ -189,8 +189,8 @@ fn check_slots(
     values: &std::collections::HashMap<String, u64>,
 ) -> Result<(), String> {
     for (i, names) in SLOTS.iter().enumerate() {
-        // SAFETY: the table has at least 2 + SLOTS.len() words (TT-Metal's IGraphProcessor
-        // table; its symbol's size was checked by the caller).
+        // SAFETY: the table has at least 2 + SLOTS.len() words: install checked its
+        // symbol's size in the library file before calling.
         let slot = unsafe { *vtable.add(2 + i) };
         let ok = names.iter().any(|n| {
             values
@@ -307,15 +307,24 @@ pub fn install() -> Result<bool, String> {
         .into_owned();
     let base = info.dli_fbase as usize;
     let bytes = std::fs::read(&path).map_err(|e| format!("cannot read {path}: {e}"))?;
-    let values = crate::doctor::elf::symbol_values(&bytes, &wanted_symbols())
+    let symbols = crate::doctor::elf::symbols(&bytes, &wanted_symbols())
         .map_err(|e| format!("{path}: {e}"))?;
+    // The tables are read only within the sizes the file gives them.
+    let words_of = |name: &str| {
+        symbols
+            .get(name)
+            .map_or(0, |&(_, size)| (size / 8) as usize)
+    };
+    if words_of(VTABLE) < 2 + SLOTS.len() {
+        return Err("IGraphProcessor's table is shorter than the one tttrack knows".into());
+    }
+    let values = symbols.iter().map(|(n, &(v, _))| (n.clone(), v)).collect();
     check_slots(vtable, base, &values)?;
     // IDevice::id()'s slot: where MeshDevice's table holds MeshDevice::id.
     let mesh_vt = sym(handle, MESH_DEVICE_VTABLE)? as *const usize;
     let mesh_id = sym(handle, MESH_DEVICE_ID)? as usize;
-    let id_slot = (2..400)
-        // SAFETY: MeshDevice's table is far longer than a few slots; the scan stops at
-        // the first match and never passes 400 words (the table's symbol is larger).
+    let id_slot = (2..words_of(MESH_DEVICE_VTABLE))
+        // SAFETY: k stays within MeshDevice's table, whose size the file's symbol gives.
         .find(|&k| unsafe { *mesh_vt.add(k) } == mesh_id)
         .ok_or("MeshDevice::id is in no slot of MeshDevice's table")?;
     // SAFETY: the symbols are the exported members whose signatures the constants name.
