@@ -75,6 +75,42 @@ typedef struct tttrack_chip_identity {
     char pci_address[16];           /* local chip: "DDDD:BB:DD.F", NUL-padded */
 } tttrack_chip_identity_t;
 
+/* TT-Metal's TensorMemoryLayout values. */
+enum {
+    TTTRACK_LAYOUT_INTERLEAVED = 0,
+    TTTRACK_LAYOUT_SINGLE_BANK = 1,
+    TTTRACK_LAYOUT_HEIGHT_SHARDED = 2,
+    TTTRACK_LAYOUT_WIDTH_SHARDED = 3,
+    TTTRACK_LAYOUT_BLOCK_SHARDED = 4,
+    TTTRACK_LAYOUT_ND_SHARDED = 5
+};
+
+/*
+ * Where a buffer lies in its banks and how. Set struct_size to
+ * sizeof(tttrack_buffer_detail_t); later versions only append fields. 32 bytes.
+ */
+typedef struct tttrack_buffer_detail {
+    uint32_t struct_size;
+    uint32_t address;               /* its address, the same in every bank it uses */
+    uint64_t page_size;
+    uint64_t size_per_bank;         /* bytes each bank holds of it */
+    uint32_t layout;                /* TTTRACK_LAYOUT_* */
+    uint32_t num_cores;             /* a sharded buffer's cores; 0 when interleaved */
+} tttrack_buffer_detail_t;
+
+/*
+ * The allocator's banks of one buffer type on a device: what its address map is drawn
+ * against. Set struct_size to sizeof(tttrack_bank_geometry_t). 32 bytes.
+ */
+typedef struct tttrack_bank_geometry {
+    uint32_t struct_size;
+    uint32_t num_banks;             /* at most 65535 */
+    uint64_t bank_size;             /* allocatable bytes of one bank */
+    uint64_t base_address;          /* a bank's lowest allocatable address (32 bits) */
+    uint32_t page_alignment;        /* what each page is rounded up to in a bank */
+    uint32_t block_alignment;       /* what each buffer's range in a bank is rounded up to */
+} tttrack_bank_geometry_t;
+
 /* 1 if tracking is on in this process, else 0. */
 int tttrack_enabled(void);
 /* A buffer of `size` bytes at address `buffer_id` was allocated on a device. */
@@ -94,6 +130,10 @@ void tttrack_device_info(int32_t device_id, const tttrack_device_info_t *info);
  * call moves the device's figures to the chip named, exactly.
  */
 void tttrack_device_identity(int32_t device_id, const tttrack_chip_identity_t *identity);
+/* After tttrack_alloc: where buffer `buffer_id` lies in its banks (NULL: ignored). */
+void tttrack_buffer_detail(int32_t device_id, uint64_t buffer_id, const tttrack_buffer_detail_t *detail);
+/* The banks of buffer type `buffer_type` on a device (NULL or fields out of range: ignored). */
+void tttrack_bank_geometry(int32_t device_id, uint8_t buffer_type, const tttrack_bank_geometry_t *geometry);
 /* Events this process could not deliver (full lanes with no aggregator, no lane, no segment). */
 uint64_t tttrack_dropped_events(void);
 /* Optional: give the calling thread's lane back now rather than at thread exit. */

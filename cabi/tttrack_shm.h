@@ -20,6 +20,8 @@
 #define TTTRACK_LANES_OFFSET 12288
 #define TTTRACK_LANE_STRIDE (128 + TTTRACK_LANE_CAPACITY * 32)
 #define TTTRACK_CHIP_IDENTITY_V1_SIZE 48
+#define TTTRACK_BUFFER_DETAIL_V1_SIZE 32
+#define TTTRACK_BANK_GEOMETRY_V1_SIZE 32
 /* tttrack_segment_header_t.visible_devices_state */
 #define TTTRACK_VISIBLE_UNSET 0     /* TT_VISIBLE_DEVICES not set: every card visible */
 #define TTTRACK_VISIBLE_SET 1       /* set; the value is in visible_devices */

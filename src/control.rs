@@ -20,6 +20,8 @@
 //!
 //! Anything else gets one line `{"error": "..."}`.
 
+pub mod maps;
+
 use crate::aggregator::accounting::Accounting;
 use crate::shm_layout::BufferType;
 use std::io::{Read, Write};
@@ -101,6 +103,19 @@ pub struct BufferLine {
     pub size: u64,
     pub refcount: u32,
     pub first_seen_unix_s: u32,
+    /// Where it lies in its banks, when its producer says (the graph hook does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<BufferLineDetail>,
+}
+
+/// A buffer's detail as the request answer gives it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct BufferLineDetail {
+    pub page_size: u64,
+    pub size_per_bank: u64,
+    /// A [`crate::shm_layout::BufferLayout`] name, or its number if unknown.
+    pub layout: String,
+    pub num_cores: u32,
 }
 
 /// Answers one query from the accounting.
@@ -108,6 +123,10 @@ pub fn answer(acc: &Accounting, query: &str) -> Answer {
     let mut words = query.split_whitespace();
     match words.next() {
         Some("ping") => Answer::Text("pong\n".to_string()),
+        Some("map") => match maps::MapQuery::parse(words) {
+            Ok(q) => Answer::Text(maps::answer(acc, &q)),
+            Err(e) => error(e.as_str()),
+        },
         Some("buffers") => {
             let mut pid: Option<u32> = None;
             let mut device: Option<i32> = None;
@@ -140,8 +159,10 @@ pub fn answer(acc: &Accounting, query: &str) -> Answer {
             }
             buffers_answer(acc, pid, device, limit)
         }
-        Some(other) => error(&format!("unknown request {other:?} (try: buffers, ping)")),
-        None => error("empty request (try: buffers, ping)"),
+        Some(other) => error(&format!(
+            "unknown request {other:?} (try: buffers, map, ping)"
+        )),
+        None => error("empty request (try: buffers, map, ping)"),
     }
 }
 
@@ -180,9 +201,13 @@ fn buffers_answer(acc: &Accounting, pid: Option<u32>, device: Option<i32>, limit
         let Some(p) = acc.processes.get(&key) else {
             continue;
         };
-        let Some(b) = p.devices.get(&d).and_then(|pd| pd.buffers.get(addr)) else {
+        let Some(pd) = p.devices.get(&d) else {
             continue;
         };
+        let Some(b) = pd.buffers.get(addr) else {
+            continue;
+        };
+        let detail = pd.details.get(&addr);
         lines.push(BufferLine {
             pid: p.pid,
             comm: p.comm.clone(),
@@ -192,10 +217,19 @@ fn buffers_answer(acc: &Accounting, pid: Option<u32>, device: Option<i32>, limit
                 .map(|t| t.name())
                 .unwrap_or("?")
                 .to_string(),
-            address: addr,
+            address: detail.map_or(addr, |x| u64::from(x.address)),
             size,
             refcount: b.refcount(),
             first_seen_unix_s: b.first_seen_unix_s,
+            detail: detail.map(|x| BufferLineDetail {
+                page_size: x.page_size,
+                size_per_bank: x.size_per_bank,
+                layout: u8::try_from(x.layout)
+                    .ok()
+                    .and_then(crate::shm_layout::BufferLayout::from_u8)
+                    .map_or_else(|| x.layout.to_string(), |l| l.name().to_string()),
+                num_cores: x.num_cores,
+            }),
         });
     }
     Answer::Buffers { lines, total }

@@ -9,6 +9,7 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod address_map;
 pub mod aggregator;
 pub mod arch;
 pub mod compat;

@@ -124,7 +124,7 @@ fn decide_enabled() -> bool {
 /// hot path has nothing that can panic, the slow path catches any panic).
 #[inline(always)]
 pub fn record(kind: EventKind, subtype: u8, device: i32, size: u64, id: u64) {
-    let ev = Event {
+    record_event(Event {
         seq: 0,
         kind: kind as u8,
         subtype,
@@ -132,11 +132,30 @@ pub fn record(kind: EventKind, subtype: u8, device: i32, size: u64, id: u64) {
         device,
         size,
         id,
-    };
+    })
+}
+
+/// Puts `ev` (its sequence number given here) in this thread's lane.
+#[inline(always)]
+fn record_event(ev: Event) {
     // The hot path: this thread's lane, found without a call, armed, with room.
     if LANE.with_learned(|tl| tl.push_fast(ev)) != Some(true) {
         let [_, w1, w2, w3] = ev.to_words();
         record_slow(w1, w2, w3);
+    }
+}
+
+/// Where buffer `id` lies in its banks: two extension events after its `Alloc`.
+pub fn record_buffer_detail(device: i32, id: u64, detail: &BufferDetail) {
+    for ev in detail.to_events(device, id) {
+        record_event(ev);
+    }
+}
+
+/// The banks of one buffer type on `device` (nothing if a field does not fit).
+pub fn record_bank_geometry(device: i32, btype: BufferType, geometry: &BankGeometry) {
+    if let Some(ev) = geometry.to_event(device, btype) {
+        record_event(ev);
     }
 }
 

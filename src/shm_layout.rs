@@ -51,6 +51,15 @@ pub enum EventKind {
     /// The process wrote which physical chip its device `device` is
     /// ([`ChipIdentity`], in the same slot).
     DeviceIdentity = 8,
+    /// Extension (version 1), after a buffer's `Alloc`: its footprint per bank and its
+    /// layout ([`BufferDetail::to_events`] says which field goes where).
+    BufferShape = 9,
+    /// Extension (version 1), after a buffer's `Alloc`: its address in each bank and
+    /// its page size.
+    BufferPlace = 10,
+    /// Extension (version 1): the allocator's banks of one buffer type on device
+    /// `device` ([`BankGeometry::to_event`]).
+    BankGeometry = 11,
 }
 
 impl EventKind {
@@ -64,6 +73,9 @@ impl EventKind {
             6 => Self::KernelUnload,
             7 => Self::DeviceInfo,
             8 => Self::DeviceIdentity,
+            9 => Self::BufferShape,
+            10 => Self::BufferPlace,
+            11 => Self::BankGeometry,
             _ => return None,
         })
     }
@@ -227,6 +239,203 @@ pub struct ChipIdentity {
 
 /// Bytes of the first version of [`ChipIdentity`]: the least a caller may pass.
 pub const CHIP_IDENTITY_V1_SIZE: u32 = 48;
+
+/// TT-Metal's `TensorMemoryLayout`: how a buffer's pages are spread over the banks.
+#[repr(u8)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BufferLayout {
+    Interleaved = 0,
+    SingleBank = 1,
+    HeightSharded = 2,
+    WidthSharded = 3,
+    BlockSharded = 4,
+    NdSharded = 5,
+}
+
+impl BufferLayout {
+    pub const ALL: [BufferLayout; 6] = [
+        Self::Interleaved,
+        Self::SingleBank,
+        Self::HeightSharded,
+        Self::WidthSharded,
+        Self::BlockSharded,
+        Self::NdSharded,
+    ];
+    pub fn from_u8(v: u8) -> Option<Self> {
+        Self::ALL.get(v as usize).copied()
+    }
+    /// The name every view and script sees.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Interleaved => "interleaved",
+            Self::SingleBank => "single_bank",
+            Self::HeightSharded => "height_sharded",
+            Self::WidthSharded => "width_sharded",
+            Self::BlockSharded => "block_sharded",
+            Self::NdSharded => "nd_sharded",
+        }
+    }
+}
+
+/// Where a buffer lies in its banks and how (`tttrack_buffer_detail_t` in C), reported
+/// after its `Alloc`. Versioned by `struct_size`, as [`ChipIdentity`].
+#[repr(C)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    bytemuck::Pod,
+    bytemuck::Zeroable,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+pub struct BufferDetail {
+    /// `sizeof(tttrack_buffer_detail_t)` as the caller compiled it.
+    pub struct_size: u32,
+    /// The buffer's address, the same in every bank it uses.
+    pub address: u32,
+    pub page_size: u64,
+    /// Bytes each bank holds of it (TT-Metal's `aligned_size_per_bank()`).
+    pub size_per_bank: u64,
+    /// A [`BufferLayout`] value.
+    pub layout: u32,
+    /// Cores a sharded buffer spans; 0 for an interleaved one.
+    pub num_cores: u32,
+}
+
+/// Bytes of the first version of [`BufferDetail`].
+pub const BUFFER_DETAIL_V1_SIZE: u32 = 32;
+
+/// The low 40 bits of a packed size field: a size (at most 1 TiB, the accounting's
+/// limit for one event); the high 24 bits carry a count.
+pub const PACKED_SIZE_BITS: u32 = 40;
+const PACKED_SIZE_MASK: u64 = (1 << PACKED_SIZE_BITS) - 1;
+
+/// `size` in the low bits, `count` (saturated to 24 bits) in the high bits.
+fn pack_size(size: u64, count: u32) -> u64 {
+    size.min(PACKED_SIZE_MASK) | u64::from(count.min(0xff_ffff)) << PACKED_SIZE_BITS
+}
+
+impl BufferDetail {
+    /// The two lane events that carry it for buffer `id` of device `device`:
+    /// [`EventKind::BufferShape`] (`subtype` the layout, `size` the footprint per bank
+    /// in its low 40 bits and the cores in its high 24) and [`EventKind::BufferPlace`]
+    /// (`size` the address in its low 32 bits and the page size, saturated to 32
+    /// bits, in its high 32). The spare field is the journal's, not the producer's.
+    pub fn to_events(&self, device: i32, id: u64) -> [Event; 2] {
+        let layout = u8::try_from(self.layout).unwrap_or(u8::MAX);
+        let page = u32::try_from(self.page_size).unwrap_or(u32::MAX);
+        [
+            Event {
+                seq: 0,
+                kind: EventKind::BufferShape as u8,
+                subtype: layout,
+                _reserved: 0,
+                device,
+                size: pack_size(self.size_per_bank, self.num_cores),
+                id,
+            },
+            Event {
+                seq: 0,
+                kind: EventKind::BufferPlace as u8,
+                subtype: 0,
+                _reserved: 0,
+                device,
+                size: u64::from(self.address) | u64::from(page) << 32,
+                id,
+            },
+        ]
+    }
+
+    /// Takes what `ev` (one of the two events of [`Self::to_events`]) carries.
+    pub fn take(&mut self, ev: &Event) {
+        self.struct_size = BUFFER_DETAIL_V1_SIZE;
+        if ev.kind == EventKind::BufferShape as u8 {
+            self.layout = u32::from(ev.subtype);
+            self.size_per_bank = ev.size & PACKED_SIZE_MASK;
+            self.num_cores = (ev.size >> PACKED_SIZE_BITS) as u32;
+        } else if ev.kind == EventKind::BufferPlace as u8 {
+            self.address = ev.size as u32;
+            self.page_size = ev.size >> 32;
+        }
+    }
+}
+
+/// The allocator's banks of one buffer type on a device (`tttrack_bank_geometry_t` in
+/// C): what the address map of that type is drawn against. Banks move in lockstep: a
+/// buffer takes the same range in each bank it uses.
+#[repr(C)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    bytemuck::Pod,
+    bytemuck::Zeroable,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+pub struct BankGeometry {
+    /// `sizeof(tttrack_bank_geometry_t)` as the caller compiled it.
+    pub struct_size: u32,
+    pub num_banks: u32,
+    /// Allocatable bytes of one bank.
+    pub bank_size: u64,
+    /// The lowest allocatable address of a bank.
+    pub base_address: u64,
+    /// What each page is rounded up to in a bank.
+    pub page_alignment: u32,
+    /// What each buffer's range in a bank is rounded up to.
+    pub block_alignment: u32,
+}
+
+/// Bytes of the first version of [`BankGeometry`].
+pub const BANK_GEOMETRY_V1_SIZE: u32 = 32;
+
+impl BankGeometry {
+    /// The lane event that carries it for buffer type `btype` of device `device`
+    /// (`size`: the bank size in its low 40 bits, the banks in its high 24; `id`: the
+    /// base in its low 32 bits, the page and block alignments in the next 16 each), or
+    /// `None` if a field does not fit.
+    pub fn to_event(&self, device: i32, btype: BufferType) -> Option<Event> {
+        let base = u32::try_from(self.base_address).ok()?;
+        let page = u16::try_from(self.page_alignment).ok()?;
+        let block = u16::try_from(self.block_alignment).ok()?;
+        if self.bank_size > PACKED_SIZE_MASK || self.num_banks > 0xff_ffff {
+            return None;
+        }
+        Some(Event {
+            seq: 0,
+            kind: EventKind::BankGeometry as u8,
+            subtype: btype as u8,
+            _reserved: 0,
+            device,
+            size: pack_size(self.bank_size, self.num_banks),
+            id: u64::from(base) | u64::from(page) << 32 | u64::from(block) << 48,
+        })
+    }
+
+    /// What an [`EventKind::BankGeometry`] event says: the buffer type and the banks.
+    pub fn from_event(ev: &Event) -> Option<(BufferType, Self)> {
+        let btype = BufferType::from_u8(ev.subtype)?;
+        Some((
+            btype,
+            Self {
+                struct_size: BANK_GEOMETRY_V1_SIZE,
+                num_banks: (ev.size >> PACKED_SIZE_BITS) as u32,
+                bank_size: ev.size & PACKED_SIZE_MASK,
+                base_address: ev.id & 0xffff_ffff,
+                page_alignment: (ev.id >> 32 & 0xffff) as u32,
+                block_alignment: (ev.id >> 48) as u32,
+            },
+        ))
+    }
+}
 
 /// A device-information slot in a segment: a sequence lock over the [`DeviceInfo`]
 /// words and the [`ChipIdentity`] words. `seq` is 0 when never written, odd while being
@@ -439,6 +648,14 @@ shared_layout! {
         struct_size = 0, is_remote = 4, pcie_index = 8, via_pcie_index = 12, board_id = 16,
         asic_id = 24, pci_address = 32,
     }
+    struct BufferDetail = 32 => {
+        struct_size = 0, address = 4, page_size = 8, size_per_bank = 16, layout = 24,
+        num_cores = 28,
+    }
+    struct BankGeometry = 32 => {
+        struct_size = 0, num_banks = 4, bank_size = 8, base_address = 16,
+        page_alignment = 24, block_alignment = 28,
+    }
     struct DeviceInfoSlot = 128 => { seq = 0, words = 8, identity = 72 }
     struct SegmentHeader = 448 => {
         magic = 0, version = 8, header_size = 12, segment_size = 16, pid = 24, uid = 28,
@@ -456,6 +673,7 @@ shared_layout! {
     consts {
         SEGMENT_MAGIC, COUNTERS_MAGIC, NUM_LANES, LANE_CAPACITY, LANES_OFFSET, LANE_STRIDE,
         MAX_DEVICES, DEVICE_SLOTS_OFFSET, SEGMENT_LAYOUT_VERSION, CHIP_IDENTITY_V1_SIZE,
+        BUFFER_DETAIL_V1_SIZE, BANK_GEOMETRY_V1_SIZE,
         VISIBLE_UNSET, VISIBLE_SET, VISIBLE_TOO_LONG, VISIBLE_DEVICES_BYTES,
     }
 }

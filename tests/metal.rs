@@ -888,6 +888,12 @@ fn mock_exe() -> PathBuf {
                 "_ZNK2tt8tt_metal6Buffer7addressEv",
                 "_ZNK2tt8tt_metal6Buffer21aligned_size_per_bankEv",
                 "_ZN2tt8tt_metal11distributed10MeshDevice5closeEv",
+                "_ZNK2tt8tt_metal11distributed10MeshDevice9allocatorEv",
+                "_ZNK2tt8tt_metal9Allocator14get_statisticsERKNS0_10BufferTypeE",
+                "_ZNK2tt8tt_metal9Allocator13get_num_banksERKNS0_10BufferTypeE",
+                "_ZNK2tt8tt_metal9Allocator13get_bank_sizeERKNS0_10BufferTypeE",
+                "_ZNK2tt8tt_metal9Allocator13get_alignmentENS0_10BufferTypeE",
+                "_ZNK2tt8tt_metal9Allocator23get_base_allocator_addrERKNS0_10HalMemTypeE",
             ],
             "tests/cpp/metal_mock.cpp",
         );
@@ -970,7 +976,7 @@ impl MockProc {
             a.clear();
             self.stdout.read_line(&mut a).unwrap();
             // TT-Metal's own lines go to stdout too: ours are these.
-            if ["buf ", "oom ", "ok", "bad ", "ns "]
+            if ["buf ", "oom ", "ok", "bad ", "ns ", "stats "]
                 .iter()
                 .any(|p| a.starts_with(p))
             {
@@ -1048,7 +1054,9 @@ fn a_stock_program_s_buffers_through_the_graph_hook() {
     assert_eq!(p.say("alloc 1048576 2048 0"), "buf 0 1048640 88064");
     assert_eq!(p.say("alloc 65536 2048 1"), "buf 1 1497088 2048");
     // On a thread of its own (TT-Metal's processor list is per thread).
-    assert!(p.say("thread 4096 4096 0").starts_with("buf 2 1136704 "));
+    let on_thread = p.say("thread 4096 4096 0");
+    assert!(on_thread.starts_with("buf 2 1136704 "), "{on_thread}");
+    let per_bank_of_thread: u64 = on_thread.split(' ').nth(3).unwrap().parse().unwrap();
     let pid = p.child.id();
     let d = dir.path().to_str().unwrap();
     let buffers = || -> Vec<(String, u64, String)> {
@@ -1100,8 +1108,32 @@ fn a_stock_program_s_buffers_through_the_graph_hook() {
         .collect();
     addrs.sort();
     assert_eq!(addrs, vec![0x100040, 1136704, 0x16d800], "{j:#}");
-    assert!(
-        j["buffers"][0]["page_size"].is_null() && j["truncated"].is_null(),
+    assert!(j["truncated"].is_null(), "{j:#}");
+    // Each with the page size it was made with, the footprint per bank that
+    // Buffer::aligned_size_per_bank() returned (the mock printed it), and its layout.
+    let mut detail: Vec<(u64, u64, u64, String, u64)> = j["buffers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["address"].as_u64().unwrap(),
+                b["page_size"].as_u64().unwrap(),
+                b["size_per_bank"].as_u64().unwrap(),
+                b["layout"].as_str().unwrap().to_string(),
+                b["num_cores"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    detail.sort();
+    let il = || "interleaved".to_string();
+    assert_eq!(
+        detail,
+        vec![
+            (0x100040, 2048, 88064, il(), 0),
+            (1136704, 4096, per_bank_of_thread, il(), 0),
+            (0x16d800, 2048, 2048, il(), 0),
+        ],
         "{j:#}"
     );
     // Counted once: from the lanes, TT-Metal's region beside. TT-Metal's own tracking is
@@ -1411,5 +1443,181 @@ fn a_blackhole_program_s_buffers_through_the_graph_hook() {
         assert!(t.elapsed() < Duration::from_secs(20), "{j:#}");
         std::thread::sleep(Duration::from_millis(20));
     }
+    assert_eq!(p.say("exit"), "ok");
+}
+
+/// The allocator's own view of a type: (allocated, free, largest free block), per bank.
+fn real_stats(p: &mut MockProc, btype: u8) -> (u64, u64, u64) {
+    let line = p.say(&format!("stats {btype}"));
+    let w: Vec<u64> = line
+        .split(' ')
+        .skip(1)
+        .map(|x| x.parse().unwrap())
+        .collect();
+    (w[4], w[5], w[6])
+}
+
+/// `tt-smi --map --json` for one type of device 0.
+fn map_of(dir: &Path, btype: &str) -> Option<Value> {
+    let o = Command::new(env!("CARGO_BIN_EXE_tt-smi"))
+        .args([
+            "--dir",
+            dir.to_str().unwrap(),
+            "--map",
+            "--json",
+            "--device",
+            "0",
+        ])
+        .args(["--type", btype])
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&o.stdout).ok()?;
+    v["maps"].as_array()?.first().cloned()
+}
+
+/// Waits until tttrack's map of `btype` has the allocated bytes the real allocator
+/// says, then checks free bytes and the largest free block against it too.
+fn map_agrees(dir: &Path, p: &mut MockProc, btype: u8, name: &str, step: &str) -> Value {
+    let (allocated, free, largest) = real_stats(p, btype);
+    let t = Instant::now();
+    loop {
+        let m = map_of(dir, name);
+        if let Some(m) = m.filter(|m| m["allocated_bytes_per_bank"] == allocated) {
+            assert_eq!(m["free_bytes_per_bank"], free, "{step}: {m:#}");
+            assert_eq!(m["largest_free_block_bytes"], largest, "{step}: {m:#}");
+            assert_eq!(m["buffers_without_address"], 0, "{step}: {m:#}");
+            return m;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "{step}: tttrack's {name} map never showed {allocated} B allocated per bank (the allocator's own): {:#}",
+            map_of(dir, name).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `tt-smi --fits` for device 0: its exit code and its JSON.
+fn fits(dir: &Path, btype: &str, what: &str) -> (i32, Value) {
+    let o = Command::new(env!("CARGO_BIN_EXE_tt-smi"))
+        .args(["--dir", dir.to_str().unwrap(), "--json", "--device", "0"])
+        .args(["--type", btype, "--fits", what])
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    (o.status.code().unwrap_or(-1), v["maps"][0].clone())
+}
+
+/// The out-of-memory autopsy against the real thing: the shipping TT-Metal's allocator
+/// (mock mode, Wormhole n150) makes and frees buffers in a pattern that fragments L1
+/// and DRAM; after each step tttrack's address map (from the graph hook's detail and
+/// banks) has the allocated and free bytes per bank and the largest free block that
+/// the allocator's own `get_statistics` returns. Then a few small buffers split L1 so
+/// that a large one fails with most of L1 free: `tt-smi --fits` says no before the
+/// real allocator refuses it (with the same largest free block in its message), names
+/// the small buffers that split the space, and says yes once one is freed; the
+/// allocator then succeeds.
+#[test]
+fn the_address_map_is_the_allocators_own() {
+    let dir = TempDir::new("metal-map");
+    let root = mock_root(0);
+    let _agg = AggProc::start(dir.path(), &[]);
+    let lib = lib_path();
+    let mut p = MockProc::start_with(
+        &root,
+        &[
+            ("LD_PRELOAD", lib.as_os_str()),
+            ("TT_ALLOC_TRACKING_ENABLED", std::ffi::OsStr::new("1")),
+            ("TTTRACK_DIR", dir.path().as_os_str()),
+        ],
+    );
+    let d = dir.path();
+    // DRAM: several sizes and page sizes, one freed in the middle.
+    for (i, cmd) in [
+        "alloc 1048576 2048 0",
+        "alloc 800 16 0",
+        "alloc 4096 4096 0",
+        "alloc 3145728 32768 0",
+    ]
+    .iter()
+    .enumerate()
+    {
+        assert!(p.say(cmd).starts_with(&format!("buf {i} ")));
+    }
+    map_agrees(d, &mut p, 0, "DRAM", "four DRAM buffers");
+    assert_eq!(p.say("free 1"), "ok");
+    let m = map_agrees(d, &mut p, 0, "DRAM", "the second DRAM buffer freed");
+    assert!(m["gaps"].as_array().unwrap().len() >= 2, "{m:#}");
+    // L1: large, small, large, small (top down); pages of several sizes.
+    let l1 = |p: &mut MockProc, cmd: &str| -> usize {
+        let a = p.say(cmd);
+        assert!(a.starts_with("buf "), "{cmd}: {a}");
+        a.split(' ').nth(1).unwrap().parse().unwrap()
+    };
+    let big_a = l1(&mut p, "alloc 38400000 600000 1");
+    let small_1 = l1(&mut p, "alloc 4096 64 1");
+    let big_b = l1(&mut p, "alloc 38400000 600000 1");
+    let small_2 = l1(&mut p, "alloc 64512 1008 1");
+    map_agrees(d, &mut p, 1, "L1", "two large and two small L1 buffers");
+    assert_eq!(p.say(&format!("free {big_a}")), "ok");
+    assert_eq!(p.say(&format!("free {big_b}")), "ok");
+    let m = map_agrees(d, &mut p, 1, "L1", "the large L1 buffers freed");
+    let free = m["free_bytes_per_bank"].as_u64().unwrap();
+    let largest = m["largest_free_block_bytes"].as_u64().unwrap();
+    assert!(largest < free / 2, "split: {m:#}");
+    assert!(m["fragmentation"].as_f64().unwrap() > 0.5, "{m:#}");
+    // 1,000,000 bytes a bank: far less than is free, more than the largest block.
+    let want = "64000000,1000000";
+    let (code, f) = fits(d, "L1", want);
+    assert_eq!(code, 1, "{f:#}");
+    assert_eq!(f["fits"]["fits"], false, "{f:#}");
+    assert_eq!(f["fits"]["needed_per_bank"], 1_000_000, "{f:#}");
+    // The small buffers that split the space are named, with their process.
+    let small_1_addr = {
+        let b = smi(&["--dir", d.to_str().unwrap(), "--buffers", "--json"]);
+        let j: Value = serde_json::from_str(&b).unwrap();
+        j["buffers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["type"] == "L1" && b["size"] == 4096)
+            .unwrap()["address"]
+            .as_u64()
+            .unwrap()
+    };
+    let borders = f["fits"]["borders"].as_array().unwrap();
+    assert!(
+        borders
+            .iter()
+            .any(|b| b["address"] == small_1_addr && b["pid"] == p.child.id()),
+        "{f:#}"
+    );
+    // The text says it in TT-Metal's terms.
+    let o = Command::new(env!("CARGO_BIN_EXE_tt-smi"))
+        .args(["--dir", d.to_str().unwrap(), "--device", "0"])
+        .args(["--type", "L1", "--fits", want])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("each bank needs 1000000 B, but the largest free block is")
+            && text.contains(&format!("{small_1_addr:#x}")),
+        "{text}"
+    );
+    // The real allocator agrees: it refuses, with the same largest free block.
+    let oom = p.say("alloc 64000000 1000000 1");
+    assert!(
+        oom.starts_with("oom ") && oom.contains(&format!("largest free block: {largest} B")),
+        "{oom}"
+    );
+    // Freeing the small buffer between the two freed ones joins them: now it fits.
+    assert_eq!(p.say(&format!("free {small_1}")), "ok");
+    map_agrees(d, &mut p, 1, "L1", "the small buffer freed");
+    let (code, f) = fits(d, "L1", want);
+    assert_eq!((code, &f["fits"]["fits"]), (0, &Value::Bool(true)), "{f:#}");
+    let ok = p.say("alloc 64000000 1000000 1");
+    assert!(ok.starts_with("buf "), "{ok}");
+    map_agrees(d, &mut p, 1, "L1", "the large buffer made");
+    let _ = small_2;
     assert_eq!(p.say("exit"), "ok");
 }

@@ -14,7 +14,9 @@
 //!   process's figures, exactly.
 
 use crate::counters_page::*;
-use crate::shm_layout::{BufferType, ChipIdentity, DeviceInfo, KernelType, MAX_DEVICES};
+use crate::shm_layout::{
+    BankGeometry, BufferDetail, BufferType, ChipIdentity, DeviceInfo, KernelType, MAX_DEVICES,
+};
 use placement::{Card, Chip, Placement, Source};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -52,6 +54,13 @@ pub struct ProcDev {
     pub cbs: HashMap<u64, Vec<u64>>,
     /// Kernel id -> (size, kernel type, load time in Unix seconds) of its live loads.
     pub kernels: HashMap<u64, Vec<(u64, u8, u32)>>,
+    /// Buffer id -> where that live buffer lies in its banks, for the buffers whose
+    /// producer says (the extension events; the graph hook sends them for every buffer).
+    #[serde(default)]
+    pub details: HashMap<u64, BufferDetail>,
+    /// Buffer type -> the allocator's banks of that type, as the process reported them.
+    #[serde(default)]
+    pub banks: BTreeMap<u8, BankGeometry>,
     pub used: [u64; NUM_CATS],
     pub count: [u64; NUM_CATS],
     pub peak: [u64; NUM_CATS],
@@ -201,6 +210,9 @@ pub enum Outcome {
     },
     DeviceInfo,
     DeviceIdentity,
+    /// A buffer's detail or a type's banks taken (or a detail of a buffer not live,
+    /// left).
+    Described,
     Invalid(&'static str),
 }
 

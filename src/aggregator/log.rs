@@ -3,7 +3,7 @@
 
 use super::accounting::{Outcome, ProcKey};
 use super::Aggregator;
-use crate::shm_layout::Event;
+use crate::shm_layout::{Event, EventKind};
 use std::io::Write;
 
 /// How much the aggregator prints.
@@ -159,6 +159,14 @@ pub fn describe(pid: u32, dev: &str, ev: &Event, out: &Outcome) -> String {
         ),
         Outcome::DeviceInfo => format!("ℹ [PID {pid}] Device {dev} described"),
         Outcome::DeviceIdentity => format!("ℹ [PID {pid}] Device {dev} identified"),
+        Outcome::Described => format!(
+            "ℹ [PID {pid}] {} on device {dev} (id={:#x})",
+            match EventKind::from_u8(ev.kind) {
+                Some(EventKind::BankGeometry) => "Banks described",
+                _ => "Buffer placed",
+            },
+            ev.id
+        ),
         Outcome::Invalid(why) => format!("⚠ [PID {pid}] Rejected event ({why}): {ev:?}"),
     }
 }

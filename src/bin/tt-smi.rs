@@ -1,8 +1,9 @@
 //! tt-smi: memory and telemetry of Tenstorrent devices and the processes using them.
 //!
 //! Exit codes: 0 shown; 1 the counters page cannot be read (other layout version,
-//! malformed); 2 bad command line; 3 `--buffers` with no aggregator running;
-//! 4 `-w` without a terminal.
+//! malformed; with `--fits`: it does not fit); 2 bad command line; 3 `--buffers`,
+//! `--map` or `--fits` with no aggregator running; 4 `-w` without a terminal; 5 no
+//! address map of that type.
 
 use clap::Parser;
 use std::io::IsTerminal;
@@ -32,9 +33,21 @@ struct Args {
     /// With --buffers: only this process.
     #[arg(long, requires = "buffers")]
     pid: Option<u32>,
-    /// With --buffers: only this device.
-    #[arg(long, requires = "buffers")]
+    /// With --buffers, --map or --fits: only this device.
+    #[arg(long)]
     device: Option<i32>,
+    /// The address map of each chip and buffer type: free bytes per bank, the largest
+    /// free block, fragmentation, the largest gaps.
+    #[arg(long, conflicts_with_all = ["watch", "buffers"])]
+    map: bool,
+    /// Would an interleaved buffer of SIZE bytes (in pages of PAGE bytes, default 2048)
+    /// fit now, as TT-Metal's allocator would place it? Exit 0 yes, 1 no (and the
+    /// buffers that split the free space), 5 no map of that type.
+    #[arg(long, value_name = "SIZE[,PAGE]", requires = "btype", conflicts_with_all = ["watch", "buffers"])]
+    fits: Option<String>,
+    /// With --map or --fits: the buffer type (DRAM, L1, L1_SMALL, TRACE).
+    #[arg(long = "type", id = "btype", value_name = "TYPE")]
+    btype: Option<String>,
     /// Tracking directory (default: $TTTRACK_DIR, else /dev/shm/tttrack).
     #[arg(long)]
     dir: Option<PathBuf>,
@@ -145,8 +158,15 @@ fn main() {
     let sysfs_root = tttrack::devices::sysfs_root(args.sysfs_root.clone());
     let tty = std::io::stdout().is_terminal();
     let color = tty && !args.no_color && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    if args.device.is_some() && !(args.buffers || args.map || args.fits.is_some()) {
+        eprintln!("tt-smi: --device goes with --buffers, --map or --fits");
+        std::process::exit(2);
+    }
     if args.buffers {
         std::process::exit(buffers(&dir, args.pid, args.device, args.json));
+    }
+    if args.map || args.fits.is_some() || args.btype.is_some() {
+        std::process::exit(map(&dir, &args));
     }
     if args.query_device.is_some() || args.query_process.is_some() {
         let every = args
@@ -183,6 +203,33 @@ fn main() {
     }
 }
 
+/// `--map` / `--fits`.
+fn map(dir: &std::path::Path, args: &Args) -> i32 {
+    use tttrack::control::maps;
+    let btype = match args.btype.as_deref().map(|t| (t, maps::parse_type(t))) {
+        Some((t, None)) => {
+            eprintln!("tt-smi: --type {t}: not a buffer type (DRAM, L1, L1_SMALL, TRACE)");
+            return 2;
+        }
+        Some((_, t)) => t,
+        None => None,
+    };
+    let fits = match args.fits.as_deref().map(maps::parse_fits) {
+        Some(Err(e)) => {
+            eprintln!("tt-smi: --fits {e}");
+            return 2;
+        }
+        Some(Ok(f)) => Some(f),
+        None => None,
+    };
+    let q = maps::MapQuery {
+        device: args.device,
+        btype,
+        fits,
+    };
+    tttrack::smi::map::run(dir, &q, args.json)
+}
+
 fn buffers(dir: &std::path::Path, pid: Option<u32>, device: Option<i32>, json: bool) -> i32 {
     let mut q = String::from("buffers");
     if let Some(p) = pid {
@@ -214,8 +261,19 @@ fn buffers(dir: &std::path::Path, pid: Option<u32>, device: Option<i32>, json: b
     let mut total = 0u64;
     let mut truncated = None;
     println!(
-        "{:>8}  {:<16} {:>3} {:>4}  {:<13} {:>18}  {:>10}  {:>4}  {:>8}",
-        "PID", "Name", "Dev", "(as)", "Type", "Address", "Size", "Refs", "Age"
+        "{:>8}  {:<16} {:>3} {:>4}  {:<13} {:>18}  {:>10}  {:>10}  {:>8}  {:<16}  {:>4}  {:>8}",
+        "PID",
+        "Name",
+        "Dev",
+        "(as)",
+        "Type",
+        "Address",
+        "Size",
+        "Per bank",
+        "Page",
+        "Layout",
+        "Refs",
+        "Age"
     );
     for line in text.lines() {
         let Ok(b) = serde_json::from_str::<tttrack::control::BufferLine>(line) else {
@@ -229,8 +287,21 @@ fn buffers(dir: &std::path::Path, pid: Option<u32>, device: Option<i32>, json: b
         n += 1;
         total += b.size;
         let age = now.saturating_sub(b.first_seen_unix_s as u64);
+        // What the producer did not say shows as "-".
+        let (per_bank, page, layout) = match &b.detail {
+            Some(d) => (
+                tttrack::sys::human_bytes(d.size_per_bank),
+                d.page_size.to_string(),
+                if d.num_cores > 0 {
+                    format!("{} ({} cores)", d.layout, d.num_cores)
+                } else {
+                    d.layout.clone()
+                },
+            ),
+            None => ("-".into(), "-".into(), "-".into()),
+        };
         println!(
-            "{:>8}  {:<16} {:>3} {:>4}  {:<13} {:>#18x}  {:>10}  {:>4}  {:>7}s",
+            "{:>8}  {:<16} {:>3} {:>4}  {:<13} {:>#18x}  {:>10}  {:>10}  {:>8}  {:<16}  {:>4}  {:>7}s",
             b.pid,
             b.comm,
             b.device,
@@ -238,6 +309,9 @@ fn buffers(dir: &std::path::Path, pid: Option<u32>, device: Option<i32>, json: b
             b.btype,
             b.address,
             tttrack::sys::human_bytes(b.size),
+            per_bank,
+            page,
+            layout,
             b.refcount,
             age
         );
@@ -254,8 +328,9 @@ fn buffers(dir: &std::path::Path, pid: Option<u32>, device: Option<i32>, json: b
 }
 
 /// `--buffers --json`: one document, a JSON object per live buffer (largest first)
-/// and whether the aggregator's answer was cut. `page_size`, `size_per_bank` and
-/// `layout` are null where no source reports them (the lanes carry neither yet).
+/// and whether the aggregator's answer was cut. `page_size`, `size_per_bank`,
+/// `layout` and `num_cores` are null where the producer does not say them (the graph
+/// hook says them for every buffer; the C ABI's `tttrack_alloc` alone does not).
 fn buffers_json(text: &str) -> i32 {
     let mut list = Vec::new();
     let mut cut = serde_json::Value::Null;
@@ -269,9 +344,10 @@ fn buffers_json(text: &str) -> i32 {
                 "type": b.btype,
                 "address": b.address,
                 "size": b.size,
-                "page_size": null,
-                "size_per_bank": null,
-                "layout": null,
+                "page_size": b.detail.as_ref().map(|d| d.page_size),
+                "size_per_bank": b.detail.as_ref().map(|d| d.size_per_bank),
+                "layout": b.detail.as_ref().map(|d| d.layout.clone()),
+                "num_cores": b.detail.as_ref().map(|d| d.num_cores),
                 "refcount": b.refcount,
                 "first_seen_unix_s": b.first_seen_unix_s,
             })),

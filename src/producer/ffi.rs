@@ -6,7 +6,10 @@
 //! catches).
 
 use crate::producer;
-use crate::shm_layout::{ChipIdentity, DeviceInfo, EventKind, CHIP_IDENTITY_V1_SIZE};
+use crate::shm_layout::{
+    BankGeometry, BufferDetail, BufferType, ChipIdentity, DeviceInfo, EventKind,
+    BANK_GEOMETRY_V1_SIZE, BUFFER_DETAIL_V1_SIZE, CHIP_IDENTITY_V1_SIZE,
+};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 #[inline(always)]
@@ -93,6 +96,56 @@ pub unsafe extern "C" fn tttrack_device_identity(device_id: i32, id: *const Chip
     let mut id = unsafe { core::ptr::read_unaligned(id) };
     id.struct_size = CHIP_IDENTITY_V1_SIZE;
     guarded((), || producer::record_device_identity(device_id, &id))
+}
+
+/// Reads a caller's versioned struct (its first word is its size): `None` if null or
+/// of a size below the version this library knows.
+///
+/// # Safety
+/// `p` is null or points to a readable struct of at least its first word's bytes.
+unsafe fn read_versioned<T: bytemuck::Pod>(p: *const T, v1_size: u32) -> Option<T> {
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: the caller's contract; read_unaligned tolerates any alignment.
+    let size = unsafe { core::ptr::read_unaligned(p as *const u32) };
+    if size < v1_size {
+        return None;
+    }
+    // SAFETY: the struct is at least as long as the version this library knows (a
+    // later, longer version only appends fields, which are not read).
+    Some(unsafe { core::ptr::read_unaligned(p) })
+}
+
+/// # Safety
+/// `detail` must be null or point to a readable `tttrack_buffer_detail_t` of at least
+/// `detail->struct_size` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn tttrack_buffer_detail(
+    device_id: i32,
+    buffer_id: u64,
+    detail: *const BufferDetail,
+) {
+    // SAFETY: the caller's contract, passed on.
+    if let Some(d) = unsafe { read_versioned(detail, BUFFER_DETAIL_V1_SIZE) } {
+        producer::record_buffer_detail(device_id, buffer_id, &d);
+    }
+}
+
+/// # Safety
+/// `geometry` must be null or point to a readable `tttrack_bank_geometry_t` of at least
+/// `geometry->struct_size` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn tttrack_bank_geometry(
+    device_id: i32,
+    buffer_type: u8,
+    geometry: *const BankGeometry,
+) {
+    // SAFETY: the caller's contract, passed on.
+    let g = unsafe { read_versioned(geometry, BANK_GEOMETRY_V1_SIZE) };
+    if let (Some(g), Some(t)) = (g, BufferType::from_u8(buffer_type)) {
+        producer::record_bank_geometry(device_id, t, &g);
+    }
 }
 
 /// Events this process could not deliver so far.

@@ -18,7 +18,7 @@
 //! (`dlopen` is wrapped too), on the calling thread and the threads made after. Not
 //! covered: circular buffers and programs.
 
-use crate::shm_layout::EventKind;
+use crate::shm_layout::{BankGeometry, BufferDetail, BufferType, EventKind};
 use std::ffi::{c_char, c_void, CStr};
 use std::sync::OnceLock;
 
@@ -59,6 +59,50 @@ pub const BUFFER_DEVICE: &str = "_ZNK2tt8tt_metal6Buffer6deviceEv";
 pub const MESH_DEVICE_ID: &str = "_ZNK2tt8tt_metal11distributed10MeshDevice2idEv";
 pub const MESH_NUM_DEVICES: &str = "_ZNK2tt8tt_metal11distributed10MeshDevice11num_devicesEv";
 pub const MESH_GET_DEVICE: &str = "_ZNK2tt8tt_metal11distributed10MeshDevice10get_deviceEmm";
+/// Members read for a buffer's detail and its allocator's banks (without them the
+/// buffers are still reported, without detail or address map).
+pub const BUFFER_PAGE_SIZE: &str = "_ZNK2tt8tt_metal6Buffer9page_sizeEv";
+pub const BUFFER_SIZE_PER_BANK: &str = "_ZNK2tt8tt_metal6Buffer21aligned_size_per_bankEv";
+pub const BUFFER_LAYOUT: &str = "_ZNK2tt8tt_metal6Buffer13buffer_layoutEv";
+pub const BUFFER_NUM_CORES: &str = "_ZNK2tt8tt_metal6Buffer9num_coresEv";
+pub const BUFFER_ALLOCATOR: &str = "_ZNK2tt8tt_metal6Buffer9allocatorEv";
+pub const ALLOCATOR_NUM_BANKS: &str =
+    "_ZNK2tt8tt_metal9Allocator13get_num_banksERKNS0_10BufferTypeE";
+pub const ALLOCATOR_BANK_SIZE: &str =
+    "_ZNK2tt8tt_metal9Allocator13get_bank_sizeERKNS0_10BufferTypeE";
+pub const ALLOCATOR_ALIGNMENT: &str = "_ZNK2tt8tt_metal9Allocator13get_alignmentENS0_10BufferTypeE";
+pub const ALLOCATOR_BASE: &str =
+    "_ZNK2tt8tt_metal9Allocator23get_base_allocator_addrERKNS0_10HalMemTypeE";
+/// The detail members, in [`Detail`]'s order.
+pub const DETAIL_MEMBERS: [&str; 9] = [
+    BUFFER_PAGE_SIZE,
+    BUFFER_SIZE_PER_BANK,
+    BUFFER_LAYOUT,
+    BUFFER_NUM_CORES,
+    BUFFER_ALLOCATOR,
+    ALLOCATOR_NUM_BANKS,
+    ALLOCATOR_BANK_SIZE,
+    ALLOCATOR_ALIGNMENT,
+    ALLOCATOR_BASE,
+];
+
+/// What a buffer's detail and its allocator's banks are read with. Every member is
+/// non-virtual and exported; none takes a lock while TT-Metal calls the processor
+/// (`track_allocate` is called by `BufferImpl::allocate_impl` after the allocator has
+/// returned, in 0.81.1: its only caller), and none throws for DRAM or L1.
+struct Detail {
+    page_size: extern "C" fn(*const c_void) -> u64,
+    size_per_bank: extern "C" fn(*const c_void) -> u64,
+    layout: extern "C" fn(*const c_void) -> i32,
+    /// `std::optional<uint32_t>`: the value in the low 32 bits, set in bit 32.
+    num_cores: extern "C" fn(*const c_void) -> u64,
+    allocator: extern "C" fn(*const c_void) -> *const c_void,
+    num_banks: extern "C" fn(*const c_void, *const i32) -> u32,
+    bank_size: extern "C" fn(*const c_void, *const i32) -> u64,
+    alignment: extern "C" fn(*const c_void, i32) -> u32,
+    /// `HalMemType`: L1 0, DRAM 1.
+    base: extern "C" fn(*const c_void, *const u8) -> u64,
+}
 
 /// What the callbacks call, found once.
 struct Api {
@@ -72,6 +116,69 @@ struct Api {
     mesh_vptr: usize,
     num_devices: extern "C" fn(*const c_void) -> usize,
     get_device: extern "C" fn(*const c_void, usize, usize) -> *const c_void,
+    detail: Option<Detail>,
+}
+
+/// Per chip, the buffer types whose banks were sent (one bit per type).
+static BANKS_SENT: [std::sync::atomic::AtomicU8; crate::shm_layout::MAX_DEVICES] =
+    [const { std::sync::atomic::AtomicU8::new(0) }; crate::shm_layout::MAX_DEVICES];
+
+/// A hooked buffer's id: its address with its type above it (a DRAM and an L1 buffer
+/// may have the same address).
+fn buffer_key(ty: u8, address: u32) -> u64 {
+    u64::from(ty) << 32 | u64::from(address)
+}
+
+/// Sends where `buffer` lies in its banks and, the first time for its chip and type,
+/// the banks themselves (DRAM and L1: the types whose base the allocator says).
+fn send_detail(d: &Detail, buffer: *const c_void, chip: i32, ty: u8, address: u32) {
+    let cores = (d.num_cores)(buffer);
+    let detail = BufferDetail {
+        struct_size: crate::shm_layout::BUFFER_DETAIL_V1_SIZE,
+        address,
+        page_size: (d.page_size)(buffer),
+        size_per_bank: (d.size_per_bank)(buffer),
+        layout: (d.layout)(buffer) as u32,
+        num_cores: if cores >> 32 & 1 == 1 {
+            cores as u32
+        } else {
+            0
+        },
+    };
+    super::record_buffer_detail(chip, buffer_key(ty, address), &detail);
+    let Some(sent) = usize::try_from(chip).ok().and_then(|c| BANKS_SENT.get(c)) else {
+        return;
+    };
+    let mem: u8 = match BufferType::from_u8(ty) {
+        Some(BufferType::L1) => 0,
+        Some(BufferType::Dram) => 1,
+        _ => return,
+    };
+    if sent.fetch_or(1 << ty, std::sync::atomic::Ordering::Relaxed) & (1 << ty) != 0 {
+        return;
+    }
+    let alloc = (d.allocator)(buffer);
+    if alloc.is_null() {
+        return;
+    }
+    let t = i32::from(ty);
+    let dram = BufferType::Dram as i32;
+    let geometry = BankGeometry {
+        struct_size: crate::shm_layout::BANK_GEOMETRY_V1_SIZE,
+        num_banks: (d.num_banks)(alloc, &t),
+        bank_size: (d.bank_size)(alloc, &t),
+        base_address: (d.base)(alloc, &mem),
+        page_alignment: (d.alignment)(alloc, t),
+        // Observed in 0.81.1 (Wormhole and Blackhole, checked against the allocator's
+        // own statistics by the tests): each range is rounded to the larger of the
+        // DRAM alignment and the type's own.
+        block_alignment: (d.alignment)(alloc, dram).max((d.alignment)(alloc, t)),
+    };
+    super::record_bank_geometry(
+        chip,
+        BufferType::from_u8(ty).unwrap_or(BufferType::Dram),
+        &geometry,
+    );
 }
 
 static API: OnceLock<Api> = OnceLock::new();
@@ -125,14 +232,18 @@ extern "C" fn on_allocate(_this: *mut c_void, buffer: *const c_void) {
     let dev = (api.device)(buffer);
     // SAFETY: dev is the buffer's device, a MeshDevice or Device whose id() slot was
     // found at install time.
-    let id = unsafe { chip_of(dev, api) };
+    let chip = unsafe { chip_of(dev, api) };
+    let address = (api.address)(buffer);
     super::record(
         EventKind::Alloc,
         ty,
-        id,
+        chip,
         (api.size)(buffer),
-        (api.address)(buffer) as u64,
+        buffer_key(ty, address),
     );
+    if let Some(d) = &api.detail {
+        send_detail(d, buffer, chip, ty, address);
+    }
 }
 
 extern "C" fn on_nothing(_this: *mut c_void, _buffer: *const c_void) {}
@@ -142,10 +253,19 @@ extern "C" fn on_deallocate(_this: *mut c_void, buffer: *const c_void) {
     if buffer.is_null() {
         return;
     }
+    let Ok(ty) = u8::try_from((api.buffer_type)(buffer)) else {
+        return;
+    };
     let dev = (api.device)(buffer);
     // SAFETY: as in on_allocate.
-    let id = unsafe { chip_of(dev, api) };
-    super::record(EventKind::Free, 0, id, 0, (api.address)(buffer) as u64);
+    let chip = unsafe { chip_of(dev, api) };
+    super::record(
+        EventKind::Free,
+        0,
+        chip,
+        0,
+        buffer_key(ty, (api.address)(buffer)),
+    );
 }
 
 /// The control block of our processor's `shared_ptr` (libstdc++'s `_Sp_counted_base`:
@@ -260,8 +380,12 @@ pub fn check_file(bytes: &[u8]) -> Result<String, String> {
             return Err(format!("it does not export {m}"));
         }
     }
+    let detail = match DETAIL_MEMBERS.iter().find(|m| !linkage.defined.contains(**m)) {
+        None => "each buffer's page size, footprint per bank and layout, and its allocator's banks, are read too".to_string(),
+        Some(m) => format!("it does not export {m}: buffers are reported without their detail or address map"),
+    };
     Ok(format!(
-        "its IGraphProcessor table has the {} slots tttrack knows, in order ({} filled at load from their symbols), and every member the hook calls is exported",
+        "its IGraphProcessor table has the {} slots tttrack knows, in order ({} filled at load from their symbols), and every member the hook calls is exported; {detail}",
         SLOTS.len(),
         relocated
     ))
@@ -353,6 +477,7 @@ pub fn install() -> Result<bool, String> {
                 *mut c_void,
                 extern "C" fn(*const c_void, usize, usize) -> *const c_void,
             >(sym(handle, MESH_GET_DEVICE)?),
+            detail: detail_members(handle),
         }
     };
     let instance = sym(handle, GRAPH_TRACKER_INSTANCE)?;
@@ -405,6 +530,31 @@ pub fn install() -> Result<bool, String> {
     pusher.push_here();
     let _ = PUSHER.set(pusher);
     Ok(true)
+}
+
+/// The detail members, if the library exports every one.
+fn detail_members(handle: *mut c_void) -> Option<Detail> {
+    let f: Vec<*mut c_void> = DETAIL_MEMBERS
+        .iter()
+        .map(|n| sym(handle, n).ok())
+        .collect::<Option<_>>()?;
+    // SAFETY: each symbol is the exported member its constant names, with the
+    // signature Detail gives it (`this` first; references as pointers; the enums as
+    // their underlying integers; a std::optional<uint32_t> returned in one register).
+    unsafe {
+        use std::mem::transmute as t;
+        Some(Detail {
+            page_size: t::<*mut c_void, extern "C" fn(*const c_void) -> u64>(f[0]),
+            size_per_bank: t::<*mut c_void, extern "C" fn(*const c_void) -> u64>(f[1]),
+            layout: t::<*mut c_void, extern "C" fn(*const c_void) -> i32>(f[2]),
+            num_cores: t::<*mut c_void, extern "C" fn(*const c_void) -> u64>(f[3]),
+            allocator: t::<*mut c_void, extern "C" fn(*const c_void) -> *const c_void>(f[4]),
+            num_banks: t::<*mut c_void, extern "C" fn(*const c_void, *const i32) -> u32>(f[5]),
+            bank_size: t::<*mut c_void, extern "C" fn(*const c_void, *const i32) -> u64>(f[6]),
+            alignment: t::<*mut c_void, extern "C" fn(*const c_void, i32) -> u32>(f[7]),
+            base: t::<*mut c_void, extern "C" fn(*const c_void, *const u8) -> u64>(f[8]),
+        })
+    }
 }
 
 /// What it takes to push our processor on a thread: TT-Metal's list of processors is

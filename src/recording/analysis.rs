@@ -309,7 +309,9 @@ impl<'a> Replay<'a> {
                         pid: p.pid,
                         device: d,
                         kind: CAT_NAMES[c.unwrap_or(0)],
-                        address: addr,
+                        // The buffer's address when its producer said (the graph hook's
+                        // ids carry the type above it).
+                        address: pd.details.get(&addr).map_or(addr, |x| u64::from(x.address)),
                         size: b.size,
                         allocated_at_s: Some(secs(b.first_seen_unix_s as u64)),
                     });

@@ -14,6 +14,17 @@ int main(void) {
     O("ChipIdentity", tttrack_chip_identity_t, board_id); O("ChipIdentity", tttrack_chip_identity_t, asic_id);
     O("ChipIdentity", tttrack_chip_identity_t, pci_address);
     O("DeviceInfoSlot", tttrack_device_info_slot_t, identity);
+    S("BufferDetail", tttrack_buffer_detail_t);
+    O("BufferDetail", tttrack_buffer_detail_t, struct_size); O("BufferDetail", tttrack_buffer_detail_t, address);
+    O("BufferDetail", tttrack_buffer_detail_t, page_size); O("BufferDetail", tttrack_buffer_detail_t, size_per_bank);
+    O("BufferDetail", tttrack_buffer_detail_t, layout); O("BufferDetail", tttrack_buffer_detail_t, num_cores);
+    S("BankGeometry", tttrack_bank_geometry_t);
+    O("BankGeometry", tttrack_bank_geometry_t, struct_size); O("BankGeometry", tttrack_bank_geometry_t, num_banks);
+    O("BankGeometry", tttrack_bank_geometry_t, bank_size); O("BankGeometry", tttrack_bank_geometry_t, base_address);
+    O("BankGeometry", tttrack_bank_geometry_t, page_alignment);
+    O("BankGeometry", tttrack_bank_geometry_t, block_alignment);
+    printf("const BUFFER_DETAIL_V1_SIZE %d\nconst BANK_GEOMETRY_V1_SIZE %d\n", TTTRACK_BUFFER_DETAIL_V1_SIZE,
+           TTTRACK_BANK_GEOMETRY_V1_SIZE);
     O("SegmentHeader", tttrack_segment_header_t, visible_devices_state);
     O("SegmentHeader", tttrack_segment_header_t, visible_devices_len);
     O("SegmentHeader", tttrack_segment_header_t, visible_devices);

@@ -16,6 +16,10 @@
 //     thread SIZE PAGE TYPE as alloc, on a thread made for it (the buffer outlives it)
 //     loop N SIZE PAGE TYPE N times a buffer made and dropped -> "ns NS" (per buffer
 //                           event: an allocation or a free)
+//     stats TYPE            the allocator's own view of TYPE on the device -> "stats BANKS
+//                           BANK_SIZE ALIGNMENT ALLOCATABLE ALLOCATED FREE LARGEST L1_BASE
+//                           DRAM_BASE" (per bank: Allocator::get_statistics; the bases:
+//                           get_base_allocator_addr)
 //     sleep MS              -> "ok" after MS milliseconds
 //     exit                  closes the device -> "ok"
 //     abort                 _exit(0): every buffer still held, nothing closed
@@ -43,6 +47,7 @@ struct StrongType {
 }  // namespace ttsl
 namespace tt {
 namespace tt_metal {
+enum class HalMemType : unsigned char { L1 = 0, DRAM = 1, HOST = 2 };
 enum class BufferType : int { DRAM = 0, L1 = 1, SYSTEM_MEMORY = 2, L1_SMALL = 3, TRACE = 4 };
 struct SubDeviceIdTag;
 class IDevice;
@@ -50,6 +55,21 @@ class Buffer {
    public:
     uint32_t address() const;
     uint64_t aligned_size_per_bank() const;
+};
+// Allocator::get_statistics's answer in 0.81.1: four size_t, each per bank.
+struct Statistics {
+    size_t total_allocatable_size_bytes;
+    size_t total_allocated_bytes;
+    size_t total_free_bytes;
+    size_t largest_free_block_bytes;
+};
+class Allocator {
+   public:
+    unsigned int get_num_banks(const BufferType& type) const;
+    unsigned long get_bank_size(const BufferType& type) const;
+    unsigned int get_alignment(BufferType type) const;
+    Statistics get_statistics(const BufferType& type) const;
+    unsigned long get_base_allocator_addr(const HalMemType& mem) const;
 };
 class BufferShardingArgs {
    public:
@@ -81,6 +101,7 @@ class MeshDevice {
                                                         std::span<const unsigned int> l1_bank_remap,
                                                         unsigned long worker_l1_size);
     bool close();
+    const std::unique_ptr<Allocator>& allocator() const;
 };
 }  // namespace distributed
 }  // namespace tt_metal
@@ -151,6 +172,15 @@ int main(int argc, char** argv) {
             }
             double ns = std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count();
             printf("ns %.2f\n", ns / (2.0 * n));
+        } else if (sscanf(line, "stats %d", &type) == 1) {
+            const Allocator& a = *mesh->allocator();
+            BufferType t = (BufferType)type;
+            Statistics st = a.get_statistics(t);
+            HalMemType l1 = HalMemType::L1, dram = HalMemType::DRAM;
+            printf("stats %u %lu %u %zu %zu %zu %zu %lu %lu\n", a.get_num_banks(t), a.get_bank_size(t),
+                   a.get_alignment(t), st.total_allocatable_size_bytes, st.total_allocated_bytes,
+                   st.total_free_bytes, st.largest_free_block_bytes, a.get_base_allocator_addr(l1),
+                   a.get_base_allocator_addr(dram));
         } else if (sscanf(line, "sleep %d", &n) == 1) {
             std::this_thread::sleep_for(std::chrono::milliseconds(n));
             printf("ok\n");

@@ -4,7 +4,7 @@
 use super::buffer_table::Probe;
 use super::{BufRec, DevState, Outcome, ProcDev, MAX_EVENT_SIZE};
 use crate::counters_page::*;
-use crate::shm_layout::{BufferType, Event, EventKind, KernelType, MAX_DEVICES};
+use crate::shm_layout::{BankGeometry, BufferType, Event, EventKind, KernelType, MAX_DEVICES};
 
 pub fn cat_of_buffer(t: BufferType) -> usize {
     match t {
@@ -66,6 +66,19 @@ pub(super) fn apply_kind(
         EventKind::KernelUnload => kernel_unload(pd, dev, ev),
         EventKind::DeviceInfo => Outcome::DeviceInfo,
         EventKind::DeviceIdentity => Outcome::DeviceIdentity,
+        EventKind::BufferShape | EventKind::BufferPlace => {
+            if pd.buffers.get(ev.id).is_some() {
+                pd.details.entry(ev.id).or_default().take(ev);
+            }
+            Outcome::Described
+        }
+        EventKind::BankGeometry => match BankGeometry::from_event(ev) {
+            Some((t, g)) => {
+                pd.banks.insert(t as u8, g);
+                Outcome::Described
+            }
+            None => Outcome::Invalid("unknown buffer type"),
+        },
     }
 }
 
@@ -146,6 +159,9 @@ fn free(pd: &mut ProcDev, dev: &mut DevState, ev: &Event) -> Outcome {
         };
     }
     pd.buffers.remove_at(i);
+    if !pd.details.is_empty() {
+        pd.details.remove(&ev.id);
+    }
     change(pd, dev, cat_of_buffer(bt), size, true);
     Outcome::Freed {
         size,
