@@ -158,5 +158,74 @@ fn bench(c: &mut Criterion) {
     taking_turns(&acc, &bare, key, &ops, 100);
 }
 
-criterion_group!(benches, bench);
+/// The address maps: what the graph hook's detail events add to applying (each
+/// allocation followed by its two detail events, against the same allocations alone),
+/// and what answering a `map` request with 10,000 live L1 buffers costs (built on
+/// demand: nothing is kept per event).
+fn bench_maps(c: &mut Criterion) {
+    use tttrack::shm_layout::{BankGeometry, BufferDetail};
+    const N: u64 = 10_000;
+    let key = (2u32, 2u64);
+    let mut fresh = Accounting::default();
+    fresh
+        .processes
+        .insert(key, ProcState::new(2, 2, 0, "maps".into(), 0));
+    let geometry = BankGeometry {
+        struct_size: 32,
+        num_banks: 64,
+        bank_size: 1_393_312,
+        base_address: 105_824,
+        page_alignment: 16,
+        block_alignment: 32,
+    };
+    let mut plain = Vec::new();
+    let mut detailed = vec![geometry
+        .to_event(0, tttrack::shm_layout::BufferType::L1)
+        .unwrap()];
+    for i in 0..N {
+        // Top down, 64 bytes a bank each, every other one freed below.
+        let address = (105_824 + 1_393_312 - 64 * (i + 1)) as u32;
+        let id = 1u64 << 32 | u64::from(address);
+        let a = ev(EventKind::Alloc, 1, 4096, id);
+        plain.push(a);
+        detailed.push(a);
+        let d = BufferDetail {
+            struct_size: 32,
+            address,
+            page_size: 64,
+            size_per_bank: 64,
+            layout: 0,
+            num_cores: 0,
+        };
+        detailed.extend(d.to_events(0, id));
+    }
+    let mut g = c.benchmark_group("address_map");
+    g.throughput(Throughput::Elements(N));
+    g.bench_function("apply_10k_allocs_plain", |b| {
+        b.iter_batched(
+            || fresh.clone(),
+            |a| accounting_applies(a, key, &plain),
+            criterion::BatchSize::LargeInput,
+        )
+    });
+    g.bench_function("apply_10k_allocs_with_detail", |b| {
+        b.iter_batched(
+            || fresh.clone(),
+            |a| accounting_applies(a, key, &detailed),
+            criterion::BatchSize::LargeInput,
+        )
+    });
+    let mut full = accounting_applies(fresh.clone(), key, &detailed);
+    for i in (0..N).step_by(2) {
+        let address = 105_824 + 1_393_312 - 64 * (i + 1);
+        full.apply(key, &ev(EventKind::Free, 0, 0, 1u64 << 32 | address), 0);
+    }
+    let q = tttrack::control::maps::MapQuery::parse("fits=64000000,1000000".split(' ')).unwrap();
+    g.bench_function("map_answer_5k_live_l1_buffers_with_fits", |b| {
+        b.iter(|| tttrack::control::maps::answer(&full, &q))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench, bench_maps);
 criterion_main!(benches);

@@ -1443,6 +1443,22 @@ fn a_blackhole_program_s_buffers_through_the_graph_hook() {
         assert!(t.elapsed() < Duration::from_secs(20), "{j:#}");
         std::thread::sleep(Duration::from_millis(20));
     }
+    // Its address maps are the allocator's own (Blackhole rounds each range to 64
+    // bytes, its DRAM alignment, also in L1), with a gap made in each.
+    assert!(p.say("alloc 4096 64 1").starts_with("buf 2 "));
+    assert!(p.say("alloc 800 16 0").starts_with("buf 3 "));
+    assert!(p.say("alloc 8192 64 1").starts_with("buf 4 "));
+    assert!(p.say("alloc 4096 4096 0").starts_with("buf 5 "));
+    assert_eq!(p.say("free 2"), "ok");
+    assert_eq!(p.say("free 3"), "ok");
+    let dram = map_agrees(dir.path(), &mut p, 0, "DRAM", "Blackhole DRAM");
+    assert_eq!(
+        (dram["num_banks"].as_u64(), dram["block_alignment"].as_u64()),
+        (Some(8), Some(64)),
+        "{dram:#}"
+    );
+    let l1 = map_agrees(dir.path(), &mut p, 1, "L1", "Blackhole L1");
+    assert_eq!(l1["num_banks"], 130, "{l1:#}");
     assert_eq!(p.say("exit"), "ok");
 }
 
@@ -1566,6 +1582,27 @@ fn the_address_map_is_the_allocators_own() {
     let largest = m["largest_free_block_bytes"].as_u64().unwrap();
     assert!(largest < free / 2, "split: {m:#}");
     assert!(m["fragmentation"].as_f64().unwrap() > 0.5, "{m:#}");
+    // tt-smi --json gives the same beside each memory type's figures.
+    let doc = smi_json(&["--dir", d.to_str().unwrap()]);
+    let dev = doc["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["id"] == 0)
+        .unwrap();
+    assert_eq!(
+        dev["memory"]["l1"]["largest_free_block_bytes"], largest,
+        "{dev:#}"
+    );
+    assert_eq!(dev["memory"]["l1"]["free_bytes_per_bank"], free, "{dev:#}");
+    assert!(
+        dev["memory"]["dram"]["free_bytes_per_bank"].is_u64(),
+        "{dev:#}"
+    );
+    assert!(
+        dev["memory"]["trace"]["free_bytes_per_bank"].is_null(),
+        "{dev:#}"
+    );
     // 1,000,000 bytes a bank: far less than is free, more than the largest block.
     let want = "64000000,1000000";
     let (code, f) = fits(d, "L1", want);

@@ -197,7 +197,19 @@ fn main() {
         }
     };
     if args.json {
-        print!("{}", json::render(&model));
+        // The address maps, if the aggregator runs and has any (best effort: the
+        // figures above stand without them).
+        let maps: Vec<serde_json::Value> = match model.aggregator {
+            Some(_) => tttrack::control::request(&dir, "map")
+                .map(|t| {
+                    t.lines()
+                        .filter_map(|l| serde_json::from_str(l).ok())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
+        print!("{}", json::render_with_maps(&model, &maps));
     } else {
         print!("{}", text::render(&model, &text::Style { color }));
     }

@@ -49,17 +49,53 @@ pub fn telemetry_json(t: &Telemetry) -> Value {
 
 /// The whole document.
 pub fn render(m: &Model) -> String {
+    render_with_maps(m, &[])
+}
+
+/// The memory types an address map can be drawn for.
+const MAPPED: [(usize, &str); 4] = [
+    (CAT_DRAM, "DRAM"),
+    (CAT_L1, "L1"),
+    (CAT_L1_SMALL, "L1_SMALL"),
+    (CAT_TRACE, "TRACE"),
+];
+
+/// The whole document, each device's memory types with what their address maps
+/// (`maps`: the aggregator's `map` answer, [`crate::control::maps`]) say: free bytes
+/// and the largest free block per bank, as TT-Metal's out-of-memory message gives them,
+/// and fragmentation; null where no process reported that type's banks.
+pub fn render_with_maps(m: &Model, maps: &[Value]) -> String {
+    let mut s = render_doc(m, maps);
+    s.push('\n');
+    s
+}
+
+fn render_doc(m: &Model, maps: &[Value]) -> String {
     let time = humantime::format_rfc3339_seconds(m.time).to_string();
-    let doc = json!({
+    let mut doc = json!({
         "schema": 1,
         "time": time,
         "aggregator": aggregator_json(m),
         "devices": m.devices.iter().map(device_json).collect::<Vec<_>>(),
         "processes": m.processes.iter().map(process_json).collect::<Vec<_>>(),
     });
-    let mut s = serde_json::to_string_pretty(&doc).unwrap_or_else(|_| "{}".into());
-    s.push('\n');
-    s
+    if let Some(devices) = doc["devices"].as_array_mut() {
+        for d in devices {
+            let id = d["id"].clone();
+            for (c, t) in MAPPED {
+                let map = maps.iter().find(|x| x["device"] == id && x["type"] == t);
+                let field = |k: &str| map.map_or(Value::Null, |x| x[k].clone());
+                let o = &mut d["memory"][CAT_NAMES[c]];
+                if o.is_object() {
+                    o["free_bytes_per_bank"] = field("free_bytes_per_bank");
+                    o["largest_free_block_bytes"] = field("largest_free_block_bytes");
+                    o["fragmentation"] = field("fragmentation");
+                    o["num_banks"] = field("num_banks");
+                }
+            }
+        }
+    }
+    serde_json::to_string_pretty(&doc).unwrap_or_else(|_| "{}".into())
 }
 
 fn aggregator_json(m: &Model) -> Value {
