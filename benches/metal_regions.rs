@@ -49,6 +49,8 @@ fn aggregator(
         telemetry_interval: Duration::from_secs(1),
         private_to: None,
         recording_idle_timeout: tttrack::aggregator::RECORDING_IDLE_TIMEOUT,
+        last_events_seconds: tttrack::aggregator::last_events::DEFAULT_SECONDS,
+        last_events_mib: tttrack::aggregator::last_events::DEFAULT_MIB_PER_CHIP,
         metal_shm_dir: metal,
     })
     .expect("aggregator")

@@ -128,6 +128,32 @@ impl AddressMap {
         self.largest_free().is_some_and(|g| g.size >= need.block)
     }
 
+    /// The free block there would be around range `r` if it alone were freed: its
+    /// own bytes and the gaps just below and just above it.
+    pub fn freed_block(&self, r: &Range) -> u64 {
+        let end = r.address.saturating_add(r.len);
+        let below = self
+            .gaps
+            .iter()
+            .find(|g| g.address.saturating_add(g.size) == r.address)
+            .map_or(0, |g| g.size);
+        let above = self
+            .gaps
+            .iter()
+            .find(|g| g.address == end)
+            .map_or(0, |g| g.size);
+        // Another range overlapping this one (never from a real allocator) keeps the
+        // space taken.
+        let shared = self.ranges.iter().any(|o| {
+            o.owner != r.owner && o.address < end && r.address < o.address.saturating_add(o.len)
+        });
+        if shared {
+            0
+        } else {
+            below + r.len + above
+        }
+    }
+
     /// The occupied ranges that border gap `g` (the one just below and the one just
     /// above): the buffers whose freeing would widen it.
     pub fn borders(&self, g: &Gap) -> Vec<Range> {
@@ -203,6 +229,13 @@ mod tests {
         assert!(m.fragmentation() > 0.0 && m.fragmentation() < 0.1);
         let b = m.borders(&big);
         assert_eq!(b.iter().map(|r| r.owner).collect::<Vec<_>>(), vec![2, 1]);
+        // Freeing the range above the largest gap joins it to the gap above that.
+        let above = m
+            .gaps
+            .iter()
+            .find(|x| x.address == top - 3072 + 1024)
+            .map_or(0, |x| x.size);
+        assert_eq!(m.freed_block(&b[1]), big.size + 1024 + above);
     }
 
     #[test]

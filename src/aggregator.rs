@@ -35,6 +35,7 @@ pub mod discovery;
 pub mod drain;
 pub mod fault_guard;
 pub mod journal;
+pub mod last_events;
 pub mod limits;
 pub mod log;
 pub mod merge;
@@ -93,6 +94,10 @@ pub struct Config {
     /// Another user's recording with no process of it for this long ends (its slot
     /// goes back).
     pub recording_idle_timeout: Duration,
+    /// The last events of each chip kept for snapshots: this many seconds, at most
+    /// `last_events_mib` MiB per chip (either 0: none kept).
+    pub last_events_seconds: f64,
+    pub last_events_mib: u64,
 }
 
 /// The default of [`Config::recording_idle_timeout`].
@@ -154,6 +159,8 @@ pub struct Aggregator {
     /// Processes told in the log to be past `limits::MAX_BUFFERS_PER_PROCESS`.
     over_limit_logged: HashSet<ProcKey>,
     recordings: recordings::Recordings,
+    /// Each chip's last events, for snapshots.
+    last: last_events::LastEvents,
     /// TT-Metal's own regions: the second source.
     metal: metal_regions::MetalSource,
     /// Processes told in the log that an identity of theirs was refused.

@@ -461,6 +461,26 @@ pub fn request_within(
     deadline_after: Duration,
     max_bytes: usize,
 ) -> Result<String, RequestError> {
+    let out = request_bytes(dir, query, deadline_after, max_bytes)?;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    if let Some(err) = error_of(&text) {
+        return Err(if err.starts_with("refused") {
+            RequestError::Refused(err)
+        } else {
+            RequestError::Failed(err)
+        });
+    }
+    Ok(text)
+}
+
+/// The answer's bytes as they came (a stream's `ok` line and frames), under the same
+/// trust, deadline and bound as [`request_within`].
+pub fn request_bytes(
+    dir: &Path,
+    query: &str,
+    deadline_after: Duration,
+    max_bytes: usize,
+) -> Result<Vec<u8>, RequestError> {
     use std::io::Read;
     let path: PathBuf = dir.join(SOCKET_NAME);
     let mut s = UnixStream::connect(&path).map_err(RequestError::NotRunning)?;
@@ -504,15 +524,7 @@ pub fn request_within(
             Err(e) => return Err(RequestError::Io(e)),
         }
     }
-    let text = String::from_utf8_lossy(&out).into_owned();
-    if let Some(err) = error_of(&text) {
-        return Err(if err.starts_with("refused") {
-            RequestError::Refused(err)
-        } else {
-            RequestError::Failed(err)
-        });
-    }
-    Ok(text)
+    Ok(out)
 }
 
 /// The error an answer is, if it is one: its first line is a JSON object with a

@@ -41,6 +41,10 @@ pub struct Meta {
     /// `shared` (the aggregator of the tracking directory) or `private` (one the
     /// recorder started for this run).
     pub aggregator: String,
+    /// A snapshot taken after a failure: what failed, in the words of the error (as
+    /// TT-Metal's out-of-memory message gives it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
 }
 
 /// A device row as the recorder saw it on the counters page.
@@ -431,11 +435,13 @@ fn decode_one(c: &mut Cursor) -> Option<Record> {
 }
 
 pub mod analysis;
+pub mod autopsy;
 mod file;
 pub use file::{NotARecording, Recording, Writer};
 pub mod diff;
 pub mod export;
 pub mod html;
+pub mod snapshot;
 
 #[cfg(test)]
 mod tests;

@@ -1647,6 +1647,60 @@ fn the_address_map_is_the_allocators_own() {
         oom.starts_with("oom ") && oom.contains(&format!("largest free block: {largest} B")),
         "{oom}"
     );
+    // The last seconds, as the Python package takes them on that error: a snapshot
+    // whose report explains the failure in TT-Metal's terms and names the buffer to
+    // free.
+    let snap = d.join("oom.ttrec");
+    let o = Command::new(env!("CARGO_BIN_EXE_tt-track"))
+        .args(["snapshot", "--dir", d.to_str().unwrap()])
+        .args([
+            "--pid",
+            &p.child.id().to_string(),
+            "--failure",
+            &oom[4..],
+            "-o",
+        ])
+        .arg(&snap)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rep = Command::new(env!("CARGO_BIN_EXE_tt-track"))
+        .arg("report")
+        .arg(&snap)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&rep.stdout);
+    assert!(rep.status.success(), "{text}");
+    assert!(
+        text.contains(&format!(
+            "TT-Metal could not allocate 64000000 B of L1 across 64 banks: each bank needed 1000000 B; the largest free block was {largest} B"
+        )) && text.contains("There was enough memory free, but not in one block"),
+        "{text}"
+    );
+    let names_it = format!(
+        "buffer at {small_1_addr:#x}, 4096 B (64 B per bank): freeing it makes a free block of"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.contains(&names_it) && l.ends_with("the allocation would have fit")),
+        "{text}"
+    );
+    let rep = Command::new(env!("CARGO_BIN_EXE_tt-track"))
+        .args(["report", "--json"])
+        .arg(&snap)
+        .output()
+        .unwrap();
+    let r: Value = serde_json::from_slice(&rep.stdout).unwrap();
+    // What the snapshot replays to is what was live: the same map as the aggregator's.
+    let at_end = r["maps_at_end"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["type"] == "L1")
+        .unwrap();
+    assert_eq!(at_end["largest_free_block_bytes"], largest, "{r:#}");
+    assert_eq!(at_end["free_bytes_per_bank"], free, "{r:#}");
+    assert_eq!(r["failure"]["maps"][0]["fits"]["fits"], false, "{r:#}");
     // Freeing the small buffer between the two freed ones joins them: now it fits.
     assert_eq!(p.say(&format!("free {small_1}")), "ok");
     map_agrees(d, &mut p, 1, "L1", "the small buffer freed");

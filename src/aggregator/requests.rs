@@ -85,6 +85,7 @@ impl Aggregator {
             let (word, args) = req.query.split_once(' ').unwrap_or((&req.query, ""));
             let text = match word {
                 "record" => self.record_request(&req, args),
+                "snapshot" => self.snapshot_request(&req, args),
                 "reset_peak" => self.reset_peak(&req, args),
                 "sync" => match self.sync_request(&req, args) {
                     Some(a) => a,

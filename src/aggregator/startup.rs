@@ -65,6 +65,7 @@ impl Aggregator {
             },
             over_limit_logged: Default::default(),
             recordings: Default::default(),
+            last: super::last_events::LastEvents::new(cfg.last_events_seconds, cfg.last_events_mib),
             refusals_logged: Default::default(),
             metal: super::metal_regions::MetalSource::new(
                 cfg.metal_shm_dir.as_deref(),

@@ -55,6 +55,12 @@ struct Args {
     /// never do).
     #[arg(long, value_name = "SECONDS", default_value_t = 600.0)]
     recording_idle_timeout: f64,
+    /// Seconds of each chip's last events kept for `tt-track snapshot` (0: none).
+    #[arg(long, value_name = "SECONDS", default_value_t = tttrack::aggregator::last_events::DEFAULT_SECONDS)]
+    last_events_seconds: f64,
+    /// At most this many MiB of kept events per chip.
+    #[arg(long, value_name = "MIB", default_value_t = tttrack::aggregator::last_events::DEFAULT_MIB_PER_CHIP)]
+    last_events_mib: u64,
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -117,6 +123,8 @@ fn main() {
         recording_idle_timeout: std::time::Duration::from_secs_f64(
             args.recording_idle_timeout.clamp(0.1, 86_400.0 * 365.0),
         ),
+        last_events_seconds: args.last_events_seconds.clamp(0.0, 3600.0),
+        last_events_mib: args.last_events_mib.min(1024),
         metal_shm_dir: (!args.no_metal_shm).then(|| {
             args.metal_shm_dir
                 .clone()

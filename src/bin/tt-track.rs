@@ -122,6 +122,27 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         cmd: Vec<String>,
     },
+    /// The last seconds the aggregator kept of each chip (every event, with what each
+    /// process held when they began and the address maps at the end), as a recording
+    /// (then `tt-track report FILE`): taken after an out-of-memory failure.
+    Snapshot {
+        /// Only this process (default: every process of your user; root: all).
+        #[arg(long)]
+        pid: Option<u32>,
+        /// How far back, in seconds (the aggregator keeps 30 by default:
+        /// tt-aggregator --last-events-seconds).
+        #[arg(long, default_value_t = 30.0)]
+        seconds: f64,
+        /// What failed, in the words of the error (shown by the report).
+        #[arg(long, value_name = "MESSAGE")]
+        failure: Option<String>,
+        /// The file (default: snapshot-<time>.ttrec).
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
+        /// Tracking directory (default: $TTTRACK_DIR, else /dev/shm/tttrack).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// What a recording says: peaks per device and type, what was live at each peak,
     /// leaks, short-lived allocations, sizes.
     Report {
@@ -171,6 +192,13 @@ fn main() {
         } => run_workload(seed, cycles, pace_ms, leak, name),
         Cmd::Run { cmd } => run_cmd(cmd),
         Cmd::Record { output, cmd } => record::record(output, cmd),
+        Cmd::Snapshot {
+            pid,
+            seconds,
+            failure,
+            output,
+            dir,
+        } => snapshot(pid, seconds, failure, output, dir),
         Cmd::Report { file, json, html } => recorded::report(&file, json, html.as_deref()),
         Cmd::Export {
             file,
@@ -347,5 +375,44 @@ fn run_cmd(cmd: Vec<String>) -> i32 {
         127
     } else {
         126
+    }
+}
+
+/// `tt-track snapshot`.
+fn snapshot(
+    pid: Option<u32>,
+    seconds: f64,
+    failure: Option<String>,
+    output: Option<PathBuf>,
+    dir: Option<PathBuf>,
+) -> i32 {
+    let dir = dir.unwrap_or_else(tttrack::sys::tracking_dir_from_env);
+    let out = output.unwrap_or_else(|| {
+        PathBuf::from(format!(
+            "snapshot-{}.ttrec",
+            tttrack::sys::unix_ns() / 1_000_000_000
+        ))
+    });
+    let ask = tttrack::recording::snapshot::Ask {
+        pid,
+        seconds,
+        failure,
+    };
+    match tttrack::recording::snapshot::take(&dir, &ask, &out) {
+        Ok(w) => {
+            eprintln!(
+                "tt-track: snapshot of {} processes, {} events of the last {seconds} s, in {} ({} bytes); read it with: tt-track report {}",
+                w.processes,
+                w.events,
+                out.display(),
+                w.bytes,
+                out.display()
+            );
+            0
+        }
+        Err(e) => {
+            eprintln!("tt-track: snapshot: {e}");
+            1
+        }
     }
 }

@@ -210,6 +210,10 @@ fn one_map(
                         "size": o.size,
                         "size_per_bank": o.size_per_bank,
                         "first_seen_unix_s": o.first_seen_unix_s,
+                        // The free block freeing it alone would make, and whether
+                        // the buffer asked about would then fit.
+                        "block_if_freed": m.freed_block(&r),
+                        "fits_if_freed": m.freed_block(&r) >= need.block,
                     }));
                 }
             }

@@ -138,6 +138,10 @@ pub struct Report {
     pub leaks: Vec<Live>,
     /// What processes that had not ended when the recording did still held.
     pub live_at_end: Vec<Live>,
+    /// The address maps where it ends (each chip and type whose banks were reported).
+    pub maps_at_end: Vec<serde_json::Value>,
+    /// A snapshot taken after a failure: that failure, explained.
+    pub failure: Option<super::autopsy::Failure>,
     pub processes: Vec<ProcessReport>,
     /// Memory over time: per (device, type) the figure after each millisecond that
     /// changed it (for charts and exports; not in the JSON).
@@ -508,6 +512,7 @@ pub fn analyze(rec: &Recording) -> Report {
         duration_s: secs(replay.t_ms),
         ..Default::default()
     };
+    (r.maps_at_end, r.failure) = super::autopsy::autopsy(&replay.acc, rec.meta.failure.as_deref());
     let still: Vec<(u32, u64)> = replay.acc.processes.keys().copied().collect();
     for k in still {
         r.live_at_end.extend(replay.live_of(k, None, None));

@@ -145,6 +145,10 @@ impl Recording {
                 .map(|c| crate::sys::printable(c.as_bytes()))
                 .collect(),
             host: crate::sys::printable(meta.host.as_bytes()),
+            failure: meta
+                .failure
+                .as_ref()
+                .map(|f| crate::sys::printable(f.as_bytes())),
             ..meta
         };
         let cap = max_events(all.len() as u64);

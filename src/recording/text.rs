@@ -152,8 +152,17 @@ pub fn report_text(r: &Report) -> String {
     if let Some(t) = &r.truncated {
         let _ = writeln!(o, "TRUNCATED: {t}");
     }
+    if let Some(f) = &r.failure {
+        let _ = write!(o, "\n{}", super::autopsy::failure_text(f));
+    }
     for d in &r.devices {
         device_text(&mut o, d);
+    }
+    if !r.maps_at_end.is_empty() {
+        let _ = writeln!(o, "\nAddress maps at the end:");
+        for m in &r.maps_at_end {
+            let _ = write!(o, "{}", crate::smi::map::describe(m));
+        }
     }
     let _ = writeln!(
         o,

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tttrack::recording::{decode, DeviceRow, Meta, Record, Recording, Writer};
+use tttrack::recording::{decode, Meta, Record, Recording, Writer};
 
 #[path = "record/children.rs"]
 mod children;
@@ -126,26 +126,6 @@ fn open_stream(dir: &Path, epoch_ms: u64) -> std::io::Result<UnixStream> {
     }
     s.set_read_timeout(Some(Duration::from_millis(200)))?;
     Ok(s)
-}
-
-fn device_rows(dir: &Path) -> Vec<DeviceRow> {
-    let Ok(r) = tttrack::counters_page::CountersReader::open(dir) else {
-        return Vec::new();
-    };
-    let Some(s) = r.view().snapshot() else {
-        return Vec::new();
-    };
-    s.devices
-        .iter()
-        .map(|d| DeviceRow {
-            id: d.id,
-            arch: tttrack::sys::get_str(&d.arch),
-            board: tttrack::sys::get_str(&d.board),
-            remote: d.flags & tttrack::counters_page::DEV_REMOTE != 0,
-            dram_total: d.dram_total,
-            l1_total: d.l1_total,
-        })
-        .collect()
 }
 
 /// Notes what records say, and returns the events they are missing (gaps in a
@@ -317,11 +297,12 @@ fn create(
             "shared"
         }
         .into(),
+        failure: None,
     };
     let mut w = Writer::new(std::fs::File::create(path)?, &meta)?;
     w.add_record(&Record::Devices {
         t_ms: 0,
-        rows: device_rows(&agg.dir),
+        rows: tttrack::recording::snapshot::device_rows(&agg.dir),
     })?;
     Ok(w)
 }
@@ -460,7 +441,7 @@ pub fn record(out: Option<PathBuf>, cmd: Vec<String>) -> i32 {
     let end = [
         Record::Devices {
             t_ms: end_ms,
-            rows: device_rows(&agg.dir),
+            rows: tttrack::recording::snapshot::device_rows(&agg.dir),
         },
         Record::Exit {
             t_ms: end_ms,

@@ -1,0 +1,300 @@
+//! The last seconds of each chip: a bounded ring of the events applied to it (by age
+//! and by bytes), kept so that a snapshot taken after an out-of-memory failure
+//! (`tt-track snapshot`, the Python package's `oom_snapshot`) shows what led to it.
+//! This file owns the rings; the aggregator feeds them after each applied run
+//! ([`Aggregator::keep_last_events`]) and answers `snapshot` from them
+//! ([`Aggregator::snapshot_request`]).
+
+use super::accounting::ProcKey;
+use super::Aggregator;
+use crate::recording::Record;
+use crate::shm_layout::{Event, EventKind};
+use std::collections::{BTreeMap, HashSet, VecDeque};
+
+/// The default window: 30 seconds, at most 8 MiB of events per chip.
+pub const DEFAULT_SECONDS: f64 = 30.0;
+pub const DEFAULT_MIB_PER_CHIP: u64 = 8;
+
+/// One kept event: when it was applied, whose it is.
+#[derive(Debug, Clone, Copy)]
+pub struct Kept {
+    pub t_unix_ms: u64,
+    pub key: ProcKey,
+    pub ev: Event,
+}
+
+/// The bytes one kept event takes.
+pub const KEPT_BYTES: usize = std::mem::size_of::<Kept>();
+
+/// The rings, one per chip row.
+#[derive(Debug)]
+pub struct LastEvents {
+    rows: BTreeMap<i32, VecDeque<Kept>>,
+    max_age_ms: u64,
+    max_per_row: usize,
+}
+
+impl LastEvents {
+    /// Rings keeping `seconds` of events, at most `mib` MiB per chip (either 0: none).
+    pub fn new(seconds: f64, mib: u64) -> Self {
+        LastEvents {
+            rows: BTreeMap::new(),
+            max_age_ms: (seconds.max(0.0) * 1000.0) as u64,
+            max_per_row: ((mib << 20) as usize) / KEPT_BYTES,
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.max_age_ms > 0 && self.max_per_row > 0
+    }
+
+    /// Keeps `ev` of `key` on chip row `row`, applied at `t_unix_ms`.
+    pub fn push(&mut self, row: i32, kept: Kept) {
+        let ring = self.rows.entry(row).or_default();
+        if ring.len() >= self.max_per_row {
+            ring.pop_front();
+        }
+        ring.push_back(kept);
+    }
+
+    /// Drops what is older than the window.
+    pub fn trim(&mut self, now_unix_ms: u64) {
+        let oldest = now_unix_ms.saturating_sub(self.max_age_ms);
+        for ring in self.rows.values_mut() {
+            while ring.front().is_some_and(|k| k.t_unix_ms < oldest) {
+                ring.pop_front();
+            }
+        }
+        self.rows.retain(|_, r| !r.is_empty());
+    }
+
+    /// The kept events of the processes `want` takes, from `since_unix_ms` on, in the
+    /// order they were applied.
+    pub fn of(&self, since_unix_ms: u64, want: impl Fn(ProcKey) -> bool) -> Vec<Kept> {
+        let mut v: Vec<Kept> = self
+            .rows
+            .values()
+            .flat_map(|r| r.iter())
+            .filter(|k| k.t_unix_ms >= since_unix_ms && want(k.key))
+            .copied()
+            .collect();
+        // Stable: a process's events keep their order within one time.
+        v.sort_by_key(|k| k.t_unix_ms);
+        v
+    }
+
+    /// Events kept in all, for the status line.
+    pub fn len(&self) -> usize {
+        self.rows.values().map(|r| r.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Aggregator {
+    /// Keeps the events of `key` just applied, each on its chip's ring.
+    pub(super) fn keep_last_events(&mut self, key: ProcKey, events: &[&Event]) {
+        if !self.last.enabled() || events.is_empty() {
+            return;
+        }
+        let Some(p) = self.acc.processes.get(&key) else {
+            return;
+        };
+        let now = crate::sys::unix_ns() / 1_000_000;
+        // Each device's row once per run.
+        let mut rows = [None::<i32>; crate::shm_layout::MAX_DEVICES];
+        for ev in events {
+            let Some(slot) = usize::try_from(ev.device)
+                .ok()
+                .and_then(|d| rows.get_mut(d))
+            else {
+                continue;
+            };
+            let row = *slot.get_or_insert_with(|| self.acc.device_row(p, ev.device));
+            self.last.push(
+                row,
+                Kept {
+                    t_unix_ms: now,
+                    key,
+                    ev: **ev,
+                },
+            );
+        }
+        self.last.trim(now);
+    }
+
+    /// `snapshot epoch_ms=T [pid=P]`: the asker's processes (root: everyone's; with
+    /// `pid`, that one), as records of a recording whose time 0 is T: each process, its
+    /// placements, what it held at T (its live buffers then, with their detail, and its
+    /// banks), then every event kept since T.
+    pub(super) fn snapshot_request(
+        &mut self,
+        req: &crate::control::Request,
+        args: &str,
+    ) -> crate::control::Answer {
+        use crate::control::Answer;
+        let mut epoch = None;
+        let mut pid = None;
+        for w in args.split_whitespace() {
+            match w.split_once('=') {
+                Some(("epoch_ms", v)) => epoch = v.parse::<u64>().ok(),
+                Some(("pid", v)) => pid = v.parse::<u32>().ok(),
+                _ => {}
+            }
+        }
+        let Some(epoch) = epoch else {
+            return Answer::Text(format!(
+                "{}\n",
+                serde_json::json!({ "error": "snapshot needs epoch_ms=T (Unix milliseconds of its time 0)" })
+            ));
+        };
+        let wanted: HashSet<ProcKey> = self
+            .acc
+            .processes
+            .iter()
+            .filter(|(k, p)| (req.uid == 0 || p.uid == req.uid) && pid.is_none_or(|x| x == k.0))
+            .map(|(k, _)| *k)
+            .collect();
+        let kept = self.last.of(epoch, |k| wanted.contains(&k));
+        let mut out = Vec::new();
+        let t_of = |ms: u64| ms.saturating_sub(epoch);
+        for key in &wanted {
+            self.snapshot_start(*key, &kept, &mut out);
+        }
+        let mut i = 0;
+        while i < kept.len() {
+            // Runs of one process at one time: one record.
+            let k0 = kept[i];
+            let mut j = i;
+            while j < kept.len() && kept[j].key == k0.key && kept[j].t_unix_ms == k0.t_unix_ms {
+                j += 1;
+            }
+            crate::recording::encode_events(
+                &mut out,
+                t_of(k0.t_unix_ms),
+                k0.key.0,
+                kept[i..j].iter().map(|k| &k.ev),
+            );
+            i = j;
+        }
+        let (tx, chunks) = std::sync::mpsc::sync_channel(1);
+        let queued = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(out.len() as u64));
+        let _ = tx.send(out);
+        Answer::Stream(crate::control::Stream {
+            chunks,
+            queued,
+            closed: Default::default(),
+        })
+    }
+
+    /// A process as it stood at the snapshot's time 0: begun, placed, and holding its
+    /// live buffers but those first allocated within the kept events (which replay
+    /// them), with their detail, and its banks.
+    fn snapshot_start(&self, key: ProcKey, kept: &[Kept], out: &mut Vec<u8>) {
+        let Some(p) = self.acc.processes.get(&key) else {
+            return;
+        };
+        Record::Process {
+            t_ms: 0,
+            pid: key.0,
+            start_time: key.1,
+            uid: p.uid,
+            comm: p.comm.clone(),
+        }
+        .encode(out);
+        for (&logical, &(chip, source)) in &p.placement.chips {
+            if let Some(row) = self.acc.row_of(&chip) {
+                Record::Placed {
+                    t_ms: 0,
+                    pid: key.0,
+                    logical,
+                    row,
+                    source: source as u8,
+                }
+                .encode(out);
+            }
+        }
+        // Buffers whose first kept event is their allocation were not live at time 0.
+        let mut first: HashSet<(i32, u64)> = HashSet::new();
+        let mut born_later: HashSet<(i32, u64)> = HashSet::new();
+        for k in kept.iter().filter(|k| k.key == key) {
+            let ev = &k.ev;
+            let is_alloc = ev.kind == EventKind::Alloc as u8;
+            if !is_alloc && ev.kind != EventKind::Free as u8 {
+                continue;
+            }
+            // Only a buffer's first kept event says whether it was live at time 0.
+            if first.insert((ev.device, ev.id)) && is_alloc {
+                born_later.insert((ev.device, ev.id));
+            }
+        }
+        let mut state = Vec::new();
+        for (&d, pd) in &p.devices {
+            for (&t, g) in &pd.banks {
+                if let Some(e) =
+                    crate::shm_layout::BufferType::from_u8(t).and_then(|t| g.to_event(d, t))
+                {
+                    state.push(e);
+                }
+            }
+            for (&id, b) in pd.buffers.iter() {
+                if born_later.contains(&(d, id)) {
+                    continue;
+                }
+                state.push(Event {
+                    seq: 0,
+                    kind: EventKind::Alloc as u8,
+                    subtype: b.btype(),
+                    _reserved: 0,
+                    device: d,
+                    size: b.size,
+                    id,
+                });
+                if let Some(det) = pd.details.get(&id) {
+                    state.extend(det.to_events(d, id));
+                }
+            }
+        }
+        crate::recording::encode_events(out, 0, key.0, state.iter());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kept(t: u64, pid: u32, id: u64) -> Kept {
+        Kept {
+            t_unix_ms: t,
+            key: (pid, 1),
+            ev: Event {
+                seq: id,
+                kind: EventKind::Alloc as u8,
+                subtype: 0,
+                _reserved: 0,
+                device: 0,
+                size: 64,
+                id,
+            },
+        }
+    }
+
+    #[test]
+    fn rings_keep_the_window_and_the_bound() {
+        let mut l = LastEvents::new(1.0, 1);
+        let per_row = (1 << 20) / KEPT_BYTES;
+        for i in 0..per_row as u64 + 10 {
+            l.push(0, kept(1000, 7, i));
+        }
+        assert_eq!(l.len(), per_row, "bounded by bytes");
+        l.push(1, kept(1500, 8, 1));
+        l.trim(2200);
+        // Row 0's events are older than a second: gone; row 1's stay.
+        assert_eq!(l.len(), 1);
+        assert_eq!(l.of(0, |k| k.0 == 8).len(), 1);
+        assert!(l.of(0, |k| k.0 == 7).is_empty());
+        assert!(!LastEvents::new(0.0, 8).enabled());
+    }
+}
