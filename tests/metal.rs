@@ -10,6 +10,7 @@
 //! uid 65534 against a root aggregator (CI runs as root).
 
 mod common;
+use common::mock::*;
 use common::*;
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
@@ -23,42 +24,6 @@ use std::time::{Duration, Instant};
 
 const MIB: u64 = 1 << 20;
 const NOBODY: u32 = 65534;
-
-/// The directory of the shipping libtt_metal.so (fetched on first use).
-fn ttnn_lib() -> PathBuf {
-    static LIB: OnceLock<PathBuf> = OnceLock::new();
-    LIB.get_or_init(|| {
-        let t = Instant::now();
-        let out = Command::new(repo_dir().join("scripts/fetch-ttnn.sh"))
-            .output()
-            .expect("scripts/fetch-ttnn.sh");
-        assert!(
-            out.status.success(),
-            "fetching the ttnn wheel failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        eprintln!("ttnn wheel ready in {:.1} s", t.elapsed().as_secs_f64());
-        PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-    })
-    .clone()
-}
-
-/// Checks that the shipping libtt_metal.so exports every member of `symbols` (as `nm -D`
-/// lists them), the members `declared_in` declares for itself.
-fn assert_exported(symbols: &[&str], declared_in: &str) {
-    let nm = Command::new("nm")
-        .args(["-D", "--defined-only"])
-        .arg(ttnn_lib().join("libtt_metal.so"))
-        .output()
-        .expect("nm");
-    let syms = String::from_utf8_lossy(&nm.stdout);
-    for s in symbols {
-        assert!(
-            syms.lines().any(|l| l.ends_with(&format!(" {s}"))),
-            "libtt_metal.so does not export {s}: the declarations in {declared_in} no longer match"
-        );
-    }
-}
 
 /// Builds tests/cpp/metal_stats.cpp against the shipping library (and, `lanes`, against
 /// libtttrack.so too), after checking that every member it declares is exported.
@@ -856,146 +821,6 @@ fn a_stock_program_is_recorded_from_its_region() {
     );
 }
 
-/// A runtime root for the shipping TT-Metal in mock mode (what an unpacked wheel
-/// lacks, see ../shared facts): the wheel's `tt_metal` files, a cluster description of
-/// one Wormhole n150 (written here from UMD's format; its board id is one of a known
-/// n150, its chip id `chip`: the region's N), and a stand-in for the RISC-V compiler
-/// that only says its version (the firmware is the wheel's pre-compiled one).
-fn mock_root(chip: u64) -> TempDir {
-    let root = TempDir::new("metal-mock-root");
-    let ok = Command::new(repo_dir().join("scripts/metal-mock-root.sh"))
-        .arg(root.path())
-        .arg(chip.to_string())
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "scripts/metal-mock-root.sh failed");
-    root
-}
-
-/// tests/cpp/metal_mock.cpp built against the shipping library (once), after checking
-/// that every member it declares is exported.
-fn mock_exe() -> PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let lib = ttnn_lib();
-        assert_exported(
-            &[
-                "_ZN2tt8tt_metal12experimental19configure_mock_modeENS_4ARCHEj",
-                "_ZN2tt8tt_metal11distributed10MeshDevice16create_unit_meshEimmmRKNS0_18DispatchCoreConfigESt4spanIKjLm18446744073709551615EEm",
-                "_ZN2tt8tt_metal10BufferImpl6createEPNS0_7IDeviceEmmNS0_10BufferTypeERKNS0_18BufferShardingArgsESt8optionalIbES8_IN4ttsl10StrongTypeIhNS0_14SubDeviceIdTagEEEE",
-                "_ZN2tt8tt_metal18BufferShardingArgsC1Ev",
-                "_ZNK2tt8tt_metal6Buffer7addressEv",
-                "_ZNK2tt8tt_metal6Buffer21aligned_size_per_bankEv",
-                "_ZN2tt8tt_metal11distributed10MeshDevice5closeEv",
-                "_ZNK2tt8tt_metal11distributed10MeshDevice9allocatorEv",
-                "_ZNK2tt8tt_metal9Allocator14get_statisticsERKNS0_10BufferTypeE",
-                "_ZNK2tt8tt_metal9Allocator13get_num_banksERKNS0_10BufferTypeE",
-                "_ZNK2tt8tt_metal9Allocator13get_bank_sizeERKNS0_10BufferTypeE",
-                "_ZNK2tt8tt_metal9Allocator13get_alignmentENS0_10BufferTypeE",
-                "_ZNK2tt8tt_metal9Allocator23get_base_allocator_addrERKNS0_10HalMemTypeE",
-            ],
-            "tests/cpp/metal_mock.cpp",
-        );
-        let out = target_dir().join(format!("cpp-test-programs-{}", std::process::id()));
-        std::fs::create_dir_all(&out).unwrap();
-        let bin = out.join("metal_mock");
-        let ok = Command::new("g++")
-            .args(["-O1", "-std=c++20", "-o"])
-            .arg(&bin)
-            .arg(repo_dir().join("tests/cpp/metal_mock.cpp"))
-            .arg("-L")
-            .arg(&lib)
-            .arg("-ltt_metal")
-            .arg(format!("-Wl,-rpath,{}", lib.display()))
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "building metal_mock");
-        bin
-    }).clone()
-}
-
-/// The shipping TT-Metal in mock mode (tests/cpp/metal_mock.cpp), driven line by line.
-struct MockProc {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-    _scratch: TempDir,
-}
-
-impl MockProc {
-    fn start(root: &TempDir) -> Self {
-        Self::start_with(root, &[])
-    }
-
-    fn start_with(root: &TempDir, env: &[(&str, &std::ffi::OsStr)]) -> Self {
-        Self::start_arch(root, "wormhole", env)
-    }
-
-    fn start_arch(root: &TempDir, arch: &str, env: &[(&str, &std::ffi::OsStr)]) -> Self {
-        let exe = mock_exe();
-        // It writes ./generated/: a scratch directory of its own.
-        let scratch = TempDir::new("metal-mock-run");
-        let mut child = Command::new(exe)
-            .arg(arch)
-            .current_dir(scratch.path())
-            .env("TT_METAL_RUNTIME_ROOT", root.path())
-            .env("OMPI_MCA_btl", "self")
-            .envs(env.iter().copied())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdin = child.stdin.take().unwrap();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut l = String::new();
-        loop {
-            l.clear();
-            assert!(
-                stdout.read_line(&mut l).unwrap() > 0,
-                "metal_mock ended before its device opened"
-            );
-            if l.trim() == "ready" {
-                break;
-            }
-        }
-        MockProc {
-            child,
-            stdin,
-            stdout,
-            _scratch: scratch,
-        }
-    }
-
-    fn say(&mut self, line: &str) -> String {
-        writeln!(self.stdin, "{line}").unwrap();
-        let mut a = String::new();
-        loop {
-            a.clear();
-            self.stdout.read_line(&mut a).unwrap();
-            // TT-Metal's own lines go to stdout too: ours are these.
-            if ["buf ", "oom ", "ok", "bad ", "ns ", "stats "]
-                .iter()
-                .any(|p| a.starts_with(p))
-            {
-                return a.trim().to_string();
-            }
-        }
-    }
-}
-
-impl Drop for MockProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The shipping TT-Metal in mock mode: a real device, real buffers from its allocator
-/// at the addresses the facts give, TT-Metal's own tracking writing its region; the
-/// aggregator shows the process and its bytes, and the frees.
 #[test]
 fn mock_mode_buffers_through_tt_metals_own_tracking() {
     let dir = TempDir::new("metal-mock");

@@ -136,3 +136,86 @@ fn another_user_is_refused_a_reset() {
     let _ = victim.kill();
     let _ = victim.wait();
 }
+
+/// The shipping TT-Metal in mock mode for the Python tests (tests/python/metal_mock.py):
+/// pytest run with the mock program, its runtime root and tt-track named.
+fn pytest_with_metal(dir: &Path, args: &[&str]) -> Output {
+    let root = common::mock::mock_root(0);
+    let o = Command::new(python())
+        .args(["-m", "pytest", "-p", "no:cacheprovider", "-q"])
+        .args(args)
+        .current_dir(repo_dir().join("tests/python"))
+        .env("TTTRACK_DIR", dir)
+        .env("TTTRACK_LIB", lib_path())
+        .env("METAL_MOCK", common::mock::mock_exe())
+        .env("TT_METAL_RUNTIME_ROOT", root.path())
+        .env("TT_TRACK", env!("CARGO_BIN_EXE_tt-track"))
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .output()
+        .unwrap();
+    drop(root);
+    o
+}
+
+/// `tttrack.fits` and `tttrack.oom_snapshot` against the shipping allocator: the
+/// answer before the allocation, the snapshot when TT-Metal raises its out-of-memory
+/// error, a report that names the buffer to free.
+#[test]
+fn fits_and_oom_snapshot_on_the_shipping_allocator() {
+    let dir = TempDir::new("py-oom");
+    let _agg = AggProc::start(dir.path(), &[]);
+    let o = pytest_with_metal(dir.path(), &["test_oom.py"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("2 passed"), "{}", text(&o));
+}
+
+/// `pytest --tttrack-oom DIR`: a test that runs TT-Metal out of memory leaves a
+/// snapshot in DIR, named after it, that `tt-track report` explains.
+#[test]
+fn the_plugin_snapshots_a_test_that_runs_out_of_memory() {
+    let dir = TempDir::new("py-oom-plugin");
+    let snaps = TempDir::new("py-oom-snaps");
+    let _agg = AggProc::start(dir.path(), &[]);
+    let o = pytest_with_metal(
+        dir.path(),
+        &[
+            "oom_suite.py",
+            "--tttrack-oom",
+            snaps.path().to_str().unwrap(),
+        ],
+    );
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(t.contains("1 failed, 1 passed"), "{t}");
+    // One file, named after the test (its node id, as pytest gives it from its rootdir).
+    let files: Vec<PathBuf> = std::fs::read_dir(snaps.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let file = &files[0];
+    assert!(
+        file.to_str()
+            .unwrap()
+            .ends_with("oom_suite.py__test_runs_out_of_l1.ttrec"),
+        "{file:?}"
+    );
+    assert!(
+        t.lines().any(|l| l.contains(
+            "oom_suite.py::test_runs_out_of_l1 ran out of device memory: tt-track report"
+        ) && l.ends_with(&file.display().to_string())),
+        "{t}"
+    );
+    let rep = Command::new(env!("CARGO_BIN_EXE_tt-track"))
+        .arg("report")
+        .arg(file)
+        .output()
+        .unwrap();
+    let r = String::from_utf8_lossy(&rep.stdout);
+    assert!(rep.status.success(), "{r}");
+    assert!(
+        r.contains("each bank needed 1000000 B; the largest free block was 600000 B")
+            && r.contains("the allocation would have fit"),
+        "{r}"
+    );
+}

@@ -85,11 +85,35 @@ fn request(py: Python<'_>, query: String, dir: Option<String>) -> PyResult<Strin
     }
 }
 
+/// Writes a snapshot of the last `seconds` (`tt-track snapshot`) to `path`; returns
+/// (processes, events, bytes).
+#[pyfunction]
+#[pyo3(signature = (path, pid=None, seconds=30.0, failure=None, dir=None))]
+fn take_snapshot(
+    py: Python<'_>,
+    path: String,
+    pid: Option<u32>,
+    seconds: f64,
+    failure: Option<String>,
+    dir: Option<String>,
+) -> PyResult<(u64, u64, u64)> {
+    let dir = dir_of(dir);
+    let ask = tttrack::recording::snapshot::Ask {
+        pid,
+        seconds,
+        failure,
+    };
+    py.allow_threads(|| tttrack::recording::snapshot::take(&dir, &ask, std::path::Path::new(&path)))
+        .map(|w| (w.processes, w.events, w.bytes))
+        .map_err(TttrackError::new_err)
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(tracking_dir, m)?)?;
     m.add_function(wrap_pyfunction!(snapshot_json, m)?)?;
     m.add_function(wrap_pyfunction!(request, m)?)?;
+    m.add_function(wrap_pyfunction!(take_snapshot, m)?)?;
     let py = m.py();
     m.add("TttrackError", py.get_type::<TttrackError>())?;
     m.add("NoAggregatorError", py.get_type::<NoAggregatorError>())?;

@@ -32,7 +32,8 @@ __all__ = [
     "TYPES", "Buffer", "Device", "Figure", "Process", "ProcessDevice", "TttrackError",
     "NoAggregatorError", "PageVersionError", "PermissionRefusedError", "UntrustedError", "buffers",
     "devices", "is_available", "max_memory_allocated", "memory_allocated", "memory_stats",
-    "memory_summary", "peak_scope", "processes", "reset_peak_memory_stats",
+    "memory_summary", "peak_scope", "processes", "reset_peak_memory_stats", "Fit", "fits",
+    "is_out_of_memory", "oom_snapshot",
 ]
 
 #: Memory types, as ``tt-smi --json`` names them.
@@ -344,3 +345,90 @@ class peak_scope:
         """The block's peak of ``type`` on ``device`` (``None``: summed over devices)."""
         _check_type(type)
         return sum(v for (d, t), v in self.peaks.items() if t == type and (device is None or d == device))
+
+
+@dataclass
+class Fit:
+    """Whether an interleaved buffer fits on a chip's banks of one type, as TT-Metal's
+    allocator would place it (``tt-smi --fits``)."""
+    device: int
+    type: str
+    fits: bool
+    needed_per_bank: int
+    largest_free_block_bytes: int
+    free_bytes_per_bank: int
+    fragmentation: float
+    #: The live buffers bordering the largest free blocks (dicts: pid, comm, address,
+    #: size, size_per_bank, block_if_freed, fits_if_freed), when it does not fit.
+    borders: List[dict] = field(default_factory=list)
+
+
+def fits(size: int, page_size: Optional[int] = None, type: str = "l1",
+         device: Optional[int] = None, dir: Optional[str] = None) -> List[Fit]:
+    """Would a buffer of ``size`` bytes in pages of ``page_size`` (default 2048) fit
+    now, on each chip (or ``device``) whose banks of ``type`` a process reported?"""
+    q = "map type=%s fits=%d" % (type.upper(), size)
+    if page_size is not None:
+        q += ",%d" % page_size
+    if device is not None:
+        q += " device=%d" % device
+    out = []
+    for m in _answer(q, dir):
+        f = m["fits"]
+        out.append(Fit(m["device"], m["type"], f["fits"], f["needed_per_bank"],
+                       m["largest_free_block_bytes"], m["free_bytes_per_bank"],
+                       m["fragmentation"], f["borders"]))
+    return out
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is TT-Metal's out-of-memory error (its message, whatever the
+    exception's class: ttnn raises it as a RuntimeError)."""
+    text = str(exc)
+    return "Out of Memory" in text or "Not enough space to allocate" in text
+
+
+class oom_snapshot:
+    """``with tttrack.oom_snapshot("oom.ttrec"):`` -- if TT-Metal runs out of memory
+    inside, the aggregator's last seconds of this process (or of ``pid``) are written
+    to ``path`` (default: ``tttrack-oom-<pid>-<time>.ttrec``) before the error goes on;
+    ``tt-track report PATH`` then explains it in TT-Metal's terms. ``self.path`` is the
+    file written, else None. A snapshot that cannot be taken is said on stderr and never
+    hides the error."""
+
+    def __init__(self, path: Optional[str] = None, pid: Optional[int] = None,
+                 seconds: float = 30.0, dir: Optional[str] = None) -> None:
+        self.want = path
+        self.pid = pid
+        self.seconds = seconds
+        self.dir = dir
+        self.path: Optional[str] = None
+
+    def __enter__(self) -> "oom_snapshot":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc is not None and is_out_of_memory(exc):
+            self.path = take_oom_snapshot(exc, self.want, self.pid, self.seconds, self.dir)
+        return False
+
+
+def take_oom_snapshot(exc: BaseException, path: Optional[str] = None, pid: Optional[int] = None,
+                      seconds: float = 30.0, dir: Optional[str] = None,
+                      everyone: bool = False) -> Optional[str]:
+    """Writes a snapshot for the failure ``exc`` (of process ``pid``, this one by default;
+    ``everyone``: of every process of this user, as a test's children); returns its
+    path, or None (said on stderr) if it could not be taken."""
+    import sys
+    import time
+    pid = _me(pid)
+    path = path or "tttrack-oom-%d-%d.ttrec" % (pid, int(time.time()))
+    try:
+        _native.take_snapshot(str(path), None if everyone else pid, seconds, str(exc), dir)
+    except TttrackError as e:
+        print("tttrack: no snapshot of the out-of-memory failure: %s" % e, file=sys.stderr)
+        return None
+    print("tttrack: out of memory: the last %g s are in %s; read them with: tt-track report %s"
+          % (seconds, path, path), file=sys.stderr)
+    return str(path)
+

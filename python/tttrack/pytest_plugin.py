@@ -3,7 +3,10 @@
 ``--tttrack-leaks``: a test after which its process holds more device memory than
 before it fails, naming the buffers it left (device, type, size, address);
 ``--tttrack-leaks=warn`` only warns. ``--tttrack-peaks``: a table of each test's peak
-per device and type at the end. ``--tttrack-dir DIR``: the tracking directory (else
+per device and type at the end. ``--tttrack-oom DIR``: a test that fails with
+TT-Metal's out-of-memory error leaves a snapshot of the last seconds of the user's
+processes (the test's, and any it started) in DIR
+(``tt-track report`` explains it). ``--tttrack-dir DIR``: the tracking directory (else
 ``$TTTRACK_DIR``). With no aggregator running the plugin says so once and the tests run
 unchanged.
 
@@ -40,11 +43,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="warn about (not fail) a test after which its process holds more device memory")
     g.addoption("--tttrack-peaks", action="store_true", default=False,
                 help="print each test's device-memory peak per device and type")
+    g.addoption("--tttrack-oom", default=None, metavar="DIR",
+                help="on TT-Metal's out-of-memory error, write a snapshot of the test's last seconds to DIR")
     g.addoption("--tttrack-dir", default=None, help="the tracking directory (default: $TTTRACK_DIR)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    if config.getoption("tttrack_leaks") or config.getoption("--tttrack-peaks"):
+    if (config.getoption("tttrack_leaks") or config.getoption("--tttrack-peaks")
+            or config.getoption("--tttrack-oom")):
         config.pluginmanager.register(_Guard(config), "tttrack-guard")
 
 
@@ -56,6 +62,8 @@ class _Guard:
         self.leaks: Optional[str] = config.getoption("tttrack_leaks")
         self.peaks: bool = config.getoption("--tttrack-peaks")
         self.dir: Optional[str] = config.getoption("--tttrack-dir")
+        self.oom_dir: Optional[str] = config.getoption("--tttrack-oom")
+        self.snapshots: List[Tuple[str, str]] = []
         self.available = tttrack.is_available(self.dir)
         self.table: List[Tuple[str, Dict[Tuple[int, str], int]]] = []
         if not self.available:
@@ -85,6 +93,14 @@ class _Guard:
             scope.__enter__()
         try:
             result = yield
+        except BaseException as e:
+            if self.oom_dir and tttrack.is_out_of_memory(e):
+                os.makedirs(self.oom_dir, exist_ok=True)
+                name = "".join(c if c.isalnum() or c in "-_." else "_" for c in item.nodeid)
+                path = os.path.join(self.oom_dir, name + ".ttrec")
+                if tttrack.take_oom_snapshot(e, path, dir=self.dir, everyone=True):
+                    self.snapshots.append((item.nodeid, path))
+            raise
         finally:
             if scope is not None:
                 scope.__exit__(None, None, None)
@@ -113,6 +129,8 @@ class _Guard:
             tr.write_line("tttrack: no tt-aggregator serves %s: device memory was not checked"
                           % tttrack._native.tracking_dir(self.dir))
             return
+        for nodeid, path in self.snapshots:
+            tr.write_line("tttrack: %s ran out of device memory: tt-track report %s" % (nodeid, path))
         if not self.peaks:
             return
         tr.section("tttrack: device-memory peak of each test")

@@ -20,6 +20,8 @@ pub const DEFAULT_MIB_PER_CHIP: u64 = 8;
 pub struct Kept {
     pub t_unix_ms: u64,
     pub key: ProcKey,
+    /// Its process's user (kept: a process that ended is no longer in the accounting).
+    pub uid: u32,
     pub ev: Event,
 }
 
@@ -68,14 +70,14 @@ impl LastEvents {
         self.rows.retain(|_, r| !r.is_empty());
     }
 
-    /// The kept events of the processes `want` takes, from `since_unix_ms` on, in the
-    /// order they were applied.
-    pub fn of(&self, since_unix_ms: u64, want: impl Fn(ProcKey) -> bool) -> Vec<Kept> {
+    /// The kept events `want` takes, from `since_unix_ms` on, in the order they were
+    /// applied.
+    pub fn of(&self, since_unix_ms: u64, want: impl Fn(&Kept) -> bool) -> Vec<Kept> {
         let mut v: Vec<Kept> = self
             .rows
             .values()
             .flat_map(|r| r.iter())
-            .filter(|k| k.t_unix_ms >= since_unix_ms && want(k.key))
+            .filter(|k| k.t_unix_ms >= since_unix_ms && want(k))
             .copied()
             .collect();
         // Stable: a process's events keep their order within one time.
@@ -118,6 +120,7 @@ impl Aggregator {
                 Kept {
                     t_unix_ms: now,
                     key,
+                    uid: p.uid,
                     ev: **ev,
                 },
             );
@@ -150,14 +153,20 @@ impl Aggregator {
                 serde_json::json!({ "error": "snapshot needs epoch_ms=T (Unix milliseconds of its time 0)" })
             ));
         };
-        let wanted: HashSet<ProcKey> = self
+        let mine = |key: ProcKey, uid: u32| {
+            (req.uid == 0 || uid == req.uid) && pid.is_none_or(|x| x == key.0)
+        };
+        // The processes running, and those that ended within the window (their kept
+        // events, without what they held before it).
+        let mut wanted: HashSet<ProcKey> = self
             .acc
             .processes
             .iter()
-            .filter(|(k, p)| (req.uid == 0 || p.uid == req.uid) && pid.is_none_or(|x| x == k.0))
+            .filter(|(k, p)| mine(**k, p.uid))
             .map(|(k, _)| *k)
             .collect();
-        let kept = self.last.of(epoch, |k| wanted.contains(&k));
+        let kept = self.last.of(epoch, |k| mine(k.key, k.uid));
+        wanted.extend(kept.iter().map(|k| k.key));
         let mut out = Vec::new();
         let t_of = |ms: u64| ms.saturating_sub(epoch);
         for key in &wanted {
@@ -194,6 +203,15 @@ impl Aggregator {
     /// them), with their detail, and its banks.
     fn snapshot_start(&self, key: ProcKey, kept: &[Kept], out: &mut Vec<u8>) {
         let Some(p) = self.acc.processes.get(&key) else {
+            // Ended: only its kept events say what it did.
+            Record::Process {
+                t_ms: 0,
+                pid: key.0,
+                start_time: key.1,
+                uid: kept.iter().find(|k| k.key == key).map_or(0, |k| k.uid),
+                comm: "(ended)".into(),
+            }
+            .encode(out);
             return;
         };
         Record::Process {
@@ -269,6 +287,7 @@ mod tests {
         Kept {
             t_unix_ms: t,
             key: (pid, 1),
+            uid: 0,
             ev: Event {
                 seq: id,
                 kind: EventKind::Alloc as u8,
@@ -293,8 +312,8 @@ mod tests {
         l.trim(2200);
         // Row 0's events are older than a second: gone; row 1's stay.
         assert_eq!(l.len(), 1);
-        assert_eq!(l.of(0, |k| k.0 == 8).len(), 1);
-        assert!(l.of(0, |k| k.0 == 7).is_empty());
+        assert_eq!(l.of(0, |k| k.key.0 == 8).len(), 1);
+        assert!(l.of(0, |k| k.key.0 == 7).is_empty());
         assert!(!LastEvents::new(0.0, 8).enabled());
     }
 }

@@ -2,6 +2,8 @@
 //! and a test consumer that drains real segments the way the aggregator does.
 #![allow(dead_code)]
 
+pub mod mock;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
