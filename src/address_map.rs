@@ -154,6 +154,56 @@ impl AddressMap {
         }
     }
 
+    /// The bank's address range drawn in `cells` cells, lowest address first: each cell
+    /// the eighths of its bytes occupied (0 free .. 8 full).
+    pub fn strip(&self, cells: usize) -> Vec<u8> {
+        let lo = self.geometry.base_address;
+        let size = self.geometry.bank_size;
+        if cells == 0 || size == 0 {
+            return Vec::new();
+        }
+        let mut used = vec![0u64; cells];
+        let cell_of = |a: u64| (((a - lo) as u128 * cells as u128) / size as u128) as usize;
+        let start_of = |c: usize| lo + ((c as u128 * size as u128) / cells as u128) as u64;
+        let hi = lo.saturating_add(size);
+        for r in &self.ranges {
+            let (a, b) = (
+                r.address.clamp(lo, hi),
+                r.address.saturating_add(r.len).clamp(lo, hi),
+            );
+            if a >= b {
+                continue;
+            }
+            let (first, last) = (cell_of(a), cell_of(b - 1).min(cells - 1));
+            for (c, u) in used.iter_mut().enumerate().take(last + 1).skip(first) {
+                let (s, e) = (start_of(c), start_of(c + 1));
+                *u += b.min(e).saturating_sub(a.max(s));
+            }
+        }
+        used.iter()
+            .enumerate()
+            .map(|(c, &u)| {
+                let w = (start_of(c + 1) - start_of(c)).max(1);
+                // Any byte used shows (at least one eighth); a cell is full only when all are.
+                let eighths = (u.min(w) * 8).div_ceil(w) as u8;
+                if u < w {
+                    eighths.min(7)
+                } else {
+                    8
+                }
+            })
+            .collect()
+    }
+
+    /// The cells of [`Self::strip`] that lie wholly in gap `g`.
+    pub fn cells_of(&self, g: &Gap, cells: usize) -> std::ops::Range<usize> {
+        let lo = self.geometry.base_address;
+        let size = self.geometry.bank_size.max(1) as u128;
+        let first = ((g.address - lo) as u128 * cells as u128).div_ceil(size) as usize;
+        let end = (((g.address + g.size - lo) as u128 * cells as u128) / size) as usize;
+        first..end.max(first)
+    }
+
     /// The occupied ranges that border gap `g` (the one just below and the one just
     /// above): the buffers whose freeing would widen it.
     pub fn borders(&self, g: &Gap) -> Vec<Range> {
@@ -236,6 +286,41 @@ mod tests {
             .find(|x| x.address == top - 3072 + 1024)
             .map_or(0, |x| x.size);
         assert_eq!(m.freed_block(&b[1]), big.size + 1024 + above);
+    }
+
+    #[test]
+    fn the_strip_shows_occupied_eighths() {
+        let g = BankGeometry {
+            bank_size: 800,
+            base_address: 0,
+            block_alignment: 1,
+            ..wormhole_l1()
+        };
+        let m = AddressMap::new(
+            g,
+            vec![
+                Range {
+                    address: 0,
+                    len: 100,
+                    owner: 0,
+                },
+                Range {
+                    address: 150,
+                    len: 10,
+                    owner: 1,
+                },
+                Range {
+                    address: 700,
+                    len: 100,
+                    owner: 2,
+                },
+            ],
+        );
+        // 8 cells of 100 bytes: full, a little, free..., full.
+        assert_eq!(m.strip(8), vec![8, 1, 0, 0, 0, 0, 0, 8]);
+        let big = m.largest_free().unwrap();
+        assert_eq!((big.address, big.size), (160, 540));
+        assert_eq!(m.cells_of(&big, 8), 2..7);
     }
 
     #[test]

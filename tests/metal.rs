@@ -1098,6 +1098,18 @@ fn a_stock_program_recorded_through_the_graph_hook_names_its_leaks() {
         .unwrap();
     assert!(rep.status.success());
     let r: Value = serde_json::from_slice(&rep.stdout).unwrap();
+    // At the DRAM peak (both DRAM buffers live) its address map: 88,064 and 4,096
+    // bytes a bank.
+    let dram = r["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|d| d["types"].get("dram"))
+        .unwrap();
+    assert_eq!(
+        dram["map_at_peak"]["allocated_bytes_per_bank"], 92160,
+        "{dram:#}"
+    );
     let mut leaks: Vec<(String, u64, u64)> = r["leaks"]
         .as_array()
         .unwrap()
@@ -1362,7 +1374,7 @@ fn fits(dir: &Path, btype: &str, what: &str) -> (i32, Value) {
 fn the_address_map_is_the_allocators_own() {
     let dir = TempDir::new("metal-map");
     let root = mock_root(0);
-    let _agg = AggProc::start(dir.path(), &[]);
+    let agg = AggProc::start(dir.path(), &["--metrics-addr", "127.0.0.1:0"]);
     let lib = lib_path();
     let mut p = MockProc::start_with(
         &root,
@@ -1428,6 +1440,40 @@ fn the_address_map_is_the_allocators_own() {
         dev["memory"]["trace"]["free_bytes_per_bank"].is_null(),
         "{dev:#}"
     );
+    // And Prometheus.
+    let (code, body) = http_get(&metrics_addr(&agg), "/metrics");
+    assert_eq!(code, 200, "{body}");
+    for line in [
+        format!("tt_device_memory_largest_free_block_bytes{{device=\"0\",type=\"l1\"}} {largest}"),
+        format!("tt_device_memory_free_per_bank_bytes{{device=\"0\",type=\"l1\"}} {free}"),
+    ] {
+        assert!(body.lines().any(|l| l == line), "{line} not in:\n{body}");
+    }
+    // The live view's memory map (view 4) in a real terminal: the strip with the
+    // largest block marked.
+    let session = format!("map{}", std::process::id());
+    tmux_session(
+        &session,
+        120,
+        30,
+        &format!(
+            "{} -w -r 200 --dir {}",
+            env!("CARGO_BIN_EXE_tt-smi"),
+            d.display()
+        ),
+    );
+    wait_screen(&session, "tt-smi [main]");
+    tmux(&["send-keys", "-t", &session, "4"]);
+    // The legend is the last line drawn.
+    let s = wait_screen(&session, "the largest free block");
+    assert!(
+        s.contains("device 0 L1 64 banks")
+            && s.contains("largest block 585.9 KiB at 0x")
+            && s.contains('━')
+            && s.contains('▒'),
+        "{s}"
+    );
+    tmux(&["kill-session", "-t", &session]);
     // 1,000,000 bytes a bank: far less than is free, more than the largest block.
     let want = "64000000,1000000";
     let (code, f) = fits(d, "L1", want);

@@ -348,43 +348,6 @@ fn snapshot_without_aggregator_and_with_a_foreign_page_version() {
     assert_eq!(out.status.code(), Some(4), "-w without a terminal");
 }
 
-fn tmux(args: &[&str]) -> String {
-    let out = Command::new("tmux")
-        .args(args)
-        .output()
-        .expect("tmux is required (apt-get install tmux)");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A detached tmux session of `w` x `h` running `cmd`.
-fn tmux_session(session: &str, w: u16, h: u16, cmd: &str) {
-    tmux(&[
-        "new-session",
-        "-d",
-        "-s",
-        session,
-        "-x",
-        &w.to_string(),
-        "-y",
-        &h.to_string(),
-        cmd,
-    ]);
-}
-
-fn wait_screen(session: &str, what: &str) -> String {
-    let t = std::time::Instant::now();
-    loop {
-        let s = tmux(&["capture-pane", "-p", "-t", session]);
-        if s.contains(what) {
-            return s;
-        }
-        if t.elapsed() > std::time::Duration::from_secs(20) {
-            panic!("{what:?} never appeared; screen:\n{s}");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn watch_view_in_a_real_terminal() {
     let (dir, _agg, mut kids) = scene("smi-tmux");

@@ -67,6 +67,7 @@ impl LastEvents {
                 ring.pop_front();
             }
         }
+        // An emptied ring gives its memory back.
         self.rows.retain(|_, r| !r.is_empty());
     }
 

@@ -26,6 +26,63 @@ fn gi(v: u64) -> i64 {
 struct SnapshotCollector {
     /// Shared, not copied: a snapshot of 1000 processes is megabytes.
     snap: std::sync::Arc<Snapshot>,
+    /// The address maps (the aggregator's `map` answer), one per chip and type.
+    maps: Vec<MapFigures>,
+}
+
+/// What a scrape shows of one address map.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MapFigures {
+    pub device: String,
+    pub btype: String,
+    pub free_per_bank: u64,
+    pub largest_free_block: u64,
+    pub fragmentation: f64,
+}
+
+impl MapFigures {
+    /// The figures of each map in a `map` answer (`crate::control::maps`).
+    pub fn from_answer(text: &str) -> Vec<MapFigures> {
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|m| {
+                Some(MapFigures {
+                    device: m["device"].as_i64()?.to_string(),
+                    btype: m["type"].as_str()?.to_ascii_lowercase(),
+                    free_per_bank: m["free_bytes_per_bank"].as_u64()?,
+                    largest_free_block: m["largest_free_block_bytes"].as_u64()?,
+                    fragmentation: m["fragmentation"].as_f64()?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Free space of each chip's banks by type, as TT-Metal's out-of-memory message
+/// gives it (per bank), from the address maps.
+fn address_maps(enc: &mut Enc, maps: &[MapFigures]) -> std::fmt::Result {
+    let labels = |m: &MapFigures| [("device", m.device.clone()), ("type", m.btype.clone())];
+    family(
+        enc,
+        "device_memory_free_per_bank",
+        "Free bytes of each bank (banks move in lockstep), by type, from the address map",
+        Some(&Unit::Bytes),
+        maps.iter().map(|m| (labels(m), gi(m.free_per_bank))),
+    )?;
+    family(
+        enc,
+        "device_memory_largest_free_block",
+        "The largest free block of a bank, by type: the largest buffer footprint per bank that fits now",
+        Some(&Unit::Bytes),
+        maps.iter().map(|m| (labels(m), gi(m.largest_free_block))),
+    )?;
+    family(
+        enc,
+        "device_memory_fragmentation",
+        "1 - largest free block / free bytes, per bank, by type",
+        Some(&Unit::Ratios),
+        maps.iter().map(|m| (labels(m), m.fragmentation)),
+    )
 }
 
 type Enc<'a> = prometheus_client::encoding::DescriptorEncoder<'a>;
@@ -63,6 +120,7 @@ impl prometheus_client::collector::Collector for SnapshotCollector {
         device_memory(&mut enc, &devs)?;
         device_telemetry(&mut enc, &devs)?;
         device_identity(&mut enc, &devs)?;
+        address_maps(&mut enc, &self.maps)?;
         process_memory(&mut enc, &s.processes)
     }
 }
@@ -363,6 +421,15 @@ fn label(s: &str) -> String {
 
 /// Renders one snapshot (`None`: no aggregator page) as OpenMetrics text.
 pub fn render(snap: Option<std::sync::Arc<Snapshot>>, alive: bool) -> String {
+    render_with_maps(snap, alive, Vec::new())
+}
+
+/// [`render`] with the address maps' figures.
+pub fn render_with_maps(
+    snap: Option<std::sync::Arc<Snapshot>>,
+    alive: bool,
+    maps: Vec<MapFigures>,
+) -> String {
     let mut reg = Registry::with_prefix("tt");
     let up = Gauge::<i64, std::sync::atomic::AtomicI64>::default();
     reg.register(
@@ -420,7 +487,7 @@ pub fn render(snap: Option<std::sync::Arc<Snapshot>>, alive: bool) -> String {
         "Processes the aggregator tracks",
         procs,
     );
-    reg.register_collector(Box::new(SnapshotCollector { snap: s }));
+    reg.register_collector(Box::new(SnapshotCollector { snap: s, maps }));
     encode(&reg)
 }
 
@@ -570,7 +637,21 @@ fn handle(mut conn: std::net::TcpStream, dir: &Path) {
             let page = CountersReader::open(dir).ok();
             let snap = page.as_ref().and_then(|p| p.view().snapshot());
             let alive = page.as_ref().is_some_and(|p| p.aggregator_alive());
-            let body = render(snap.map(std::sync::Arc::new), alive);
+            // The address maps, asked of the aggregator (bounded: a scrape never waits
+            // long for them, and shows the rest without).
+            let maps = if alive {
+                crate::control::request_within(
+                    dir,
+                    "map",
+                    std::time::Duration::from_secs(2),
+                    16 << 20,
+                )
+                .map(|t| MapFigures::from_answer(&t))
+                .unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            let body = render_with_maps(snap.map(std::sync::Arc::new), alive, maps);
             reply(&mut conn, 200, CONTENT_TYPE, body.as_bytes(), head)
         }
         ("GET" | "HEAD", "/") => reply(

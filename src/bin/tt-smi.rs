@@ -238,6 +238,7 @@ fn map(dir: &std::path::Path, args: &Args) -> i32 {
         device: args.device,
         btype,
         fits,
+        strip: None,
     };
     tttrack::smi::map::run(dir, &q, args.json)
 }

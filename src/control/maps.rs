@@ -22,7 +22,12 @@ pub struct MapQuery {
     pub btype: Option<BufferType>,
     /// Size and page size of a buffer to try.
     pub fits: Option<(u64, u64)>,
+    /// Cells of a drawing of each bank's address range (see `AddressMap::strip`).
+    pub strip: Option<usize>,
 }
+
+/// The most cells a strip may ask for.
+pub const MAX_STRIP_CELLS: usize = 1024;
 
 impl MapQuery {
     /// Parses `device=D type=T fits=SIZE[,PAGE]` (each optional).
@@ -39,6 +44,16 @@ impl MapQuery {
                     })?)
                 }
                 Some(("fits", v)) => q.fits = Some(parse_fits(v)?),
+                Some(("strip", v)) => {
+                    q.strip = Some(
+                        v.parse::<usize>()
+                            .ok()
+                            .filter(|n| (1..=MAX_STRIP_CELLS).contains(n))
+                            .ok_or_else(|| {
+                                format!("strip={v}: cells from 1 to {MAX_STRIP_CELLS}")
+                            })?,
+                    )
+                }
                 _ => {
                     return Err(format!(
                         "{w:?}: expected device=D, type=T or fits=SIZE[,PAGE]"
@@ -60,6 +75,9 @@ impl MapQuery {
         }
         if let Some((s, p)) = self.fits {
             q += &format!(" fits={s},{p}");
+        }
+        if let Some(n) = self.strip {
+            q += &format!(" strip={n}");
         }
         q
     }
@@ -156,7 +174,7 @@ pub fn answer(acc: &Accounting, q: &MapQuery) -> String {
     let mut out = String::new();
     for ((row, t), e) in maps {
         let Some(g) = e.geometry else { continue };
-        let doc = one_map(row, t, g, e.ranges, &e.owners, e.unplaced, q.fits);
+        let doc = one_map(row, t, g, e.ranges, &e.owners, e.unplaced, q);
         out.push_str(&doc.to_string());
         out.push('\n');
     }
@@ -170,7 +188,7 @@ fn one_map(
     ranges: Vec<Range>,
     owners: &[Owner],
     unplaced: u64,
-    fits: Option<(u64, u64)>,
+    q: &MapQuery,
 ) -> serde_json::Value {
     let m = AddressMap::new(g, ranges);
     let largest = m.largest_free();
@@ -193,7 +211,15 @@ fn one_map(
         "buffers_without_address": unplaced,
         "gaps": gaps.iter().take(GAPS_LISTED).collect::<Vec<_>>(),
     });
-    if let Some((size, page)) = fits {
+    if let Some(n) = q.strip {
+        let cells: String = m.strip(n).iter().map(|&e| char::from(b'0' + e)).collect();
+        doc["strip"] = cells.into();
+        doc["largest_free_block_cells"] = largest.map_or(serde_json::Value::Null, |g| {
+            let c = m.cells_of(&g, n);
+            serde_json::json!([c.start, c.end])
+        });
+    }
+    if let Some((size, page)) = q.fits {
         let need = m.need_per_bank(size, page);
         let ok = m.fits(&need);
         let mut borders = Vec::new();

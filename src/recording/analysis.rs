@@ -51,6 +51,10 @@ pub struct TypeReport {
     pub temporary_bytes: u64,
     /// The largest of what was live when the peak was reached.
     pub live_at_peak: Vec<Live>,
+    /// The address map of that type at the peak (DRAM and L1 of a process whose
+    /// allocator's banks were reported: `crate::control::maps`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub map_at_peak: Option<serde_json::Value>,
     /// Allocations by size: `[low, count]`, `low` a power of two (sizes in
     /// `low..2*low`).
     pub size_histogram: Vec<(u64, u64)>,

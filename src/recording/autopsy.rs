@@ -88,6 +88,7 @@ pub fn autopsy(acc: &Accounting, failure: Option<&str>) -> (Vec<Value>, Option<F
                         o.needed_per_bank.saturating_mul(o.banks.max(1)),
                         o.needed_per_bank.max(1),
                     )),
+                    strip: None,
                 };
                 parse(answer(acc, &q))
             }

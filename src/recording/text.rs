@@ -117,6 +117,16 @@ fn device_text(o: &mut String, d: &super::analysis::DeviceReport) {
             t.peak_at_s
         );
         live_table(o, &t.live_at_peak, "    ");
+        if let Some(m) = &t.map_at_peak {
+            let n = |k: &str| m[k].as_u64().unwrap_or(0);
+            let _ = writeln!(
+                o,
+                "    its address map then: {} free per bank, largest free block {}, fragmentation {:.0}%",
+                human_bytes(n("free_bytes_per_bank")),
+                human_bytes(n("largest_free_block_bytes")),
+                m["fragmentation"].as_f64().unwrap_or(0.0) * 100.0
+            );
+        }
     }
     for (name, t) in used_types(&d.types) {
         if t.size_histogram.is_empty() {

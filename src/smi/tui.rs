@@ -1,15 +1,18 @@
-//! `tt-smi -w`: the live terminal UI (ratatui). Views: 1 main, 2 charts, 3 telemetry;
+//! `tt-smi -w`: the live terminal UI (ratatui). Views: 1 main, 2 charts, 3 telemetry,
+//! 4 memory map;
 //! `?` help; `q`, Esc or Ctrl-C quit. The process list sorts by memory, pid or name
 //! (`s` cycles) and scrolls (arrows, PgUp/PgDn, Home/End).
 //!
 //! This file is the application's state, its keys and the terminal loop; what is
 //! drawn is in `tui/`: `frame.rs` (title, key line, help), one file per view
-//! (`main_view.rs`, `processes.rs`, `charts.rs`, `telemetry.rs`), `recent.rs` (the
+//! (`main_view.rs`, `processes.rs`, `charts.rs`, `telemetry.rs`, `memory_map.rs`),
+//! `recent.rs` (the
 //! recent events in the main view's spare rows) and `theme.rs`.
 
 mod charts;
 mod frame;
 mod main_view;
+mod memory_map;
 mod processes;
 mod recent;
 mod telemetry;
@@ -25,6 +28,7 @@ pub enum View {
     Main,
     Charts,
     Telemetry,
+    MemoryMap,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +57,8 @@ pub struct App {
     max_scroll: std::cell::Cell<usize>,
     /// What changed between refreshes, newest first ([`App::update`]).
     pub recent: recent::RecentLog,
+    /// The address maps, while the memory-map view is shown.
+    pub maps: Vec<serde_json::Value>,
 }
 
 impl App {
@@ -69,6 +75,7 @@ impl App {
             quit: false,
             max_scroll: std::cell::Cell::new(usize::MAX / 2),
             recent: Default::default(),
+            maps: Vec::new(),
         }
     }
 
@@ -92,6 +99,7 @@ impl App {
             KeyCode::Char('1') => self.view = View::Main,
             KeyCode::Char('2') => self.view = View::Charts,
             KeyCode::Char('3') => self.view = View::Telemetry,
+            KeyCode::Char('4') => self.view = View::MemoryMap,
             KeyCode::Char('?') | KeyCode::Char('h') => self.help = !self.help,
             KeyCode::Char('s') => {
                 self.sort = match self.sort {
@@ -138,6 +146,10 @@ pub fn restore_terminal() {
 /// Source of the models the UI shows.
 pub trait ModelSource {
     fn load(&mut self, history_samples: usize) -> Result<Model, String>;
+    /// The address maps with a strip of `cells` cells each (none by default).
+    fn maps(&mut self, _cells: usize) -> Vec<serde_json::Value> {
+        Vec::new()
+    }
 }
 
 /// The counters page of a directory.
@@ -149,6 +161,19 @@ pub struct DirSource {
 impl ModelSource for DirSource {
     fn load(&mut self, history_samples: usize) -> Result<Model, String> {
         Model::load(&self.dir, history_samples, &self.sysfs_root).map_err(|e| e.0)
+    }
+    fn maps(&mut self, cells: usize) -> Vec<serde_json::Value> {
+        let q = crate::control::maps::MapQuery {
+            strip: Some(cells.clamp(1, crate::control::maps::MAX_STRIP_CELLS)),
+            ..Default::default()
+        };
+        crate::control::request_within(&self.dir, &q.request(), Duration::from_secs(1), 4 << 20)
+            .map(|t| {
+                t.lines()
+                    .filter_map(|l| serde_json::from_str(l).ok())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 }
 
@@ -182,6 +207,10 @@ pub fn run(source: &mut dyn ModelSource, refresh: Duration, color: bool) -> std:
                 match source.load(samples) {
                     Ok(m) => app.update(m),
                     Err(e) => return Err(std::io::Error::other(e)),
+                }
+                if app.view == View::MemoryMap {
+                    let width = term.size()?.width.saturating_sub(2) as usize;
+                    app.maps = source.maps(width);
                 }
                 term.draw(|f| app.draw(f))?;
                 next = Instant::now() + refresh;

@@ -711,3 +711,86 @@ extern "C" fn no_metal_regions_unless_asked() {
 #[used]
 #[link_section = ".init_array"]
 static NO_METAL_REGIONS: extern "C" fn() = no_metal_regions_unless_asked;
+
+/// An HTTP/1.0 request to `addr`: its status code (0: no connection) and body.
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    http(addr, "GET", path)
+}
+
+pub fn http(addr: &str, method: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return (0, String::new());
+    };
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    write!(s, "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let code = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|x| x.1.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
+
+/// Where an aggregator started with `--metrics-addr` serves `/metrics` (its log says).
+pub fn metrics_addr(agg: &AggProc) -> String {
+    agg.wait_for(
+        || agg.output().contains("metrics: http://"),
+        "the metrics line",
+    );
+    let out = agg.output();
+    let l = out
+        .lines()
+        .find(|l| l.contains("metrics: http://"))
+        .unwrap();
+    l.split("http://")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches("/metrics")
+        .to_string()
+}
+
+/// tmux, for the tests that drive the live view in a real terminal.
+pub fn tmux(args: &[&str]) -> String {
+    let out = std::process::Command::new("tmux")
+        .args(args)
+        .output()
+        .expect("tmux is required (apt-get install tmux)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A detached tmux session of `w` x `h` running `cmd`.
+pub fn tmux_session(session: &str, w: u16, h: u16, cmd: &str) {
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        session,
+        "-x",
+        &w.to_string(),
+        "-y",
+        &h.to_string(),
+        cmd,
+    ]);
+}
+
+pub fn wait_screen(session: &str, what: &str) -> String {
+    let t = std::time::Instant::now();
+    loop {
+        let s = tmux(&["capture-pane", "-p", "-t", session]);
+        if s.contains(what) {
+            return s;
+        }
+        if t.elapsed() > std::time::Duration::from_secs(20) {
+            panic!("{what:?} never appeared; screen:\n{s}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

@@ -2,6 +2,7 @@
 //! process's figures, and each device's.
 
 use super::*;
+use crate::shm_layout::EventKind;
 
 /// A second replay, stopped at each peak, to list what was live then.
 pub(super) fn fill_live_at_peak(rec: &Recording, types: &mut BTreeMap<(u32, usize), TypeReport>) {
@@ -17,10 +18,34 @@ pub(super) fn fill_live_at_peak(rec: &Recording, types: &mut BTreeMap<(u32, usiz
     /// Stops at the peaks' events and lists what is live.
     struct AtPeaks<'a> {
         at: &'a BTreeMap<usize, Vec<(u32, usize)>>,
-        found: Vec<((u32, usize), Vec<Live>)>,
+        found: Vec<((u32, usize), Vec<Live>, Option<serde_json::Value>)>,
+        /// Peaks whose address map waits for the detail events that follow the
+        /// allocation that made them (their indices in `found`).
+        maps_due: Vec<usize>,
+    }
+    impl AtPeaks<'_> {
+        fn draw_maps(&mut self, rp: &Replay) {
+            for &i in &self.maps_due {
+                let ((row, cat), _, map) = &mut self.found[i];
+                *map = map_at(&rp.acc, *row, *cat);
+            }
+        }
     }
     impl Visit for AtPeaks<'_> {
-        fn event(&mut self, rp: &Replay, _: u32, _: &Event, _: &Outcome) {
+        fn event(&mut self, rp: &Replay, _: u32, ev: &Event, _: &Outcome) {
+            let detail = [
+                EventKind::BufferShape,
+                EventKind::BufferPlace,
+                EventKind::BankGeometry,
+            ]
+            .iter()
+            .any(|k| *k as u8 == ev.kind);
+            if detail {
+                // The peak's allocation's details, as they come: its map drawn again.
+                self.draw_maps(rp);
+            } else {
+                self.maps_due.clear();
+            }
             let Some(ks) = self.at.get(&rp.index) else {
                 return;
             };
@@ -32,21 +57,48 @@ pub(super) fn fill_live_at_peak(rec: &Recording, types: &mut BTreeMap<(u32, usiz
                     .collect();
                 v.sort_by(|a, b| b.size.cmp(&a.size).then(a.address.cmp(&b.address)));
                 v.truncate(LIVE_AT_PEAK_LISTED);
-                self.found.push(((row, cat), v));
+                self.maps_due.push(self.found.len());
+                self.found.push(((row, cat), v, map_at(&rp.acc, row, cat)));
             }
         }
     }
     let mut v = AtPeaks {
         at: &at,
         found: Vec::new(),
+        maps_due: Vec::new(),
     };
-    Replay::new(rec).run(&mut v, Some(last));
+    // A little past the last peak: the detail events of the allocation that made it.
+    Replay::new(rec).run(&mut v, Some(last + DETAIL_EVENTS_AFTER));
     let found = v.found;
-    for (k, v) in found {
+    for (k, v, map) in found {
         if let Some(t) = types.get_mut(&k) {
             t.live_at_peak = v;
+            t.map_at_peak = map;
         }
     }
+}
+
+/// The most extension events that follow an allocation (its two detail events and
+/// its allocator's banks).
+const DETAIL_EVENTS_AFTER: usize = 3;
+
+/// The address map of category `cat` on row `row` as the replay stands.
+fn map_at(acc: &Accounting, row: u32, cat: usize) -> Option<serde_json::Value> {
+    let btype = BufferType::ALL
+        .into_iter()
+        .find(|&t| t != BufferType::SystemMemory && cat_of_buffer(t) == cat)?;
+    let q = crate::control::maps::MapQuery {
+        btype: Some(btype),
+        ..Default::default()
+    };
+    let maps: Vec<serde_json::Value> = crate::control::maps::answer(acc, &q)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    maps.iter()
+        .find(|m| m["device"] == row)
+        .or(maps.first())
+        .cloned()
 }
 
 pub(super) fn fill_processes(rec: &Recording, procs: &mut BTreeMap<u32, ProcessReport>) {

@@ -32,8 +32,9 @@ impl App {
             View::Main => self.draw_main(f, rows[1]),
             View::Charts => self.draw_charts(f, rows[1]),
             View::Telemetry => self.draw_telemetry(f, rows[1]),
+            View::MemoryMap => self.draw_memory_map(f, rows[1]),
         }
-        let keys = "1 main  2 charts  3 telemetry  s sort  ↑↓ scroll  w window  ? help  q quit";
+        let keys = "1 main 2 charts 3 telemetry 4 map  s sort  ↑↓ scroll  w window  ? help  q quit";
         f.render_widget(
             Paragraph::new(keys).style(self.style(Style::default().fg(Color::DarkGray))),
             rows[2],
@@ -49,6 +50,7 @@ impl App {
             View::Main => "main",
             View::Charts => "charts",
             View::Telemetry => "telemetry",
+            View::MemoryMap => "memory map",
         };
         let status = match &self.model.aggregator {
             Some(a) => Span::raw(format!(
@@ -85,7 +87,7 @@ impl App {
 
     pub(super) fn draw_help(&self, f: &mut Frame, area: Rect) {
         let w = 56.min(area.width);
-        let h = 16.min(area.height);
+        let h = 17.min(area.height);
         let r = Rect::new(
             area.x + (area.width - w) / 2,
             area.y + (area.height - h) / 2,
@@ -93,7 +95,7 @@ impl App {
             h,
         );
         let text = vec![
-            Line::from("1 / 2 / 3   main / charts / telemetry"),
+            Line::from("1 2 3 4     main / charts / telemetry / memory map"),
             Line::from("s           cycle process sort (memory, pid, name)"),
             Line::from("m, p, n     sort by memory, pid, name"),
             Line::from("↑ ↓ PgUp PgDn Home End   scroll"),
