@@ -16,9 +16,11 @@ pub(super) fn fill_live_at_peak(rec: &Recording, types: &mut BTreeMap<(u32, usiz
         return;
     };
     /// Stops at the peaks' events and lists what is live.
+    /// A peak (row, category), what was live then, its address map.
+    type AtPeak = ((u32, usize), Vec<Live>, Option<serde_json::Value>);
     struct AtPeaks<'a> {
         at: &'a BTreeMap<usize, Vec<(u32, usize)>>,
-        found: Vec<((u32, usize), Vec<Live>, Option<serde_json::Value>)>,
+        found: Vec<AtPeak>,
         /// Peaks whose address map waits for the detail events that follow the
         /// allocation that made them (their indices in `found`).
         maps_due: Vec<usize>,
