@@ -143,6 +143,13 @@ enum Cmd {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Makes `tt-smi` in DIR call tttrack's tt-smi (the one beside this tt-track): for
+    /// an environment where pip installed tttrack as `tttrack-smi` and no other
+    /// `tt-smi` is installed. Refuses if DIR already has a `tt-smi`.
+    AliasTtSmi {
+        /// Where (default: `$VIRTUAL_ENV/bin`).
+        dir: Option<PathBuf>,
+    },
     /// What a recording says: peaks per device and type, what was live at each peak,
     /// leaks, short-lived allocations, sizes.
     Report {
@@ -199,6 +206,7 @@ fn main() {
             output,
             dir,
         } => snapshot(pid, seconds, failure, output, dir),
+        Cmd::AliasTtSmi { dir } => alias_tt_smi(dir),
         Cmd::Report { file, json, html } => recorded::report(&file, json, html.as_deref()),
         Cmd::Export {
             file,
@@ -412,6 +420,52 @@ fn snapshot(
         }
         Err(e) => {
             eprintln!("tt-track: snapshot: {e}");
+            1
+        }
+    }
+}
+
+/// `tt-track alias-tt-smi`.
+fn alias_tt_smi(dir: Option<PathBuf>) -> i32 {
+    let Some(dir) =
+        dir.or_else(|| std::env::var_os("VIRTUAL_ENV").map(|v| PathBuf::from(v).join("bin")))
+    else {
+        eprintln!("tt-track: alias-tt-smi: no DIR given and no virtual environment active (VIRTUAL_ENV): say where, e.g. tt-track alias-tt-smi ~/.local/bin");
+        return 2;
+    };
+    let ours = match std::env::current_exe() {
+        Ok(e) => e.with_file_name("tt-smi"),
+        Err(e) => {
+            eprintln!("tt-track: alias-tt-smi: where is this tt-track? {e}");
+            return 1;
+        }
+    };
+    if !ours.exists() {
+        eprintln!(
+            "tt-track: alias-tt-smi: no tt-smi beside this tt-track ({})",
+            ours.display()
+        );
+        return 1;
+    }
+    let link = dir.join("tt-smi");
+    if link.symlink_metadata().is_ok() {
+        eprintln!(
+            "tt-track: alias-tt-smi: {} exists already (another tt-smi, such as Tenstorrent's): left as it is; tttrack's is tttrack-smi",
+            link.display()
+        );
+        return 1;
+    }
+    match std::os::unix::fs::symlink(&ours, &link) {
+        Ok(()) => {
+            eprintln!(
+                "tt-track: {} now runs tttrack's tt-smi ({})",
+                link.display(),
+                ours.display()
+            );
+            0
+        }
+        Err(e) => {
+            eprintln!("tt-track: alias-tt-smi: {}: {e}", link.display());
             1
         }
     }
