@@ -7,7 +7,7 @@
 //! process, and from 2 processes x 2 threads on one chip. Prints medians and ratios.
 //!
 //! Run: `cargo bench --bench vs_metal` (`TTTRACK_VS_METAL_RUNS`: runs of each shape,
-//! default 3).
+//! default 3; `TTTRACK_BENCH_AGG_ARGS`: more flags for the aggregator).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -29,6 +29,12 @@ fn start_aggregator(dir: &Path) -> Child {
         .arg("--dir")
         .arg(dir)
         .args(["--quiet", "--no-compat-socket", "--no-metal-shm"])
+        // TTTRACK_BENCH_AGG_ARGS: more of the aggregator's flags (to compare a setting).
+        .args(
+            std::env::var("TTTRACK_BENCH_AGG_ARGS")
+                .unwrap_or_default()
+                .split_whitespace(),
+        )
         .spawn()
         .expect("tt-aggregator");
     let t = Instant::now();

@@ -117,7 +117,7 @@ impl Aggregator {
                 let out = self.acc.apply(key, &ev, now_s);
                 self.log_outcome(key, &ev, &out);
                 self.record_events(key, &[&ev], false);
-                self.keep_last_events(key, &[&ev]);
+                self.keep_last_events(key, std::iter::once(&ev));
                 return 1;
             }
             Msg::Query { msg, reply } => {

@@ -97,11 +97,11 @@ impl Aggregator {
         let view = a.seg.view();
         let mut pending = std::mem::take(&mut a.pending);
         let snapshot = self.apply_batch(key, &pending[..m.ready], view);
-        if !self.recordings.is_empty() || self.last.enabled() {
+        if !self.recordings.is_empty() {
             let applied: Vec<&Event> = pending[..m.ready].iter().map(|p| &p.ev).collect();
             self.record_events(key, &applied, true);
-            self.keep_last_events(key, &applied);
         }
+        self.keep_last_events(key, pending[..m.ready].iter().map(|p| &p.ev));
         pending.drain(..m.ready);
         if let Some(a) = self.segments.attached.get_mut(path) {
             a.pending = pending;

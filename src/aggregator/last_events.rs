@@ -25,13 +25,30 @@ pub struct Kept {
     pub ev: Event,
 }
 
+/// Events applied together, of one process, on one chip: how they are kept (the
+/// time, process and user once for the run, the events back to back).
+#[derive(Debug)]
+struct Run {
+    t_unix_ms: u64,
+    key: ProcKey,
+    uid: u32,
+    events: Vec<Event>,
+}
+
+/// One chip's kept runs, oldest first, and how many events they hold.
+#[derive(Debug, Default)]
+struct Ring {
+    runs: VecDeque<Run>,
+    events: usize,
+}
+
 /// The bytes one kept event takes.
-pub const KEPT_BYTES: usize = std::mem::size_of::<Kept>();
+pub const KEPT_BYTES: usize = std::mem::size_of::<Event>();
 
 /// The rings, one per chip row.
 #[derive(Debug)]
 pub struct LastEvents {
-    rows: BTreeMap<i32, VecDeque<Kept>>,
+    rows: BTreeMap<i32, Ring>,
     max_age_ms: u64,
     max_per_row: usize,
 }
@@ -50,25 +67,56 @@ impl LastEvents {
         self.max_age_ms > 0 && self.max_per_row > 0
     }
 
-    /// Keeps `ev` of `key` on chip row `row`, applied at `t_unix_ms`.
-    pub fn push(&mut self, row: i32, kept: Kept) {
+    /// Keeps `events` of `key` (of user `uid`) on chip row `row`, applied at
+    /// `t_unix_ms`: added to the newest run if it is the same process's at the same
+    /// time. Over the bound, the oldest runs go (whole).
+    pub fn push(
+        &mut self,
+        row: i32,
+        t_unix_ms: u64,
+        (key, uid): (ProcKey, u32),
+        events: impl Iterator<Item = Event>,
+    ) {
         let ring = self.rows.entry(row).or_default();
-        if ring.len() >= self.max_per_row {
-            ring.pop_front();
+        let before = match ring.runs.back_mut() {
+            Some(r) if r.key == key && r.t_unix_ms == t_unix_ms => {
+                let n = r.events.len();
+                r.events.extend(events);
+                r.events.len() - n
+            }
+            _ => {
+                let events: Vec<Event> = events.collect();
+                let n = events.len();
+                ring.runs.push_back(Run {
+                    t_unix_ms,
+                    key,
+                    uid,
+                    events,
+                });
+                n
+            }
+        };
+        ring.events += before;
+        while ring.events > self.max_per_row {
+            let Some(old) = ring.runs.pop_front() else {
+                break;
+            };
+            ring.events -= old.events.len();
         }
-        ring.push_back(kept);
     }
 
     /// Drops what is older than the window.
     pub fn trim(&mut self, now_unix_ms: u64) {
         let oldest = now_unix_ms.saturating_sub(self.max_age_ms);
         for ring in self.rows.values_mut() {
-            while ring.front().is_some_and(|k| k.t_unix_ms < oldest) {
-                ring.pop_front();
+            while ring.runs.front().is_some_and(|r| r.t_unix_ms < oldest) {
+                if let Some(old) = ring.runs.pop_front() {
+                    ring.events -= old.events.len();
+                }
             }
         }
         // An emptied ring gives its memory back.
-        self.rows.retain(|_, r| !r.is_empty());
+        self.rows.retain(|_, r| !r.runs.is_empty());
     }
 
     /// The kept events `want` takes, from `since_unix_ms` on, in the order they were
@@ -77,18 +125,26 @@ impl LastEvents {
         let mut v: Vec<Kept> = self
             .rows
             .values()
-            .flat_map(|r| r.iter())
-            .filter(|k| k.t_unix_ms >= since_unix_ms && want(k))
-            .copied()
+            .flat_map(|r| r.runs.iter())
+            .filter(|r| r.t_unix_ms >= since_unix_ms)
+            .flat_map(|r| {
+                r.events.iter().map(|ev| Kept {
+                    t_unix_ms: r.t_unix_ms,
+                    key: r.key,
+                    uid: r.uid,
+                    ev: *ev,
+                })
+            })
+            .filter(|k| want(k))
             .collect();
         // Stable: a process's events keep their order within one time.
         v.sort_by_key(|k| k.t_unix_ms);
         v
     }
 
-    /// Events kept in all, for the status line.
+    /// Events kept in all.
     pub fn len(&self) -> usize {
-        self.rows.values().map(|r| r.len()).sum()
+        self.rows.values().map(|r| r.events).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -97,34 +153,40 @@ impl LastEvents {
 }
 
 impl Aggregator {
-    /// Keeps the events of `key` just applied, each on its chip's ring.
-    pub(super) fn keep_last_events(&mut self, key: ProcKey, events: &[&Event]) {
-        if !self.last.enabled() || events.is_empty() {
+    /// Keeps the events of `key` just applied, each on its chip's ring: a run of one
+    /// device (the usual case) at once, others event by event.
+    pub(super) fn keep_last_events<'a, I>(&mut self, key: ProcKey, events: I)
+    where
+        I: Iterator<Item = &'a Event> + Clone,
+    {
+        if !self.last.enabled() {
             return;
         }
         let Some(p) = self.acc.processes.get(&key) else {
             return;
         };
+        let mut all = events.clone();
+        let Some(first) = all.next() else {
+            return;
+        };
         let now = crate::sys::unix_ns() / 1_000_000;
-        // Each device's row once per run.
-        let mut rows = [None::<i32>; crate::shm_layout::MAX_DEVICES];
-        for ev in events {
-            let Some(slot) = usize::try_from(ev.device)
-                .ok()
-                .and_then(|d| rows.get_mut(d))
-            else {
-                continue;
-            };
-            let row = *slot.get_or_insert_with(|| self.acc.device_row(p, ev.device));
-            self.last.push(
-                row,
-                Kept {
-                    t_unix_ms: now,
-                    key,
-                    uid: p.uid,
-                    ev: **ev,
-                },
-            );
+        let who = (key, p.uid);
+        if all.all(|e| e.device == first.device) {
+            let row = self.acc.device_row(p, first.device);
+            self.last.push(row, now, who, events.copied());
+        } else {
+            // Each device's row once per run.
+            let mut rows = [None::<i32>; crate::shm_layout::MAX_DEVICES];
+            for ev in events {
+                let Some(slot) = usize::try_from(ev.device)
+                    .ok()
+                    .and_then(|d| rows.get_mut(d))
+                else {
+                    continue;
+                };
+                let row = *slot.get_or_insert_with(|| self.acc.device_row(p, ev.device));
+                self.last.push(row, now, who, std::iter::once(*ev));
+            }
         }
         self.last.trim(now);
     }
@@ -305,16 +367,32 @@ mod tests {
     fn rings_keep_the_window_and_the_bound() {
         let mut l = LastEvents::new(1.0, 1);
         let per_row = (1 << 20) / KEPT_BYTES;
-        for i in 0..per_row as u64 + 10 {
-            l.push(0, kept(1000, 7, i));
+        // Runs of 10 at one time each: the oldest go whole past the bound.
+        for i in 0..(per_row as u64 / 10 + 5) {
+            l.push(
+                0,
+                1000 + i,
+                ((7, 1), 0),
+                (0..10).map(|j| kept(0, 7, i * 10 + j).ev),
+            );
         }
-        assert_eq!(l.len(), per_row, "bounded by bytes");
-        l.push(1, kept(1500, 8, 1));
-        l.trim(2200);
-        // Row 0's events are older than a second: gone; row 1's stay.
-        assert_eq!(l.len(), 1);
-        assert_eq!(l.of(0, |k| k.key.0 == 8).len(), 1);
-        assert!(l.of(0, |k| k.key.0 == 7).is_empty());
+        assert!(
+            l.len() <= per_row && l.len() > per_row - 10,
+            "bounded by bytes"
+        );
+        let kept_now = l.of(0, |_| true);
+        assert_eq!(
+            kept_now.last().unwrap().ev.id,
+            (per_row as u64 / 10 + 5) * 10 - 1
+        );
+        // The same process at the same time: one run.
+        l.push(1, 1500, ((8, 1), 0), std::iter::once(kept(0, 8, 1).ev));
+        l.push(1, 1500, ((8, 1), 0), std::iter::once(kept(0, 8, 2).ev));
+        assert_eq!(l.rows[&1].runs.len(), 1);
+        l.trim(1000 + per_row as u64 / 10 + 5 + 2000);
+        // Row 0's events are older than a second: gone; row 1's too, at that time.
+        assert_eq!(l.len(), 0);
+        assert!(l.rows.is_empty());
         assert!(!LastEvents::new(0.0, 8).enabled());
     }
 }
