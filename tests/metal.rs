@@ -867,15 +867,7 @@ fn a_stock_program_s_buffers_through_the_graph_hook() {
     let a = chips.0[0];
     let root = mock_root(a);
     let agg = AggProc::start(dir.path(), &["--metal-shm-dir", "/dev/shm"]);
-    let lib = lib_path();
-    let mut p = MockProc::start_with(
-        &root,
-        &[
-            ("LD_PRELOAD", lib.as_os_str()),
-            ("TT_ALLOC_TRACKING_ENABLED", std::ffi::OsStr::new("1")),
-            ("TTTRACK_DIR", dir.path().as_os_str()),
-        ],
-    );
+    let mut p = hooked_mock(&root, dir.path());
     assert_eq!(p.say("alloc 1048576 2048 0"), "buf 0 1048640 88064");
     assert_eq!(p.say("alloc 65536 2048 1"), "buf 1 1497088 2048");
     // On a thread of its own (TT-Metal's processor list is per thread).
@@ -1141,28 +1133,13 @@ fn a_tt_metal_loaded_later_with_dlopen_is_hooked() {
     let chips = Chips::new(1);
     let root = mock_root(chips.0[0]);
     let _agg = AggProc::start(dir.path(), &[]);
-    let lib = ttnn_lib();
     let out = TempDir::new("metal-dlopen-bin");
     let so = out.path().join("libmetal_mock.so");
-    let ok = Command::new("g++")
-        .args([
-            "-O1",
-            "-std=c++20",
-            "-shared",
-            "-fPIC",
-            "-DAS_LIBRARY",
-            "-o",
-        ])
-        .arg(&so)
-        .arg(repo_dir().join("tests/cpp/metal_mock.cpp"))
-        .arg("-L")
-        .arg(&lib)
-        .arg("-ltt_metal")
-        .arg(format!("-Wl,-rpath,{}", lib.display()))
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "building libmetal_mock.so");
+    build_with_metal(
+        "tests/cpp/metal_mock.cpp",
+        &so,
+        &["-shared", "-fPIC", "-DAS_LIBRARY"],
+    );
     let main = out.path().join("dlopen_main");
     let ok = Command::new("g++")
         .arg("-o")
@@ -1375,15 +1352,7 @@ fn the_address_map_is_the_allocators_own() {
     let dir = TempDir::new("metal-map");
     let root = mock_root(0);
     let agg = AggProc::start(dir.path(), &["--metrics-addr", "127.0.0.1:0"]);
-    let lib = lib_path();
-    let mut p = MockProc::start_with(
-        &root,
-        &[
-            ("LD_PRELOAD", lib.as_os_str()),
-            ("TT_ALLOC_TRACKING_ENABLED", std::ffi::OsStr::new("1")),
-            ("TTTRACK_DIR", dir.path().as_os_str()),
-        ],
-    );
+    let mut p = hooked_mock(&root, dir.path());
     let d = dir.path();
     // DRAM: several sizes and page sizes, one freed in the middle.
     for (i, cmd) in [

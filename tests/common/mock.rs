@@ -71,7 +71,7 @@ pub fn mock_root(chip: u64) -> TempDir {
 pub fn mock_exe() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT.get_or_init(|| {
-        let lib = ttnn_lib();
+
         assert_exported(
             &[
                 "_ZN2tt8tt_metal12experimental19configure_mock_modeENS_4ARCHEj",
@@ -93,18 +93,7 @@ pub fn mock_exe() -> PathBuf {
         let out = target_dir().join(format!("cpp-test-programs-{}", std::process::id()));
         std::fs::create_dir_all(&out).unwrap();
         let bin = out.join("metal_mock");
-        let ok = Command::new("g++")
-            .args(["-O1", "-std=c++20", "-o"])
-            .arg(&bin)
-            .arg(repo_dir().join("tests/cpp/metal_mock.cpp"))
-            .arg("-L")
-            .arg(&lib)
-            .arg("-ltt_metal")
-            .arg(format!("-Wl,-rpath,{}", lib.display()))
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "building metal_mock");
+        build_with_metal("tests/cpp/metal_mock.cpp", &bin, &[]);
         bin
     }).clone()
 }
@@ -184,4 +173,39 @@ impl Drop for MockProc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Builds the C++ test program `src` (from the repository) into `out`, linked with the
+/// shipping libtt_metal.so (found at run time through its rpath); `extra`: more g++
+/// arguments.
+pub fn build_with_metal(src: &str, out: &std::path::Path, extra: &[&str]) {
+    let lib = ttnn_lib();
+    let ok = Command::new("g++")
+        .args(["-O1", "-std=c++20"])
+        .args(extra)
+        .arg("-o")
+        .arg(out)
+        .arg(repo_dir().join(src))
+        .arg("-L")
+        .arg(&lib)
+        .arg("-ltt_metal")
+        .arg(format!("-Wl,-rpath,{}", lib.display()))
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "building {src}");
+}
+
+/// The shipping TT-Metal in mock mode with `libtttrack.so` preloaded and tracking on
+/// (its graph hook in), reporting into `dir`.
+pub fn hooked_mock(root: &TempDir, dir: &std::path::Path) -> MockProc {
+    let lib = lib_path();
+    MockProc::start_with(
+        root,
+        &[
+            ("LD_PRELOAD", lib.as_os_str()),
+            ("TT_ALLOC_TRACKING_ENABLED", std::ffi::OsStr::new("1")),
+            ("TTTRACK_DIR", dir.as_os_str()),
+        ],
+    )
 }
