@@ -60,6 +60,12 @@ pub enum EventKind {
     /// Extension (version 1): the allocator's banks of one buffer type on device
     /// `device` ([`BankGeometry::to_event`]).
     BankGeometry = 11,
+    /// Extension (version 1), after a `CbAlloc`: where that circular buffer lies in
+    /// L1 and on how many cores ([`CbPlace::to_event`]).
+    CbPlace = 12,
+    /// Extension (version 1): every circular buffer of device `device` freed at once
+    /// (a program's, as TT-Metal releases them).
+    CbReleaseAll = 13,
 }
 
 impl EventKind {
@@ -76,6 +82,8 @@ impl EventKind {
             9 => Self::BufferShape,
             10 => Self::BufferPlace,
             11 => Self::BankGeometry,
+            12 => Self::CbPlace,
+            13 => Self::CbReleaseAll,
             _ => return None,
         })
     }
@@ -360,6 +368,41 @@ impl BufferDetail {
         } else if ev.kind == EventKind::BufferPlace as u8 {
             self.address = ev.size as u32;
             self.page_size = ev.size >> 32;
+        }
+    }
+}
+
+/// Where a circular buffer lies: its address in L1 (its id), its bytes on each core,
+/// the cores it is on, and whether it is globally allocated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct CbPlace {
+    pub address: u64,
+    pub size_per_core: u64,
+    pub cores: u32,
+    pub global: bool,
+}
+
+impl CbPlace {
+    /// Its lane event: `id` the address, `size` the bytes per core in its low 40 bits
+    /// and the cores in its high 24, `subtype` 1 if globally allocated.
+    pub fn to_event(&self, device: i32) -> Event {
+        Event {
+            seq: 0,
+            kind: EventKind::CbPlace as u8,
+            subtype: self.global as u8,
+            _reserved: 0,
+            device,
+            size: pack_size(self.size_per_core, self.cores),
+            id: self.address,
+        }
+    }
+
+    pub fn from_event(ev: &Event) -> Self {
+        CbPlace {
+            address: ev.id,
+            size_per_core: ev.size & PACKED_SIZE_MASK,
+            cores: (ev.size >> PACKED_SIZE_BITS) as u32,
+            global: ev.subtype != 0,
         }
     }
 }

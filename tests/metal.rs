@@ -1552,3 +1552,57 @@ fn the_address_map_is_the_allocators_own() {
     let _ = small_2;
     assert_eq!(p.say("exit"), "ok");
 }
+
+/// Circular buffers through the graph hook: told to TT-Metal's graph tracker as a
+/// program tells it (`GraphTracker::track_allocate_cb` on 64 cores, then
+/// `track_deallocate_cb`; running a program needs compiled kernels, which mock mode
+/// has not), each CB counted with every core's bytes, the L1 map giving the headroom
+/// between the CBs' top and the lowest L1 buffer (the "clash" TT-Metal reports), and
+/// everything released at once.
+#[test]
+fn circular_buffers_through_the_graph_hook() {
+    let dir = TempDir::new("metal-cb");
+    let root = mock_root(0);
+    let _agg = AggProc::start(dir.path(), &[]);
+    let mut p = hooked_mock(&root, dir.path());
+    let pid = p.child.id();
+    // An L1 buffer (1 KiB a bank, at the top), then 64 KiB of CB on each of 64 cores
+    // from the bottom of L1 (its base, as the allocator says: 105,824).
+    let b = p.say("alloc 65536 1024 1");
+    let lowest: u64 = b.split(' ').nth(2).unwrap().parse().unwrap();
+    assert_eq!(p.say("cb 105824 65536"), "ok");
+    wait_json("the CBs counted", dir.path(), |d| {
+        live_proc(d, pid).is_some_and(|p| p["devices"][0]["cb_bytes"] == 64 * 65536)
+    });
+    let m = map_of(dir.path(), "L1").unwrap();
+    assert_eq!(m["circular_buffers_top_address"], 105824 + 65536, "{m:#}");
+    assert_eq!(m["lowest_buffer_address"], lowest, "{m:#}");
+    assert_eq!(
+        m["clash_headroom_bytes"].as_i64(),
+        Some(lowest as i64 - (105824 + 65536)),
+        "{m:#}"
+    );
+    let text = smi(&[
+        "--dir",
+        dir.path().to_str().unwrap(),
+        "--map",
+        "--type",
+        "L1",
+    ]);
+    assert!(
+        text.contains(&format!(
+            "circular buffers up to {:#x}; {} B before the lowest L1 buffer",
+            105824 + 65536,
+            lowest - (105824 + 65536)
+        )),
+        "{text}"
+    );
+    // Released together.
+    assert_eq!(p.say("cbfree"), "ok");
+    wait_json("the CBs released", dir.path(), |d| {
+        live_proc(d, pid).is_some_and(|p| p["devices"][0]["cb_bytes"] == 0)
+    });
+    let m = map_of(dir.path(), "L1").unwrap();
+    assert!(m["circular_buffers_top_address"].is_null(), "{m:#}");
+    assert_eq!(p.say("exit"), "ok");
+}

@@ -52,6 +52,10 @@ pub struct ProcDev {
     pub buffers: BufferTable,
     /// CB id -> sizes of its live allocations (a CB id may be allocated more than once).
     pub cbs: HashMap<u64, Vec<u64>>,
+    /// CB id (its address) -> where it lies, for the CBs whose producer says (the graph
+    /// hook does).
+    #[serde(default)]
+    pub cb_places: HashMap<u64, crate::shm_layout::CbPlace>,
     /// Kernel id -> (size, kernel type, load time in Unix seconds) of its live loads.
     pub kernels: HashMap<u64, Vec<(u64, u8, u32)>>,
     /// Buffer id -> where that live buffer lies in its banks, for the buffers whose

@@ -133,11 +133,18 @@ struct Entry<'a> {
 /// The answer: one JSON line per chip and type with banks.
 pub fn answer(acc: &Accounting, q: &MapQuery) -> String {
     let mut maps: BTreeMap<(i32, u8), Entry> = BTreeMap::new();
+    // Per row, the top of the circular buffers (they grow from the bottom of L1).
+    let mut cb_tops: BTreeMap<i32, u64> = BTreeMap::new();
     for p in acc.processes.values() {
         for (&d, pd) in &p.devices {
             let row = acc.device_row(p, d);
             if q.device.is_some_and(|x| x != row) {
                 continue;
+            }
+            for c in pd.cb_places.values() {
+                let top = c.address.saturating_add(c.size_per_core);
+                let t = cb_tops.entry(row).or_default();
+                *t = (*t).max(top);
             }
             for (&t, g) in &pd.banks {
                 if q.btype.is_none_or(|x| x as u8 == t) {
@@ -174,7 +181,19 @@ pub fn answer(acc: &Accounting, q: &MapQuery) -> String {
     let mut out = String::new();
     for ((row, t), e) in maps {
         let Some(g) = e.geometry else { continue };
-        let doc = one_map(row, t, g, e.ranges, &e.owners, e.unplaced, q);
+        let mut doc = one_map(row, t, g, e.ranges, &e.owners, e.unplaced, q);
+        if t == BufferType::L1 as u8 {
+            // The headroom before a "clash": from the circular buffers' top to the
+            // lowest L1 buffer.
+            let cb_top = cb_tops.get(&row).copied();
+            let lowest = e.owners.iter().map(|o| o.address).min();
+            doc["circular_buffers_top_address"] = cb_top.into();
+            doc["lowest_buffer_address"] = lowest.into();
+            doc["clash_headroom_bytes"] = match (cb_top, lowest) {
+                (Some(c), Some(l)) => serde_json::Value::from(l as i64 - c as i64),
+                _ => serde_json::Value::Null,
+            };
+        }
         out.push_str(&doc.to_string());
         out.push('\n');
     }

@@ -16,7 +16,8 @@
 //! already ran before it was loaded are not covered. A `libtt_metal.so` that comes in
 //! later with `dlopen` (as `import ttnn` brings it) is hooked when that call returns
 //! (`dlopen` is wrapped too), on the calling thread and the threads made after. Not
-//! covered: circular buffers and programs.
+//! covered: programs. Circular buffers come through `track_allocate_cb` and
+//! `track_deallocate_cb` (all of a device's at once).
 
 use crate::shm_layout::{BankGeometry, BufferDetail, BufferType, EventKind};
 use std::ffi::{c_char, c_void, CStr};
@@ -45,6 +46,8 @@ pub const SLOTS: [&[&str]; 15] = [
 /// The slots we replace.
 const SLOT_ALLOCATE: usize = 1;
 const SLOT_DEALLOCATE: usize = 2;
+const SLOT_ALLOCATE_CB: usize = 3;
+const SLOT_DEALLOCATE_CB: usize = 6;
 
 pub const VTABLE: &str = "_ZTVN2tt8tt_metal15IGraphProcessorE";
 pub const MESH_DEVICE_VTABLE: &str = "_ZTVN2tt8tt_metal11distributed10MeshDeviceE";
@@ -73,6 +76,8 @@ pub const ALLOCATOR_BANK_SIZE: &str =
 pub const ALLOCATOR_ALIGNMENT: &str = "_ZNK2tt8tt_metal9Allocator13get_alignmentENS0_10BufferTypeE";
 pub const ALLOCATOR_BASE: &str =
     "_ZNK2tt8tt_metal9Allocator23get_base_allocator_addrERKNS0_10HalMemTypeE";
+/// How many cores a `CoreRangeSet` covers (a circular buffer's).
+pub const CORE_RANGE_SET_NUM_CORES: &str = "_ZNK2tt8tt_metal12CoreRangeSet9num_coresEv";
 /// The detail members, in [`Detail`]'s order.
 pub const DETAIL_MEMBERS: [&str; 9] = [
     BUFFER_PAGE_SIZE,
@@ -117,6 +122,8 @@ struct Api {
     num_devices: extern "C" fn(*const c_void) -> usize,
     get_device: extern "C" fn(*const c_void, usize, usize) -> *const c_void,
     detail: Option<Detail>,
+    /// `CoreRangeSet::num_cores() const`, if exported.
+    num_cores_of: Option<extern "C" fn(*const c_void) -> u32>,
 }
 
 /// Per chip, the buffer types whose banks were sent (one bit per type).
@@ -247,6 +254,50 @@ extern "C" fn on_allocate(_this: *mut c_void, buffer: *const c_void) {
 }
 
 extern "C" fn on_nothing(_this: *mut c_void, _buffer: *const c_void) {}
+
+/// `track_allocate_cb(const CoreRangeSet&, uint64_t addr, uint64_t size, bool
+/// is_globally_allocated, const IDevice*)`: a circular buffer of `size` bytes on each
+/// core of the set, at `addr` in L1. Reported as a CB of all its cores' bytes (as
+/// buffers count every bank's) and where it lies.
+extern "C" fn on_allocate_cb(
+    _this: *mut c_void,
+    cores: *const c_void,
+    addr: u64,
+    size: u64,
+    global: bool,
+    dev: *const c_void,
+) {
+    let Some(api) = API.get() else { return };
+    // SAFETY: dev is the program's device, a MeshDevice or Device whose id() slot was
+    // found at install time.
+    let chip = unsafe { chip_of(dev, api) };
+    let n = match api.num_cores_of {
+        Some(f) if !cores.is_null() => f(cores),
+        _ => 0,
+    };
+    super::record(
+        EventKind::CbAlloc,
+        0,
+        chip,
+        size.saturating_mul(u64::from(n.max(1))),
+        addr,
+    );
+    let place = crate::shm_layout::CbPlace {
+        address: addr,
+        size_per_core: size,
+        cores: n,
+        global,
+    };
+    super::record_event(place.to_event(chip));
+}
+
+/// `track_deallocate_cb(const IDevice*)`: every circular buffer of the device freed.
+extern "C" fn on_deallocate_cb(_this: *mut c_void, dev: *const c_void) {
+    let Some(api) = API.get() else { return };
+    // SAFETY: as in on_allocate_cb.
+    let chip = unsafe { chip_of(dev, api) };
+    super::record(EventKind::CbReleaseAll, 0, chip, 0, 0);
+}
 
 extern "C" fn on_deallocate(_this: *mut c_void, buffer: *const c_void) {
     let Some(api) = API.get() else { return };
@@ -478,13 +529,16 @@ pub fn install() -> Result<bool, String> {
                 extern "C" fn(*const c_void, usize, usize) -> *const c_void,
             >(sym(handle, MESH_GET_DEVICE)?),
             detail: detail_members(handle),
+            num_cores_of: sym(handle, CORE_RANGE_SET_NUM_CORES).ok().map(|f| {
+                std::mem::transmute::<*mut c_void, extern "C" fn(*const c_void) -> u32>(f)
+            }),
         }
     };
     let instance = sym(handle, GRAPH_TRACKER_INSTANCE)?;
     let push = sym(handle, PUSH_PROCESSOR)?;
     let _ = API.set(api);
     // Our table: TT-Metal's base table (offset, type info, its do-nothing members),
-    // with the two we need replaced. Leaked: it lives as long as the process.
+    // with the buffer and circular-buffer members replaced. Leaked: it lives as long as the process.
     let mut table: Vec<usize> = (0..2 + SLOTS.len())
         // SAFETY: the table has these words (checked above).
         .map(|k| unsafe { *vtable.add(k) })
@@ -505,6 +559,10 @@ pub fn install() -> Result<bool, String> {
     };
     table[2 + SLOT_ALLOCATE] = alloc;
     table[2 + SLOT_DEALLOCATE] = free;
+    if !bare {
+        table[2 + SLOT_ALLOCATE_CB] = on_allocate_cb as *const () as usize;
+        table[2 + SLOT_DEALLOCATE_CB] = on_deallocate_cb as *const () as usize;
+    }
     let table: &'static [usize] = Box::leak(table.into_boxed_slice());
     let object: &'static usize = Box::leak(Box::new(table[2..].as_ptr() as usize));
     let never = never as *const () as usize;

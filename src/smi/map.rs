@@ -85,6 +85,20 @@ pub fn describe(m: &Value) -> String {
             .unwrap_or_default(),
         m["fragmentation"].as_f64().unwrap_or(0.0) * 100.0,
     );
+    if let (Some(top), Some(h)) = (
+        m["circular_buffers_top_address"].as_u64(),
+        m["clash_headroom_bytes"].as_i64(),
+    ) {
+        s += &format!(
+            "  circular buffers up to {top:#x}; {} before the lowest L1 buffer{}\n",
+            if h >= 0 {
+                format!("{h} B")
+            } else {
+                format!("{} B OVERLAP", -h)
+            },
+            if h < 0 { " (a clash)" } else { "" }
+        );
+    }
     if n(&m["buffers_without_address"]) > 0 {
         s += &format!(
             "  ! {} live buffers of this type have no address (reported without detail): the map misses them\n",

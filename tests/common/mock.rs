@@ -87,6 +87,11 @@ pub fn mock_exe() -> PathBuf {
                 "_ZNK2tt8tt_metal9Allocator13get_bank_sizeERKNS0_10BufferTypeE",
                 "_ZNK2tt8tt_metal9Allocator13get_alignmentENS0_10BufferTypeE",
                 "_ZNK2tt8tt_metal9Allocator23get_base_allocator_addrERKNS0_10HalMemTypeE",
+                "_ZN2tt8tt_metal9CoreRangeC1ERKNS_7xy_pairES4_",
+                "_ZN2tt8tt_metal12CoreRangeSetC1ERKNS0_9CoreRangeE",
+                "_ZN2tt8tt_metal12GraphTracker8instanceEv",
+                "_ZN2tt8tt_metal12GraphTracker17track_allocate_cbERKNS0_12CoreRangeSetEmmbPKNS0_7IDeviceE",
+                "_ZN2tt8tt_metal12GraphTracker19track_deallocate_cbEPKNS0_7IDeviceE",
             ],
             "tests/cpp/metal_mock.cpp",
         );

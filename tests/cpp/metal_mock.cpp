@@ -20,6 +20,11 @@
 //                           BANK_SIZE ALIGNMENT ALLOCATABLE ALLOCATED FREE LARGEST L1_BASE
 //                           DRAM_BASE" (per bank: Allocator::get_statistics; the bases:
 //                           get_base_allocator_addr)
+//     cb ADDR SIZE          a circular buffer of SIZE bytes on each of the 64 cores
+//                           (0,0)-(7,7) at ADDR, told to the graph tracker as a program
+//                           tells it (GraphTracker::track_allocate_cb) -> "ok"
+//     cbfree                the device's circular buffers released (track_deallocate_cb)
+//                           -> "ok"
 //     sleep MS              -> "ok" after MS milliseconds
 //     exit                  closes the device -> "ok"
 //     abort                 _exit(0): every buffer still held, nothing closed
@@ -38,7 +43,10 @@
 
 namespace tt {
 enum class ARCH : int { WORMHOLE_B0 = 2, BLACKHOLE = 3 };
-}
+struct xy_pair {
+    size_t x, y;
+};
+}  // namespace tt
 namespace ttsl {
 template <typename T, typename Tag>
 struct StrongType {
@@ -70,6 +78,26 @@ class Allocator {
     unsigned int get_alignment(BufferType type) const;
     Statistics get_statistics(const BufferType& type) const;
     unsigned long get_base_allocator_addr(const HalMemType& mem) const;
+};
+class CoreRange {
+   public:
+    CoreRange(const tt::xy_pair& start, const tt::xy_pair& end);
+   private:
+    tt::xy_pair start_, end_;
+};
+// Room enough for the library's CoreRangeSet (made in place, never destroyed).
+class CoreRangeSet {
+   public:
+    explicit CoreRangeSet(const CoreRange& range);
+   private:
+    unsigned char room_[256];
+};
+class GraphTracker {
+   public:
+    static GraphTracker& instance();
+    void track_allocate_cb(const CoreRangeSet& cores, unsigned long addr, unsigned long size, bool global,
+                           const IDevice* device);
+    void track_deallocate_cb(const IDevice* device);
 };
 class BufferShardingArgs {
    public:
@@ -181,6 +209,14 @@ int main(int argc, char** argv) {
                    a.get_alignment(t), st.total_allocatable_size_bytes, st.total_allocated_bytes,
                    st.total_free_bytes, st.largest_free_block_bytes, a.get_base_allocator_addr(l1),
                    a.get_base_allocator_addr(dram));
+        } else if (sscanf(line, "cb %lu %lu", &page, &size) == 2) {
+            CoreRange range(tt::xy_pair{0, 0}, tt::xy_pair{7, 7});
+            auto* cores = new CoreRangeSet(range);
+            GraphTracker::instance().track_allocate_cb(*cores, page, size, false, dev);
+            printf("ok\n");
+        } else if (strncmp(line, "cbfree", 6) == 0) {
+            GraphTracker::instance().track_deallocate_cb(dev);
+            printf("ok\n");
         } else if (sscanf(line, "sleep %d", &n) == 1) {
             std::this_thread::sleep_for(std::chrono::milliseconds(n));
             printf("ok\n");

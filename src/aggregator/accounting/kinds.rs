@@ -4,7 +4,9 @@
 use super::buffer_table::Probe;
 use super::{BufRec, DevState, Outcome, ProcDev, MAX_EVENT_SIZE};
 use crate::counters_page::*;
-use crate::shm_layout::{BankGeometry, BufferType, Event, EventKind, KernelType, MAX_DEVICES};
+use crate::shm_layout::{
+    BankGeometry, BufferType, CbPlace, Event, EventKind, KernelType, MAX_DEVICES,
+};
 
 pub fn cat_of_buffer(t: BufferType) -> usize {
     match t {
@@ -72,6 +74,13 @@ pub(super) fn apply_kind(
             }
             Outcome::Described
         }
+        EventKind::CbPlace => {
+            if pd.cbs.contains_key(&ev.id) {
+                pd.cb_places.insert(ev.id, CbPlace::from_event(ev));
+            }
+            Outcome::Described
+        }
+        EventKind::CbReleaseAll => cb_release_all(pd, dev),
         EventKind::BankGeometry => match BankGeometry::from_event(ev) {
             Some((t, g)) => {
                 pd.banks.insert(t as u8, g);
@@ -184,9 +193,23 @@ fn cb_free(pd: &mut ProcDev, dev: &mut DevState, ev: &Event) -> Outcome {
     let size = v.pop().unwrap_or(0);
     if v.is_empty() {
         pd.cbs.remove(&ev.id);
+        pd.cb_places.remove(&ev.id);
     }
     change(pd, dev, CAT_CB, size, true);
     Outcome::CbFreed { size }
+}
+
+/// Every circular buffer of the device freed (a program's, released together): each
+/// one's recorded size leaves the figures.
+fn cb_release_all(pd: &mut ProcDev, dev: &mut DevState) -> Outcome {
+    let sizes: Vec<u64> = pd.cbs.drain().flat_map(|(_, v)| v).collect();
+    pd.cb_places.clear();
+    let mut total = 0u64;
+    for size in sizes {
+        change(pd, dev, CAT_CB, size, true);
+        total = total.saturating_add(size);
+    }
+    Outcome::CbFreed { size: total }
 }
 
 fn kernel_load(pd: &mut ProcDev, dev: &mut DevState, ev: &Event, now_unix_s: u32) -> Outcome {
