@@ -1606,3 +1606,41 @@ fn circular_buffers_through_the_graph_hook() {
     assert!(m["circular_buffers_top_address"].is_null(), "{m:#}");
     assert_eq!(p.say("exit"), "ok");
 }
+
+/// L1 with an L1_SMALL reservation (32 KiB: the L1 bank shrinks to 1,360,544 bytes and
+/// its buffers move down by 0x8000): tttrack's L1 map still has the allocator's own
+/// figures after every step.
+#[test]
+fn the_l1_map_with_an_l1_small_reservation_is_the_allocators_own() {
+    let dir = TempDir::new("metal-map-small");
+    let root = mock_root(0);
+    let _agg = AggProc::start(dir.path(), &[]);
+    let mut p = hooked_mock_with(
+        &root,
+        dir.path(),
+        &[("METAL_MOCK_L1_SMALL", std::ffi::OsStr::new("32768"))],
+    );
+    let stats = p.say("stats 1");
+    assert_eq!(stats.split(' ').nth(2), Some("1360544"), "{stats}");
+    let first = p.say("alloc 65536 2048 1");
+    // 0x16d800 without the reservation.
+    assert_eq!(first, format!("buf 0 {} 2048", 0x16d800 - 0x8000));
+    for cmd in [
+        "alloc 131072 4096 1",
+        "alloc 4096 64 1",
+        "alloc 64512 1008 1",
+    ] {
+        assert!(p.say(cmd).starts_with("buf "), "{cmd}");
+    }
+    let m = map_agrees(
+        dir.path(),
+        &mut p,
+        1,
+        "L1",
+        "four L1 buffers under L1_SMALL",
+    );
+    assert_eq!(m["bank_size"], 1360544, "{m:#}");
+    assert_eq!(p.say("free 1"), "ok");
+    map_agrees(dir.path(), &mut p, 1, "L1", "one freed in the middle");
+    assert_eq!(p.say("exit"), "ok");
+}

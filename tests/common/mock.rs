@@ -204,13 +204,21 @@ pub fn build_with_metal(src: &str, out: &std::path::Path, extra: &[&str]) {
 /// The shipping TT-Metal in mock mode with `libtttrack.so` preloaded and tracking on
 /// (its graph hook in), reporting into `dir`.
 pub fn hooked_mock(root: &TempDir, dir: &std::path::Path) -> MockProc {
+    hooked_mock_with(root, dir, &[])
+}
+
+/// [`hooked_mock`] with more of the environment.
+pub fn hooked_mock_with(
+    root: &TempDir,
+    dir: &std::path::Path,
+    more: &[(&str, &std::ffi::OsStr)],
+) -> MockProc {
     let lib = lib_path();
-    MockProc::start_with(
-        root,
-        &[
-            ("LD_PRELOAD", lib.as_os_str()),
-            ("TT_ALLOC_TRACKING_ENABLED", std::ffi::OsStr::new("1")),
-            ("TTTRACK_DIR", dir.as_os_str()),
-        ],
-    )
+    let mut env = vec![
+        ("LD_PRELOAD", lib.as_os_str()),
+        ("TT_ALLOC_TRACKING_ENABLED", std::ffi::OsStr::new("1")),
+        ("TTTRACK_DIR", dir.as_os_str()),
+    ];
+    env.extend_from_slice(more);
+    MockProc::start_with(root, &env)
 }

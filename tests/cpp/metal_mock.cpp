@@ -8,7 +8,8 @@
 // Enum values are TT-Metal's: tt::ARCH WORMHOLE_B0 = 2, BLACKHOLE = 3; BufferType DRAM 0,
 // L1 1, SYSTEM_MEMORY 2, L1_SMALL 3, TRACE 4.
 //
-//   metal_mock ARCH        ARCH: wormhole or blackhole. Opens device 0 (mock, one chip),
+//   metal_mock ARCH        ARCH: wormhole or blackhole. Opens device 0 (mock, one chip;
+//                          METAL_MOCK_L1_SMALL: an L1_SMALL reservation of that many bytes),
 //                          then reads commands on stdin, answering each on stdout:
 //     alloc SIZE PAGE TYPE  a buffer -> "buf N ADDR SIZE_PER_BANK" (N: its index) or
 //                           "oom WHAT" (TT-Metal's out-of-memory, its first lines)
@@ -33,6 +34,7 @@
 #include <cstdio>
 #include <thread>
 #include <unistd.h>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <optional>
@@ -148,7 +150,10 @@ int main(int argc, char** argv) {
     tt::ARCH arch = (argc > 1 && strcmp(argv[1], "blackhole") == 0) ? tt::ARCH::BLACKHOLE : tt::ARCH::WORMHOLE_B0;
     experimental::configure_mock_mode(arch, 1);
     DispatchCoreConfig dispatch;
-    auto mesh = distributed::MeshDevice::create_unit_mesh(0, 0, 0, 1, dispatch, {}, 0);
+    // METAL_MOCK_L1_SMALL: bytes of L1 reserved for L1_SMALL (0 by default).
+    const char* small = getenv("METAL_MOCK_L1_SMALL");
+    unsigned long l1_small = small ? strtoul(small, nullptr, 10) : 0;
+    auto mesh = distributed::MeshDevice::create_unit_mesh(0, l1_small, 0, 1, dispatch, {}, 0);
     // A MeshDevice is an IDevice: its primary base is at offset 0.
     IDevice* dev = reinterpret_cast<IDevice*>(mesh.get());
     printf("ready\n");
