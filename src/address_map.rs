@@ -162,24 +162,27 @@ impl AddressMap {
         if cells == 0 || size == 0 {
             return Vec::new();
         }
-        let mut used = vec![0u64; cells];
         let cell_of = |a: u64| (((a - lo) as u128 * cells as u128) / size as u128) as usize;
         let start_of = |c: usize| lo + ((c as u128 * size as u128) / cells as u128) as u64;
-        let hi = lo.saturating_add(size);
-        for r in &self.ranges {
-            let (a, b) = (
-                r.address.clamp(lo, hi),
-                r.address.saturating_add(r.len).clamp(lo, hi),
-            );
-            if a >= b {
-                continue;
-            }
-            let (first, last) = (cell_of(a), cell_of(b - 1).min(cells - 1));
-            for (c, u) in used.iter_mut().enumerate().take(last + 1).skip(first) {
-                let (s, e) = (start_of(c), start_of(c + 1));
-                *u += b.min(e).saturating_sub(a.max(s));
+        // From the free gaps (disjoint, within the bank): each cell's free bytes, in
+        // O(cells + gaps) whatever the buffers (overlapping reports cost nothing more).
+        let mut free = vec![0u64; cells];
+        for g in &self.gaps {
+            let (a, b) = (g.address, g.address + g.size);
+            for (c, f) in free
+                .iter_mut()
+                .enumerate()
+                .take(cell_of(b - 1).min(cells - 1) + 1)
+                .skip(cell_of(a))
+            {
+                *f += b.min(start_of(c + 1)).saturating_sub(a.max(start_of(c)));
             }
         }
+        let used: Vec<u64> = free
+            .iter()
+            .enumerate()
+            .map(|(c, &f)| (start_of(c + 1) - start_of(c)).saturating_sub(f))
+            .collect();
         used.iter()
             .enumerate()
             .map(|(c, &u)| {

@@ -190,7 +190,10 @@ pub fn answer(acc: &Accounting, q: &MapQuery) -> String {
             doc["circular_buffers_top_address"] = cb_top.into();
             doc["lowest_buffer_address"] = lowest.into();
             doc["clash_headroom_bytes"] = match (cb_top, lowest) {
-                (Some(c), Some(l)) => serde_json::Value::from(l as i64 - c as i64),
+                // In i128: a producer's CB address may be anything.
+                (Some(c), Some(l)) => serde_json::Value::from(
+                    (i128::from(l) - i128::from(c)).clamp(i64::MIN.into(), i64::MAX.into()) as i64,
+                ),
                 _ => serde_json::Value::Null,
             };
         }

@@ -161,7 +161,9 @@ fn send_detail(d: &Detail, buffer: *const c_void, chip: i32, ty: u8, address: u3
         Some(BufferType::Dram) => 1,
         _ => return,
     };
-    if sent.fetch_or(1 << ty, std::sync::atomic::Ordering::Relaxed) & (1 << ty) != 0 {
+    // A load first: once sent, every later buffer reads the line, never writes it.
+    use std::sync::atomic::Ordering::Relaxed;
+    if sent.load(Relaxed) & (1 << ty) != 0 || sent.fetch_or(1 << ty, Relaxed) & (1 << ty) != 0 {
         return;
     }
     let alloc = (d.allocator)(buffer);
