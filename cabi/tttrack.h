@@ -132,6 +132,11 @@ void tttrack_device_info(int32_t device_id, const tttrack_device_info_t *info);
 void tttrack_device_identity(int32_t device_id, const tttrack_chip_identity_t *identity);
 /* After tttrack_alloc: where buffer `buffer_id` lies in its banks (NULL: ignored). */
 void tttrack_buffer_detail(int32_t device_id, uint64_t buffer_id, const tttrack_buffer_detail_t *detail);
+/*
+ * After tttrack_alloc of one chip's part of a buffer of a mesh of several chips (the
+ * same buffer reported on each chip): the mesh's id and how many chips it spans.
+ */
+void tttrack_buffer_mesh(int32_t device_id, uint64_t buffer_id, uint32_t mesh_id, uint32_t num_chips);
 /* The banks of buffer type `buffer_type` on a device (NULL or fields out of range: ignored). */
 void tttrack_bank_geometry(int32_t device_id, uint8_t buffer_type, const tttrack_bank_geometry_t *geometry);
 /* Events this process could not deliver (full lanes with no aggregator, no lane, no segment). */

@@ -3,14 +3,16 @@
 # card), what an unpacked ttnn wheel lacks: the wheel's tt_metal files (linked),
 # cluster descriptions of one Wormhole n150 and of one Blackhole p150, written from UMD's
 # format, whose chip id is CHIP (the N of its tt_device_<N>_memory region; their board
-# ids are a known n150's and p150's), and a
+# ids are a known n150's and p150's), of a Wormhole n300 whose two chips are CHIP and
+# CHIP2 (its second chip reached over Ethernet; CHIP2 defaults to CHIP + 1), and a
 # stand-in for the RISC-V compiler that only says its version (TT-Metal then uses the
 # wheel's pre-compiled firmware). Run programs with TT_METAL_RUNTIME_ROOT=ROOT and
 # OMPI_MCA_btl=self, from a directory of their own (they write ./generated/).
-#   scripts/metal-mock-root.sh ROOT CHIP
+#   scripts/metal-mock-root.sh ROOT CHIP [CHIP2]
 set -euo pipefail
 root=$1
 chip=$2
+chip2=${3:-$((chip + 1))}
 cd "$(dirname "$0")/.."
 lib=$(scripts/fetch-ttnn.sh)
 wheel_metal=$(dirname "$(dirname "$lib")")/tt_metal
@@ -78,6 +80,30 @@ boards:
     - board_type: p150
     - chips:
         - 0
+YAML
+cat > "$examples/wormhole_N300.yaml" <<YAML
+arch:
+  0: wormhole_b0
+  1: wormhole_b0
+chips:
+  0: [0, 0, 0, 0]
+  1: [1, 0, 0, 0]
+chip_unique_ids:
+  0: $chip
+  1: $chip2
+ethernet_connections:
+  - [{chip: 0, chan: 8}, {chip: 1, chan: 0}]
+  - [{chip: 0, chan: 9}, {chip: 1, chan: 1}]
+chips_with_mmio:
+  - 0: 0
+harvesting:
+  0: {noc_translation: true, harvest_mask: 65}
+  1: {noc_translation: true, harvest_mask: 5}
+chip_to_boardtype:
+  0: n300
+  1: n300
+boards:
+  - [{board_id: 72058994491072686}, {board_type: n300}, {chips: [0, 1]}]
 YAML
 bin=$root/runtime/sfpi/compiler/bin
 mkdir -p "$bin"

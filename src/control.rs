@@ -106,6 +106,10 @@ pub struct BufferLine {
     /// Where it lies in its banks, when its producer says (the graph hook does).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<BufferLineDetail>,
+    /// The mesh buffer this is one chip's part of (a buffer of a mesh of several chips
+    /// is reported on each chip, with the same mesh id and address).
+    #[serde(default)]
+    pub mesh: Option<crate::shm_layout::MeshMember>,
 }
 
 /// A buffer's detail as the request answer gives it.
@@ -230,6 +234,7 @@ fn buffers_answer(acc: &Accounting, pid: Option<u32>, device: Option<i32>, limit
                     .map_or_else(|| x.layout.to_string(), |l| l.name().to_string()),
                 num_cores: x.num_cores,
             }),
+            mesh: pd.meshes.get(&addr).copied(),
         });
     }
     Answer::Buffers { lines, total }

@@ -66,6 +66,9 @@ pub enum EventKind {
     /// Extension (version 1): every circular buffer of device `device` freed at once
     /// (a program's, as TT-Metal releases them).
     CbReleaseAll = 13,
+    /// Extension (version 1), after a buffer's `Alloc` on one chip of a mesh: the mesh
+    /// buffer it is that chip's part of ([`MeshMember::to_event`]).
+    MeshMember = 14,
 }
 
 impl EventKind {
@@ -84,6 +87,7 @@ impl EventKind {
             11 => Self::BankGeometry,
             12 => Self::CbPlace,
             13 => Self::CbReleaseAll,
+            14 => Self::MeshMember,
             _ => return None,
         })
     }
@@ -403,6 +407,40 @@ impl CbPlace {
             size_per_core: ev.size & PACKED_SIZE_MASK,
             cores: (ev.size >> PACKED_SIZE_BITS) as u32,
             global: ev.subtype != 0,
+        }
+    }
+}
+
+/// Which mesh a buffer is part of. TT-Metal allocates a buffer of a mesh of several
+/// chips once, at the same address on every chip; each chip's part is reported as a
+/// buffer of that chip, with this beside it so views can group the parts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct MeshMember {
+    /// TT-Metal's id of the mesh (`MeshDevice::id()`).
+    pub mesh_id: u32,
+    /// How many chips (of this host) the mesh has.
+    pub chips: u32,
+}
+
+impl MeshMember {
+    /// Its lane event for buffer `id` of chip `device`: `size` the mesh id in its low
+    /// 32 bits and the chips in its high 32.
+    pub fn to_event(&self, device: i32, id: u64) -> Event {
+        Event {
+            seq: 0,
+            kind: EventKind::MeshMember as u8,
+            subtype: 0,
+            _reserved: 0,
+            device,
+            size: u64::from(self.mesh_id) | u64::from(self.chips) << 32,
+            id,
+        }
+    }
+
+    pub fn from_event(ev: &Event) -> Self {
+        MeshMember {
+            mesh_id: ev.size as u32,
+            chips: (ev.size >> 32) as u32,
         }
     }
 }

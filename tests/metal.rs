@@ -1644,3 +1644,130 @@ fn the_l1_map_with_an_l1_small_reservation_is_the_allocators_own() {
     map_agrees(dir.path(), &mut p, 1, "L1", "one freed in the middle");
     assert_eq!(p.say("exit"), "ok");
 }
+
+/// A mesh of two chips (a Wormhole n300 in mock mode, opened whole as TT-Metal opens a
+/// system's mesh): TT-Metal allocates each buffer once, on the mesh, and calls the
+/// processor once; tttrack reports it on each chip, at the address the mesh's
+/// allocator gave, with the mesh's id so views group the parts. TT-Metal's own
+/// tracking writes the same bytes into each chip's region: the cross-check agrees.
+#[test]
+fn a_mesh_buffer_is_reported_on_each_chip_of_the_mesh() {
+    let dir = TempDir::new("metal-mesh");
+    let chips = Chips::new(2);
+    let root = common::mock::mock_root_n300(chips.0[0], chips.0[1]);
+    let _agg = AggProc::start(dir.path(), &["--metal-shm-dir", "/dev/shm"]);
+    let mut p = hooked_mock_with(
+        &root,
+        dir.path(),
+        &[("METAL_MOCK_CHIPS", std::ffi::OsStr::new("2"))],
+    );
+    let pid = p.child.id();
+    let dram = p.say("alloc 1048576 2048 0");
+    let dram_addr: u64 = dram.split(' ').nth(2).unwrap().parse().unwrap();
+    let dram_per_bank: u64 = dram.split(' ').nth(3).unwrap().parse().unwrap();
+    let l1 = p.say("alloc 65536 2048 1");
+    let l1_addr: u64 = l1.split(' ').nth(2).unwrap().parse().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let listed = || -> Value {
+        serde_json::from_str(&smi(&[
+            "--dir",
+            d,
+            "--buffers",
+            "--json",
+            "--pid",
+            &pid.to_string(),
+        ]))
+        .unwrap()
+    };
+    let t = Instant::now();
+    let mut j = listed();
+    while j["buffers"].as_array().unwrap().len() < 4 {
+        assert!(t.elapsed() < Duration::from_secs(20), "{j:#}");
+        std::thread::sleep(Duration::from_millis(20));
+        j = listed();
+    }
+    // Each buffer once per chip (devices 0 and 1 of the process), at the mesh's address,
+    // with the mesh's id and its two chips.
+    let mut parts: Vec<(String, i64, u64, u64, Option<u64>)> = j["buffers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            assert_eq!(b["mesh"]["chips"], 2, "{b:#}");
+            (
+                b["type"].as_str().unwrap().to_string(),
+                b["logical_device"].as_i64().unwrap(),
+                b["address"].as_u64().unwrap(),
+                b["size"].as_u64().unwrap(),
+                b["size_per_bank"].as_u64(),
+            )
+        })
+        .collect();
+    parts.sort();
+    assert_eq!(
+        parts,
+        vec![
+            ("DRAM".into(), 0, dram_addr, MIB, Some(dram_per_bank)),
+            ("DRAM".into(), 1, dram_addr, MIB, Some(dram_per_bank)),
+            ("L1".into(), 0, l1_addr, 65536, Some(2048)),
+            ("L1".into(), 1, l1_addr, 65536, Some(2048)),
+        ],
+        "{j:#}"
+    );
+    let ids: std::collections::BTreeSet<u64> = j["buffers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["mesh"]["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 1, "one mesh: {j:#}");
+    // The table says it too.
+    let text = smi(&["--dir", d, "--buffers", "--pid", &pid.to_string()]);
+    let mesh_id = ids.iter().next().unwrap();
+    assert_eq!(
+        text.matches(&format!("{mesh_id} (2 chips)")).count(),
+        4,
+        "{text}"
+    );
+    // Per chip, exact: each chip holds each buffer's bytes; TT-Metal's own region of
+    // each chip says the same DRAM (its L1 too), beside the lanes, not added.
+    let doc = wait_json("both chips' regions beside the lanes", dir.path(), |doc| {
+        live_proc(doc, pid).is_some_and(|p| {
+            let devs = p["devices"].as_array().unwrap();
+            devs.len() == 2
+                && devs
+                    .iter()
+                    .all(|d| d["dram_bytes"] == MIB && d["l1_bytes"] == 65536)
+                && p["tt_metal_region"]["dram_bytes"] == 2 * MIB
+        })
+    });
+    let me = live_proc(&doc, pid).unwrap();
+    assert_eq!(me["source"], "lanes", "{me:#}");
+    for c in &chips.0 {
+        let region = std::fs::read(format!("/dev/shm/tt_device_{c}_memory")).unwrap();
+        assert!(!region.is_empty(), "TT-Metal wrote chip {c:X}'s region");
+    }
+    assert_eq!(me["tt_metal_region"]["dram_bytes"], 2 * MIB, "{me:#}");
+    // The address map of the second chip is the mesh allocator's (lockstep): the
+    // same free space as the first.
+    let m0 = smi_json(&["--dir", d, "--map", "--device", "0", "--type", "DRAM"]);
+    let m1 = smi_json(&["--dir", d, "--map", "--device", "1", "--type", "DRAM"]);
+    let (s0, s1) = (&m0["maps"][0], &m1["maps"][0]);
+    assert_eq!(
+        s0["largest_free_block_bytes"], s1["largest_free_block_bytes"],
+        "{m0:#} {m1:#}"
+    );
+    assert!(s1["largest_free_block_bytes"].as_u64().is_some(), "{m1:#}");
+    // Freed once by TT-Metal: gone from both chips.
+    assert_eq!(p.say("free 0"), "ok");
+    wait_json("the DRAM part freed on both chips", dir.path(), |doc| {
+        live_proc(doc, pid).is_some_and(|p| {
+            p["devices"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|d| d["dram_bytes"] == 0 && d["l1_bytes"] == 65536)
+        })
+    });
+    assert_eq!(p.say("exit"), "ok");
+}

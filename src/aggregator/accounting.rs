@@ -62,6 +62,10 @@ pub struct ProcDev {
     /// producer says (the extension events; the graph hook sends them for every buffer).
     #[serde(default)]
     pub details: HashMap<u64, BufferDetail>,
+    /// Buffer id -> the mesh buffer that live buffer is this chip's part of (the graph
+    /// hook says, for a mesh of several chips).
+    #[serde(default)]
+    pub meshes: HashMap<u64, crate::shm_layout::MeshMember>,
     /// Buffer type -> the allocator's banks of that type, as the process reported them.
     #[serde(default)]
     pub banks: BTreeMap<u8, BankGeometry>,

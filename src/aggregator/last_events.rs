@@ -336,6 +336,9 @@ impl Aggregator {
                 if let Some(det) = pd.details.get(&id) {
                     state.extend(det.to_events(d, id));
                 }
+                if let Some(m) = pd.meshes.get(&id) {
+                    state.push(m.to_event(d, id));
+                }
             }
         }
         crate::recording::encode_events(out, 0, key.0, state.iter());

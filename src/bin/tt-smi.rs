@@ -274,7 +274,7 @@ fn buffers(dir: &std::path::Path, pid: Option<u32>, device: Option<i32>, json: b
     let mut total = 0u64;
     let mut truncated = None;
     println!(
-        "{:>8}  {:<16} {:>3} {:>4}  {:<13} {:>18}  {:>10}  {:>10}  {:>8}  {:<16}  {:>4}  {:>8}",
+        "{:>8}  {:<16} {:>3} {:>4}  {:<13} {:>18}  {:>10}  {:>10}  {:>8}  {:<16}  {:>4}  {:>8}  {:<4}",
         "PID",
         "Name",
         "Dev",
@@ -286,7 +286,8 @@ fn buffers(dir: &std::path::Path, pid: Option<u32>, device: Option<i32>, json: b
         "Page",
         "Layout",
         "Refs",
-        "Age"
+        "Age",
+        "Mesh"
     );
     for line in text.lines() {
         let Ok(b) = serde_json::from_str::<tttrack::control::BufferLine>(line) else {
@@ -313,8 +314,13 @@ fn buffers(dir: &std::path::Path, pid: Option<u32>, device: Option<i32>, json: b
             ),
             None => ("-".into(), "-".into(), "-".into()),
         };
+        // A mesh buffer's part on this chip: the mesh's id and how many chips it spans.
+        let mesh = b.mesh.map_or_else(
+            || "-".to_string(),
+            |m| format!("{} ({} chips)", m.mesh_id, m.chips),
+        );
         println!(
-            "{:>8}  {:<16} {:>3} {:>4}  {:<13} {:>#18x}  {:>10}  {:>10}  {:>8}  {:<16}  {:>4}  {:>7}s",
+            "{:>8}  {:<16} {:>3} {:>4}  {:<13} {:>#18x}  {:>10}  {:>10}  {:>8}  {:<16}  {:>4}  {:>7}s  {}",
             b.pid,
             b.comm,
             b.device,
@@ -326,7 +332,8 @@ fn buffers(dir: &std::path::Path, pid: Option<u32>, device: Option<i32>, json: b
             page,
             layout,
             b.refcount,
-            age
+            age,
+            mesh
         );
     }
     match truncated {
@@ -344,6 +351,8 @@ fn buffers(dir: &std::path::Path, pid: Option<u32>, device: Option<i32>, json: b
 /// and whether the aggregator's answer was cut. `page_size`, `size_per_bank`,
 /// `layout` and `num_cores` are null where the producer does not say them (the graph
 /// hook says them for every buffer; the C ABI's `tttrack_alloc` alone does not).
+/// `mesh` is `{"id", "chips"}` for one chip's part of a buffer of a mesh of several
+/// chips (the same buffer then appears once per chip), null otherwise.
 fn buffers_json(text: &str) -> i32 {
     let mut list = Vec::new();
     let mut cut = serde_json::Value::Null;
@@ -361,6 +370,7 @@ fn buffers_json(text: &str) -> i32 {
                 "size_per_bank": b.detail.as_ref().map(|d| d.size_per_bank),
                 "layout": b.detail.as_ref().map(|d| d.layout.clone()),
                 "num_cores": b.detail.as_ref().map(|d| d.num_cores),
+                "mesh": b.mesh.map(|m| serde_json::json!({ "id": m.mesh_id, "chips": m.chips })),
                 "refcount": b.refcount,
                 "first_seen_unix_s": b.first_seen_unix_s,
             })),

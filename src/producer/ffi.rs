@@ -148,6 +148,16 @@ pub unsafe extern "C" fn tttrack_bank_geometry(
     }
 }
 
+/// After `tttrack_alloc` of one chip's part of a buffer of a mesh of several chips:
+/// the mesh's id and how many chips it spans (views group the parts by it).
+#[no_mangle]
+pub extern "C" fn tttrack_buffer_mesh(device_id: i32, buffer_id: u64, mesh_id: u32, chips: u32) {
+    let m = crate::shm_layout::MeshMember { mesh_id, chips };
+    guarded((), || {
+        producer::record_event(m.to_event(device_id, buffer_id))
+    });
+}
+
 /// Events this process could not deliver so far.
 #[no_mangle]
 pub extern "C" fn tttrack_dropped_events() -> u64 {

@@ -17,9 +17,12 @@
 //! later with `dlopen` (as `import ttnn` brings it) is hooked when that call returns
 //! (`dlopen` is wrapped too), on the calling thread and the threads made after. Not
 //! covered: programs. Circular buffers come through `track_allocate_cb` and
-//! `track_deallocate_cb` (all of a device's at once).
+//! `track_deallocate_cb` (all of a device's at once). A buffer of a mesh of several
+//! chips is reported on each chip, with the mesh's id ([`mesh`]).
 
-use crate::shm_layout::{BankGeometry, BufferDetail, BufferType, EventKind};
+mod mesh;
+
+use crate::shm_layout::{BankGeometry, BufferDetail, BufferType, EventKind, MeshMember};
 use std::ffi::{c_char, c_void, CStr};
 use std::sync::OnceLock;
 
@@ -62,6 +65,11 @@ pub const BUFFER_DEVICE: &str = "_ZNK2tt8tt_metal6Buffer6deviceEv";
 pub const MESH_DEVICE_ID: &str = "_ZNK2tt8tt_metal11distributed10MeshDevice2idEv";
 pub const MESH_NUM_DEVICES: &str = "_ZNK2tt8tt_metal11distributed10MeshDevice11num_devicesEv";
 pub const MESH_GET_DEVICE: &str = "_ZNK2tt8tt_metal11distributed10MeshDevice10get_deviceEmm";
+/// A mesh's chips (read once per mesh of several chips; without it such a mesh is
+/// reported as one device, its id).
+pub const MESH_GET_DEVICES: &str = "_ZNK2tt8tt_metal11distributed10MeshDevice11get_devicesEv";
+/// libstdc++'s sized `operator delete`, to give back the vector `get_devices` returns.
+const OPERATOR_DELETE: &str = "_ZdlPvm";
 /// Members read for a buffer's detail and its allocator's banks (without them the
 /// buffers are still reported, without detail or address map).
 pub const BUFFER_PAGE_SIZE: &str = "_ZNK2tt8tt_metal6Buffer9page_sizeEv";
@@ -121,6 +129,9 @@ struct Api {
     mesh_vptr: usize,
     num_devices: extern "C" fn(*const c_void) -> usize,
     get_device: extern "C" fn(*const c_void, usize, usize) -> *const c_void,
+    /// `MeshDevice::get_devices() const`: its vector returned through the first argument.
+    get_devices: Option<unsafe extern "C" fn(*mut mesh::DeviceVec, *const c_void)>,
+    delete: Option<unsafe extern "C" fn(*mut c_void, usize)>,
     detail: Option<Detail>,
     /// `CoreRangeSet::num_cores() const`, if exported.
     num_cores_of: Option<extern "C" fn(*const c_void) -> u32>,
@@ -209,28 +220,6 @@ unsafe fn device_id(dev: *const c_void, slot: usize) -> i32 {
     }
 }
 
-/// The physical chip of a buffer's device: a mesh of one chip is that chip (a buffer
-/// made on a unit mesh names the mesh); any other device says its own id.
-///
-/// # Safety
-/// As [`device_id`].
-unsafe fn chip_of(dev: *const c_void, api: &Api) -> i32 {
-    if dev.is_null() {
-        return 0;
-    }
-    // SAFETY: dev's first word is its vtable pointer; a MeshDevice's members are called
-    // only on a MeshDevice.
-    unsafe {
-        if *(dev as *const usize) == api.mesh_vptr && (api.num_devices)(dev) == 1 {
-            let chip = (api.get_device)(dev, 0, 0);
-            if !chip.is_null() {
-                return device_id(chip, api.id_slot);
-            }
-        }
-        device_id(dev, api.id_slot)
-    }
-}
-
 extern "C" fn on_allocate(_this: *mut c_void, buffer: *const c_void) {
     let Some(api) = API.get() else { return };
     if buffer.is_null() {
@@ -241,17 +230,19 @@ extern "C" fn on_allocate(_this: *mut c_void, buffer: *const c_void) {
     let dev = (api.device)(buffer);
     // SAFETY: dev is the buffer's device, a MeshDevice or Device whose id() slot was
     // found at install time.
-    let chip = unsafe { chip_of(dev, api) };
+    let chips = unsafe { mesh::chips_of(dev, api) };
     let address = (api.address)(buffer);
-    super::record(
-        EventKind::Alloc,
-        ty,
-        chip,
-        (api.size)(buffer),
-        buffer_key(ty, address),
-    );
-    if let Some(d) = &api.detail {
-        send_detail(d, buffer, chip, ty, address);
+    let size = (api.size)(buffer);
+    let key = buffer_key(ty, address);
+    for chip in chips.iter() {
+        super::record(EventKind::Alloc, ty, chip, size, key);
+        if let Some(d) = &api.detail {
+            send_detail(d, buffer, chip, ty, address);
+        }
+        if let Some((mesh_id, n)) = chips.mesh {
+            let member = MeshMember { mesh_id, chips: n };
+            super::record_event(member.to_event(chip, key));
+        }
     }
 }
 
@@ -272,33 +263,36 @@ extern "C" fn on_allocate_cb(
     let Some(api) = API.get() else { return };
     // SAFETY: dev is the program's device, a MeshDevice or Device whose id() slot was
     // found at install time.
-    let chip = unsafe { chip_of(dev, api) };
+    let chips = unsafe { mesh::chips_of(dev, api) };
     let n = match api.num_cores_of {
         Some(f) if !cores.is_null() => f(cores),
         _ => 0,
     };
-    super::record(
-        EventKind::CbAlloc,
-        0,
-        chip,
-        size.saturating_mul(u64::from(n.max(1))),
-        addr,
-    );
     let place = crate::shm_layout::CbPlace {
         address: addr,
         size_per_core: size,
         cores: n,
         global,
     };
-    super::record_event(place.to_event(chip));
+    for chip in chips.iter() {
+        super::record(
+            EventKind::CbAlloc,
+            0,
+            chip,
+            size.saturating_mul(u64::from(n.max(1))),
+            addr,
+        );
+        super::record_event(place.to_event(chip));
+    }
 }
 
 /// `track_deallocate_cb(const IDevice*)`: every circular buffer of the device freed.
 extern "C" fn on_deallocate_cb(_this: *mut c_void, dev: *const c_void) {
     let Some(api) = API.get() else { return };
     // SAFETY: as in on_allocate_cb.
-    let chip = unsafe { chip_of(dev, api) };
-    super::record(EventKind::CbReleaseAll, 0, chip, 0, 0);
+    for chip in unsafe { mesh::chips_of(dev, api) }.iter() {
+        super::record(EventKind::CbReleaseAll, 0, chip, 0, 0);
+    }
 }
 
 extern "C" fn on_deallocate(_this: *mut c_void, buffer: *const c_void) {
@@ -310,15 +304,11 @@ extern "C" fn on_deallocate(_this: *mut c_void, buffer: *const c_void) {
         return;
     };
     let dev = (api.device)(buffer);
+    let key = buffer_key(ty, (api.address)(buffer));
     // SAFETY: as in on_allocate.
-    let chip = unsafe { chip_of(dev, api) };
-    super::record(
-        EventKind::Free,
-        0,
-        chip,
-        0,
-        buffer_key(ty, (api.address)(buffer)),
-    );
+    for chip in unsafe { mesh::chips_of(dev, api) }.iter() {
+        super::record(EventKind::Free, 0, chip, 0, key);
+    }
 }
 
 /// The control block of our processor's `shared_ptr` (libstdc++'s `_Sp_counted_base`:
@@ -433,10 +423,15 @@ pub fn check_file(bytes: &[u8]) -> Result<String, String> {
             return Err(format!("it does not export {m}"));
         }
     }
-    let detail = match DETAIL_MEMBERS.iter().find(|m| !linkage.defined.contains(**m)) {
+    let mut detail = match DETAIL_MEMBERS.iter().find(|m| !linkage.defined.contains(**m)) {
         None => "each buffer's page size, footprint per bank and layout, and its allocator's banks, are read too".to_string(),
         Some(m) => format!("it does not export {m}: buffers are reported without their detail or address map"),
     };
+    detail.push_str(if linkage.defined.contains(MESH_GET_DEVICES) {
+        "; a buffer of a mesh of several chips is reported on each chip"
+    } else {
+        "; it does not export MeshDevice::get_devices: a mesh of several chips is reported as one device"
+    });
     Ok(format!(
         "its IGraphProcessor table has the {} slots tttrack knows, in order ({} filled at load from their symbols), and every member the hook calls is exported; {detail}",
         SLOTS.len(),
@@ -530,6 +525,15 @@ pub fn install() -> Result<bool, String> {
                 *mut c_void,
                 extern "C" fn(*const c_void, usize, usize) -> *const c_void,
             >(sym(handle, MESH_GET_DEVICE)?),
+            get_devices: sym(handle, MESH_GET_DEVICES).ok().map(|f| {
+                std::mem::transmute::<
+                    *mut c_void,
+                    unsafe extern "C" fn(*mut mesh::DeviceVec, *const c_void),
+                >(f)
+            }),
+            delete: sym(libc::RTLD_DEFAULT, OPERATOR_DELETE).ok().map(|f| {
+                std::mem::transmute::<*mut c_void, unsafe extern "C" fn(*mut c_void, usize)>(f)
+            }),
             detail: detail_members(handle),
             num_cores_of: sym(handle, CORE_RANGE_SET_NUM_CORES).ok().map(|f| {
                 std::mem::transmute::<*mut c_void, extern "C" fn(*const c_void) -> u32>(f)

@@ -55,10 +55,17 @@ pub fn assert_exported(symbols: &[&str], declared_in: &str) {
 /// at the addresses the facts give, TT-Metal's own tracking writing its region; the
 /// aggregator shows the process and its bytes, and the frees.
 pub fn mock_root(chip: u64) -> TempDir {
+    mock_root_n300(chip, chip.wrapping_add(1))
+}
+
+/// [`mock_root`], whose Wormhole n300 (two chips, `METAL_MOCK_CHIPS=2`) has chip ids
+/// `chip` and `chip2`.
+pub fn mock_root_n300(chip: u64, chip2: u64) -> TempDir {
     let root = TempDir::new("metal-mock-root");
     let ok = Command::new(repo_dir().join("scripts/metal-mock-root.sh"))
         .arg(root.path())
         .arg(chip.to_string())
+        .arg(chip2.to_string())
         .status()
         .unwrap()
         .success();
@@ -81,6 +88,8 @@ pub fn mock_exe() -> PathBuf {
                 "_ZNK2tt8tt_metal6Buffer7addressEv",
                 "_ZNK2tt8tt_metal6Buffer21aligned_size_per_bankEv",
                 "_ZN2tt8tt_metal11distributed10MeshDevice5closeEv",
+                "_ZN2tt8tt_metal11distributed10MeshDevice6createERKNS1_16MeshDeviceConfigEmmmRKNS0_18DispatchCoreConfigESt4spanIKjLm18446744073709551615EEm",
+                "_ZNK2tt8tt_metal11distributed10MeshDevice11num_devicesEv",
                 "_ZNK2tt8tt_metal11distributed10MeshDevice9allocatorEv",
                 "_ZNK2tt8tt_metal9Allocator14get_statisticsERKNS0_10BufferTypeE",
                 "_ZNK2tt8tt_metal9Allocator13get_num_banksERKNS0_10BufferTypeE",

@@ -9,7 +9,9 @@
 // L1 1, SYSTEM_MEMORY 2, L1_SMALL 3, TRACE 4.
 //
 //   metal_mock ARCH        ARCH: wormhole or blackhole. Opens device 0 (mock, one chip;
-//                          METAL_MOCK_L1_SMALL: an L1_SMALL reservation of that many bytes),
+//                          METAL_MOCK_L1_SMALL: an L1_SMALL reservation of that many bytes;
+//                          METAL_MOCK_CHIPS=2: a mesh of the two chips of a Wormhole
+//                          n300 instead, every buffer a mesh buffer),
 //                          then reads commands on stdin, answering each on stdout:
 //     alloc SIZE PAGE TYPE  a buffer -> "buf N ADDR SIZE_PER_BANK" (N: its index) or
 //                           "oom WHAT" (TT-Metal's out-of-memory, its first lines)
@@ -122,6 +124,11 @@ class BufferImpl {
                                           std::optional<ttsl::StrongType<unsigned char, SubDeviceIdTag>> sub_device);
 };
 namespace distributed {
+// Its fields (an optional MeshShape, an optional MeshCoordinate, a vector of chip ids)
+// all empty: zero bytes, with room to spare.
+struct MeshDeviceConfig {
+    unsigned char zero[1024] = {};
+};
 class MeshDevice {
    public:
     static std::shared_ptr<MeshDevice> create_unit_mesh(int device_id, unsigned long l1_small_size,
@@ -132,6 +139,13 @@ class MeshDevice {
                                                         unsigned long worker_l1_size);
     bool close();
     const std::unique_ptr<Allocator>& allocator() const;
+    // The system's mesh: a MeshDeviceConfig with no shape, offset or ids.
+    static std::shared_ptr<MeshDevice> create(const struct MeshDeviceConfig& config, unsigned long l1_small_size,
+                                              unsigned long trace_region_size, unsigned long num_command_queues,
+                                              const DispatchCoreConfig& dispatch,
+                                              std::span<const unsigned int> l1_bank_remap,
+                                              unsigned long worker_l1_size);
+    unsigned long num_devices() const;
 };
 }  // namespace distributed
 }  // namespace tt_metal
@@ -148,12 +162,24 @@ int main(int argc, char** argv) {
 #endif
     setvbuf(stdout, nullptr, _IONBF, 0);
     tt::ARCH arch = (argc > 1 && strcmp(argv[1], "blackhole") == 0) ? tt::ARCH::BLACKHOLE : tt::ARCH::WORMHOLE_B0;
-    experimental::configure_mock_mode(arch, 1);
+    const char* chips = getenv("METAL_MOCK_CHIPS");
+    unsigned int num_chips = chips ? (unsigned int)strtoul(chips, nullptr, 10) : 1;
+    experimental::configure_mock_mode(arch, num_chips);
     DispatchCoreConfig dispatch;
     // METAL_MOCK_L1_SMALL: bytes of L1 reserved for L1_SMALL (0 by default).
     const char* small = getenv("METAL_MOCK_L1_SMALL");
     unsigned long l1_small = small ? strtoul(small, nullptr, 10) : 0;
-    auto mesh = distributed::MeshDevice::create_unit_mesh(0, l1_small, 0, 1, dispatch, {}, 0);
+    std::shared_ptr<distributed::MeshDevice> mesh;
+    if (num_chips > 1) {
+        static distributed::MeshDeviceConfig whole_system;
+        mesh = distributed::MeshDevice::create(whole_system, l1_small, 0, 1, dispatch, {}, 0);
+        if (mesh->num_devices() != num_chips) {
+            printf("mesh of %lu chips, not %u\n", mesh->num_devices(), num_chips);
+            return 1;
+        }
+    } else {
+        mesh = distributed::MeshDevice::create_unit_mesh(0, l1_small, 0, 1, dispatch, {}, 0);
+    }
     // A MeshDevice is an IDevice: its primary base is at offset 0.
     IDevice* dev = reinterpret_cast<IDevice*>(mesh.get());
     printf("ready\n");

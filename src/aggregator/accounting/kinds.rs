@@ -5,7 +5,7 @@ use super::buffer_table::Probe;
 use super::{BufRec, DevState, Outcome, ProcDev, MAX_EVENT_SIZE};
 use crate::counters_page::*;
 use crate::shm_layout::{
-    BankGeometry, BufferType, CbPlace, Event, EventKind, KernelType, MAX_DEVICES,
+    BankGeometry, BufferType, CbPlace, Event, EventKind, KernelType, MeshMember, MAX_DEVICES,
 };
 
 pub fn cat_of_buffer(t: BufferType) -> usize {
@@ -81,6 +81,12 @@ pub(super) fn apply_kind(
             Outcome::Described
         }
         EventKind::CbReleaseAll => cb_release_all(pd, dev),
+        EventKind::MeshMember => {
+            if pd.buffers.get(ev.id).is_some() {
+                pd.meshes.insert(ev.id, MeshMember::from_event(ev));
+            }
+            Outcome::Described
+        }
         EventKind::BankGeometry => match BankGeometry::from_event(ev) {
             Some((t, g)) => {
                 pd.banks.insert(t as u8, g);
@@ -170,6 +176,9 @@ fn free(pd: &mut ProcDev, dev: &mut DevState, ev: &Event) -> Outcome {
     pd.buffers.remove_at(i);
     if !pd.details.is_empty() {
         pd.details.remove(&ev.id);
+    }
+    if !pd.meshes.is_empty() {
+        pd.meshes.remove(&ev.id);
     }
     change(pd, dev, cat_of_buffer(bt), size, true);
     Outcome::Freed {

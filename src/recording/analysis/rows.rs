@@ -39,6 +39,7 @@ pub(super) fn fill_live_at_peak(rec: &Recording, types: &mut BTreeMap<(u32, usiz
                 EventKind::BufferShape,
                 EventKind::BufferPlace,
                 EventKind::BankGeometry,
+                EventKind::MeshMember,
             ]
             .iter()
             .any(|k| *k as u8 == ev.kind);
