@@ -9,7 +9,7 @@
 //! Run: `cargo bench --bench aggregator`.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use tttrack::aggregator::accounting::{Accounting, ProcState};
+use tttrack::accounting::{Accounting, ProcState};
 use tttrack::shm_layout::{Event, EventKind};
 
 fn ev(kind: EventKind, sub: u8, size: u64, id: u64) -> Event {
@@ -220,9 +220,9 @@ fn bench_maps(c: &mut Criterion) {
         let address = 105_824 + 1_393_312 - 64 * (i + 1);
         full.apply(key, &ev(EventKind::Free, 0, 0, 1u64 << 32 | address), 0);
     }
-    let q = tttrack::control::maps::MapQuery::parse("fits=64000000,1000000".split(' ')).unwrap();
+    let q = tttrack::accounting::maps::MapQuery::parse("fits=64000000,1000000".split(' ')).unwrap();
     g.bench_function("map_answer_5k_live_l1_buffers_with_fits", |b| {
-        b.iter(|| tttrack::control::maps::answer(&full, &q))
+        b.iter(|| tttrack::accounting::maps::answer(&full, &q))
     });
     g.finish();
 }

@@ -8,13 +8,13 @@
 //! |---|---|
 //! | look at new segment names (those inotify reports; a sweep of the directory every second, every 50 ms without inotify, a bounded number of names a pass), validate them, attribute them only to their owner; a refused name costs nothing again | `aggregator/discovery.rs` |
 //! | read each lane's new events into its process's pending list | `aggregator/drain.rs` |
-//! | order them by sequence number, wait for a missing one up to [`GAP_TIMEOUT`], then skip it and count it lost | `aggregator/merge.rs` |
-//! | apply an event to the figures | `aggregator/accounting.rs` |
+//! | order them by sequence number, wait for a missing one up to [`GAP_TIMEOUT`], then skip it and count it lost | `merge.rs` (core) |
+//! | apply an event to the figures | `accounting.rs` (core) |
 //! | write the applied events to the journal, then release the lanes' slots | `aggregator/commit.rs` |
 //! | every 100 ms, release the processes that ended | `aggregator/reaper.rs` |
 //! | every 100 ms, read TT-Metal's own regions (`tt_device_<N>_memory`) | `aggregator/metal_regions.rs` |
 //! | events, queries and dumps of the compatibility socket | `aggregator/compat_clients.rs` |
-//! | answer the request socket, within its share of time | `aggregator/requests.rs` |
+//! | answer the request socket, within its share of time | `aggregator/requests.rs` (its connections: `aggregator/control_server.rs`) |
 //! | publish the counters page (at most every 1 ms, at least every 100 ms) and its history | `aggregator/publish.rs` |
 //! | device rows: the processes' figures beside the driver's telemetry | `aggregator/device_records.rs` |
 //!
@@ -26,10 +26,10 @@
 //! seconds; a producer with a full lane (through the wake socket) or a new segment
 //! (through inotify) wakes it at once.
 
-pub mod accounting;
 pub mod commit;
 pub mod compat_clients;
 pub mod compat_listener;
+pub mod control_server;
 pub mod device_records;
 pub mod discovery;
 pub mod drain;
@@ -38,10 +38,8 @@ pub mod journal;
 pub mod last_events;
 pub mod limits;
 pub mod log;
-pub mod merge;
 pub mod metal_regions;
 pub mod metrics;
-pub mod peer;
 pub mod publish;
 pub mod reaper;
 pub mod recordings;
@@ -50,10 +48,10 @@ pub mod segment_reader;
 pub mod startup;
 pub mod state_dir;
 
+use crate::accounting::{Accounting, ProcKey};
 use crate::counters_page::AggregatorStatus;
 use crate::shm_layout::{COUNTERS_FILE_NAME, WAKE_SOCKET_NAME};
 use crate::sys;
-use accounting::{Accounting, ProcKey};
 use journal::Journal;
 pub use log::{describe, Log, Verbosity};
 use std::collections::HashSet;

@@ -9,6 +9,7 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod accounting;
 pub mod address_map;
 pub mod aggregator;
 pub mod arch;
@@ -17,7 +18,9 @@ pub mod control;
 pub mod counters_page;
 pub mod devices;
 pub mod doctor;
+pub mod merge;
 pub mod metal_shm;
+pub mod peer;
 pub mod producer;
 pub mod recording;
 pub mod segment;

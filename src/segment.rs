@@ -217,7 +217,7 @@ impl SegmentView {
 }
 
 /// What a process's `TT_VISIBLE_DEVICES` was, as its segment (or its environment)
-/// says: the text is not checked here (see `aggregator::accounting::placement`).
+/// says: the text is not checked here (see `accounting::placement`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum VisibleDevices {
     /// Not set: every card is visible.

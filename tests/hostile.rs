@@ -354,7 +354,7 @@ fn a_socket_client_is_bound_to_its_own_process_not_to_its_pid() {
     gone.wait().unwrap();
     let (conn, _) = listener.accept().unwrap();
     assert!(
-        tttrack::aggregator::peer::identify_peer(&conn, Path::new("/proc")).is_none(),
+        tttrack::peer::identify_peer(&conn, Path::new("/proc")).is_none(),
         "an ended client must not be identified by its (reusable) pid"
     );
     // One that is still there.
@@ -366,8 +366,7 @@ fn a_socket_client_is_bound_to_its_own_process_not_to_its_pid() {
         .unwrap();
     wait_line(&mut here, "c");
     let (conn, _) = listener.accept().unwrap();
-    let peer =
-        tttrack::aggregator::peer::identify_peer(&conn, Path::new("/proc")).expect("a live peer");
+    let peer = tttrack::peer::identify_peer(&conn, Path::new("/proc")).expect("a live peer");
     assert_eq!(peer.pid, here.id());
     assert!(peer.pidfd.is_some());
     drop(here.stdin.take());
@@ -521,10 +520,7 @@ fn buffers_requests_are_bounded_and_never_stall_draining() {
     // An answer is at most the default limit, with a line saying what was left out.
     let text = tttrack::control::request(&dir, "buffers").unwrap();
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(
-        lines.len(),
-        tttrack::aggregator::limits::DEFAULT_BUFFERS_ANSWER + 1
-    );
+    assert_eq!(lines.len(), tttrack::control::DEFAULT_BUFFERS_ANSWER + 1);
     let last: serde_json::Value = serde_json::from_str(lines.last().unwrap()).unwrap();
     assert_eq!(last["truncated"], true);
     assert_eq!(last["total"], 200_000);
@@ -552,7 +548,7 @@ fn buffers_beyond_the_per_process_bound_are_counted_lost_for_that_process() {
     let agg = AggProc::start(&dir, &[]);
     let mut root = root_holder(&dir, 3);
     let rpid = root.id();
-    let over = tttrack::aggregator::limits::MAX_BUFFERS_PER_PROCESS as u64 + 500;
+    let over = tttrack::accounting::MAX_BUFFERS_PER_PROCESS as u64 + 500;
     let mut p = Command::new(c_program("producer"))
         .args(["keep", "1", &over.to_string()])
         .env("TT_ALLOC_TRACKING_ENABLED", "1")
@@ -571,8 +567,7 @@ fn buffers_beyond_the_per_process_bound_are_counted_lost_for_that_process() {
                 s.processes.iter().any(|x| {
                     x.pid == pid
                         && x.events_lost == 500
-                        && x.buffers as usize
-                            == tttrack::aggregator::limits::MAX_BUFFERS_PER_PROCESS
+                        && x.buffers as usize == tttrack::accounting::MAX_BUFFERS_PER_PROCESS
                 })
             })
         },

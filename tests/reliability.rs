@@ -530,7 +530,7 @@ proptest! {
     /// Any event a process can write changes only that process's figures.
     #[test]
     fn random_events_never_touch_another_process(evs in prop::collection::vec((any::<u8>(), any::<u8>(), -2i32..70, any::<u64>(), 0u64..16), 0..300)) {
-        use tttrack::aggregator::accounting::*;
+        use tttrack::accounting::*;
         let mut acc = Accounting::default();
         acc.processes.insert((1, 1), ProcState::new(1, 1, 0, "a".into(), 0));
         acc.processes.insert((2, 2), ProcState::new(2, 2, 0, "b".into(), 0));

@@ -2,9 +2,9 @@
 //! slots released to the producers; and the replay of a journal at start-up, through
 //! the same accounting code as live events.
 
-use super::accounting::{Accounting, ProcState, UID_UNKNOWN};
 use super::journal::Record;
 use super::{Aggregator, COMPAT_LANE};
+use crate::accounting::{Accounting, ProcState, UID_UNKNOWN};
 use crate::shm_layout::NUM_LANES;
 use crate::sys;
 

@@ -2,10 +2,10 @@
 //! applied (journaled like a lane's), queries and device-information requests
 //! answered, and the original's dumps of remaining buffers and loaded kernels.
 
-use super::accounting::ProcState;
 use super::compat_listener::Msg;
 use super::journal::Record;
 use super::{Aggregator, COMPAT_LANE};
+use crate::accounting::ProcState;
 use crate::compat::{AllocMessage, DEVICE_INFO_RESPONSE, QUERY, RESPONSE};
 use crate::counters_page::*;
 use crate::sys;
@@ -90,7 +90,7 @@ impl Aggregator {
                 let p = self.acc.processes.entry(key).or_insert_with(|| {
                     ProcState::new(pid, start_time, uid, comm.clone(), sys::unix_ns())
                 });
-                if p.uid == super::accounting::UID_UNKNOWN {
+                if p.uid == crate::accounting::UID_UNKNOWN {
                     // Known from journal records alone; the socket's credentials say.
                     p.uid = uid;
                 }
@@ -186,9 +186,9 @@ impl Aggregator {
         }
     }
 
-    /// Every loaded kernel, at most `limits::DEFAULT_BUFFERS_ANSWER` of them.
+    /// Every loaded kernel, at most `control::DEFAULT_BUFFERS_ANSWER` of them.
     fn dump_kernels(&self) -> String {
-        let cap = super::limits::DEFAULT_BUFFERS_ANSWER;
+        let cap = crate::control::DEFAULT_BUFFERS_ANSWER;
         let mut o = String::from("=== Loaded kernels ===\n");
         let now_s = sys::unix_ns() / 1_000_000_000;
         let acc = &self.acc;
@@ -219,11 +219,11 @@ impl Aggregator {
     }
 
     /// Every live buffer, grouped by device and type: every one counted in its group's
-    /// line, at most `limits::DEFAULT_BUFFERS_ANSWER` listed (any client may ask, and it
+    /// line, at most `control::DEFAULT_BUFFERS_ANSWER` listed (any client may ask, and it
     /// is logged too), with what was left out.
     fn dump_buffers(&self) -> String {
         type Listed = (u64, u64, u32, u32, String);
-        let cap = super::limits::DEFAULT_BUFFERS_ANSWER;
+        let cap = crate::control::DEFAULT_BUFFERS_ANSWER;
         let mut groups: std::collections::BTreeMap<(i32, u8), (u64, u64, Vec<Listed>)> =
             Default::default();
         let (mut listed, mut all) = (0usize, 0u64);

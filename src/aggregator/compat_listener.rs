@@ -2,8 +2,8 @@
 //! original protocol ([`crate::compat`]), identifies its process and passes what it
 //! asks to the aggregator's loop ([`super::compat_clients`]) through a bounded queue.
 
-use super::peer::{identify_peer, peer, Peer};
 use crate::compat::*;
+use crate::peer::{identify_peer, peer, Peer};
 use crate::shm_layout::Event;
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};

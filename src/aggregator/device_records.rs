@@ -1,10 +1,10 @@
 //! Device rows: the processes' figures per device beside what the driver shows of it
 //! (identity, telemetry, built-in totals), sampled on a thread of its own.
 
-use super::accounting::placement::Card;
-use super::accounting::placement::{self, Chip};
-use super::accounting::{Accounting, ProcKey};
 use super::Aggregator;
+use crate::accounting::placement::Card;
+use crate::accounting::placement::{self, Chip};
+use crate::accounting::{Accounting, ProcKey};
 use crate::counters_page::*;
 use crate::devices::Sample;
 use crate::sys;
@@ -121,7 +121,7 @@ impl Aggregator {
     /// One line for each device of a process placed on a chip (on a host with cards)
     /// or moved to another.
     pub(super) fn log_placements(&mut self) {
-        use super::accounting::placement::Source;
+        use crate::accounting::placement::Source;
         for p in self.acc.take_placed() {
             self.record_placed(&p);
             let Some(proc_) = self.acc.processes.get(&p.key) else {
@@ -161,7 +161,7 @@ impl Aggregator {
     /// it is logged (once).
     pub(super) fn check_holders(&mut self) {
         let sample = self.telemetry.latest();
-        use super::accounting::placement::Chip;
+        use crate::accounting::placement::Chip;
         let t = &mut self.telemetry;
         for (key, p) in &self.acc.processes {
             let holds: Vec<u32> = sample

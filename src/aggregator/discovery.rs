@@ -1,10 +1,10 @@
 //! Discovery: new segment files found, validated and attributed only to their owner's
 //! processes, then attached for draining.
 
-use super::accounting::{ProcKey, ProcState};
-use super::merge::Pending;
 use super::segment_reader::MappedSegment;
 use super::Aggregator;
+use crate::accounting::{ProcKey, ProcState};
+use crate::merge::Pending;
 use crate::shm_layout::{Event, LANE_CAPACITY, NUM_LANES};
 use crate::sys;
 use std::collections::{HashMap, HashSet};
@@ -327,7 +327,7 @@ impl Aggregator {
         }
         if let Some(p) = self.acc.processes.get_mut(&key) {
             p.comm = comm.clone();
-            if p.uid == super::accounting::UID_UNKNOWN {
+            if p.uid == crate::accounting::UID_UNKNOWN {
                 p.uid = seg.file_uid;
             }
         }
@@ -450,7 +450,7 @@ impl Aggregator {
             // One known from journal records alone: its uid is the file's when /proc
             // says so (checked before this for a running process; one that ended can
             // only have its own figures released).
-            if p.uid != seg.file_uid && p.uid != super::accounting::UID_UNKNOWN {
+            if p.uid != seg.file_uid && p.uid != crate::accounting::UID_UNKNOWN {
                 return Err(format!(
                     "claims pid {} started at {}, a process of uid {}, but the file is uid {}'s",
                     key.0, key.1, p.uid, seg.file_uid

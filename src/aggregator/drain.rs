@@ -1,12 +1,12 @@
 //! Draining: each segment's lanes read into its process's pending events, the ordered
-//! merge ([`super::merge`]) deciding what can be applied, and the events applied to
+//! merge ([`crate::merge`]) deciding what can be applied, and the events applied to
 //! the accounting (journal records queued for [`super::commit`]).
 
-use super::accounting::{Outcome, ProcKey};
 use super::discovery::Attached;
-use super::merge::{merge, Gaps, Pending};
 use super::segment_reader::SegmentError;
 use super::{Aggregator, GAP_TIMEOUT};
+use crate::accounting::{Outcome, ProcKey};
+use crate::merge::{merge, Gaps, Pending};
 use crate::segment::SegmentView;
 use crate::shm_layout::{Event, MAX_DEVICES, NUM_LANES};
 use crate::sys;
@@ -176,7 +176,7 @@ impl Aggregator {
         match self.acc.set_identity(key, ev.device, id) {
             Ok(false) => false,
             Ok(true) => {
-                if !super::accounting::placement::names_a_card(&self.acc.cards, &id)
+                if !crate::accounting::placement::names_a_card(&self.acc.cards, &id)
                     && !self.acc.cards.is_empty()
                 {
                     self.log.warn(format!(

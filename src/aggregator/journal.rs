@@ -20,7 +20,7 @@
 //! snapshot, replays the journal, and resumes every lane at the position after its
 //! last journaled event.
 
-use crate::aggregator::accounting::{Accounting, ProcKey};
+use crate::accounting::{Accounting, ProcKey};
 use crate::shm_layout::Event;
 use std::fs::File;
 use std::io::{self, Read, Write};

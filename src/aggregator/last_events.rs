@@ -5,8 +5,8 @@
 //! ([`Aggregator::keep_last_events`]) and answers `snapshot` from them
 //! ([`Aggregator::snapshot_request`]).
 
-use super::accounting::ProcKey;
 use super::Aggregator;
+use crate::accounting::ProcKey;
 use crate::recording::Record;
 use crate::shm_layout::{Event, EventKind};
 use std::collections::{BTreeMap, HashSet, VecDeque};
@@ -197,10 +197,10 @@ impl Aggregator {
     /// banks), then every event kept since T.
     pub(super) fn snapshot_request(
         &mut self,
-        req: &crate::control::Request,
+        req: &super::control_server::Request,
         args: &str,
-    ) -> crate::control::Answer {
-        use crate::control::Answer;
+    ) -> super::control_server::Answer {
+        use super::control_server::Answer;
         let mut epoch = None;
         let mut pid = None;
         for w in args.split_whitespace() {
@@ -254,7 +254,7 @@ impl Aggregator {
         let (tx, chunks) = std::sync::mpsc::sync_channel(1);
         let queued = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(out.len() as u64));
         let _ = tx.send(out);
-        Answer::Stream(crate::control::Stream {
+        Answer::Stream(super::control_server::Stream {
             chunks,
             queued,
             closed: Default::default(),

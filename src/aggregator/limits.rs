@@ -5,9 +5,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-/// Live buffers one process may have tracked (about 55 bytes each in the aggregator);
-/// allocations beyond are counted lost for that process.
-pub const MAX_BUFFERS_PER_PROCESS: usize = 1_000_000;
+/// Live buffers one process may have tracked: [`crate::accounting::MAX_BUFFERS_PER_PROCESS`]
+/// (the accounting enforces it).
+pub use crate::accounting::MAX_BUFFERS_PER_PROCESS;
 
 /// Segments attached at once for one uid; more are left unattached (their processes'
 /// events are counted undelivered by their producers) and logged once.
@@ -33,10 +33,6 @@ pub const REQUESTS_PER_PASS: usize = 1;
 /// dumps (each a look at every buffer) may take, in percent: after one that took `d`,
 /// the next waits `d * (100 - share) / share`.
 pub const REQUEST_SHARE_PERCENT: u32 = 10;
-
-/// Buffers listed in one `buffers` answer: by default, and at most (`limit=N`).
-pub const DEFAULT_BUFFERS_ANSWER: usize = 10_000;
-pub const MAX_BUFFERS_ANSWER: usize = 100_000;
 
 /// Counts connections per uid under a total; a slot is given back when its guard drops.
 #[derive(Clone)]

@@ -1,8 +1,8 @@
 //! The aggregator's log: information on stdout, problems on stderr, and one line per
 //! event in the original server's style with `-v`.
 
-use super::accounting::{Outcome, ProcKey};
 use super::Aggregator;
+use crate::accounting::{Outcome, ProcKey};
 use crate::shm_layout::{Event, EventKind};
 use std::io::Write;
 
@@ -109,7 +109,7 @@ pub fn describe(pid: u32, dev: &str, ev: &Event, out: &Outcome) -> String {
             ev.size,
             dev,
             ev.id,
-            crate::aggregator::limits::MAX_BUFFERS_PER_PROCESS
+            crate::accounting::MAX_BUFFERS_PER_PROCESS
         ),
         Outcome::Allocated { size, btype } => format!(
             "✓ [PID {pid}] Allocated {size} bytes of {} on device {} (buffer_id={:#x})",

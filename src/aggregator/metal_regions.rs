@@ -7,9 +7,9 @@
 //! This part owns the reader's state (`metal_shm::reader`), the peaks and rows of what
 //! it found, and nothing of the accounting: its figures join the page at publication.
 
-use super::accounting::placement::{Card, Chip};
-use super::accounting::{Accounting, ProcKey};
 use super::Aggregator;
+use crate::accounting::placement::{Card, Chip};
+use crate::accounting::{Accounting, ProcKey};
 use crate::counters_page::*;
 use crate::metal_shm::reader::{Gone, Notice, Reader, Summary};
 use std::collections::{BTreeMap, HashMap};

@@ -41,7 +41,7 @@ pub struct MapFigures {
 }
 
 impl MapFigures {
-    /// The figures of each map in a `map` answer (`crate::control::maps`).
+    /// The figures of each map in a `map` answer (`crate::accounting::maps`).
     pub fn from_answer(text: &str) -> Vec<MapFigures> {
         text.lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())

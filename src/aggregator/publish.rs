@@ -1,10 +1,10 @@
 //! Publishing: the counters page built from the accounting and the latest telemetry,
 //! its history ring, and the page itself kept in place.
 
-use super::accounting::Accounting;
 use super::startup::map_err;
 use super::state_dir::StateDir;
 use super::{Aggregator, StartError};
+use crate::accounting::Accounting;
 use crate::counters_page::*;
 use crate::shm_layout::{COUNTERS_FILE_NAME, LANE_STRIDE};
 use crate::sys;

@@ -2,10 +2,10 @@
 //! and is reported if it was anything), whichever way it reported: through a segment,
 //! through the compatibility socket, or known only from the journal of an earlier run.
 
-use super::accounting::{leak_summary, ProcKey, ProcState};
 use super::journal::Record;
 use super::segment_reader::SegmentError;
 use super::Aggregator;
+use crate::accounting::{leak_summary, ProcKey, ProcState};
 use crate::counters_page::device_bytes;
 use crate::shm_layout::segment_file_name;
 use crate::sys;
@@ -122,7 +122,7 @@ impl Aggregator {
             // or a process whose segment someone deleted): its memory is still held.
             // Keep it, and release it when the process ends, not now.
             // The pidfd first, then the check: it then refers to the process checked.
-            let pidfd = super::peer::pidfd_open(key.0);
+            let pidfd = crate::peer::pidfd_open(key.0);
             let info = sys::proc_info(&self.cfg.proc_root, key.0);
             let Some(info) = info.filter(|i| i.start_time == key.1) else {
                 self.release_process(key, Reporter::Journal);

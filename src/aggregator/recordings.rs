@@ -12,8 +12,8 @@
 //! which have none, are counted here, in a `Lost` record. A recorder that reads
 //! nothing for `control::STREAM_WRITE_TIMEOUT` ends its recording.
 
-use super::accounting::{Placed, ProcKey};
 use super::Aggregator;
+use crate::accounting::{Placed, ProcKey};
 use crate::counters_page::{DEVICE_CATS, HIST_FIELDS};
 use crate::recording::{encode_events, Record};
 use crate::shm_layout::{DeviceInfo, Event};
@@ -125,7 +125,7 @@ impl Aggregator {
         pid: u32,
         uid: u32,
         epoch_unix_ms: u64,
-    ) -> Result<crate::control::Stream, String> {
+    ) -> Result<super::control_server::Stream, String> {
         self.prune_recordings();
         // One slot is kept for root (and the aggregator's own user): other users' idle
         // streams can hold all the others, never that one.
@@ -172,7 +172,7 @@ impl Aggregator {
         for k in keys {
             self.consider_for_recordings(k);
         }
-        Ok(crate::control::Stream {
+        Ok(super::control_server::Stream {
             chunks,
             queued,
             closed,

@@ -2,10 +2,10 @@
 //! accounting (see [`crate::control`]), and requests and dumps together held to their
 //! share of the draining thread's time.
 
-use super::accounting::ProcKey;
+use super::control_server::Answer;
+use super::control_server::Request;
 use super::Aggregator;
-use crate::control::Answer;
-use crate::control::Request;
+use crate::accounting::ProcKey;
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
@@ -67,7 +67,7 @@ impl Aggregator {
             super::startup::bind_published(&self.me.state_dir, crate::control::SOCKET_NAME, |p| {
                 std::os::unix::net::UnixListener::bind(p)
             })?;
-        self.requests.rx = Some(crate::control::serve(l)?);
+        self.requests.rx = Some(super::control_server::serve(l)?);
         Ok(())
     }
 
@@ -94,7 +94,7 @@ impl Aggregator {
                         continue;
                     }
                 },
-                _ => crate::control::answer(&self.acc, &req.query),
+                _ => super::control_server::answer(&self.acc, &req.query),
             };
             let _ = req.reply.send(text);
             self.request_took(t.elapsed());
@@ -218,8 +218,8 @@ impl Aggregator {
     }
 
     /// `record epoch_ms=T`: a recording for the asker.
-    fn record_request(&mut self, req: &Request, args: &str) -> crate::control::Answer {
-        use crate::control::Answer;
+    fn record_request(&mut self, req: &Request, args: &str) -> super::control_server::Answer {
+        use super::control_server::Answer;
         let epoch = args
             .split_whitespace()
             .find_map(|w| w.strip_prefix("epoch_ms="))

@@ -217,7 +217,7 @@ fn main() {
 
 /// `--map` / `--fits`.
 fn map(dir: &std::path::Path, args: &Args) -> i32 {
-    use tttrack::control::maps;
+    use tttrack::accounting::maps;
     let btype = match args.btype.as_deref().map(|t| (t, maps::parse_type(t))) {
         Some((t, None)) => {
             eprintln!("tt-smi: --type {t}: not a buffer type (DRAM, L1, L1_SMALL, TRACE)");
@@ -340,7 +340,7 @@ fn buffers(dir: &std::path::Path, pid: Option<u32>, device: Option<i32>, json: b
         Some((Some(shown), Some(all))) => println!(
             "the {shown} largest of {all} live buffers, {} (the aggregator answers at most {} at a time; narrow with --pid or --device)",
             tttrack::sys::human_bytes(total),
-            tttrack::aggregator::limits::DEFAULT_BUFFERS_ANSWER
+            tttrack::control::DEFAULT_BUFFERS_ANSWER
         ),
         _ => println!("{n} live buffers, {}", tttrack::sys::human_bytes(total)),
     }

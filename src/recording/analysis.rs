@@ -7,8 +7,8 @@
 //! report) is applied to the whole run: it was that chip all along.
 
 use super::{Record, Recording};
-use crate::aggregator::accounting::placement::Chip;
-use crate::aggregator::accounting::{cat_of_buffer, cat_of_kernel, Accounting, Outcome, ProcState};
+use crate::accounting::placement::Chip;
+use crate::accounting::{cat_of_buffer, cat_of_kernel, Accounting, Outcome, ProcState};
 use crate::counters_page::{CAT_CB, CAT_KERNEL, CAT_NAMES, DEVICE_CATS, NUM_CATS};
 use crate::shm_layout::{BufferType, Event, KernelType};
 use serde::Serialize;
@@ -52,7 +52,7 @@ pub struct TypeReport {
     /// The largest of what was live when the peak was reached.
     pub live_at_peak: Vec<Live>,
     /// The address map of that type at the peak (DRAM and L1 of a process whose
-    /// allocator's banks were reported: `crate::control::maps`).
+    /// allocator's banks were reported: `crate::accounting::maps`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub map_at_peak: Option<serde_json::Value>,
     /// Allocations by size: `[low, count]`, `low` a power of two (sizes in

@@ -1,11 +1,11 @@
 //! The out-of-memory autopsy of a recording or a snapshot: the address maps where it
-//! ends ([`crate::control::maps`] on the replayed accounting) and, for a snapshot taken
+//! ends ([`crate::accounting::maps`] on the replayed accounting) and, for a snapshot taken
 //! after TT-Metal's out-of-memory error, that failure explained in TT-Metal's terms:
 //! what each bank needed, the largest free block, which live buffers split the free
 //! space, and whether freeing each would have made the allocation fit.
 
-use crate::aggregator::accounting::Accounting;
-use crate::control::maps::{answer, parse_type, MapQuery};
+use crate::accounting::maps::{answer, parse_type, MapQuery};
+use crate::accounting::Accounting;
 use serde::Serialize;
 use serde_json::Value;
 

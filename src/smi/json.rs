@@ -61,7 +61,7 @@ const MAPPED: [(usize, &str); 4] = [
 ];
 
 /// The whole document, each device's memory types with what their address maps
-/// (`maps`: the aggregator's `map` answer, [`crate::control::maps`]) say: free bytes
+/// (`maps`: the aggregator's `map` answer, [`crate::accounting::maps`]) say: free bytes
 /// and the largest free block per bank, as TT-Metal's out-of-memory message gives them,
 /// and fragmentation; null where no process reported that type's banks.
 pub fn render_with_maps(m: &Model, maps: &[Value]) -> String {

@@ -1,8 +1,8 @@
 //! `tt-smi --map` and `tt-smi --fits`: the address map of each chip and buffer type
-//! (asked of the aggregator: [`crate::control::maps`]), and whether a buffer would
+//! (asked of the aggregator: [`crate::accounting::maps`]), and whether a buffer would
 //! fit, said in TT-Metal's own terms.
 
-use crate::control::maps::MapQuery;
+use crate::accounting::maps::MapQuery;
 use crate::control::{request, RequestError};
 use crate::sys::human_bytes;
 use serde_json::Value;

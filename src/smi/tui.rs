@@ -163,8 +163,8 @@ impl ModelSource for DirSource {
         Model::load(&self.dir, history_samples, &self.sysfs_root).map_err(|e| e.0)
     }
     fn maps(&mut self, cells: usize) -> Vec<serde_json::Value> {
-        let q = crate::control::maps::MapQuery {
-            strip: Some(cells.clamp(1, crate::control::maps::MAX_STRIP_CELLS)),
+        let q = crate::accounting::maps::MapQuery {
+            strip: Some(cells.clamp(1, crate::accounting::maps::MAX_STRIP_CELLS)),
             ..Default::default()
         };
         crate::control::request_within(&self.dir, &q.request(), Duration::from_secs(1), 4 << 20)

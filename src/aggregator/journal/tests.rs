@@ -64,9 +64,9 @@ fn a_reused_journal_file_replays_only_its_own_generation() {
     };
     let replay = |acc: &mut Accounting, r: &Record| {
         if let Record::Event { key, ev, .. } = r {
-            acc.processes.entry(*key).or_insert_with(|| {
-                crate::aggregator::accounting::ProcState::new(9, 90, 0, "j".into(), 0)
-            });
+            acc.processes
+                .entry(*key)
+                .or_insert_with(|| crate::accounting::ProcState::new(9, 90, 0, "j".into(), 0));
             acc.apply(*key, ev, 0);
         }
     };
@@ -287,7 +287,7 @@ fn snapshots_round_trip_and_another_format_is_refused_clearly() {
     let key = (7, 70);
     acc.processes.insert(
         key,
-        crate::aggregator::accounting::ProcState::new(7, 70, 0, "k".into(), 0),
+        crate::accounting::ProcState::new(7, 70, 0, "k".into(), 0),
     );
     let ev = Event {
         seq: 0,

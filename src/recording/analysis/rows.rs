@@ -90,11 +90,11 @@ fn map_at(acc: &Accounting, row: u32, cat: usize) -> Option<serde_json::Value> {
     let btype = BufferType::ALL
         .into_iter()
         .find(|&t| t != BufferType::SystemMemory && cat_of_buffer(t) == cat)?;
-    let q = crate::control::maps::MapQuery {
+    let q = crate::accounting::maps::MapQuery {
         btype: Some(btype),
         ..Default::default()
     };
-    let maps: Vec<serde_json::Value> = crate::control::maps::answer(acc, &q)
+    let maps: Vec<serde_json::Value> = crate::accounting::maps::answer(acc, &q)
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect();

@@ -1,7 +1,7 @@
 //! View 4, memory map: each chip's banks of each type drawn as a strip of their address
 //! range, lowest address left (occupied cells solid, free cells dots, the largest free
 //! block marked), with free bytes per bank, the largest free block and fragmentation
-//! (the aggregator's `map` answer: [`crate::control::maps`]).
+//! (the aggregator's `map` answer: [`crate::accounting::maps`]).
 
 use super::App;
 use crate::sys::human_bytes;

@@ -3,8 +3,8 @@
 //! whether an interleaved buffer of that size would fit and which live buffers
 //! border the largest gaps. One JSON object a line.
 
+use crate::accounting::Accounting;
 use crate::address_map::{AddressMap, Range};
-use crate::aggregator::accounting::Accounting;
 use crate::shm_layout::{BankGeometry, BufferType};
 use std::collections::BTreeMap;
 

@@ -413,10 +413,15 @@ pub fn leak_summary(p: &ProcState) -> Option<String> {
     ))
 }
 
+/// Live buffers one process may have tracked (about 55 bytes each in the aggregator);
+/// allocations beyond are counted lost for that process.
+pub const MAX_BUFFERS_PER_PROCESS: usize = 1_000_000;
+
 mod apply;
 pub mod buffer_table;
 mod chip_rows;
 pub(crate) mod kinds;
+pub mod maps;
 pub mod placement;
 pub use buffer_table::BufferTable;
 use chip_rows::{chip_of, dev_entry};

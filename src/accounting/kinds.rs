@@ -135,7 +135,7 @@ fn alloc(
             b.rc_type = (b.rc_type & 0xff00_0000) | rc;
             return Outcome::Referenced { refcount: rc };
         }
-        Probe::Vacant(_) if live >= crate::aggregator::limits::MAX_BUFFERS_PER_PROCESS => {
+        Probe::Vacant(_) if live >= crate::accounting::MAX_BUFFERS_PER_PROCESS => {
             return Outcome::OverLimit;
         }
         Probe::Vacant(i) => pd.buffers.insert_at(
