@@ -30,13 +30,19 @@
 
 typedef struct tttrack_event {
     uint64_t seq;      /* per-process sequence number */
-    uint8_t kind;      /* 1 alloc, 2 free, 3 cb alloc, 4 cb free, 5 kernel load, 6 kernel unload, 7 device info, 8 device identity */
+    uint8_t kind;      /* 1 alloc, 2 free, 3 cb alloc, 4 cb free, 5 kernel load, 6 kernel unload, 7 device info, 8 device identity;
+                          extensions (version 1): 9 buffer shape, 10 buffer place, 11 bank geometry, 12 CB place,
+                          13 CBs released, 14 mesh member */
     uint8_t subtype;   /* buffer type or kernel type */
     uint16_t reserved;
     int32_t device;
     uint64_t size;
     uint64_t id;
 } tttrack_event_t;
+
+/* A lane slot as the reader takes it: the tttrack_event_t of that position, as four
+   64-bit words. */
+typedef struct tttrack_slot { uint64_t words[4]; } tttrack_slot_t;
 
 typedef struct tttrack_device_info_slot {
     uint32_t seq;      /* sequence lock: 0 never written, odd while written */

@@ -379,13 +379,8 @@ pub fn leak_summary(p: &ProcState) -> Option<String> {
         return None;
     }
     let mut parts = Vec::new();
-    for (cat, name) in [
-        (CAT_DRAM, "DRAM"),
-        (CAT_L1, "L1"),
-        (CAT_L1_SMALL, "L1_SMALL"),
-        (CAT_TRACE, "TRACE"),
-        (CAT_SYSTEM_MEMORY, "SYSTEM_MEMORY"),
-    ] {
+    for cat in [CAT_DRAM, CAT_L1, CAT_L1_SMALL, CAT_TRACE, CAT_SYSTEM_MEMORY] {
+        let name = CAT_DISPLAY[cat];
         if used[cat] > 0 {
             parts.push(format!("{name} {}", human_bytes(used[cat])));
         }

@@ -39,18 +39,55 @@ pub const CAT_KERNEL_APP: usize = 7;
 pub const CAT_KERNEL_FABRIC: usize = 8;
 pub const CAT_KERNEL_DISPATCH: usize = 9;
 pub const NUM_CATS: usize = 10;
-pub const CAT_NAMES: [&str; NUM_CATS] = [
-    "dram",
-    "l1",
-    "system_memory",
-    "l1_small",
-    "trace",
-    "cb",
-    "kernel",
-    "kernel_application",
-    "kernel_fabric",
-    "kernel_dispatch",
+/// Every category, in its index's order: the name JSON, metrics, recordings and the
+/// Python package use (`tttrack.TYPES`, through the extension), and the name tables
+/// show. The one place a category is named.
+pub const CATEGORY_TABLE: [(&str, &str); NUM_CATS] = [
+    ("dram", "DRAM"),
+    ("l1", "L1"),
+    ("system_memory", "SYSTEM_MEMORY"),
+    ("l1_small", "L1_SMALL"),
+    ("trace", "TRACE"),
+    ("cb", "CB"),
+    ("kernel", "Kernel"),
+    ("kernel_application", "application"),
+    ("kernel_fabric", "fabric"),
+    ("kernel_dispatch", "dispatch"),
 ];
+
+/// The categories' names for scripts ([`CATEGORY_TABLE`]'s first column).
+pub const CAT_NAMES: [&str; NUM_CATS] = {
+    let mut n = [""; NUM_CATS];
+    let mut i = 0;
+    while i < NUM_CATS {
+        n[i] = CATEGORY_TABLE[i].0;
+        i += 1;
+    }
+    n
+};
+
+/// The categories' names in tables ([`CATEGORY_TABLE`]'s second column).
+pub const CAT_DISPLAY: [&str; NUM_CATS] = {
+    let mut n = [""; NUM_CATS];
+    let mut i = 0;
+    while i < NUM_CATS {
+        n[i] = CATEGORY_TABLE[i].1;
+        i += 1;
+    }
+    n
+};
+
+/// The category a buffer of type `t` counts in.
+pub const fn cat_of_buffer(t: crate::shm_layout::BufferType) -> usize {
+    use crate::shm_layout::BufferType;
+    match t {
+        BufferType::Dram => CAT_DRAM,
+        BufferType::L1 => CAT_L1,
+        BufferType::SystemMemory => CAT_SYSTEM_MEMORY,
+        BufferType::L1Small => CAT_L1_SMALL,
+        BufferType::Trace => CAT_TRACE,
+    }
+}
 
 /// Every category with its name, in order.
 pub fn categories() -> impl Iterator<Item = (usize, &'static str)> {
@@ -457,16 +494,46 @@ crate::shared_layout! {
     /// Every size, offset and constant of the page, for the test that checks
     /// `cabi/tttrack_shm.h`.
     pub fn layout_table;
-    struct Figure = 24 => {}
-    struct AggregatorStatus = 128 => { events_applied = 24, processes_tracked = 72 }
-    struct Telemetry = 240 => {}
-    struct DeviceRecord = 696 => {
-        info = 96, figures = 160, telemetry = 400, asic_id = 672, owner_pid = 680, via = 684,
+    struct Figure = 24 => {
+        used = 0, peak = 8, count = 16,
     }
-    struct ProcessDevice = 168 => { device = 0, chip = 4, placement = 6, used = 8 }
-    struct ProcessRecord = 128 + 32 * 168 => { region_used = 72, region_chip = 120, devices = 128 }
-    struct HistorySample = 8 + 64 * 48 + 64 * 8 => {}
-    struct PageHeader = 128 => { main_seq = 64, history_seq = 72, history_written = 80 }
+    struct AggregatorStatus = 128 => {
+        pid = 0, num_devices = 4, start_unix_ns = 8, heartbeat_unix_ns = 16,
+        events_applied = 24, events_lost = 32, unknown_frees = 40, invalid_events = 48,
+        segments_attached = 56, segments_rejected = 64, processes_tracked = 72,
+        process_overflow = 76, num_processes = 80, recovered_from_journal = 88,
+        exits_holding_memory = 96, leaked_bytes = 104,
+    }
+    struct Telemetry = 240 => {
+        valid = 0, sampled_unix_ns = 8, asic_temp_mc = 16, temp_max_mc = 24, vcore_mv = 32,
+        vcore_max_mv = 40, current_ma = 48, current_max_ma = 56, power_uw = 64,
+        power_max_uw = 72, fan_rpm = 80, aiclk_mhz = 88, axiclk_mhz = 96, arcclk_mhz = 104,
+        heartbeat = 112, therm_trip_count = 120, heartbeat_stalled_samples = 128,
+        pcie_link_speed_milli_gts = 136, pcie_link_width = 144, arc_fw_ver = 152,
+        eth_fw_ver = 160, m3bl_fw_ver = 168, m3app_fw_ver = 176, ttflash_ver = 184,
+        pcie_max_link_speed_milli_gts = 192, pcie_max_link_width = 200,
+        pcie_h2d_bytes = 208, pcie_d2h_bytes = 216, pcie_h2d_bytes_per_s = 224,
+        pcie_d2h_bytes_per_s = 232,
+    }
+    struct DeviceRecord = 696 => {
+        id = 0, flags = 4, arch = 8, board = 24, serial = 40, pci_bdf = 64, dram_total = 80,
+        l1_total = 88, info = 96, figures = 160, telemetry = 400, fw_bundle = 640,
+        l1_resident_peak = 664, asic_id = 672, owner_pid = 680, via = 684,
+    }
+    struct ProcessDevice = 168 => {
+        device = 0, chip = 4, placement = 6, used = 8, peak = 88,
+    }
+    struct ProcessRecord = 128 + 32 * 168 => {
+        pid = 0, flags = 4, uid = 8, num_devices = 12, start_time = 16, comm = 24,
+        first_seen_unix_ns = 40, events_applied = 48, events_lost = 56, buffers = 64,
+        region_used = 72, region_chip = 120, devices = 128,
+    }
+    struct HistorySample = 8 + 64 * 48 + 64 * 8 => {
+        unix_secs = 0, used = 8, temp_mc = 3080, power_mw = 3336,
+    }
+    struct PageHeader = 128 => {
+        presence = 0, main_seq = 64, history_seq = 72, history_written = 80,
+    }
     consts {
         PAGE_SIZE, STATUS_OFFSET, DEVICES_OFFSET, PROCESSES_OFFSET, HISTORY_OFFSET,
         COUNTERS_LAYOUT_VERSION, PLACED_AS_REPORTED, PLACED_INFERRED, PLACED_REPORTED,

@@ -2,28 +2,36 @@
 //! aggregator (which drains it and trusts none of it).
 
 use crate::shm_layout::*;
+use core::marker::PhantomData;
 use core::mem::size_of;
 use core::sync::atomic::{AtomicU64, Ordering::*};
 
-/// A view of a mapping of [`SEGMENT_SIZE`] bytes laid out as in [`crate::shm_layout`].
+/// A view of a mapping of [`SEGMENT_SIZE`] bytes laid out as in [`crate::shm_layout`],
+/// borrowed from that mapping for `'a` (a view made from a mapping owner such as the
+/// aggregator's `MappedSegment::view` cannot outlive it).
 #[derive(Clone, Copy)]
-pub struct SegmentView {
+pub struct SegmentView<'a> {
     base: *mut u8,
+    mapping: PhantomData<&'a [u8]>,
 }
 
 // SAFETY: every field reached through a SegmentView is an atomic, and the mapping it
-// points into outlives the view by the contract of `SegmentView::new`.
-unsafe impl Send for SegmentView {}
+// points into outlives the view ('a, and the contract of `SegmentView::new`).
+unsafe impl Send for SegmentView<'_> {}
 // SAFETY: as above; shared access only goes through atomics.
-unsafe impl Sync for SegmentView {}
+unsafe impl Sync for SegmentView<'_> {}
 
-impl SegmentView {
+impl<'a> SegmentView<'a> {
     /// # Safety
     /// `base` must be 64-byte aligned, valid for reads and writes of [`SEGMENT_SIZE`]
-    /// bytes, and stay mapped for as long as the view (or anything borrowed from it) is used.
+    /// bytes, and stay mapped for `'a` (as long as the view, or anything borrowed from
+    /// it, is used).
     pub unsafe fn new(base: *mut u8) -> Self {
         debug_assert!(!base.is_null() && (base as usize).is_multiple_of(64));
-        Self { base }
+        Self {
+            base,
+            mapping: PhantomData,
+        }
     }
 
     pub fn base(&self) -> *mut u8 {

@@ -115,14 +115,10 @@ impl BufferType {
     pub fn from_u8(v: u8) -> Option<Self> {
         Self::ALL.get(v as usize).copied()
     }
+    /// TT-Metal's name of the type, as every view shows it (its category's display
+    /// name: [`crate::counters_page::CATEGORY_TABLE`]).
     pub fn name(self) -> &'static str {
-        match self {
-            Self::Dram => "DRAM",
-            Self::L1 => "L1",
-            Self::SystemMemory => "SYSTEM_MEMORY",
-            Self::L1Small => "L1_SMALL",
-            Self::Trace => "TRACE",
-        }
+        crate::counters_page::CAT_DISPLAY[crate::counters_page::cat_of_buffer(self)]
     }
 }
 
@@ -719,7 +715,12 @@ shared_layout! {
     /// Every size, offset and constant of a segment, for the test that checks
     /// `cabi/tttrack_shm.h`.
     pub fn layout_table;
-    struct Event = 32 => { seq = 0, kind = 8, subtype = 9, device = 12, size = 16, id = 24 }
+    struct Slot = 32 => {
+        words = 0,
+    }
+    struct Event = 32 => {
+        seq = 0, kind = 8, subtype = 9, device = 12, size = 16, id = 24,
+    }
     struct DeviceInfo = 64 => {
         arch = 0, is_remote = 4, num_tensix_cores = 8, num_dram_channels = 12,
         l1_size_per_core = 16, dram_size_per_channel = 24, total_dram_bytes = 32,
@@ -737,7 +738,9 @@ shared_layout! {
         struct_size = 0, num_banks = 4, bank_size = 8, base_address = 16,
         page_alignment = 24, block_alignment = 28,
     }
-    struct DeviceInfoSlot = 128 => { seq = 0, words = 8, identity = 72 }
+    struct DeviceInfoSlot = 128 => {
+        seq = 0, words = 8, identity = 72,
+    }
     struct SegmentHeader = 448 => {
         magic = 0, version = 8, header_size = 12, segment_size = 16, pid = 24, uid = 28,
         start_time = 32, num_lanes = 40, lane_capacity = 44, lanes_offset = 48,
@@ -746,10 +749,12 @@ shared_layout! {
         consumer_heartbeat_ns = 264, visible_devices_state = 320, visible_devices_len = 324,
         visible_devices = 328,
     }
-    struct LaneHeader = 128 => { head = 0, dropped = 8, state = 16, owner_tid = 20, claims = 24, tail = 64 }
+    struct LaneHeader = 128 => {
+        head = 0, dropped = 8, state = 16, owner_tid = 20, claims = 24, tail = 64,
+    }
     struct PagePresence = 64 => {
-        magic = 0, version = 8, aggregator_pid = 12, heartbeat_ns = 16, started_unix_ns = 24,
-        page_size = 32,
+        magic = 0, version = 8, aggregator_pid = 12, heartbeat_ns = 16,
+        started_unix_ns = 24, page_size = 32,
     }
     consts {
         SEGMENT_MAGIC, COUNTERS_MAGIC, NUM_LANES, LANE_CAPACITY, LANES_OFFSET, LANE_STRIDE,

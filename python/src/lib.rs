@@ -115,6 +115,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(request, m)?)?;
     m.add_function(wrap_pyfunction!(take_snapshot, m)?)?;
     let py = m.py();
+    // The memory types' names, from the one table every view uses.
+    m.add("TYPES", tttrack::counters_page::CAT_NAMES.to_vec())?;
     m.add("TttrackError", py.get_type::<TttrackError>())?;
     m.add("NoAggregatorError", py.get_type::<NoAggregatorError>())?;
     m.add("PageVersionError", py.get_type::<PageVersionError>())?;

@@ -37,10 +37,7 @@ __all__ = [
 ]
 
 #: Memory types, as ``tt-smi --json`` names them.
-TYPES: Tuple[str, ...] = (
-    "dram", "l1", "system_memory", "l1_small", "trace", "cb", "kernel",
-    "kernel_application", "kernel_fabric", "kernel_dispatch",
-)
+TYPES: Tuple[str, ...] = tuple(_native.TYPES)
 
 
 @dataclass

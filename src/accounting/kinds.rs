@@ -8,15 +8,7 @@ use crate::shm_layout::{
     BankGeometry, BufferType, CbPlace, Event, EventKind, KernelType, MeshMember, MAX_DEVICES,
 };
 
-pub fn cat_of_buffer(t: BufferType) -> usize {
-    match t {
-        BufferType::Dram => CAT_DRAM,
-        BufferType::L1 => CAT_L1,
-        BufferType::SystemMemory => CAT_SYSTEM_MEMORY,
-        BufferType::L1Small => CAT_L1_SMALL,
-        BufferType::Trace => CAT_TRACE,
-    }
-}
+pub use crate::counters_page::cat_of_buffer;
 
 pub fn cat_of_kernel(t: KernelType) -> usize {
     match t {

@@ -94,9 +94,8 @@ impl Aggregator {
         };
         // Applied from the pending list itself (taken out while the accounting is
         // borrowed, then put back with what still waits): no copy per pass.
-        let view = a.seg.view();
         let mut pending = std::mem::take(&mut a.pending);
-        let snapshot = self.apply_batch(key, &pending[..m.ready], view);
+        let snapshot = self.apply_batch(key, &pending[..m.ready], path);
         if !self.recordings.is_empty() {
             let applied: Vec<&Event> = pending[..m.ready].iter().map(|p| &p.ev).collect();
             self.record_events(key, &applied, true);
@@ -117,7 +116,7 @@ impl Aggregator {
     /// is refreshed between them); an event whose outcome needs more (a description to
     /// read, a line to log) ends a run. With `-v` every event is applied and logged
     /// one by one.
-    fn apply_batch(&mut self, key: ProcKey, batch: &[Pending], seg: SegmentView) -> bool {
+    fn apply_batch(&mut self, key: ProcKey, batch: &[Pending], seg: &Path) -> bool {
         let now_s = (sys::unix_ns() / 1_000_000_000) as u32;
         let mut snapshot = false;
         let every = self.log.verbosity >= super::Verbosity::Verbose;
@@ -150,10 +149,16 @@ impl Aggregator {
         snapshot
     }
 
-    /// Reads the description a device-info event announces from the segment's slot.
-    fn take_device_info(&mut self, key: ProcKey, ev: &Event, seg: SegmentView) -> bool {
+    /// A view of the segment at `path`, while it stays attached (the view borrows it).
+    fn view_of(&self, path: &Path) -> Option<SegmentView<'_>> {
+        self.segments.attached.get(path).map(|a| a.seg.view())
+    }
+
+    /// Reads the description a device-info event announces from the slot of the
+    /// segment at `seg`.
+    fn take_device_info(&mut self, key: ProcKey, ev: &Event, seg: &Path) -> bool {
         let slot = ev.device.clamp(0, MAX_DEVICES as i32 - 1) as usize;
-        let Some(info) = seg.read_device_info(slot) else {
+        let Some(info) = self.view_of(seg).and_then(|v| v.read_device_info(slot)) else {
             return false;
         };
         if self.acc.set_device_info(key, ev.device, info) {
@@ -170,9 +175,12 @@ impl Aggregator {
     /// Reads which chip a device-identity event names from the segment's slot, and
     /// places the device there (moving its figures if they were elsewhere). The
     /// placement is in the next snapshot before the event's slot is released.
-    fn take_identity(&mut self, key: ProcKey, ev: &Event, seg: SegmentView) -> bool {
+    fn take_identity(&mut self, key: ProcKey, ev: &Event, seg: &Path) -> bool {
         let slot = ev.device.clamp(0, MAX_DEVICES as i32 - 1) as usize;
-        let id = seg.read_identity(slot).unwrap_or_default();
+        let id = self
+            .view_of(seg)
+            .and_then(|v| v.read_identity(slot))
+            .unwrap_or_default();
         match self.acc.set_identity(key, ev.device, id) {
             Ok(false) => false,
             Ok(true) => {

@@ -149,7 +149,7 @@ impl MappedSegment {
         })
     }
 
-    pub fn view(&self) -> SegmentView {
+    pub fn view(&self) -> SegmentView<'_> {
         // SAFETY: the mapping is SEGMENT_SIZE bytes and lives as long as self.
         unsafe { SegmentView::new(self.map.as_mut_ptr()) }
     }

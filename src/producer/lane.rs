@@ -95,7 +95,7 @@ impl ThreadLane {
         self.generation.set(0);
     }
 
-    fn view(&self) -> SegmentView {
+    fn view(&self) -> SegmentView<'_> {
         // SAFETY: base was taken from BASE while the generation matched, and a
         // segment stays mapped for the life of its generation (it is only unmapped in
         // a forked child, whose generation differs).

@@ -240,12 +240,12 @@ const fn column(header: &'static str, cat: usize, peak: bool, narrow: bool) -> P
 
 /// The process tables' figure columns, in order.
 pub const PROCESS_COLUMNS: [ProcessColumn; 8] = [
-    column("DRAM", CAT_DRAM, false, true),
-    column("L1", CAT_L1, false, true),
-    column("L1_SMALL", CAT_L1_SMALL, false, false),
-    column("TRACE", CAT_TRACE, false, false),
-    column("CB", CAT_CB, false, true),
-    column("Kernel", CAT_KERNEL, false, true),
+    column(CAT_DISPLAY[CAT_DRAM], CAT_DRAM, false, true),
+    column(CAT_DISPLAY[CAT_L1], CAT_L1, false, true),
+    column(CAT_DISPLAY[CAT_L1_SMALL], CAT_L1_SMALL, false, false),
+    column(CAT_DISPLAY[CAT_TRACE], CAT_TRACE, false, false),
+    column(CAT_DISPLAY[CAT_CB], CAT_CB, false, true),
+    column(CAT_DISPLAY[CAT_KERNEL], CAT_KERNEL, false, true),
     column("Peak DRAM", CAT_DRAM, true, true),
     column("Peak L1", CAT_L1, true, true),
 ];

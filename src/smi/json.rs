@@ -53,12 +53,7 @@ pub fn render(m: &Model) -> String {
 }
 
 /// The memory types an address map can be drawn for.
-const MAPPED: [(usize, &str); 4] = [
-    (CAT_DRAM, "DRAM"),
-    (CAT_L1, "L1"),
-    (CAT_L1_SMALL, "L1_SMALL"),
-    (CAT_TRACE, "TRACE"),
-];
+const MAPPED: [usize; 4] = [CAT_DRAM, CAT_L1, CAT_L1_SMALL, CAT_TRACE];
 
 /// The whole document, each device's memory types with what their address maps
 /// (`maps`: the aggregator's `map` answer, [`crate::accounting::maps`]) say: free bytes
@@ -82,7 +77,8 @@ fn render_doc(m: &Model, maps: &[Value]) -> String {
     if let Some(devices) = doc["devices"].as_array_mut() {
         for d in devices {
             let id = d["id"].clone();
-            for (c, t) in MAPPED {
+            for c in MAPPED {
+                let t = CAT_DISPLAY[c];
                 let map = maps.iter().find(|x| x["device"] == id && x["type"] == t);
                 let field = |k: &str| map.map_or(Value::Null, |x| x[k].clone());
                 let o = &mut d["memory"][CAT_NAMES[c]];

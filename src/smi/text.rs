@@ -227,12 +227,18 @@ fn breakdown(o: &mut String, d: &DeviceView, st: &Style) {
             human_bytes(peak)
         );
     };
-    main(o, "DRAM", f[CAT_DRAM].used, d.dram_total, f[CAT_DRAM].peak);
+    main(
+        o,
+        CAT_DISPLAY[CAT_DRAM],
+        f[CAT_DRAM].used,
+        d.dram_total,
+        f[CAT_DRAM].peak,
+    );
     let l1_peak = d.l1_resident_peak.max(d.l1_resident());
-    main(o, "L1", d.l1_resident(), d.l1_total, l1_peak);
+    main(o, CAT_DISPLAY[CAT_L1], d.l1_resident(), d.l1_total, l1_peak);
     for (name, c, unit) in [
         ("buffers", CAT_L1, "buffers"),
-        ("L1_SMALL", CAT_L1_SMALL, "buffers"),
+        (CAT_DISPLAY[CAT_L1_SMALL], CAT_L1_SMALL, "buffers"),
         ("CBs", CAT_CB, "CBs"),
         ("kernels", CAT_KERNEL, "kernels"),
     ] {

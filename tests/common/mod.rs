@@ -595,7 +595,7 @@ impl OwnSegment {
         .unwrap();
         s
     }
-    pub fn view(&self) -> tttrack::segment::SegmentView {
+    pub fn view(&self) -> tttrack::segment::SegmentView<'_> {
         // SAFETY: the mapping is SEGMENT_SIZE bytes and lives as long as self.
         unsafe { tttrack::segment::SegmentView::new(self.map.as_mut_ptr()) }
     }
