@@ -1645,6 +1645,29 @@ fn the_l1_map_with_an_l1_small_reservation_is_the_allocators_own() {
     assert_eq!(p.say("exit"), "ok");
 }
 
+/// The owner (kernel thread id) of each lane of the segment file `seg` that holds events.
+fn lanes_with_events(seg: &Path) -> Vec<u32> {
+    use std::os::unix::fs::FileExt;
+    use tttrack::shm_layout::{LANES_OFFSET, LANE_STRIDE, NUM_LANES};
+    let f = std::fs::File::open(seg).unwrap();
+    let table = tttrack::shm_layout::layout_table();
+    let off = |k: &str| table.iter().find(|e| e.0 == k).unwrap().1 as u64;
+    let mut owners = Vec::new();
+    for lane in 0..NUM_LANES as u64 {
+        let base = (LANES_OFFSET + lane as usize * LANE_STRIDE) as u64;
+        let mut head = [0u8; 8];
+        f.read_exact_at(&mut head, base + off("LaneHeader.head"))
+            .unwrap();
+        if u64::from_le_bytes(head) > 0 {
+            let mut tid = [0u8; 4];
+            f.read_exact_at(&mut tid, base + off("LaneHeader.owner_tid"))
+                .unwrap();
+            owners.push(u32::from_le_bytes(tid));
+        }
+    }
+    owners
+}
+
 /// A mesh of two chips (a Wormhole n300 in mock mode, opened whole as TT-Metal opens a
 /// system's mesh): TT-Metal allocates each buffer once, on the mesh, and calls the
 /// processor once; tttrack reports it on each chip, at the address the mesh's
@@ -1721,6 +1744,19 @@ fn a_mesh_buffer_is_reported_on_each_chip_of_the_mesh() {
         .map(|b| b["mesh"]["id"].as_u64().unwrap())
         .collect();
     assert_eq!(ids.len(), 1, "one mesh: {j:#}");
+    // Which threads allocate: TT-Metal made threads of its own when it opened the
+    // mesh (each with our processor pushed, through the pthread_create wrapper), yet
+    // every buffer came from the thread that asked for it: one lane holds events, owned
+    // by the main thread.
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .count();
+    let lanes = lanes_with_events(&segment_of(dir.path(), pid));
+    assert_eq!(lanes, vec![pid], "the lanes' owners, of {threads} threads");
+    eprintln!(
+        "mesh process: {threads} threads, events from {} of them",
+        lanes.len()
+    );
     // The table says it too.
     let text = smi(&["--dir", d, "--buffers", "--pid", &pid.to_string()]);
     let mesh_id = ids.iter().next().unwrap();
