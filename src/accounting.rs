@@ -263,6 +263,27 @@ pub struct Accounting {
 }
 
 impl Accounting {
+    /// Process `key`, registered if it is new (its user, name and first-seen time); a
+    /// process already known whose user was not (one recovered from journal records
+    /// alone) takes `uid`. Every source of processes (segments, the compatibility
+    /// socket, journal replay, a recording's replay) registers them here.
+    pub fn register(
+        &mut self,
+        key: ProcKey,
+        uid: u32,
+        comm: &str,
+        now_unix_ns: u64,
+    ) -> &mut ProcState {
+        let p = self
+            .processes
+            .entry(key)
+            .or_insert_with(|| ProcState::new(key.0, key.1, uid, comm.to_string(), now_unix_ns));
+        if p.uid == UID_UNKNOWN {
+            p.uid = uid;
+        }
+        p
+    }
+
     /// The invariant of exactness: every device's figure of every category is the sum
     /// over the processes on it. `Err` names the first device and category that is not
     /// (for the property tests and fuzz targets).

@@ -4,7 +4,7 @@
 
 use super::journal::Record;
 use super::{Aggregator, COMPAT_LANE};
-use crate::accounting::{Accounting, ProcState, UID_UNKNOWN};
+use crate::accounting::{Accounting, UID_UNKNOWN};
 use crate::shm_layout::NUM_LANES;
 use crate::sys;
 
@@ -43,9 +43,7 @@ impl Aggregator {
 pub(super) fn replay(acc: &mut Accounting, r: &Record) {
     match r {
         Record::Event { key, lane, pos, ev } => {
-            let p = acc.processes.entry(*key).or_insert_with(|| {
-                ProcState::new(key.0, key.1, UID_UNKNOWN, String::new(), sys::unix_ns())
-            });
+            let p = acc.register(*key, UID_UNKNOWN, "", sys::unix_ns());
             if *lane != COMPAT_LANE {
                 let lane = (*lane as usize).min(NUM_LANES - 1);
                 p.lane_applied[lane] = *pos;

@@ -5,7 +5,6 @@
 use super::compat_listener::Msg;
 use super::journal::Record;
 use super::{Aggregator, COMPAT_LANE};
-use crate::accounting::ProcState;
 use crate::compat::{AllocMessage, DEVICE_INFO_RESPONSE, QUERY, RESPONSE};
 use crate::counters_page::*;
 use crate::sys;
@@ -87,13 +86,8 @@ impl Aggregator {
                 visible,
             } => {
                 let key = (pid, start_time);
-                let p = self.acc.processes.entry(key).or_insert_with(|| {
-                    ProcState::new(pid, start_time, uid, comm.clone(), sys::unix_ns())
-                });
-                if p.uid == crate::accounting::UID_UNKNOWN {
-                    // Known from journal records alone; the socket's credentials say.
-                    p.uid = uid;
-                }
+                // Known from journal records alone, it takes the socket's credentials.
+                self.acc.register(key, uid, &comm, sys::unix_ns());
                 self.acc.set_visible(key, visible);
                 self.consider_for_recordings(key);
                 self.segmentless.insert(key, pidfd);

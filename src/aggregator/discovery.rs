@@ -3,7 +3,7 @@
 
 use super::segment_reader::MappedSegment;
 use super::Aggregator;
-use crate::accounting::{ProcKey, ProcState};
+use crate::accounting::ProcKey;
 use crate::merge::Pending;
 use crate::shm_layout::{Event, LANE_CAPACITY, NUM_LANES};
 use crate::sys;
@@ -422,7 +422,7 @@ impl Aggregator {
 
     /// A process new to the accounting, applied up to where its lanes stand.
     fn add_process(&mut self, seg: &MappedSegment, key: ProcKey, comm: String) {
-        let mut p = ProcState::new(key.0, key.1, seg.file_uid, comm, sys::unix_ns());
+        let p = self.acc.register(key, seg.file_uid, &comm, sys::unix_ns());
         for lane in 0..NUM_LANES {
             p.lane_applied[lane] = seg.read_pos(lane);
         }
@@ -432,7 +432,6 @@ impl Aggregator {
             .lane_applied
             .iter()
             .fold(0u64, |a, &c| a.saturating_add(c));
-        self.acc.processes.insert(key, p);
     }
 
     /// A segment speaks only for a process of its file's owner: one that claims a

@@ -8,7 +8,7 @@
 
 use super::{Record, Recording};
 use crate::accounting::placement::Chip;
-use crate::accounting::{cat_of_buffer, cat_of_kernel, Accounting, Outcome, ProcState};
+use crate::accounting::{cat_of_buffer, cat_of_kernel, Accounting, Outcome};
 use crate::counters_page::{CAT_CB, CAT_KERNEL, CAT_NAMES, DEVICE_CATS, NUM_CATS};
 use crate::shm_layout::{BufferType, Event, KernelType};
 use serde::Serialize;
@@ -231,9 +231,7 @@ impl<'a> Replay<'a> {
                     self.t_ms = self.t_ms.max(*t_ms);
                     let key = (*pid, *start_time);
                     self.keys.insert(*pid, key);
-                    self.acc.processes.entry(key).or_insert_with(|| {
-                        ProcState::new(*pid, *start_time, *uid, comm.clone(), *t_ms)
-                    });
+                    self.acc.register(key, *uid, comm, *t_ms);
                 }
                 Record::Events { t_ms, pid, events } => {
                     self.t_ms = self.t_ms.max(*t_ms);
