@@ -9,7 +9,7 @@
 //! Run: `cargo bench --bench aggregator`.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use tttrack::accounting::{Accounting, ProcState};
+use tttrack::accounting::Accounting;
 use tttrack::shm_layout::{Event, EventKind};
 
 fn ev(kind: EventKind, sub: u8, size: u64, id: u64) -> Event {
@@ -88,8 +88,7 @@ fn taking_turns(acc: &Accounting, bare: &Bare, key: Key, ops: &[Event], rounds: 
 fn bench(c: &mut Criterion) {
     let key = (1u32, 1u64);
     let mut acc = Accounting::default();
-    acc.processes
-        .insert(key, ProcState::new(1, 1, 0, "bench".into(), 0));
+    acc.register(key, 0, "bench", 0);
     const LIVE: u64 = 100_000;
     for id in 0..LIVE {
         acc.apply(key, &ev(EventKind::Alloc, (id % 5) as u8, 4096 + id, id), 0);
@@ -120,7 +119,7 @@ fn bench(c: &mut Criterion) {
             || acc.clone(),
             |a| {
                 let a = accounting_applies(a, key, &ops);
-                debug_assert_eq!(a.processes[&key].live_buffers(), LIVE);
+                debug_assert_eq!(a.processes()[&key].live_buffers(), LIVE);
                 a
             },
             criterion::BatchSize::LargeInput,
@@ -167,9 +166,7 @@ fn bench_maps(c: &mut Criterion) {
     const N: u64 = 10_000;
     let key = (2u32, 2u64);
     let mut fresh = Accounting::default();
-    fresh
-        .processes
-        .insert(key, ProcState::new(2, 2, 0, "maps".into(), 0));
+    fresh.register(key, 0, "maps", 0);
     let geometry = BankGeometry {
         struct_size: 32,
         num_banks: 64,

@@ -242,7 +242,9 @@ impl Outcome {
 /// All figures.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct Accounting {
-    pub processes: BTreeMap<ProcKey, ProcState>,
+    /// Changed only by this module's methods (the rules of exact accounting); everyone
+    /// else reads it through [`Accounting::processes`].
+    processes: BTreeMap<ProcKey, ProcState>,
     pub devices: BTreeMap<Chip, DevState>,
     /// The host's cards as last sampled (what placements are made against).
     pub cards: Vec<Card>,
@@ -263,6 +265,76 @@ pub struct Accounting {
 }
 
 impl Accounting {
+    /// Every process known, by key.
+    pub fn processes(&self) -> &BTreeMap<ProcKey, ProcState> {
+        &self.processes
+    }
+
+    /// What a producer says it could not deliver (`dropped`, its segment's count):
+    /// whether that changed what process `key` shows. None: no such process.
+    pub fn set_producer_dropped(&mut self, key: ProcKey, dropped: u64) -> Option<bool> {
+        let p = self.processes.get_mut(&key)?;
+        let changed = p.producer_dropped != dropped;
+        p.producer_dropped = dropped;
+        Some(changed)
+    }
+
+    /// Orders `pending` (process `key`'s events read from its lanes, sorted by
+    /// sequence number) against the sequence it expects ([`crate::merge::merge`]), and
+    /// takes what the merge decided: the next sequence number, the numbers skipped
+    /// (counted lost) or arriving late (taken back), each lane's position after the
+    /// events now ready. None: no such process.
+    pub fn order(
+        &mut self,
+        key: ProcKey,
+        pending: &[crate::merge::Pending],
+        gaps: crate::merge::Gaps,
+    ) -> Option<crate::merge::Merged> {
+        let p = self.processes.get_mut(&key)?;
+        let m = crate::merge::merge(pending, p.next_seq, gaps);
+        p.next_seq = m.next_seq;
+        p.gap_lost = p.gap_lost.saturating_add(m.skipped).saturating_sub(m.late);
+        for e in &pending[..m.ready] {
+            p.lane_applied[e.lane as usize] = e.pos.wrapping_add(1);
+        }
+        Some(m)
+    }
+
+    /// `n` more of process `key`'s events that will never be applied (its segment was
+    /// found broken, say).
+    pub fn count_lost(&mut self, key: ProcKey, n: u64) {
+        if let Some(p) = self.processes.get_mut(&key) {
+            p.gap_lost = p.gap_lost.saturating_add(n);
+        }
+    }
+
+    /// Process `key`'s name, set to `comm` where none was known (a process recovered
+    /// from the journal, which keeps no names) or where `always`. Empty: no such process.
+    pub fn name(&mut self, key: ProcKey, comm: &str, always: bool) -> String {
+        match self.processes.get_mut(&key) {
+            Some(p) => {
+                if always || p.comm.is_empty() {
+                    p.comm = comm.to_string();
+                }
+                p.comm.clone()
+            }
+            None => String::new(),
+        }
+    }
+
+    /// Every process of `pid` has its peaks start again from its current figures;
+    /// whether there was one.
+    pub fn reset_peaks(&mut self, pid: u32) -> bool {
+        let mut found = false;
+        for p in self.processes.values_mut().filter(|p| p.pid == pid) {
+            for pd in p.devices.values_mut() {
+                pd.peak = pd.used;
+            }
+            found = true;
+        }
+        found
+    }
+
     /// Process `key`, registered if it is new (its user, name and first-seen time); a
     /// process already known whose user was not (one recovered from journal records
     /// alone) takes `uid`. Every source of processes (segments, the compatibility

@@ -327,7 +327,7 @@ impl Aggregator {
             "tt-aggregator stopped: {} events applied, {} lost, {} processes still tracked",
             self.acc.events_applied,
             self.acc.events_lost(),
-            self.acc.processes.len()
+            self.acc.processes().len()
         ));
     }
 

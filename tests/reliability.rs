@@ -532,17 +532,17 @@ proptest! {
     fn random_events_never_touch_another_process(evs in prop::collection::vec((any::<u8>(), any::<u8>(), -2i32..70, any::<u64>(), 0u64..16), 0..300)) {
         use tttrack::accounting::*;
         let mut acc = Accounting::default();
-        acc.processes.insert((1, 1), ProcState::new(1, 1, 0, "a".into(), 0));
-        acc.processes.insert((2, 2), ProcState::new(2, 2, 0, "b".into(), 0));
+        acc.register((1, 1), 0, "a", 0);
+        acc.register((2, 2), 0, "b", 0);
         for id in 0..16u64 {
             acc.apply((2, 2), &tttrack::shm_layout::Event { seq: 0, kind: 1, subtype: 0, _reserved: 0, device: 0, size: 100, id }, 0);
         }
-        let before = acc.processes[&(2, 2)].devices[&0].used;
+        let before = acc.processes()[&(2, 2)].devices[&0].used;
         for (kind, sub, device, size, id) in evs {
             let size = size % (2 << 40);
             acc.apply((1, 1), &tttrack::shm_layout::Event { seq: 0, kind, subtype: sub, _reserved: 0, device, size, id }, 0);
         }
-        prop_assert_eq!(acc.processes[&(2, 2)].devices[&0].used, before);
+        prop_assert_eq!(acc.processes()[&(2, 2)].devices[&0].used, before);
         // Device totals are exactly the sum over processes.
         prop_assert_eq!(acc.check_device_sums(), Ok(()));
     }

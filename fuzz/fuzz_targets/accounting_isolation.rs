@@ -5,14 +5,13 @@
 //! untouched.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use tttrack::aggregator::accounting::*;
+use tttrack::accounting::*;
 use tttrack::shm_layout::Event;
 
 fuzz_target!(|data: &[u8]| {
     let mut acc = Accounting::default();
     for k in 1..=3u32 {
-        acc.processes
-            .insert((k, k as u64), ProcState::new(k, k as u64, 0, format!("p{k}"), 0));
+        acc.register((k, k as u64), 0, &format!("p{k}"), 0);
     }
     for id in 0..16u64 {
         let ev = Event {
@@ -26,7 +25,7 @@ fuzz_target!(|data: &[u8]| {
         };
         acc.apply((3, 3), &ev, 0);
     }
-    let before = acc.processes[&(3, 3)].devices.clone();
+    let before = acc.processes()[&(3, 3)].devices.clone();
     for r in data.chunks_exact(12) {
         let who = 1 + (r[0] & 1) as u32;
         // Sizes up to 2^40 and a shift: small and huge values both occur.
@@ -42,7 +41,7 @@ fuzz_target!(|data: &[u8]| {
         };
         acc.apply((who, who as u64), &ev, r[11] as u32);
     }
-    let after = &acc.processes[&(3, 3)].devices;
+    let after = &acc.processes()[&(3, 3)].devices;
     assert_eq!(before.len(), after.len());
     for (d, pd) in &before {
         assert_eq!(pd.used, after[d].used, "another process changed process 3's figures");

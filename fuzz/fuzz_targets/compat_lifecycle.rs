@@ -7,7 +7,7 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use std::collections::HashMap;
-use tttrack::aggregator::accounting::*;
+use tttrack::accounting::*;
 use tttrack::compat::{Parsed, StreamParser};
 use tttrack::counters_page::NUM_CATS;
 
@@ -31,8 +31,7 @@ fuzz_target!(|data: &[u8]| {
                 }
                 let key = (client as u32 + 1, next_start);
                 next_start += 1;
-                acc.processes
-                    .insert(key, ProcState::new(key.0, key.1, 0, String::new(), 0));
+                acc.register(key, 0, "", 0);
                 clients.insert(client, (key, StreamParser::default()));
             }
             1 => {
@@ -41,7 +40,7 @@ fuzz_target!(|data: &[u8]| {
                 };
                 let key = *key;
                 let others: Vec<(ProcKey, Vec<[u64; NUM_CATS]>)> = acc
-                    .processes
+                    .processes()
                     .iter()
                     .filter(|(k, _)| **k != key)
                     .map(|(k, p)| (*k, p.devices.values().map(|d| d.used).collect()))
@@ -55,14 +54,14 @@ fuzz_target!(|data: &[u8]| {
                 }
                 for (k, before) in others {
                     let after: Vec<[u64; NUM_CATS]> =
-                        acc.processes[&k].devices.values().map(|d| d.used).collect();
+                        acc.processes()[&k].devices.values().map(|d| d.used).collect();
                     assert_eq!(before, after, "client {client} changed process {k:?}");
                 }
             }
             _ => {
                 if let Some((key, _)) = clients.remove(&client) {
                     acc.release(key);
-                    assert!(!acc.processes.contains_key(&key));
+                    assert!(!acc.processes().contains_key(&key));
                 }
             }
         }

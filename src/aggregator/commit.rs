@@ -26,7 +26,7 @@ impl Aggregator {
             return;
         }
         for a in self.segments.attached.values_mut() {
-            let Some(p) = self.acc.processes.get(&a.key) else {
+            let Some(p) = self.acc.processes().get(&a.key) else {
                 continue;
             };
             for lane in 0..NUM_LANES {

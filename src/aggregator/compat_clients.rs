@@ -102,7 +102,7 @@ impl Aggregator {
                 ev,
             } => {
                 let key = (pid, start_time);
-                if !self.acc.processes.contains_key(&key) {
+                if !self.acc.processes().contains_key(&key) {
                     return 0;
                 }
                 let (lane, pos) = (COMPAT_LANE, 0);
@@ -186,7 +186,7 @@ impl Aggregator {
         let mut o = String::from("=== Loaded kernels ===\n");
         let now_s = sys::unix_ns() / 1_000_000_000;
         let acc = &self.acc;
-        let kernels = acc.processes.values().flat_map(|p| {
+        let kernels = acc.processes().values().flat_map(|p| {
             p.devices.iter().flat_map(move |(&d, pd)| {
                 let d = acc.device_row(p, d);
                 pd.kernels
@@ -221,7 +221,7 @@ impl Aggregator {
         let mut groups: std::collections::BTreeMap<(i32, u8), (u64, u64, Vec<Listed>)> =
             Default::default();
         let (mut listed, mut all) = (0usize, 0u64);
-        for p in self.acc.processes.values() {
+        for p in self.acc.processes().values() {
             for (&d, pd) in &p.devices {
                 let d = self.acc.device_row(p, d);
                 for (&addr, b) in pd.buffers.iter() {

@@ -122,7 +122,7 @@ fn buffers_answer(acc: &Accounting, pid: Option<u32>, device: Option<i32>, limit
     type Kept = Reverse<(u64, Reverse<u64>, (u32, u64), i32)>;
     let mut heap: BinaryHeap<Kept> = BinaryHeap::with_capacity(limit + 1);
     let mut total = 0u64;
-    for (key, p) in &acc.processes {
+    for (key, p) in acc.processes() {
         if pid.is_some_and(|x| x != p.pid) {
             continue;
         }
@@ -144,7 +144,7 @@ fn buffers_answer(acc: &Accounting, pid: Option<u32>, device: Option<i32>, limit
     }
     let mut lines = Vec::with_capacity(heap.len());
     for Reverse((size, Reverse(addr), key, d)) in heap.into_sorted_vec() {
-        let Some(p) = acc.processes.get(&key) else {
+        let Some(p) = acc.processes().get(&key) else {
             continue;
         };
         let Some(pd) = p.devices.get(&d) else {

@@ -124,7 +124,7 @@ impl Aggregator {
         use crate::accounting::placement::Source;
         for p in self.acc.take_placed() {
             self.record_placed(&p);
-            let Some(proc_) = self.acc.processes.get(&p.key) else {
+            let Some(proc_) = self.acc.processes().get(&p.key) else {
                 continue;
             };
             if p.source == Source::AsReported && p.moved_from.is_none() {
@@ -163,7 +163,7 @@ impl Aggregator {
         let sample = self.telemetry.latest();
         use crate::accounting::placement::Chip;
         let t = &mut self.telemetry;
-        for (key, p) in &self.acc.processes {
+        for (key, p) in self.acc.processes() {
             let holds: Vec<u32> = sample
                 .devices
                 .iter()
@@ -188,7 +188,7 @@ impl Aggregator {
             }
         }
         let acc = &self.acc;
-        t.disagreed.retain(|(k, _)| acc.processes.contains_key(k));
+        t.disagreed.retain(|(k, _)| acc.processes().contains_key(k));
     }
 
     /// Logs local devices that appeared or vanished since the last look.
@@ -266,7 +266,7 @@ fn reported_via(acc: &Accounting) -> std::collections::HashMap<Chip, i32> {
     if !acc.devices.keys().any(Chip::is_remote) {
         return via;
     }
-    for p in acc.processes.values() {
+    for p in acc.processes().values() {
         for (&l, id) in &p.placement.reported {
             if let (Some((chip, _)), true) = (p.chip_of(l), id.via_pcie_index >= 0) {
                 via.entry(chip).or_insert(id.via_pcie_index);
@@ -283,7 +283,7 @@ fn sole_card(acc: &Accounting, chip: &Chip) -> i32 {
         pid, start_time, ..
     } = *chip
     {
-        if let Some(p) = acc.processes.get(&(pid, start_time)) {
+        if let Some(p) = acc.processes().get(&(pid, start_time)) {
             if let Some([one]) =
                 placement::visible_cards(&p.placement.visible, &acc.cards).as_deref()
             {

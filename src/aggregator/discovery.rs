@@ -319,21 +319,18 @@ impl Aggregator {
         let (alive, comm) = self.identify(&seg)?;
         let key = (seg.pid, seg.start_time);
         self.check_claim(&seg, key, alive)?;
-        let recovered = self.acc.processes.contains_key(&key);
+        let recovered = self.acc.processes().contains_key(&key);
         if recovered {
             self.resume_lanes(&mut seg, key);
         } else {
             self.add_process(&seg, key, comm.clone());
         }
-        if let Some(p) = self.acc.processes.get_mut(&key) {
-            p.comm = comm.clone();
-            if p.uid == crate::accounting::UID_UNKNOWN {
-                p.uid = seg.file_uid;
-            }
-        }
+        // The segment names it (and its user, for one known from the journal alone).
+        self.acc.register(key, seg.file_uid, &comm, sys::unix_ns());
+        self.acc.name(key, &comm, true);
         if self
             .acc
-            .processes
+            .processes()
             .get(&key)
             .is_some_and(|p| p.placement.visible.is_none())
         {
@@ -403,7 +400,7 @@ impl Aggregator {
     /// event (the lane's read and released positions move there) when that position is
     /// plausible for the lane.
     fn resume_lanes(&self, seg: &mut MappedSegment, key: ProcKey) {
-        let p = &self.acc.processes[&key];
+        let p = &self.acc.processes()[&key];
         for lane in 0..NUM_LANES {
             if !seg.lane_reserved(lane) {
                 continue;
@@ -445,7 +442,7 @@ impl Aggregator {
                 key.0, key.1
             ));
         }
-        if let Some(p) = self.acc.processes.get(&key) {
+        if let Some(p) = self.acc.processes().get(&key) {
             // One known from journal records alone: its uid is the file's when /proc
             // says so (checked before this for a running process; one that ended can
             // only have its own figures released).

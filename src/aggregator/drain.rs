@@ -6,7 +6,7 @@ use super::discovery::Attached;
 use super::segment_reader::SegmentError;
 use super::{Aggregator, GAP_TIMEOUT};
 use crate::accounting::{Outcome, ProcKey};
-use crate::merge::{merge, Gaps, Pending};
+use crate::merge::{Gaps, Pending};
 use crate::segment::SegmentView;
 use crate::shm_layout::{Event, MAX_DEVICES, NUM_LANES};
 use crate::sys;
@@ -54,12 +54,9 @@ impl Aggregator {
         let read = read_lanes(a, &mut segments.buf, final_drain)?;
         let key = a.key;
         let dropped = a.seg.dropped();
-        let Some(p) = self.acc.processes.get_mut(&key) else {
-            return Ok((read, false));
-        };
-        if p.producer_dropped != dropped {
-            p.producer_dropped = dropped;
-            self.page.dirty = true;
+        match self.acc.set_producer_dropped(key, dropped) {
+            None => return Ok((read, false)),
+            Some(changed) => self.page.dirty |= changed,
         }
         if a.pending.is_empty() {
             a.gap_since = None;
@@ -73,12 +70,9 @@ impl Aggregator {
         } else {
             Gaps::Wait
         };
-        let m = merge(&a.pending, p.next_seq, gaps);
-        p.next_seq = m.next_seq;
-        p.gap_lost = p.gap_lost.saturating_add(m.skipped).saturating_sub(m.late);
-        for e in &a.pending[..m.ready] {
-            p.lane_applied[e.lane as usize] = e.pos.wrapping_add(1);
-        }
+        let Some(m) = self.acc.order(key, &a.pending, gaps) else {
+            return Ok((read, false));
+        };
         // One journal block for the pass's events of this process.
         let ready = a.pending[..m.ready].iter();
         self.journal
@@ -204,7 +198,7 @@ impl Aggregator {
                 if self.refusals_logged.insert(key) {
                     let acc = &self.acc;
                     self.refusals_logged
-                        .retain(|k| acc.processes.contains_key(k));
+                        .retain(|k| acc.processes().contains_key(k));
                     self.log.warn(format!(
                         "pid {}: identity of device {} refused: {why} (further refusals for it are counted, not logged)",
                         key.0, ev.device
@@ -224,9 +218,7 @@ impl Aggregator {
         if let Some(a) = self.segments.attached.get_mut(path) {
             a.broken = true;
             a.pending.clear();
-            if let Some(p) = self.acc.processes.get_mut(&a.key) {
-                p.gap_lost = p.gap_lost.saturating_add(1);
-            }
+            self.acc.count_lost(a.key, 1);
         }
         self.status.segments_rejected += 1;
         self.page.dirty = true;

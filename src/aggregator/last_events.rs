@@ -162,7 +162,7 @@ impl Aggregator {
         if !self.last.enabled() {
             return;
         }
-        let Some(p) = self.acc.processes.get(&key) else {
+        let Some(p) = self.acc.processes().get(&key) else {
             return;
         };
         let mut all = events.clone();
@@ -223,7 +223,7 @@ impl Aggregator {
         // events, without what they held before it).
         let mut wanted: HashSet<ProcKey> = self
             .acc
-            .processes
+            .processes()
             .iter()
             .filter(|(k, p)| mine(**k, p.uid))
             .map(|(k, _)| *k)
@@ -265,7 +265,7 @@ impl Aggregator {
     /// live buffers but those first allocated within the kept events (which replay
     /// them), with their detail, and its banks.
     fn snapshot_start(&self, key: ProcKey, kept: &[Kept], out: &mut Vec<u8>) {
-        let Some(p) = self.acc.processes.get(&key) else {
+        let Some(p) = self.acc.processes().get(&key) else {
             // Ended: only its kept events say what it did.
             Record::Process {
                 t_ms: 0,

@@ -50,7 +50,7 @@ impl Aggregator {
     pub(super) fn device_label(&self, key: ProcKey, logical: i32) -> String {
         let row = self
             .acc
-            .processes
+            .processes()
             .get(&key)
             .and_then(|p| p.chip_of(logical))
             .and_then(|(c, _)| self.acc.row_of(&c));
@@ -75,7 +75,7 @@ impl Aggregator {
             if self.over_limit_logged.insert(key) {
                 let acc = &self.acc;
                 self.over_limit_logged
-                    .retain(|k| acc.processes.contains_key(k));
+                    .retain(|k| acc.processes().contains_key(k));
                 self.log
                     .warn(describe(key.0, &self.device_label(key, ev.device), ev, out));
             }
@@ -84,7 +84,11 @@ impl Aggregator {
         if *out != Outcome::UnknownFree {
             return;
         }
-        let n = self.acc.processes.get(&key).map_or(0, |p| p.unknown_frees);
+        let n = self
+            .acc
+            .processes()
+            .get(&key)
+            .map_or(0, |p| p.unknown_frees);
         if n <= LOGGED {
             let more = if n == LOGGED {
                 " (further ones of this process are counted, not logged; -v logs every event)"

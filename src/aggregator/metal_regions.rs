@@ -128,7 +128,7 @@ impl Aggregator {
         let mut by: BTreeMap<ProcKey, super::recordings::SampledProcess> = BTreeMap::new();
         for l in &self.metal.last.live {
             let key = (l.pid, l.start_time);
-            if self.acc.processes.contains_key(&key) {
+            if self.acc.processes().contains_key(&key) {
                 continue;
             }
             // A chip not published yet: sampled from the next read on.
@@ -185,7 +185,7 @@ impl Aggregator {
         let mut own: BTreeMap<ProcKey, ProcessRecord> = BTreeMap::new();
         for l in &s.live {
             let key = (l.pid, l.start_time);
-            if self.acc.processes.contains_key(&key) {
+            if self.acc.processes().contains_key(&key) {
                 // Counted from its lanes; the region's figure beside, for comparison.
                 if let Some(r) = index.get(&key).and_then(|&i| procs.get_mut(i)) {
                     r.flags |= PROC_ALSO_IN_REGION;
@@ -327,7 +327,7 @@ impl Aggregator {
     fn log_differences(&mut self, procs: &[ProcessRecord]) {
         for r in procs.iter().filter(|r| r.flags & PROC_ALSO_IN_REGION != 0) {
             let key = (r.pid, r.start_time);
-            let Some(p) = self.acc.processes.get(&key) else {
+            let Some(p) = self.acc.processes().get(&key) else {
                 continue;
             };
             let lanes: Vec<u64> = DEVICE_CATS
@@ -353,7 +353,7 @@ impl Aggregator {
         let acc: &Accounting = &self.acc;
         self.metal
             .differ_logged
-            .retain(|k| acc.processes.contains_key(k));
+            .retain(|k| acc.processes().contains_key(k));
     }
 }
 

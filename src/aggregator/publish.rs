@@ -119,8 +119,12 @@ impl Aggregator {
         st.events_lost = self.acc.events_lost();
         st.unknown_frees = self.acc.unknown_frees;
         st.invalid_events = self.acc.invalid_events;
-        st.processes_tracked = self.acc.processes.len() as u32;
-        st.process_overflow = self.acc.processes.len().saturating_sub(MAX_PAGE_PROCESSES) as u32;
+        st.processes_tracked = self.acc.processes().len() as u32;
+        st.process_overflow = self
+            .acc
+            .processes()
+            .len()
+            .saturating_sub(MAX_PAGE_PROCESSES) as u32;
         self.status = st;
         let sample = self.telemetry.latest();
         self.note_device_changes(&sample);
@@ -263,7 +267,7 @@ fn add_untracked(
 
 pub(super) fn process_records(acc: &Accounting) -> Vec<ProcessRecord> {
     let mut v: Vec<ProcessRecord> = acc
-        .processes
+        .processes()
         .values()
         .map(|p| {
             let mut r = ProcessRecord {

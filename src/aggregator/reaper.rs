@@ -111,7 +111,7 @@ impl Aggregator {
             .collect();
         let orphans: Vec<ProcKey> = self
             .acc
-            .processes
+            .processes()
             .keys()
             .filter(|k| !watched.contains(k))
             .filter(|k| !self.cfg.dir.join(segment_file_name(k.0, k.1)).exists())
@@ -128,16 +128,8 @@ impl Aggregator {
                 self.release_process(key, Reporter::Journal);
                 continue;
             };
-            let comm = match self.acc.processes.get_mut(&key) {
-                Some(p) => {
-                    if p.comm.is_empty() {
-                        // Recovered from the journal, which does not keep names.
-                        p.comm = info.comm;
-                    }
-                    p.comm.clone()
-                }
-                None => String::new(),
-            };
+            // Recovered from the journal, which does not keep names: /proc says.
+            let comm = self.acc.name(key, &info.comm, false);
             self.log.info(format!(
                 "= pid {} ({comm}) still runs without a segment (a socket client from before a restart?): its figures are kept until it ends",
                 key.0

@@ -168,7 +168,7 @@ impl Aggregator {
         });
         self.log
             .info(format!("   recording for pid {pid} (uid {uid}) started"));
-        let keys: Vec<ProcKey> = self.acc.processes.keys().copied().collect();
+        let keys: Vec<ProcKey> = self.acc.processes().keys().copied().collect();
         for k in keys {
             self.consider_for_recordings(k);
         }
@@ -185,7 +185,7 @@ impl Aggregator {
         if self.recordings.is_empty() {
             return;
         }
-        let Some(p) = self.acc.processes.get(&key) else {
+        let Some(p) = self.acc.processes().get(&key) else {
             return;
         };
         // A descendant: only a process that runs, as itself (a segment of one that

@@ -137,7 +137,7 @@ impl Aggregator {
             // A socket client's events are applied as they come; an unknown pid has none,
             // or is a process of TT-Metal's regions: those are read again (at most every
             // few milliseconds) so that the page says what they say now.
-            let tracked = self.acc.processes.keys().any(|k| k.0 == pid);
+            let tracked = self.acc.processes().keys().any(|k| k.0 == pid);
             if !tracked && self.read_metal_soon(Instant::now()) {
                 self.publish();
             }
@@ -173,13 +173,13 @@ impl Aggregator {
         let acc = &self.acc;
         self.requests.syncs.retain(|s| {
             let done = acc
-                .processes
+                .processes()
                 .get(&s.key)
                 .is_none_or(|p| p.next_seq >= s.target);
             if done || now >= s.deadline {
                 let _ = s.reply.send(json_line(serde_json::json!({
                     "synced": done,
-                    "tracked": acc.processes.contains_key(&s.key),
+                    "tracked": acc.processes().contains_key(&s.key),
                 })));
                 return false;
             }
@@ -196,7 +196,7 @@ impl Aggregator {
         };
         let theirs = self
             .acc
-            .processes
+            .processes()
             .values()
             .find(|p| p.pid == pid && req.uid != 0 && req.uid != p.uid);
         if let Some(p) = theirs {
@@ -206,13 +206,7 @@ impl Aggregator {
         }
         // Kept in the next snapshot (not forced: a reset is no reason to rewrite the
         // journal; one made just before a crash may come undone).
-        let mut found = false;
-        for p in self.acc.processes.values_mut().filter(|p| p.pid == pid) {
-            for pd in p.devices.values_mut() {
-                pd.peak = pd.used;
-            }
-            found = true;
-        }
+        let found = self.acc.reset_peaks(pid);
         self.page.dirty |= found;
         json_line(serde_json::json!({ "reset": found }))
     }

@@ -95,7 +95,7 @@ impl Aggregator {
         if rec.replayed > 0 || rec.generation > 0 {
             self.log.info(format!(
                 "   recovered from a previous run: {} processes, {} journaled events replayed{}",
-                rec.accounting.processes.len(),
+                rec.accounting.processes().len(),
                 rec.replayed,
                 if rec.torn {
                     " (a torn last record was ignored)"

@@ -299,7 +299,7 @@ impl<'a> Replay<'a> {
 
     /// What process `key` holds now (on `row` and of category `cat`, if given).
     fn live_of(&self, key: (u32, u64), row: Option<u32>, cat: Option<usize>) -> Vec<Live> {
-        let Some(p) = self.acc.processes.get(&key) else {
+        let Some(p) = self.acc.processes().get(&key) else {
             return Vec::new();
         };
         let mut v = Vec::new();
@@ -435,7 +435,7 @@ impl Visit for Tally {
         let pd = rp
             .keys
             .get(&pid)
-            .and_then(|k| rp.acc.processes.get(k))
+            .and_then(|k| rp.acc.processes().get(k))
             .and_then(|p| p.devices.get(&(row as i32)));
         if let Some(pd) = pd {
             for c in 0..NUM_CATS {
@@ -515,7 +515,7 @@ pub fn analyze(rec: &Recording) -> Report {
         ..Default::default()
     };
     (r.maps_at_end, r.failure) = super::autopsy::autopsy(&replay.acc, rec.meta.failure.as_deref());
-    let still: Vec<(u32, u64)> = replay.acc.processes.keys().copied().collect();
+    let still: Vec<(u32, u64)> = replay.acc.processes().keys().copied().collect();
     for k in still {
         r.live_at_end.extend(replay.live_of(k, None, None));
     }
@@ -538,7 +538,7 @@ pub fn analyze(rec: &Recording) -> Report {
         }),
         _ => None,
     });
-    r.complete = r.exit.is_some() && r.truncated.is_none() && replay.acc.processes.is_empty();
+    r.complete = r.exit.is_some() && r.truncated.is_none() && replay.acc.processes().is_empty();
     r.devices = devices(rec, t.types);
     t.leaks
         .sort_by(|a, b| b.size.cmp(&a.size).then(a.pid.cmp(&b.pid)));

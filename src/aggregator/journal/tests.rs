@@ -64,9 +64,7 @@ fn a_reused_journal_file_replays_only_its_own_generation() {
     };
     let replay = |acc: &mut Accounting, r: &Record| {
         if let Record::Event { key, ev, .. } = r {
-            acc.processes
-                .entry(*key)
-                .or_insert_with(|| crate::accounting::ProcState::new(9, 90, 0, "j".into(), 0));
+            acc.register(*key, 0, "j", 0);
             acc.apply(*key, ev, 0);
         }
     };
@@ -92,9 +90,9 @@ fn a_reused_journal_file_replays_only_its_own_generation() {
     drop(j);
     let (_, rec) = Journal::open(&dir, replay).unwrap();
     assert_eq!((rec.generation, rec.replayed, rec.torn), (1, 2, false));
-    let got = &rec.accounting.processes[&key].devices[&0];
+    let got = &rec.accounting.processes()[&key].devices[&0];
     assert_eq!(got.buffers.len(), 12);
-    assert_eq!(got.used, acc.processes[&key].devices[&0].used);
+    assert_eq!(got.used, acc.processes()[&key].devices[&0].used);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -285,10 +283,7 @@ fn snapshots_round_trip_and_another_format_is_refused_clearly() {
     let _ = std::fs::remove_dir_all(&dir);
     let mut acc = Accounting::default();
     let key = (7, 70);
-    acc.processes.insert(
-        key,
-        crate::accounting::ProcState::new(7, 70, 0, "k".into(), 0),
-    );
+    acc.register(key, 0, "k", 0);
     let ev = Event {
         seq: 0,
         kind: crate::shm_layout::EventKind::KernelLoad as u8,
@@ -303,7 +298,7 @@ fn snapshots_round_trip_and_another_format_is_refused_clearly() {
     j.compact(&acc).unwrap();
     drop(j);
     let (_, rec) = Journal::open(&dir, |_, _| {}).unwrap();
-    let pd = &rec.accounting.processes[&key].devices[&0];
+    let pd = &rec.accounting.processes()[&key].devices[&0];
     assert_eq!(pd.kernels[&0xd1], vec![(4096, 0, 1_700_000_000)]);
     // A snapshot without the header (the format before versions) or of another
     // version: a clear refusal that says what to do, never a misread.

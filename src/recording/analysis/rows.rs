@@ -53,7 +53,7 @@ pub(super) fn fill_live_at_peak(rec: &Recording, types: &mut BTreeMap<(u32, usiz
                 return;
             };
             for &(row, cat) in ks {
-                let keys: Vec<(u32, u64)> = rp.acc.processes.keys().copied().collect();
+                let keys: Vec<(u32, u64)> = rp.acc.processes().keys().copied().collect();
                 let mut v: Vec<Live> = keys
                     .into_iter()
                     .flat_map(|k| rp.live_of(k, Some(row), Some(cat)))
